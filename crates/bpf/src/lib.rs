@@ -1,0 +1,12 @@
+//! Ricochet's compiled kernel programs, embedded in the binary.
+
+/// The XDP load balancer object (program `ricochet_lb`).
+pub static LB: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-lb"));
+
+/// The TC decapsulator object (program `ricochet_decap`).
+pub static DECAP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-decap"));
+
+/// Name of the XDP program in [`LB`].
+pub const LB_PROGRAM: &str = "ricochet_lb";
+/// Name of the TC program in [`DECAP`].
+pub const DECAP_PROGRAM: &str = "ricochet_decap";

@@ -1,0 +1,385 @@
+//! The real data plane: the XDP program loaded with aya, its maps, attachment and
+//! pinning.
+//!
+//! With a pin directory, every map and the XDP link are pinned there (bpffs). A later
+//! load with the same directory reuses the pinned maps (so flows, tables and counters
+//! survive a daemon restart) and swaps its program into the pinned link atomically, so
+//! the interface never runs without a load balancer. Only [`detach`] removes them.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context as _};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        TestRun, TestRunOptions, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use ricochet_common::{
+    maps, Counters, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue, Settings,
+    VipKey, VipValue,
+};
+use tracing::{info, warn};
+
+use crate::{Capacities, Dataplane};
+
+/// How to attach the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (the fast path). Fails where the driver lacks XDP support.
+    Native,
+    /// In the kernel's generic receive path: works everywhere, much slower.
+    Generic,
+    /// Native, falling back to generic with a warning.
+    Auto,
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" => Ok(AttachMode::Native),
+            "generic" => Ok(AttachMode::Generic),
+            "auto" => Ok(AttachMode::Auto),
+            _ => Err(format!("unknown XDP mode {s:?}: expected native, generic or auto")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Directory in bpffs for the pinned maps and link; `None` pins nothing (tests).
+    pub pin_dir: Option<PathBuf>,
+    pub caps: Capacities,
+}
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Debug)]
+pub struct TestRunOutput {
+    pub action: u32,
+    pub packet: Vec<u8>,
+    pub duration: Duration,
+}
+
+pub struct KernelDataplane {
+    ebpf: Ebpf,
+    caps: Capacities,
+    pin_dir: Option<PathBuf>,
+    /// Whether the maps existed pinned before this load.
+    adopted: bool,
+    vips: HashMap<MapData, VipKey, VipValue>,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    servers: Array<MapData, ServerValue>,
+    maglev: Array<MapData, u32>,
+    settings: Array<MapData, Settings>,
+    svc_stats: PerCpuArray<MapData, Counters>,
+    srv_stats: PerCpuArray<MapData, Counters>,
+    reasons: PerCpuArray<MapData, u64>,
+}
+
+const ALL_MAPS: [&str; 9] = [
+    maps::VIPS,
+    maps::SERVICES,
+    maps::FLOWS,
+    maps::SERVERS,
+    maps::MAGLEV,
+    maps::SERVICE_STATS,
+    maps::SERVER_STATS,
+    maps::REASONS,
+    maps::SETTINGS,
+];
+
+fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link-{iface}"))
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) {
+        // statfs magic of bpffs.
+        const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+        let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())?;
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and out-pointer.
+        let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+        if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+            bail!("/sys/fs/bpf is not a bpf filesystem: mount it with `mount -t bpf bpf /sys/fs/bpf`");
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating pin directory {}", dir.display()))
+}
+
+impl KernelDataplane {
+    /// Loads the program and creates (or, with a pin directory that holds them, reuses)
+    /// its maps. The program is not attached anywhere yet.
+    pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
+        let caps = opts.caps;
+        let mut loader = EbpfLoader::new();
+        let mut adopted = false;
+        let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
+            Some(dir) => {
+                ensure_bpffs(dir)?;
+                adopted = dir.join(maps::SERVICES).exists();
+                ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader
+            .map_max_entries(maps::VIPS, caps.vips)
+            .map_max_entries(maps::SERVICES, caps.service_ports)
+            .map_max_entries(maps::FLOWS, caps.flows)
+            .map_max_entries(maps::SERVERS, caps.servers)
+            .map_max_entries(maps::MAGLEV, caps.maglev_slots)
+            .map_max_entries(maps::SERVICE_STATS, caps.services)
+            .map_max_entries(maps::SERVER_STATS, caps.servers);
+        let mut ebpf = loader.load(ricochet_bpf::LB).map_err(|e| {
+            let hint = if unsafe { libc::geteuid() } != 0 {
+                " (loading eBPF needs root: CAP_BPF and CAP_NET_ADMIN)"
+            } else {
+                ""
+            };
+            anyhow!("loading the XDP object: {e}{hint}")
+        })?;
+        {
+            let prog: &mut Xdp = ebpf
+                .program_mut(ricochet_bpf::LB_PROGRAM)
+                .ok_or_else(|| anyhow!("program {} missing", ricochet_bpf::LB_PROGRAM))?
+                .try_into()?;
+            prog.load().context("the kernel verifier rejected the XDP program")?;
+        }
+        let mut dp = KernelDataplane {
+            vips: take(&mut ebpf, maps::VIPS)?,
+            services: take(&mut ebpf, maps::SERVICES)?,
+            flows: take(&mut ebpf, maps::FLOWS)?,
+            servers: take(&mut ebpf, maps::SERVERS)?,
+            maglev: take(&mut ebpf, maps::MAGLEV)?,
+            settings: take(&mut ebpf, maps::SETTINGS)?,
+            svc_stats: take(&mut ebpf, maps::SERVICE_STATS)?,
+            srv_stats: take(&mut ebpf, maps::SERVER_STATS)?,
+            reasons: take(&mut ebpf, maps::REASONS)?,
+            ebpf,
+            caps,
+            pin_dir: opts.pin_dir.clone(),
+            adopted,
+        };
+        // A pinned map keeps the capacity it was created with.
+        dp.caps.servers = dp.servers.len();
+        dp.caps.maglev_slots = dp.maglev.len();
+        dp.caps.services = dp.svc_stats.len();
+        if adopted && dp.caps != caps {
+            warn!(
+                wanted = ?caps, pinned = ?dp.caps,
+                "the pinned maps keep their capacities; run `ricochet detach` first to change them"
+            );
+        }
+        Ok(dp)
+    }
+
+    /// True when the maps were found pinned (a restart): the engine adopts their state.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    fn program(&mut self) -> anyhow::Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(ricochet_bpf::LB_PROGRAM)
+            .ok_or_else(|| anyhow!("program missing"))?
+            .try_into()?)
+    }
+
+    /// Attaches to `iface`, or swaps this program into the link pinned for `iface` by
+    /// an earlier run (no moment without a program). With a pin directory the link is
+    /// pinned so the program keeps running after this process exits.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<()> {
+        let pin = self.pin_dir.as_ref().map(|d| link_pin_path(d, iface));
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            let link = PinnedLink::from_pin(path)
+                .with_context(|| format!("opening pinned link {}", path.display()))?;
+            let link = XdpLink::try_from(FdLink::from(link)).context("pinned link is not an XDP link")?;
+            self.program()?
+                .attach_to_link(link)
+                .with_context(|| format!("replacing the program in the pinned link on {iface}"))?;
+            info!(iface, "adopted the pinned XDP link and swapped in the new program");
+            return Ok(());
+        }
+        let try_attach = |prog: &mut Xdp, m: XdpMode| prog.attach(iface, m);
+        let prog = self.program()?;
+        let id = match mode {
+            AttachMode::Native => try_attach(prog, XdpMode::Driver).map_err(|e| {
+                anyhow!(
+                    "attaching native XDP to {iface}: {e}; if the driver lacks native XDP, \
+                     use --xdp-mode generic (slow) or auto"
+                )
+            })?,
+            AttachMode::Generic => {
+                warn!(iface, "GENERIC XDP: packets take the slow path through the kernel stack");
+                try_attach(prog, XdpMode::Skb).with_context(|| format!("attaching generic XDP to {iface}"))?
+            }
+            AttachMode::Auto => match try_attach(prog, XdpMode::Driver) {
+                Ok(id) => id,
+                Err(e) => {
+                    warn!(iface, error = %e, "native XDP failed; FALLING BACK TO GENERIC XDP (slow path)");
+                    try_attach(prog, XdpMode::Skb).with_context(|| format!("attaching generic XDP to {iface}"))?
+                }
+            },
+        };
+        if let Some(path) = pin {
+            let link = self.program()?.take_link(id)?;
+            let link = FdLink::try_from(link).map_err(|e| {
+                anyhow!("the kernel attached XDP without a bpf_link ({e}); pinning needs Linux 5.9+")
+            })?;
+            link.pin(&path).with_context(|| format!("pinning the XDP link at {}", path.display()))?;
+        }
+        info!(iface, ?mode, "XDP program attached");
+        Ok(())
+    }
+
+    /// Runs the program once on `input` with BPF_PROG_TEST_RUN, as if received on
+    /// interface `ifindex` (0: the kernel's default, loopback).
+    pub fn test_run(&mut self, input: &[u8], ifindex: u32) -> anyhow::Result<TestRunOutput> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        let mut ctx = [0u8; 24];
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; input.len() + 256];
+        let mut opts = TestRunOptions::default();
+        opts.data_in = Some(input);
+        opts.data_out = Some(&mut out);
+        if ifindex != 0 {
+            ctx[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes());
+            opts.ctx_in = Some(&ctx);
+        }
+        let res = self.program()?.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        out.truncate(res.data_size_out as usize);
+        Ok(TestRunOutput { action: res.return_value, packet: out, duration: res.duration })
+    }
+
+    /// Number of entries in the flow table (walks it: for status and tests).
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// The flow table's entries.
+    pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
+        self.flows.iter().filter_map(Result::ok).collect()
+    }
+}
+
+/// Detaches the program from `iface` and removes the pins under `pin_dir` (maps and
+/// links). Existing flows are forgotten; the interface goes back to the kernel's stack.
+pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    if !pin_dir.exists() {
+        bail!("nothing is pinned at {}: Ricochet is not attached with this pin directory", pin_dir.display());
+    }
+    for entry in std::fs::read_dir(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let is_link = name.starts_with("link-");
+        if is_link && iface.is_some_and(|i| name != format!("link-{i}")) {
+            continue;
+        }
+        if is_link || ALL_MAPS.contains(&name.as_str()) {
+            std::fs::remove_file(&path).with_context(|| format!("removing pin {}", path.display()))?;
+            removed.push(path);
+        }
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(removed)
+}
+
+fn sum<T: aya::Pod + Copy + Default>(vals: aya::maps::PerCpuValues<T>, add: impl Fn(&mut T, T)) -> T {
+    let mut total = T::default();
+    for v in vals.iter() {
+        add(&mut total, *v);
+    }
+    total
+}
+
+impl Dataplane for KernelDataplane {
+    fn capacities(&self) -> Capacities {
+        self.caps
+    }
+    fn set_settings(&mut self, settings: &Settings) -> anyhow::Result<()> {
+        self.settings.set(0, settings, 0).context("writing SETTINGS")
+    }
+    fn settings(&self) -> anyhow::Result<Settings> {
+        self.settings.get(&0, 0).context("reading SETTINGS")
+    }
+    fn vips(&self) -> anyhow::Result<Vec<(VipKey, VipValue)>> {
+        self.vips.iter().map(|r| r.context("reading VIPS")).collect()
+    }
+    fn put_vip(&mut self, key: &VipKey, value: &VipValue) -> anyhow::Result<()> {
+        self.vips.insert(key, value, 0).with_context(|| format!("writing VIP {:?}", key.ip()))
+    }
+    fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()> {
+        self.vips.remove(key).with_context(|| format!("removing VIP {:?}", key.ip()))
+    }
+    fn services(&self) -> anyhow::Result<Vec<(ServiceKey, ServiceValue)>> {
+        self.services.iter().map(|r| r.context("reading SERVICES")).collect()
+    }
+    fn put_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> anyhow::Result<()> {
+        self.services
+            .insert(key, value, 0)
+            .with_context(|| format!("writing service {:?}:{}", key.ip(), key.port()))
+    }
+    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+        self.services
+            .remove(key)
+            .with_context(|| format!("removing service {:?}:{}", key.ip(), key.port()))
+    }
+    fn servers(&self) -> anyhow::Result<Vec<ServerValue>> {
+        self.servers.iter().map(|r| r.context("reading SERVERS")).collect()
+    }
+    fn put_server(&mut self, id: u32, value: &ServerValue) -> anyhow::Result<()> {
+        self.servers.set(id, value, 0).with_context(|| format!("writing server slot {id}"))
+    }
+    fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<()> {
+        for (i, s) in slots.iter().enumerate() {
+            self.maglev
+                .set(offset + i as u32, s, 0)
+                .with_context(|| format!("writing Maglev slot {}", offset + i as u32))?;
+        }
+        Ok(())
+    }
+    fn read_table(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>> {
+        (offset..offset + len)
+            .map(|i| self.maglev.get(&i, 0).with_context(|| format!("reading Maglev slot {i}")))
+            .collect()
+    }
+    fn service_counters(&self, id: u32) -> anyhow::Result<Counters> {
+        let v = self.svc_stats.get(&id, 0).with_context(|| format!("reading service counters {id}"))?;
+        Ok(sum(v, |a, b| *a += b))
+    }
+    fn server_counters(&self, id: u32) -> anyhow::Result<Counters> {
+        let v = self.srv_stats.get(&id, 0).with_context(|| format!("reading server counters {id}"))?;
+        Ok(sum(v, |a, b| *a += b))
+    }
+    fn reason_counters(&self) -> anyhow::Result<Vec<(Reason, u64)>> {
+        Reason::ALL
+            .iter()
+            .map(|r| {
+                let v = self.reasons.get(&(*r as u32), 0).context("reading REASONS")?;
+                Ok((*r, sum(v, |a, b| *a += b)))
+            })
+            .collect()
+    }
+}

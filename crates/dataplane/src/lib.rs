@@ -1,0 +1,70 @@
+//! Ricochet's interface to the data plane.
+//!
+//! [`Dataplane`] is the set of typed map operations the engine needs to program the
+//! XDP load balancer. [`kernel::KernelDataplane`] implements it on the real program
+//! (loaded, attached and pinned with aya); [`memory::MemoryDataplane`] implements it in
+//! memory so that the engine's reconciliation logic is tested on any host.
+
+pub mod kernel;
+pub mod memory;
+
+use ricochet_common::{Counters, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue};
+
+/// Capacities of the maps, fixed when the program is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    pub vips: u32,
+    pub service_ports: u32,
+    /// Service ids are `0..services`.
+    pub services: u32,
+    /// Server slots are `0..servers`.
+    pub servers: u32,
+    /// Slots of the shared Maglev array.
+    pub maglev_slots: u32,
+    pub flows: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        use ricochet_common::limits::*;
+        Capacities {
+            vips: MAX_VIPS,
+            service_ports: MAX_SERVICE_PORTS,
+            services: MAX_SERVICES,
+            servers: MAX_SERVERS,
+            maglev_slots: DEFAULT_MAGLEV_SLOTS,
+            flows: DEFAULT_FLOWS,
+        }
+    }
+}
+
+/// The typed operations on the load balancer's maps.
+///
+/// Every method maps to one or a few map syscalls; ordering between calls (which is
+/// what keeps the data plane consistent while it changes) is the caller's business.
+pub trait Dataplane {
+    fn capacities(&self) -> Capacities;
+    fn set_settings(&mut self, settings: &Settings) -> anyhow::Result<()>;
+    fn settings(&self) -> anyhow::Result<Settings>;
+
+    fn vips(&self) -> anyhow::Result<Vec<(VipKey, VipValue)>>;
+    fn put_vip(&mut self, key: &VipKey, value: &VipValue) -> anyhow::Result<()>;
+    fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()>;
+
+    fn services(&self) -> anyhow::Result<Vec<(ServiceKey, ServiceValue)>>;
+    fn put_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> anyhow::Result<()>;
+    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()>;
+
+    /// Every server slot, indexed by server id.
+    fn servers(&self) -> anyhow::Result<Vec<ServerValue>>;
+    fn put_server(&mut self, id: u32, value: &ServerValue) -> anyhow::Result<()>;
+
+    /// Writes `slots` into the Maglev array starting at `offset`.
+    fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<()>;
+    fn read_table(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>>;
+
+    /// Counters summed over CPUs.
+    fn service_counters(&self, id: u32) -> anyhow::Result<Counters>;
+    fn server_counters(&self, id: u32) -> anyhow::Result<Counters>;
+    fn reason_counters(&self) -> anyhow::Result<Vec<(Reason, u64)>>;
+}

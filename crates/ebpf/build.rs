@@ -1,0 +1,4 @@
+// Rebuild the object when the linker changes (a new bpf-linker can emit different code).
+fn main() {
+    println!("cargo:rerun-if-env-changed=PATH");
+}

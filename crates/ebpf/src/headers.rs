@@ -1,0 +1,212 @@
+//! Wire layouts of the headers the programs read and write.
+//!
+//! Fields that are multi-byte on the wire are byte arrays: the structs have alignment
+//! 1, so a pointer to any packet offset is a valid pointer to them, and reading a field
+//! never needs an unaligned load the verifier would reject.
+
+pub const ETH_LEN: usize = 14;
+pub const VLAN_LEN: usize = 4;
+pub const IPV4_LEN: usize = 20;
+pub const IPV6_LEN: usize = 40;
+pub const TCP_LEN: usize = 20;
+pub const UDP_LEN: usize = 8;
+pub const ICMP_LEN: usize = 8;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_ESP: u8 = 50;
+pub const IPPROTO_AH: u8 = 51;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_NONE: u8 = 59;
+pub const IPPROTO_DSTOPTS: u8 = 60;
+pub const IPPROTO_MH: u8 = 135;
+
+/// IPv4 "don't fragment" bit in the flags/fragment-offset field.
+pub const IP_DF: u16 = 0x4000;
+/// "More fragments" bit and the offset mask: any of them set means a fragment.
+pub const IP_MF_OFFSET: u16 = 0x3fff;
+
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+pub const ICMPV6_PKT_TOOBIG: u8 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub proto: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Hdr {
+    pub ver_ihl: u8,
+    pub tos: u8,
+    pub tot_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag_off: [u8; 2],
+    pub ttl: u8,
+    pub proto: u8,
+    pub check: [u8; 2],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+impl Ipv4Hdr {
+    pub fn version(&self) -> u8 {
+        self.ver_ihl >> 4
+    }
+    /// Header length in 32-bit words.
+    pub fn ihl(&self) -> u8 {
+        self.ver_ihl & 0x0f
+    }
+    pub fn total_len(&self) -> u16 {
+        u16::from_be_bytes(self.tot_len)
+    }
+    pub fn frag(&self) -> u16 {
+        u16::from_be_bytes(self.frag_off)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Hdr {
+    /// Version (4 bits), traffic class (8), flow label (20).
+    pub vtc_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_hdr: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+impl Ipv6Hdr {
+    pub fn version(&self) -> u8 {
+        self.vtc_flow[0] >> 4
+    }
+    pub fn traffic_class(&self) -> u8 {
+        (self.vtc_flow[0] << 4) | (self.vtc_flow[1] >> 4)
+    }
+    pub fn payload_len(&self) -> u16 {
+        u16::from_be_bytes(self.payload_len)
+    }
+}
+
+/// The first four bytes of TCP and UDP: the ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub src: [u8; 2],
+    pub dst: [u8; 2],
+}
+
+/// ICMP "destination unreachable" / ICMPv6 "packet too big" header (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check: [u8; 2],
+    /// ICMPv4 frag-needed: 2 unused bytes then the next-hop MTU; ICMPv6 PTB: the MTU.
+    pub rest: [u8; 4],
+}
+
+/// The outer IPv4 header of an IPv4-in-IPv4 packet (RFC 2003): TOS (DSCP and ECN) and
+/// DF copied from the inner header, protocol 4, checksum filled in.
+pub fn ipip_outer_v4(inner: &Ipv4Hdr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Ipv4Hdr {
+    let tot = inner.total_len().wrapping_add(IPV4_LEN as u16);
+    let mut h = Ipv4Hdr {
+        ver_ihl: 0x45,
+        tos: inner.tos,
+        tot_len: tot.to_be_bytes(),
+        id: [0, 0],
+        frag_off: (inner.frag() & IP_DF).to_be_bytes(),
+        ttl,
+        proto: IPPROTO_IPIP,
+        check: [0, 0],
+        src,
+        dst,
+    };
+    h.check = crate::csum::ipv4_header(&h).to_be_bytes();
+    h
+}
+
+/// The outer IPv6 header of an IPv6-in-IPv6 packet (RFC 2473): traffic class copied
+/// from the inner header, `flow_label` (20 bits) for ECMP entropy, next header 41.
+pub fn ipip_outer_v6(inner: &Ipv6Hdr, src: [u8; 16], dst: [u8; 16], flow_label: u32, hop_limit: u8) -> Ipv6Hdr {
+    let tc = inner.traffic_class() as u32;
+    let word = (6u32 << 28) | (tc << 20) | (flow_label & 0x000f_ffff);
+    let payload = inner.payload_len().wrapping_add(IPV6_LEN as u16);
+    Ipv6Hdr {
+        vtc_flow: word.to_be_bytes(),
+        payload_len: payload.to_be_bytes(),
+        next_hdr: IPPROTO_IPV6,
+        hop_limit,
+        src,
+        dst,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner_v4(tos: u8, frag: u16, len: u16) -> Ipv4Hdr {
+        Ipv4Hdr {
+            ver_ihl: 0x45,
+            tos,
+            tot_len: len.to_be_bytes(),
+            id: [0x12, 0x34],
+            frag_off: frag.to_be_bytes(),
+            ttl: 63,
+            proto: IPPROTO_TCP,
+            check: [0, 0],
+            src: [192, 168, 11, 2],
+            dst: [192, 168, 35, 241],
+        }
+    }
+
+    #[test]
+    fn outer_v4_copies_tos_and_df_and_checksums() {
+        let o = ipip_outer_v4(&inner_v4(0xb9, IP_DF, 60), [192, 168, 33, 7], [192, 168, 33, 10], 64);
+        assert_eq!(o.tos, 0xb9);
+        assert_eq!(o.total_len(), 80);
+        assert_eq!(o.frag(), IP_DF);
+        assert_eq!(o.proto, 4);
+        // A correct header sums to 0xffff including its checksum.
+        assert_eq!(crate::csum::ipv4_header(&o), 0);
+        let o = ipip_outer_v4(&inner_v4(0, 0, 60), [1, 1, 1, 1], [2, 2, 2, 2], 64);
+        assert_eq!(o.frag(), 0, "no DF on the inner packet, none on the outer");
+    }
+
+    #[test]
+    fn outer_v6_carries_traffic_class() {
+        let inner = Ipv6Hdr {
+            vtc_flow: [0x6b, 0x80, 0, 0],
+            payload_len: 100u16.to_be_bytes(),
+            next_hdr: IPPROTO_TCP,
+            hop_limit: 64,
+            src: [1; 16],
+            dst: [2; 16],
+        };
+        assert_eq!(inner.traffic_class(), 0xb8);
+        let o = ipip_outer_v6(&inner, [3; 16], [4; 16], 0xfff_ffff, 64);
+        assert_eq!(o.version(), 6);
+        assert_eq!(o.traffic_class(), 0xb8);
+        assert_eq!(o.payload_len(), 140);
+        assert_eq!(o.next_hdr, 41);
+        assert_eq!(u32::from_be_bytes(o.vtc_flow) & 0xfffff, 0xfffff);
+    }
+}
