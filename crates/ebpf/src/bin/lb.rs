@@ -87,7 +87,18 @@ mod prog {
 
     #[xdp]
     pub fn ricochet_lb(ctx: XdpContext) -> u32 {
-        let verdict = process(&ctx);
+        let mut p = Parsed::default();
+        let mut verdict = parse(&ctx, &mut p);
+        if verdict.action() == ACTION_CONTINUE {
+            verdict = balance(&ctx, &p);
+        }
+        if verdict.action() == ACTION_ICMP_PENDING {
+            verdict = if p.family == FAMILY_V4 {
+                icmp_too_big_v4(&ctx, p.l3_off, p.frame_len, verdict.mtu())
+            } else {
+                icmp_too_big_v6(&ctx, p.l3_off, p.frame_len, verdict.mtu())
+            };
+        }
         count_reason(verdict.reason());
         verdict.action()
     }
@@ -116,8 +127,10 @@ mod prog {
     }
 
     /// What the parser learnt about a packet addressed to a VIP.
+    #[derive(Default)]
     struct Parsed {
         l3_off: usize,
+        frame_len: u32,
         family: u8,
         proto: u8,
         /// Length of the IP packet (header included), from its header.
@@ -147,9 +160,31 @@ mod prog {
         }
         #[inline(always)]
         fn reason(self) -> u32 {
-            (self.0 >> 32) as u32
+            self.reason_bits()
         }
     }
+    /// Action code (not a real XDP action) of a verdict that asks the entry point to
+    /// turn the packet into an ICMP "too big" error; the route MTU rides in bits 48..64.
+    const ACTION_ICMP_PENDING: u32 = 0xffff;
+    /// Action code meaning "parsed, go on balancing".
+    const ACTION_CONTINUE: u32 = 0xfffe;
+
+    impl Verdict {
+        #[inline(always)]
+        const fn too_big(mtu: u16) -> Self {
+            Verdict(Verdict::new(ACTION_ICMP_PENDING, Reason::IcmpTooBig).0 | (mtu as u64) << 48)
+        }
+        #[inline(always)]
+        fn mtu(self) -> u16 {
+            (self.0 >> 48) as u16
+        }
+        #[inline(always)]
+        fn reason_bits(self) -> u32 {
+            ((self.0 >> 32) & 0xffff) as u32
+        }
+    }
+    const CONTINUE: Verdict = Verdict::new(ACTION_CONTINUE, Reason::Forwarded);
+
     const fn pass(r: Reason) -> Verdict {
         Verdict::new(xdp_action::XDP_PASS, r)
     }
@@ -157,8 +192,9 @@ mod prog {
         Verdict::new(xdp_action::XDP_DROP, r)
     }
 
-    #[inline(always)]
-    fn process(ctx: &XdpContext) -> Verdict {
+    /// Parses the headers into `p`; `CONTINUE` when the packet is for a VIP service.
+    #[inline(never)]
+    fn parse(ctx: &XdpContext, p: &mut Parsed) -> Verdict {
         let frame_len = ctx.data_end() - ctx.data();
         let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
             return pass(Reason::PassTruncatedL2);
@@ -175,16 +211,12 @@ mod prog {
             ether_type = u16::from_be_bytes([tag[2], tag[3]]);
             l3_off = ETH_LEN + VLAN_LEN;
         }
-        let parsed = match ether_type {
-            ETH_P_IP => parse_v4(ctx, l3_off, frame_len),
-            ETH_P_IPV6 => parse_v6(ctx, l3_off, frame_len),
-            _ => return pass(Reason::PassNotIp),
-        };
-        let p = match parsed {
-            Ok(p) => p,
-            Err(v) => return v,
-        };
-        balance(ctx, &p, frame_len)
+        p.frame_len = frame_len as u32;
+        match ether_type {
+            ETH_P_IP => parse_v4(ctx, l3_off, frame_len, p),
+            ETH_P_IPV6 => parse_v6(ctx, l3_off, frame_len, p),
+            _ => pass(Reason::PassNotIp),
+        }
     }
 
     #[inline(always)]
@@ -216,37 +248,43 @@ mod prog {
     }
 
     #[inline(always)]
-    fn parse_v4(ctx: &XdpContext, l3_off: usize, frame_len: usize) -> Result<Parsed, Verdict> {
-        let ip = ptr_at::<Ipv4Hdr>(ctx, l3_off).ok_or(drop(Reason::DropMalformedIpv4))?;
+    fn parse_v4(ctx: &XdpContext, l3_off: usize, frame_len: usize, p: &mut Parsed) -> Verdict {
+        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
+            return drop(Reason::DropMalformedIpv4);
+        };
         // SAFETY: bounds checked; copied to the stack.
         let ip = unsafe { *ip };
         let hdr_len = (ip.ihl() as usize) * 4;
         let tot = ip.total_len() as usize;
         if ip.version() != 4 || hdr_len < IPV4_LEN || tot < hdr_len || l3_off + tot > frame_len {
-            return Err(drop(Reason::DropMalformedIpv4));
+            return (drop(Reason::DropMalformedIpv4));
         }
         let mut dst = [0u8; 16];
         dst[..4].copy_from_slice(&ip.dst);
         let Some(vip_flags) = vip_flags(dst, FAMILY_V4) else {
-            return Err(pass(Reason::PassNotVip));
+            return (pass(Reason::PassNotVip));
         };
         if hdr_len != IPV4_LEN {
-            return Err(drop(Reason::DropIpv4Options));
+            return (drop(Reason::DropIpv4Options));
         }
         if ip.frag() & IP_MF_OFFSET != 0 {
-            return Err(drop(Reason::DropFragment));
+            return (drop(Reason::DropFragment));
         }
         let proto = ip.proto;
         match proto {
             IPPROTO_TCP | IPPROTO_UDP => {}
-            IPPROTO_ICMP => return Err(drop(Reason::DropIcmp)),
-            _ => return Err(drop(Reason::DropUnsupportedProto)),
+            IPPROTO_ICMP => return (drop(Reason::DropIcmp)),
+            _ => return (drop(Reason::DropUnsupportedProto)),
         }
-        let pr = ports(ctx, proto, l3_off + IPV4_LEN, tot - IPV4_LEN)?;
+        let pr = match ports(ctx, proto, l3_off + IPV4_LEN, tot - IPV4_LEN) {
+            Ok(pr) => pr,
+            Err(v) => return v,
+        };
         let mut src = [0u8; 16];
         src[..4].copy_from_slice(&ip.src);
-        Ok(Parsed {
+        *p = Parsed {
             l3_off,
+            frame_len: frame_len as u32,
             family: FAMILY_V4,
             proto,
             ip_len: tot as u16,
@@ -255,33 +293,40 @@ mod prog {
             dst,
             sport: pr.src,
             dport: pr.dst,
-        })
+        };
+        CONTINUE
     }
 
     #[inline(always)]
-    fn parse_v6(ctx: &XdpContext, l3_off: usize, frame_len: usize) -> Result<Parsed, Verdict> {
-        let ip = ptr_at::<Ipv6Hdr>(ctx, l3_off).ok_or(drop(Reason::DropMalformedIpv6))?;
+    fn parse_v6(ctx: &XdpContext, l3_off: usize, frame_len: usize, p: &mut Parsed) -> Verdict {
+        let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3_off) else {
+            return drop(Reason::DropMalformedIpv6);
+        };
         // SAFETY: bounds checked; copied to the stack.
         let ip = unsafe { *ip };
         let payload = ip.payload_len() as usize;
         if ip.version() != 6 || l3_off + IPV6_LEN + payload > frame_len {
-            return Err(drop(Reason::DropMalformedIpv6));
+            return (drop(Reason::DropMalformedIpv6));
         }
         let Some(vip_flags) = vip_flags(ip.dst, FAMILY_V6) else {
-            return Err(pass(Reason::PassNotVip));
+            return (pass(Reason::PassNotVip));
         };
         let proto = ip.next_hdr;
         match proto {
             IPPROTO_TCP | IPPROTO_UDP => {}
-            IPPROTO_ICMPV6 => return Err(drop(Reason::DropIcmp)),
-            IPPROTO_FRAGMENT => return Err(drop(Reason::DropFragment)),
+            IPPROTO_ICMPV6 => return (drop(Reason::DropIcmp)),
+            IPPROTO_FRAGMENT => return (drop(Reason::DropFragment)),
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_ESP
-            | IPPROTO_MH | IPPROTO_NONE => return Err(drop(Reason::DropIpv6ExtHeader)),
-            _ => return Err(drop(Reason::DropUnsupportedProto)),
+            | IPPROTO_MH | IPPROTO_NONE => return (drop(Reason::DropIpv6ExtHeader)),
+            _ => return (drop(Reason::DropUnsupportedProto)),
         }
-        let pr = ports(ctx, proto, l3_off + IPV6_LEN, payload)?;
-        Ok(Parsed {
+        let pr = match ports(ctx, proto, l3_off + IPV6_LEN, payload) {
+            Ok(pr) => pr,
+            Err(v) => return v,
+        };
+        *p = Parsed {
             l3_off,
+            frame_len: frame_len as u32,
             family: FAMILY_V6,
             proto,
             ip_len: (IPV6_LEN + payload) as u16,
@@ -290,7 +335,8 @@ mod prog {
             dst: ip.dst,
             sport: pr.src,
             dport: pr.dst,
-        })
+        };
+        CONTINUE
     }
 
     #[inline(always)]
@@ -359,8 +405,10 @@ mod prog {
         Some((id, s, true))
     }
 
-    #[inline(always)]
-    fn balance(ctx: &XdpContext, p: &Parsed, frame_len: usize) -> Verdict {
+    /// Finds the service and server and encapsulates: a subprogram whose frame is
+    /// released before the ICMP path runs.
+    #[inline(never)]
+    fn balance(ctx: &XdpContext, p: &Parsed) -> Verdict {
         let Some(svc) = find_service(p) else {
             return drop(Reason::DropNoService);
         };
@@ -370,7 +418,7 @@ mod prog {
         let Some((server_id, server, new_flow)) = pick_server(p, &svc, settings.hash_seed) else {
             return drop(Reason::DropNoServer);
         };
-        let bytes = frame_len as u64;
+        let bytes = p.frame_len as u64;
         let verdict = if p.family == FAMILY_V4 {
             if settings.flags & SETTINGS_HAVE_V4 == 0 {
                 return drop(Reason::DropNoSource);
@@ -485,7 +533,7 @@ mod prog {
                     if inner.frag() & IP_DF == 0 {
                         return drop(Reason::DropTooBig);
                     }
-                    return icmp_too_big_v4(ctx, p.l3_off, mtu);
+                    return Verdict::too_big(mtu);
                 }
                 Route::Fail(r) => return drop(r),
             };
@@ -527,7 +575,7 @@ mod prog {
         let (ifindex, smac, dmac) =
             match route(ctx, FAMILY_V6, &s.source_v6, &server.addr, outer_len as u16, flowinfo.to_be()) {
                 Route::Via { ifindex, smac, dmac } => (ifindex, smac, dmac),
-                Route::TooBig { mtu } => return icmp_too_big_v6(ctx, p.l3_off, mtu),
+                Route::TooBig { mtu } => return Verdict::too_big(mtu),
                 Route::Fail(r) => return drop(r),
             };
         let outer = ipip_outer_v6(&inner, s.source_v6, server.addr, flow_label, limits::OUTER_TTL);
@@ -553,43 +601,39 @@ mod prog {
 
     /// Turns the packet into an ICMP "fragmentation needed" from the VIP to the client,
     /// advertising the MTU left after the encapsulation overhead, and bounces it back.
-    // A subprogram of its own: inlined, its stack would add to the caller's 512 bytes.
+    ///
+    /// Layout after the rewrite: [L2][IPv4][ICMP][quoted IPv4 header + 8 bytes]. The
+    /// quote is the packet's own header, already in place once the head grows by
+    /// IPv4 + ICMP and the old L2 header's bytes are overwritten.
     #[inline(never)]
-    fn icmp_too_big_v4(ctx: &XdpContext, l3_off: usize, route_mtu: u16) -> Verdict {
+    fn icmp_too_big_v4(ctx: &XdpContext, l3_off: usize, frame_len: u32, route_mtu: u16) -> Verdict {
         let shift = IPV4_LEN + ICMP_LEN;
         // SAFETY: plain helper call; pointers re-derived afterwards.
         if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(shift as i32)) } != 0 {
             return drop(Reason::DropAdjustFailed);
         }
-        // Old L2 header at `shift`, the quoted IP header right after ours.
-        let (Some(old_eth), Some(quote)) = (
-            ptr_at::<EthHdr>(ctx, shift),
-            ptr_at::<[u8; QUOTE_V4]>(ctx, shift + l3_off),
-        ) else {
+        let new_len = l3_off + shift + QUOTE_V4;
+        // The verifier forbids arithmetic on data_end, so the length comes from the parser.
+        let cur_len = frame_len as usize + shift;
+        // SAFETY: plain helper call; pointers re-derived afterwards.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
+            return drop(Reason::DropAdjustFailed);
+        }
+        let (Some(old_eth), Some(quote)) =
+            (ptr_at::<EthHdr>(ctx, shift), ptr_at::<Ipv4Hdr>(ctx, shift + l3_off))
+        else {
             return drop(Reason::DropAdjustFailed);
         };
-        // SAFETY: bounds checked; copied to the stack before anything is overwritten.
-        let (old_eth, quote) = unsafe { (*old_eth, *quote) };
-        let mut client = [0u8; 4];
-        let mut vip = [0u8; 4];
-        client.copy_from_slice(&quote[12..16]);
-        vip.copy_from_slice(&quote[16..20]);
-
-        let mtu = route_mtu.saturating_sub(IPV4_LEN as u16);
-        let mut icmp = IcmpHdr {
-            kind: ICMP_DEST_UNREACH,
-            code: ICMP_FRAG_NEEDED,
-            check: [0, 0],
-            rest: [0, 0, (mtu >> 8) as u8, mtu as u8],
-        };
-        // SAFETY: IcmpHdr is 8 bytes, alignment 1, no padding.
-        let icmp_bytes: &[u8; ICMP_LEN] = unsafe { &*(&icmp as *const IcmpHdr as *const [u8; ICMP_LEN]) };
-        let sum = csum::add_bytes(csum::add_bytes(0, icmp_bytes), &quote);
-        icmp.check = csum::finish(sum).to_be_bytes();
+        // SAFETY: bounds checked; copied before the old L2 header is overwritten.
+        let (client_mac, my_mac, client, vip) =
+            unsafe { ((*old_eth).src, (*old_eth).dst, (*quote).src, (*quote).dst) };
+        if write_l2(ctx, l3_off, shift, client_mac, my_mac).is_none() {
+            return drop(Reason::DropAdjustFailed);
+        }
         let mut ip = Ipv4Hdr {
             ver_ihl: 0x45,
             tos: 0xc0, // network control, as routers send ICMP errors
-            tot_len: ((IPV4_LEN + ICMP_LEN + QUOTE_V4) as u16).to_be_bytes(),
+            tot_len: ((shift + QUOTE_V4) as u16).to_be_bytes(),
             id: [0, 0],
             frag_off: [0, 0],
             ttl: limits::OUTER_TTL,
@@ -599,16 +643,7 @@ mod prog {
             dst: client,
         };
         ip.check = csum::ipv4_header(&ip).to_be_bytes();
-
-        let new_len = l3_off + IPV4_LEN + ICMP_LEN + QUOTE_V4;
-        let cur_len = ctx.data_end() - ctx.data();
-        // SAFETY: plain helper call; pointers re-derived afterwards.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
-            return drop(Reason::DropAdjustFailed);
-        }
-        if write_l2(ctx, l3_off, shift, old_eth.src, old_eth.dst).is_none() {
-            return drop(Reason::DropAdjustFailed);
-        }
+        let mtu = route_mtu.saturating_sub(IPV4_LEN as u16);
         let (Some(ip_p), Some(icmp_p)) =
             (ptr_at::<Ipv4Hdr>(ctx, l3_off), ptr_at::<IcmpHdr>(ctx, l3_off + IPV4_LEN))
         else {
@@ -617,65 +652,54 @@ mod prog {
         // SAFETY: bounds checked.
         unsafe {
             *ip_p = ip;
-            *icmp_p = icmp;
+            *icmp_p = IcmpHdr {
+                kind: ICMP_DEST_UNREACH,
+                code: ICMP_FRAG_NEEDED,
+                check: [0, 0],
+                rest: [0, 0, (mtu >> 8) as u8, mtu as u8],
+            };
         }
+        let Some(body) = ptr_at::<[u8; ICMP_LEN + QUOTE_V4]>(ctx, l3_off + IPV4_LEN) else {
+            return drop(Reason::DropAdjustFailed);
+        };
+        // SAFETY: bounds checked; read in place.
+        let sum = csum::finish(csum::add_bytes(0, unsafe { &*body }));
+        // SAFETY: icmp_p is still in bounds (nothing resized since).
+        unsafe { (*icmp_p).check = sum.to_be_bytes() };
         Verdict::new(xdp_action::XDP_TX, Reason::IcmpTooBig)
     }
 
-    /// Turns the packet into an ICMPv6 "packet too big" from the VIP to the client.
-    // A subprogram of its own: inlined, its stack would add to the caller's 512 bytes.
+    /// Turns the packet into an ICMPv6 "packet too big" from the VIP to the client;
+    /// layout as for IPv4.
     #[inline(never)]
-    fn icmp_too_big_v6(ctx: &XdpContext, l3_off: usize, route_mtu: u16) -> Verdict {
+    fn icmp_too_big_v6(ctx: &XdpContext, l3_off: usize, frame_len: u32, route_mtu: u16) -> Verdict {
         let shift = IPV6_LEN + ICMP_LEN;
         // SAFETY: plain helper call; pointers re-derived afterwards.
         if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(shift as i32)) } != 0 {
             return drop(Reason::DropAdjustFailed);
         }
-        let (Some(old_eth), Some(quote)) = (
-            ptr_at::<EthHdr>(ctx, shift),
-            ptr_at::<[u8; QUOTE_V6]>(ctx, shift + l3_off),
-        ) else {
-            return drop(Reason::DropAdjustFailed);
-        };
-        // SAFETY: bounds checked; copied to the stack before anything is overwritten.
-        let (old_eth, quote) = unsafe { (*old_eth, *quote) };
-        let mut client = [0u8; 16];
-        let mut vip = [0u8; 16];
-        client.copy_from_slice(&quote[8..24]);
-        vip.copy_from_slice(&quote[24..40]);
-
-        let mtu = route_mtu.saturating_sub(IPV6_LEN as u16) as u32;
-        let mut icmp = IcmpHdr {
-            kind: ICMPV6_PKT_TOOBIG,
-            code: 0,
-            check: [0, 0],
-            rest: mtu.to_be_bytes(),
-        };
-        let upper_len = (ICMP_LEN + QUOTE_V6) as u32;
-        // SAFETY: IcmpHdr is 8 bytes, alignment 1, no padding.
-        let icmp_bytes: &[u8; ICMP_LEN] = unsafe { &*(&icmp as *const IcmpHdr as *const [u8; ICMP_LEN]) };
-        let mut sum = csum::ipv6_pseudo(&vip, &client, upper_len, IPPROTO_ICMPV6);
-        sum = csum::add_bytes(sum, icmp_bytes);
-        sum = csum::add_bytes(sum, &quote);
-        icmp.check = csum::finish(sum).to_be_bytes();
-        let ip = Ipv6Hdr {
-            vtc_flow: [0x6c, 0, 0, 0], // traffic class 0xc0 (network control)
-            payload_len: (upper_len as u16).to_be_bytes(),
-            next_hdr: IPPROTO_ICMPV6,
-            hop_limit: limits::OUTER_TTL,
-            src: vip,
-            dst: client,
-        };
-
-        let new_len = l3_off + IPV6_LEN + ICMP_LEN + QUOTE_V6;
-        let cur_len = ctx.data_end() - ctx.data();
+        let new_len = l3_off + shift + QUOTE_V6;
+        // The verifier forbids arithmetic on data_end, so the length comes from the parser.
+        let cur_len = frame_len as usize + shift;
         // SAFETY: plain helper call; pointers re-derived afterwards.
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
             return drop(Reason::DropAdjustFailed);
         }
-        if write_l2(ctx, l3_off, shift, old_eth.src, old_eth.dst).is_none() {
+        let (Some(old_eth), Some(quote)) =
+            (ptr_at::<EthHdr>(ctx, shift), ptr_at::<Ipv6Hdr>(ctx, shift + l3_off))
+        else {
+            return drop(Reason::DropAdjustFailed);
+        };
+        // SAFETY: bounds checked; copied before the old L2 header is overwritten.
+        let (client_mac, my_mac) = unsafe { ((*old_eth).src, (*old_eth).dst) };
+        // SAFETY: as above.
+        let (client, vip) = unsafe { ((*quote).src, (*quote).dst) };
+        if write_l2(ctx, l3_off, shift, client_mac, my_mac).is_none() {
             return drop(Reason::DropAdjustFailed);
         }
+        let upper_len = (ICMP_LEN + QUOTE_V6) as u32;
+        let pseudo = csum::ipv6_pseudo(&vip, &client, upper_len, IPPROTO_ICMPV6);
+        let mtu = route_mtu.saturating_sub(IPV6_LEN as u16) as u32;
         let (Some(ip_p), Some(icmp_p)) =
             (ptr_at::<Ipv6Hdr>(ctx, l3_off), ptr_at::<IcmpHdr>(ctx, l3_off + IPV6_LEN))
         else {
@@ -683,9 +707,23 @@ mod prog {
         };
         // SAFETY: bounds checked.
         unsafe {
-            *ip_p = ip;
-            *icmp_p = icmp;
+            *ip_p = Ipv6Hdr {
+                vtc_flow: [0x6c, 0, 0, 0], // traffic class 0xc0 (network control)
+                payload_len: (upper_len as u16).to_be_bytes(),
+                next_hdr: IPPROTO_ICMPV6,
+                hop_limit: limits::OUTER_TTL,
+                src: vip,
+                dst: client,
+            };
+            *icmp_p = IcmpHdr { kind: ICMPV6_PKT_TOOBIG, code: 0, check: [0, 0], rest: mtu.to_be_bytes() };
         }
+        let Some(body) = ptr_at::<[u8; ICMP_LEN + QUOTE_V6]>(ctx, l3_off + IPV6_LEN) else {
+            return drop(Reason::DropAdjustFailed);
+        };
+        // SAFETY: bounds checked; read in place.
+        let sum = csum::finish(csum::add_bytes(pseudo, unsafe { &*body }));
+        // SAFETY: icmp_p is still in bounds.
+        unsafe { (*icmp_p).check = sum.to_be_bytes() };
         Verdict::new(xdp_action::XDP_TX, Reason::IcmpTooBig)
     }
 
