@@ -1,0 +1,522 @@
+//! The configuration objects, one type per Avi object (see the crate documentation for
+//! the mapping). These are the on-disk YAML shape and, later, the REST API's and CLI's.
+//!
+//! Every struct refuses unknown fields, so that a misspelt key (`prot:` for `port:`) is
+//! an error with a line and column instead of a silently ignored setting. Defaults are
+//! Avi's unless a comment says otherwise; they are applied by serde, so a parsed
+//! [`Config`] holds the effective values (except the two whose default depends on another
+//! field: [`NetworkProfile::session_idle_timeout`] and [`Pool::table_size`], resolved by
+//! [`NetworkProfile::effective_idle_timeout`] and [`Pool::effective_table_size`]).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::table;
+
+/// Name of the application profile that always exists (Avi's `System-L4-Application`).
+pub const SYSTEM_L4_APPLICATION: &str = "System-L4-Application";
+
+/// Smallest server ratio (Avi's `Server.ratio`).
+pub const MIN_RATIO: u32 = 1;
+/// Largest server ratio (Avi's `Server.ratio`).
+pub const MAX_RATIO: u32 = 20;
+
+/// A whole configuration: Avi's objects of the kinds Ricochet implements.
+///
+/// Objects refer to each other by name, as in Avi's UI (the API's `*_ref` fields).
+/// Every list may be omitted, and an empty document is an empty configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Avi `NetworkProfile` objects (Templates > Profiles > TCP/UDP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_profiles: Vec<NetworkProfile>,
+    /// Avi `ApplicationProfile` objects. [`SYSTEM_L4_APPLICATION`] exists without being
+    /// declared; declaring it again is allowed (it can only be an L4 profile).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub application_profiles: Vec<ApplicationProfile>,
+    /// Avi `HealthMonitor` objects. Modelled and validated, not executed yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_monitors: Vec<HealthMonitor>,
+    /// Avi `Pool` objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<Pool>,
+    /// Avi `VirtualService` objects, each with its VIP inline (Avi's `VsVip`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_services: Vec<VirtualService>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Network profile
+// ---------------------------------------------------------------------------------------
+
+/// Avi `NetworkProfile`: the transport behaviour of a virtual service.
+///
+/// DSR needs a fast-path profile: the load balancer only forwards packets and never
+/// terminates the connection (the server answers the client directly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkProfile {
+    /// Unique among network profiles.
+    pub name: String,
+    /// Avi's `profile.type`.
+    #[serde(rename = "type")]
+    pub kind: NetworkProfileType,
+    /// Avi's `dsr_profile` of the fast-path profile. Absent means DSR is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsr: Option<DsrProfile>,
+    /// Seconds a flow may stay idle before it is forgotten. Default 300 for
+    /// `tcp_fast_path` (Avi allows 5..=14400) and 10 for `udp_fast_path` (2..=3600).
+    /// Avi's special value 0 ("never") is refused: flows always expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_timeout: Option<u32>,
+}
+
+impl NetworkProfile {
+    /// The idle timeout in seconds: the configured one, or the type's default.
+    pub fn effective_idle_timeout(&self) -> u32 {
+        self.session_idle_timeout
+            .unwrap_or_else(|| self.kind.default_idle_timeout())
+    }
+
+    /// Whether this profile enables DSR (`dsr.enabled: true`).
+    pub fn dsr_enabled(&self) -> bool {
+        self.dsr.as_ref().is_some_and(|dsr| dsr.enabled)
+    }
+}
+
+/// Avi's `ProtocolType` of a network profile.
+///
+/// The proxy types are accepted by the parser only so that validation can explain why a
+/// virtual service cannot use them (Ricochet forwards; it never terminates connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkProfileType {
+    /// `PROTOCOL_TYPE_TCP_FAST_PATH`.
+    TcpFastPath,
+    /// `PROTOCOL_TYPE_UDP_FAST_PATH`.
+    UdpFastPath,
+    /// `PROTOCOL_TYPE_TCP_PROXY`: not usable by Ricochet.
+    TcpProxy,
+    /// `PROTOCOL_TYPE_UDP_PROXY`: not usable by Ricochet.
+    UdpProxy,
+}
+
+impl NetworkProfileType {
+    /// The transport protocol of virtual services using the profile.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Self::TcpFastPath | Self::TcpProxy => Protocol::Tcp,
+            Self::UdpFastPath | Self::UdpProxy => Protocol::Udp,
+        }
+    }
+
+    /// Whether the profile forwards packets without terminating connections.
+    pub fn is_fast_path(self) -> bool {
+        matches!(self, Self::TcpFastPath | Self::UdpFastPath)
+    }
+
+    /// Default session idle timeout in seconds (Avi's).
+    pub fn default_idle_timeout(self) -> u32 {
+        match self.protocol() {
+            Protocol::Tcp => 300,
+            Protocol::Udp => 10,
+        }
+    }
+
+    /// Allowed session idle timeouts in seconds (Avi's ranges).
+    pub fn idle_timeout_range(self) -> std::ops::RangeInclusive<u32> {
+        match self.protocol() {
+            Protocol::Tcp => 5..=14400,
+            Protocol::Udp => 2..=3600,
+        }
+    }
+
+    /// The name used in the YAML file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TcpFastPath => "tcp_fast_path",
+            Self::UdpFastPath => "udp_fast_path",
+            Self::TcpProxy => "tcp_proxy",
+            Self::UdpProxy => "udp_proxy",
+        }
+    }
+}
+
+/// Avi `DsrProfile`: Direct Server Return settings of a fast-path network profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsrProfile {
+    /// "Enable DSR" in Avi's UI. Required, so that DSR is never on or off by accident.
+    pub enabled: bool,
+    /// Avi's `dsr_type` (required, as in Avi).
+    #[serde(rename = "type")]
+    pub kind: DsrType,
+    /// Avi's `dsr_encap_type` (required, as in Avi).
+    pub encapsulation: DsrEncapsulation,
+}
+
+/// Avi's `DsrType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DsrType {
+    /// `DSR_TYPE_L2`: rewrite the destination MAC. Not supported yet.
+    L2,
+    /// `DSR_TYPE_L3`: encapsulate towards the server's IP.
+    L3,
+}
+
+/// Avi's `EncapType` for L3 DSR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DsrEncapsulation {
+    /// `ENCAP_IPINIP`: IPv4-in-IPv4 or IPv6-in-IPv6, by the VIP's family.
+    Ipinip,
+    /// `ENCAP_GRE`. Not supported yet.
+    Gre,
+}
+
+// ---------------------------------------------------------------------------------------
+// Application profile
+// ---------------------------------------------------------------------------------------
+
+/// Avi `ApplicationProfile`. Only L4 profiles exist in Ricochet, and they carry no
+/// settings yet; the object exists so that configurations read like Avi's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationProfile {
+    /// Unique among application profiles.
+    pub name: String,
+    /// Avi's `type`.
+    #[serde(rename = "type")]
+    pub kind: ApplicationProfileType,
+}
+
+/// Avi's `ApplicationProfileType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationProfileType {
+    /// `APPLICATION_PROFILE_TYPE_L4`.
+    L4,
+}
+
+// ---------------------------------------------------------------------------------------
+// Pool
+// ---------------------------------------------------------------------------------------
+
+/// Avi `Pool`: the servers a virtual service balances over, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Unique among pools.
+    pub name: String,
+    /// The servers, addressed by their own IP (never the VIP, which lives on their
+    /// loopback). A pool may be empty, as in Avi: its services then drop new flows.
+    #[serde(default)]
+    pub servers: Vec<Server>,
+    /// Avi's `lb_algorithm`; fast path supports consistent hashing only.
+    #[serde(default)]
+    pub lb_algorithm: LbAlgorithm,
+    /// Avi's `lb_algorithm_hash`: what the consistent hash is computed over.
+    #[serde(default)]
+    pub consistent_hash: ConsistentHash,
+    /// Maglev lookup-table size: a prime of at least 100 × the number of servers.
+    /// Default: [`table::DEFAULT_TABLE_SIZE`], or the first prime at or above
+    /// 100 × servers if that is larger. Not an Avi field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_size: Option<u32>,
+    /// Names of health monitors. Kept and checked, but not executed yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_monitors: Vec<String>,
+}
+
+impl Pool {
+    /// The Maglev table size: the configured one, or the default for the pool's size.
+    pub fn effective_table_size(&self) -> u32 {
+        self.table_size
+            .unwrap_or_else(|| table::default_table_size(self.servers.len()))
+    }
+}
+
+/// Avi `Server` inside a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The server's own address: the destination of the encapsulated packet.
+    pub ip: IpAddr,
+    /// Optional, and only as documentation: with DSR the server receives each packet on
+    /// the port the client sent it to (the VIP's port). If given, every virtual service
+    /// using the pool must listen on exactly this one port; otherwise omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Relative weight, 1..=20 (Avi's range), default 1.
+    #[serde(default = "default_ratio")]
+    pub ratio: u32,
+    /// A disabled server gets no new flows. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// Avi's `LbAlgorithm`, restricted to what fast path supports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbAlgorithm {
+    /// `LB_ALGORITHM_CONSISTENT_HASH` (Maglev).
+    #[default]
+    ConsistentHash,
+}
+
+/// Avi's `LbAlgorithmConsistentHashHdr` values Ricochet implements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistentHash {
+    /// `LB_ALGORITHM_CONSISTENT_HASH_SOURCE_IP_ADDRESS`.
+    #[default]
+    SourceIp,
+    /// `LB_ALGORITHM_CONSISTENT_HASH_SOURCE_IP_ADDRESS_AND_PORT`.
+    SourceIpAndPort,
+}
+
+// ---------------------------------------------------------------------------------------
+// Virtual service
+// ---------------------------------------------------------------------------------------
+
+/// Avi `VirtualService`, with its `VsVip` inline as [`VirtualService::vip`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualService {
+    /// Unique among virtual services.
+    pub name: String,
+    /// The virtual IP, IPv4 or IPv6 (Avi's `vsvip`). The servers must be in its family.
+    pub vip: IpAddr,
+    /// Avi's `services`: the ports served. At least one is required.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Name of an application profile, default [`SYSTEM_L4_APPLICATION`].
+    #[serde(default = "default_application_profile")]
+    pub application_profile: String,
+    /// Name of the network profile: it gives the protocol and must enable DSR.
+    pub network_profile: String,
+    /// Name of the pool.
+    pub pool: String,
+    /// A disabled virtual service is validated but not programmed. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// Avi `Service`: one port, or an inclusive range of ports.
+///
+/// `{ port: 1, port_range_end: 65535 }` means every port and compiles to
+/// [`crate::PortSpec::All`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// First (or only) port, 1..=65535.
+    pub port: u16,
+    /// Last port of the range, inclusive; absent means just `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range_end: Option<u16>,
+}
+
+impl Service {
+    /// The inclusive range `(first, last)`.
+    pub fn range(&self) -> (u16, u16) {
+        (self.port, self.port_range_end.unwrap_or(self.port))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Health monitor
+// ---------------------------------------------------------------------------------------
+
+/// Avi `HealthMonitor`. Modelled and validated only: Ricochet does not run monitors yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthMonitor {
+    /// Unique among health monitors.
+    pub name: String,
+    /// Avi's `type`.
+    #[serde(rename = "type")]
+    pub kind: HealthMonitorType,
+    /// Seconds between checks, 1..=3600, default 10.
+    #[serde(default = "default_send_interval")]
+    pub send_interval: u32,
+    /// Seconds to wait for an answer, 1..=2400 and less than `send_interval`, default 4.
+    #[serde(default = "default_receive_timeout")]
+    pub receive_timeout: u32,
+    /// Consecutive successes that mark a server up ("rise"), 1..=50, default 2.
+    #[serde(default = "default_checks")]
+    pub successful_checks: u32,
+    /// Consecutive failures that mark a server down ("fall"), 1..=50, default 2.
+    #[serde(default = "default_checks")]
+    pub failed_checks: u32,
+    /// Port to check; absent means the service port. Not allowed for `icmp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_port: Option<u16>,
+    /// Settings of a `tcp` monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_monitor: Option<TcpMonitor>,
+    /// Settings of a `udp` monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_monitor: Option<UdpMonitor>,
+    /// Settings of an `http` monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_monitor: Option<HttpMonitor>,
+}
+
+/// Avi's `HealthMonitorType` values Ricochet models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthMonitorType {
+    /// `HEALTH_MONITOR_TCP`.
+    Tcp,
+    /// `HEALTH_MONITOR_HTTP`.
+    Http,
+    /// `HEALTH_MONITOR_UDP`.
+    Udp,
+    /// `HEALTH_MONITOR_PING`.
+    Icmp,
+}
+
+impl HealthMonitorType {
+    /// The name used in the YAML file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Http => "http",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+        }
+    }
+}
+
+/// Avi `HealthMonitorTcp`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpMonitor {
+    /// Payload to send once connected; absent means connect only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_request: Option<String>,
+    /// Text the answer must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_response: Option<String>,
+    /// Check with a SYN / SYN-ACK / RST exchange instead of a full connection.
+    #[serde(default)]
+    pub tcp_half_open: bool,
+}
+
+/// Avi `HealthMonitorUdp`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpMonitor {
+    /// Datagram payload to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_request: Option<String>,
+    /// Text the answer must contain; absent means "no ICMP unreachable" is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_response: Option<String>,
+}
+
+/// Avi `HealthMonitorHttp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMonitor {
+    /// Request line, default `GET / HTTP/1.0`.
+    #[serde(default = "default_http_request")]
+    pub http_request: String,
+    /// Acceptable status classes, default `[http_2xx, http_3xx]`; must not be empty.
+    #[serde(default = "default_http_response_codes")]
+    pub http_response_code: Vec<HttpResponseCode>,
+    /// Text the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_response: Option<String>,
+}
+
+impl Default for HttpMonitor {
+    fn default() -> Self {
+        Self {
+            http_request: default_http_request(),
+            http_response_code: default_http_response_codes(),
+            http_response: None,
+        }
+    }
+}
+
+/// Avi's `HttpResponseCode` classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpResponseCode {
+    /// Any status.
+    HttpAny,
+    /// 100..=199.
+    #[serde(rename = "http_1xx")]
+    Http1xx,
+    /// 200..=299.
+    #[serde(rename = "http_2xx")]
+    Http2xx,
+    /// 300..=399.
+    #[serde(rename = "http_3xx")]
+    Http3xx,
+    /// 400..=499.
+    #[serde(rename = "http_4xx")]
+    Http4xx,
+    /// 500..=599.
+    #[serde(rename = "http_5xx")]
+    Http5xx,
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared enums and serde defaults
+// ---------------------------------------------------------------------------------------
+
+/// Transport protocol of a virtual service, from its network profile's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+        })
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_ratio() -> u32 {
+    1
+}
+
+fn default_application_profile() -> String {
+    SYSTEM_L4_APPLICATION.to_owned()
+}
+
+fn default_send_interval() -> u32 {
+    10
+}
+
+fn default_receive_timeout() -> u32 {
+    4
+}
+
+fn default_checks() -> u32 {
+    2
+}
+
+fn default_http_request() -> String {
+    "GET / HTTP/1.0".to_owned()
+}
+
+fn default_http_response_codes() -> Vec<HttpResponseCode> {
+    vec![HttpResponseCode::Http2xx, HttpResponseCode::Http3xx]
+}
