@@ -1,0 +1,140 @@
+//! A snapshot of what the engine runs and what the data plane counted, for the status
+//! command and the engine's state file.
+
+use std::net::IpAddr;
+
+use ricochet_common::{Counters, SERVER_ACTIVE, SERVER_DRAINING};
+use ricochet_config::{HashMode, PortSpec, Protocol};
+use ricochet_dataplane::Dataplane;
+use serde::{Deserialize, Serialize};
+
+use crate::Engine;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl From<Counters> for Count {
+    fn from(c: Counters) -> Self {
+        Count { packets: c.packets, bytes: c.bytes, new_flows: c.new_flows }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub id: u32,
+    pub vip: IpAddr,
+    pub protocol: Protocol,
+    pub ports: PortSpec,
+    pub pool: String,
+    pub hash: HashMode,
+    #[serde(default)]
+    pub counters: Count,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub ip: IpAddr,
+    pub ratio: u32,
+    pub enabled: bool,
+    pub slot: u32,
+    /// "active" (takes new flows), "draining" (keeps established flows), or "free".
+    pub state: String,
+    #[serde(default)]
+    pub counters: Count,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub table_size: u32,
+    pub servers: Vec<ServerStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub revision: u64,
+    pub services: Vec<ServiceStatus>,
+    pub pools: Vec<PoolStatus>,
+    /// Packets per verdict reason, summed over CPUs.
+    #[serde(default)]
+    pub reasons: Vec<(String, u64)>,
+}
+
+fn state_name(s: u8) -> &'static str {
+    match s {
+        SERVER_ACTIVE => "active",
+        SERVER_DRAINING => "draining",
+        _ => "free",
+    }
+}
+
+impl Status {
+    /// Refreshes every counter from `dp` (the structure stays as recorded).
+    pub fn refresh_counters(&mut self, dp: &impl Dataplane) -> anyhow::Result<()> {
+        let servers = dp.servers()?;
+        for s in &mut self.services {
+            s.counters = dp.service_counters(s.id)?.into();
+        }
+        for p in &mut self.pools {
+            for s in &mut p.servers {
+                s.counters = dp.server_counters(s.slot)?.into();
+                if let Some(v) = servers.get(s.slot as usize) {
+                    s.state = state_name(v.state).to_owned();
+                }
+            }
+        }
+        self.reasons = dp.reason_counters()?.into_iter().map(|(r, n)| (r.name().to_owned(), n)).collect();
+        Ok(())
+    }
+}
+
+impl<D: Dataplane> Engine<D> {
+    /// The structure the engine runs, with live counters.
+    pub fn status(&self) -> anyhow::Result<Status> {
+        let mut st = Status {
+            revision: self.revision,
+            services: self
+                .services
+                .values()
+                .map(|s| ServiceStatus {
+                    name: s.name.clone(),
+                    id: s.id,
+                    vip: s.vip,
+                    protocol: s.protocol,
+                    ports: s.ports.clone(),
+                    pool: s.pool.clone(),
+                    hash: s.hash,
+                    counters: Count::default(),
+                })
+                .collect(),
+            pools: self
+                .pools
+                .values()
+                .map(|p| PoolStatus {
+                    name: p.name.clone(),
+                    table_size: p.table_size,
+                    servers: p
+                        .servers
+                        .iter()
+                        .map(|s| ServerStatus {
+                            ip: s.ip,
+                            ratio: s.ratio,
+                            enabled: s.enabled,
+                            slot: s.slot,
+                            state: String::new(),
+                            counters: Count::default(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            reasons: Vec::new(),
+        };
+        st.refresh_counters(&self.dp)?;
+        Ok(st)
+    }
+}
