@@ -108,6 +108,23 @@ where
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
+/// The capacities of the maps pinned in `dir` (a pinned map keeps the size it was
+/// created with, whatever a later load asks for).
+fn pinned_capacities(dir: &Path, mut caps: Capacities) -> anyhow::Result<Capacities> {
+    let size = |name: &str| -> anyhow::Result<u32> {
+        let path = dir.join(name);
+        let map = MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))?;
+        Ok(map.info().with_context(|| format!("reading map info of {}", path.display()))?.max_entries())
+    };
+    caps.vips = size(maps::VIPS)?;
+    caps.service_ports = size(maps::SERVICES)?;
+    caps.flows = size(maps::FLOWS)?;
+    caps.servers = size(maps::SERVERS)?;
+    caps.maglev_slots = size(maps::MAGLEV)?;
+    caps.services = size(maps::SERVICE_STATS)?;
+    Ok(caps)
+}
+
 fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     let root = Path::new("/sys/fs/bpf");
     if dir.starts_with(root) {
@@ -128,13 +145,23 @@ impl KernelDataplane {
     /// Loads the program and creates (or, with a pin directory that holds them, reuses)
     /// its maps. The program is not attached anywhere yet.
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
-        let caps = opts.caps;
+        let mut caps = opts.caps;
         let mut loader = EbpfLoader::new();
         let mut adopted = false;
         let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;
                 adopted = dir.join(maps::SERVICES).exists();
+                if adopted {
+                    let wanted = caps;
+                    caps = pinned_capacities(dir, caps)?;
+                    if wanted != caps {
+                        warn!(
+                            ?wanted, pinned = ?caps,
+                            "the pinned maps keep their capacities; run `ricochet detach` first to change them"
+                        );
+                    }
+                }
                 ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
             }
             None => Vec::new(),
@@ -165,7 +192,7 @@ impl KernelDataplane {
                 .try_into()?;
             prog.load().context("the kernel verifier rejected the XDP program")?;
         }
-        let mut dp = KernelDataplane {
+        let dp = KernelDataplane {
             vips: take(&mut ebpf, maps::VIPS)?,
             services: take(&mut ebpf, maps::SERVICES)?,
             flows: take(&mut ebpf, maps::FLOWS)?,
@@ -180,16 +207,6 @@ impl KernelDataplane {
             pin_dir: opts.pin_dir.clone(),
             adopted,
         };
-        // A pinned map keeps the capacity it was created with.
-        dp.caps.servers = dp.servers.len();
-        dp.caps.maglev_slots = dp.maglev.len();
-        dp.caps.services = dp.svc_stats.len();
-        if adopted && dp.caps != caps {
-            warn!(
-                wanted = ?caps, pinned = ?dp.caps,
-                "the pinned maps keep their capacities; run `ricochet detach` first to change them"
-            );
-        }
         Ok(dp)
     }
 

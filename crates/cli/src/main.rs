@@ -1,0 +1,116 @@
+//! `ricochet`: the load balancer's command line.
+//!
+//! - `ricochet engine`: the service engine daemon (XDP data plane + live config).
+//! - `ricochet check-config`: validates a configuration file.
+//! - `ricochet status`: virtual services, pools, servers and counters.
+//! - `ricochet detach`: removes the data plane from an interface.
+//! - `ricochet server ...`: makes a pool server DSR-ready, checks it, undoes it.
+
+mod daemon;
+mod neighbours;
+mod net;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ricochet", version, about = "L4 load balancer with Direct Server Return on XDP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service engine: load and attach the XDP data plane, apply the config
+    /// file, and follow its changes (on SIGHUP or when the file changes).
+    Engine(daemon::EngineArgs),
+    /// Validate a configuration file and show what it compiles to.
+    CheckConfig {
+        /// The configuration file (YAML).
+        #[arg(env = "RICOCHET_CONFIG")]
+        file: PathBuf,
+    },
+    /// Show virtual services, pools, servers and their counters (like `ipvsadm -L -n --stats`).
+    Status(status::StatusArgs),
+    /// Detach the data plane from an interface and remove its pinned maps.
+    Detach {
+        /// The interface the engine was attached to.
+        #[arg(long, env = "RICOCHET_INTERFACE")]
+        interface: String,
+        #[arg(long, env = "RICOCHET_PIN_DIR", default_value = daemon::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long, env = "RICOCHET_STATE_DIR", default_value = daemon::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RICOCHET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Engine(args) => daemon::run(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Status(args) => status::run(args),
+        Command::Detach { interface, pin_dir, state_dir } => detach(&interface, &pin_dir, &state_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = ricochet_config::Config::load(file)?;
+    match config.compile() {
+        Ok(desired) => {
+            println!("{}: valid", file.display());
+            for s in &desired.services {
+                let ports = match &s.ports {
+                    ricochet_config::PortSpec::All => "all ports".to_owned(),
+                    ricochet_config::PortSpec::Ranges(r) => r
+                        .iter()
+                        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                };
+                println!("  virtual service {}: {} {} {} -> pool {}", s.name, s.protocol, s.vip, ports, s.pool);
+            }
+            for p in &desired.pools {
+                let servers: Vec<String> = p
+                    .servers
+                    .iter()
+                    .map(|s| format!("{}{}", s.ip, if s.enabled { "" } else { " (disabled)" }))
+                    .collect();
+                println!("  pool {} (table {}): {}", p.name, p.table_size, servers.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{}: invalid configuration:\n{errors}", file.display());
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn detach(iface: &str, pin_dir: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let removed = ricochet_dataplane::kernel::detach(pin_dir, Some(iface))?;
+    for p in &removed {
+        println!("removed {}", p.display());
+    }
+    let _ = std::fs::remove_file(daemon::state_file(state_dir));
+    println!("the XDP program is detached from {iface} once no engine process holds it");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,80 @@
+//! Keeps the kernel's neighbour entries of the servers' next hops resolved.
+//!
+//! The XDP program takes next-hop MACs from the kernel's neighbour table through
+//! bpf_fib_lookup, which never triggers resolution itself: a packet to an unresolved
+//! next hop is dropped (counted as `drop_no_neighbour`). So the engine sends an ICMP echo
+//! to every server now and then; the kernel resolves the next hop to send it, and the
+//! traffic keeps the entries fresh. Replies are not needed and not read.
+
+use std::net::IpAddr;
+
+use tracing::debug;
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends one ICMP/ICMPv6 echo request to `ip` from a raw socket.
+pub fn probe(ip: IpAddr) -> std::io::Result<()> {
+    let (domain, proto, kind) = match ip {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8),
+    };
+    // SAFETY: plain socket call; the fd is closed below.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut msg = [kind, 0, 0, 0, 0x52, 0x43, 0, 1, b'r', b'i', b'c', b'o'];
+    if ip.is_ipv4() {
+        let c = checksum(&msg);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+    } // The kernel fills in ICMPv6 checksums of raw sockets.
+    let rc = match ip {
+        IpAddr::V4(a) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: valid buffer and address.
+            unsafe {
+                libc::sendto(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sa) as u32)
+            }
+        }
+        IpAddr::V6(a) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: a.octets() },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: valid buffer and address.
+            unsafe {
+                libc::sendto(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT, (&sa as *const libc::sockaddr_in6).cast(), std::mem::size_of_val(&sa) as u32)
+            }
+        }
+    };
+    let err = (rc < 0).then(std::io::Error::last_os_error);
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Probes every address; failures are logged, not fatal (a server may be down).
+pub fn probe_all<'a>(ips: impl IntoIterator<Item = &'a IpAddr>) {
+    for ip in ips {
+        if let Err(e) = probe(*ip) {
+            debug!(%ip, error = %e, "neighbour probe failed");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `ricochet status`: what the engine runs (from its state file) with the live counters
+//! (from the pinned maps), in the spirit of `ipvsadm -L -n --stats`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use ricochet_config::PortSpec;
+
+use crate::daemon::{self, StateFile};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long, env = "RICOCHET_STATE_DIR", default_value = daemon::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn ports(p: &PortSpec) -> String {
+    match p {
+        PortSpec::All => "*".to_owned(),
+        PortSpec::Ranges(r) => r
+            .iter()
+            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+fn addr(ip: std::net::IpAddr, port: &str) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => format!("{a}:{port}"),
+        std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let path = daemon::state_file(&args.state_dir);
+    let text = std::fs::read(&path)
+        .with_context(|| format!("reading {} (is the engine running with this --state-dir?)", path.display()))?;
+    let mut st: StateFile = serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let dp = daemon::open_pinned(&st.pin_dir)?;
+    st.status.refresh_counters(&dp)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let engine_alive = std::path::Path::new(&format!("/proc/{}", st.pid)).exists();
+    println!(
+        "Ricochet on {} (revision {}, engine pid {} {})",
+        st.interface,
+        st.status.revision,
+        st.pid,
+        if engine_alive { "running" } else { "not running: the data plane forwards with the last configuration" }
+    );
+    println!("{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  {}", "Prot", "LocalAddress:Port", "Hash", "Packets", "Bytes", "NewFlows", "Virtual service / pool");
+    println!("  -> {:<39} {:<7} {:>10} {:>12} {:>10}  {}", "RemoteAddress (encap. target)", "Weight", "Packets", "Bytes", "NewFlows", "State");
+    for s in &st.status.services {
+        let c = s.counters;
+        let hash = match s.hash {
+            ricochet_config::HashMode::SourceIp => "sip",
+            ricochet_config::HashMode::SourceIpAndPort => "sip+port",
+        };
+        println!(
+            "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  {} / {}",
+            s.protocol.to_string(),
+            addr(s.vip, &ports(&s.ports)),
+            hash,
+            c.packets,
+            c.bytes,
+            c.new_flows,
+            s.name,
+            s.pool
+        );
+        if let Some(pool) = st.status.pools.iter().find(|p| p.name == s.pool) {
+            for srv in &pool.servers {
+                let c = srv.counters;
+                println!(
+                    "  -> {:<39} {:<7} {:>10} {:>12} {:>10}  {}",
+                    srv.ip.to_string(),
+                    srv.ratio,
+                    c.packets,
+                    c.bytes,
+                    c.new_flows,
+                    srv.state
+                );
+            }
+        }
+    }
+    println!("Packets by verdict:");
+    for (name, n) in st.status.reasons.iter().filter(|(_, n)| *n > 0) {
+        println!("  {name:<28} {n}");
+    }
+    println!("Flows in the flow table: {}", dp.flow_count());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,4 @@
+//! Shared code of the privileged fixture tests.
+pub mod lab;
+pub mod net;
+pub mod packets;
