@@ -1,1 +1,215 @@
-fn main() {}
+//! Ricochet's developer tasks, run as `cargo xtask <command>`.
+//!
+//! This crate depends on the standard library only, so that it compiles on a bare machine with
+//! nothing but stable Rust and can then install the eBPF toolchain that the rest of the workspace
+//! needs (`cargo xtask setup`).
+
+mod cmd;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use cmd::{cargo, is_root, run, Failure};
+
+const USAGE: &str = "\
+Usage: cargo xtask <command> [-- <arguments>]
+
+Commands:
+  setup   Install everything the project needs (Debian packages, rust-src on the nightly,
+          bpf-linker 0.13.0 built against LLVM 22). Idempotent: an installed machine takes seconds.
+  test    setup, then cargo fmt --check, cargo clippy -D warnings and cargo test --workspace,
+          privileged tests included (needs root). Arguments after `--` go to `cargo test`, e.g.
+          `cargo xtask test -- -p ricochet-testbed -- --nocapture`.
+  demo    setup, build the `ricochet` binary, then run the demo in network namespaces (needs
+          root). Arguments after `--` go to the demo.
+  bench   Benchmarks (not implemented yet).
+  help    Print this message.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "setup" => no_arguments("setup", rest).and_then(|()| setup::setup()),
+        "test" => passthrough("test", rest).and_then(test),
+        "demo" => passthrough("demo", rest).and_then(demo),
+        "bench" => no_arguments("bench", rest).and_then(|()| bench()),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(Failure::new(format!(
+            "unknown command `{other}`\n\n{USAGE}"
+        ))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("\nerror: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Rejects arguments for a command that takes none.
+fn no_arguments(command: &str, rest: &[String]) -> Result<(), Failure> {
+    match rest.first() {
+        None => Ok(()),
+        Some(arg) => Err(Failure::new(format!(
+            "`cargo xtask {command}` takes no arguments (got `{arg}`)"
+        ))),
+    }
+}
+
+/// Returns the arguments after `--`, rejecting anything before it.
+fn passthrough<'a>(command: &str, rest: &'a [String]) -> Result<&'a [String], Failure> {
+    match rest.split_first() {
+        None => Ok(&[]),
+        Some((first, extra)) if first == "--" => Ok(extra),
+        Some((first, _)) => Err(Failure::new(format!(
+            "unexpected argument `{first}` for `cargo xtask {command}`: put arguments for \
+             cargo after `--`, e.g. `cargo xtask {command} -- ...`"
+        ))),
+    }
+}
+
+/// The workspace root: this crate lives in `<root>/xtask`.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in a subdirectory of the workspace")
+}
+
+/// Prints a step header, runs the step and prints its elapsed time.
+fn step(
+    index: usize,
+    total: usize,
+    title: &str,
+    body: impl FnOnce() -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    println!("\n==> [{index}/{total}] {title}");
+    let start = Instant::now();
+    let result = body();
+    let elapsed = start.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => println!("==> [{index}/{total}] {title}: ok ({elapsed:.1} s)"),
+        Err(_) => println!("==> [{index}/{total}] {title}: FAILED ({elapsed:.1} s)"),
+    }
+    result
+}
+
+fn require_root(what: &str) -> Result<(), Failure> {
+    if is_root() {
+        Ok(())
+    } else {
+        Err(Failure::new(format!(
+            "{what} needs root: it creates network namespaces, veth pairs and XDP programs.\n\
+             Run it as root (CI does), e.g. `sudo -E cargo xtask ...` or from a root shell."
+        )))
+    }
+}
+
+fn test(extra: &[String]) -> Result<(), Failure> {
+    require_root("`cargo xtask test` (the privileged end-to-end tests)")?;
+    let root = workspace_root();
+    let start = Instant::now();
+    const TOTAL: usize = 4;
+
+    step(1, TOTAL, "setup", setup::setup)?;
+    step(2, TOTAL, "cargo fmt --all --check", || {
+        run(cargo(root).args(["fmt", "--all", "--check"]))
+            .map_err(|f| f.hint("run `cargo fmt --all` to format the code, then look at the diff"))
+    })?;
+    step(
+        3,
+        TOTAL,
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        || {
+            run(cargo(root).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        },
+    )?;
+
+    // `--workspace` conflicts with an explicit package selection passed through.
+    let selects_package = extra
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--package" || a.starts_with("--package=") || a.starts_with("-p"));
+    let mut args = vec!["test".to_owned()];
+    if !selects_package {
+        args.push("--workspace".to_owned());
+    }
+    args.extend(extra.iter().cloned());
+    step(4, TOTAL, &format!("cargo {}", args.join(" ")), || {
+        run(cargo(root).args(&args))
+    })?;
+
+    println!(
+        "\nAll checks passed in {:.1} s.",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn demo(extra: &[String]) -> Result<(), Failure> {
+    require_root("`cargo xtask demo`")?;
+    let root = workspace_root();
+    const TOTAL: usize = 3;
+
+    step(1, TOTAL, "setup", setup::setup)?;
+    step(2, TOTAL, "cargo build -p ricochet", || {
+        run(cargo(root).args(["build", "-p", "ricochet"])).map_err(|f| {
+            f.hint("the demo needs the `ricochet` command-line binary (crates/cli, package `ricochet`)")
+        })
+    })?;
+    let binary = target_dir(root)?.join("debug").join("ricochet");
+    if !binary.is_file() {
+        return Err(Failure::new(format!(
+            "`cargo build -p ricochet` succeeded but {} does not exist",
+            binary.display()
+        )));
+    }
+    step(3, TOTAL, "ricochet-demo", || {
+        let mut command = cargo(root);
+        command
+            .args([
+                "run",
+                "-p",
+                "ricochet-testbed",
+                "--bin",
+                "ricochet-demo",
+                "--",
+            ])
+            .arg("--ricochet")
+            .arg(&binary)
+            .args(extra);
+        run(&mut command)
+    })
+}
+
+fn bench() -> Result<(), Failure> {
+    Err(Failure::new(
+        "benchmarks are not implemented yet (`cargo xtask bench` is a placeholder)",
+    ))
+}
+
+/// Cargo's target directory for this workspace, as `cargo metadata` reports it (it honours
+/// `CARGO_TARGET_DIR` and `build.target-dir`).
+fn target_dir(root: &Path) -> Result<PathBuf, Failure> {
+    let output = cmd::output(cargo(root).args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let json = String::from_utf8_lossy(&output.stdout);
+    cmd::json_string_field(&json, "target_directory")
+        .map(PathBuf::from)
+        .ok_or_else(|| Failure::new("`cargo metadata` printed no target_directory"))
+}

@@ -112,7 +112,11 @@ fn load_desired(path: &Path) -> anyhow::Result<(Desired, Vec<u8>)> {
 }
 
 fn server_ips(desired: &Desired) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = desired.pools.iter().flat_map(|p| p.servers.iter().map(|s| s.ip)).collect();
+    let mut v: Vec<IpAddr> = desired
+        .pools
+        .iter()
+        .flat_map(|p| p.servers.iter().map(|s| s.ip))
+        .collect();
     v.sort();
     v.dedup();
     v
@@ -126,10 +130,12 @@ fn write_state(args: &EngineArgs, engine: &Engine<KernelDataplane>) -> anyhow::R
         pid: std::process::id(),
         status: engine.status()?,
     };
-    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
     let path = state_file(&args.state_dir);
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&st)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&st)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -164,18 +170,34 @@ pub fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
         service_ports: args.max_service_ports,
         ..Capacities::default()
     };
-    let dp = KernelDataplane::load(&LoadOptions { pin_dir: Some(args.pin_dir.clone()), caps })?;
+    let dp = KernelDataplane::load(&LoadOptions {
+        pin_dir: Some(args.pin_dir.clone()),
+        caps,
+    })?;
     let mut engine = if dp.adopted() {
         info!(pin_dir = %args.pin_dir.display(), "found a pinned data plane: adopting it (established flows keep their servers)");
         Engine::adopt(dp)?
     } else {
         Engine::new(dp)
     };
-    engine.set_settings(&ricochet_engine::settings(source_v4, source_v6, args.hash_seed))?;
+    engine.set_settings(&ricochet_engine::settings(
+        source_v4,
+        source_v6,
+        args.hash_seed,
+    ))?;
     neighbours::probe_all(&server_ips(&desired));
-    let report = engine.apply(&desired).context("applying the configuration")?;
-    info!(?report, services = desired.services.len(), pools = desired.pools.len(), "configuration applied");
-    engine.dataplane_mut().attach(&args.interface, args.xdp_mode)?;
+    let report = engine
+        .apply(&desired)
+        .context("applying the configuration")?;
+    info!(
+        ?report,
+        services = desired.services.len(),
+        pools = desired.pools.len(),
+        "configuration applied"
+    );
+    engine
+        .dataplane_mut()
+        .attach(&args.interface, args.xdp_mode)?;
     info!(interface = %args.interface, ifindex, ?source_v4, ?source_v6, "engine running");
     write_state(&args, &engine)?;
 
@@ -202,13 +224,19 @@ pub fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
                     neighbours::probe_all(&server_ips(&desired));
                     match engine.apply(&desired) {
                         Ok(report) => {
-                            info!(?report, revision = engine.revision(), "configuration change applied");
+                            info!(
+                                ?report,
+                                revision = engine.revision(),
+                                "configuration change applied"
+                            );
                             current = desired;
                             if let Err(e) = write_state(&args, &engine) {
                                 warn!("state file: {e:#}");
                             }
                         }
-                        Err(e) => error!("configuration change refused, the running configuration stays: {e:#}"),
+                        Err(e) => error!(
+                            "configuration change refused, the running configuration stays: {e:#}"
+                        ),
                     }
                 }
                 Err(e) => {
@@ -242,9 +270,15 @@ pub fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
 /// The engine's data plane as the status command sees it: the pinned maps.
 pub fn open_pinned(pin_dir: &Path) -> anyhow::Result<KernelDataplane> {
     if !pin_dir.join(ricochet_common::maps::SERVICES).exists() {
-        bail!("no data plane is pinned at {}: is the engine running (or was it detached)?", pin_dir.display());
+        bail!(
+            "no data plane is pinned at {}: is the engine running (or was it detached)?",
+            pin_dir.display()
+        );
     }
-    let dp = KernelDataplane::load(&LoadOptions { pin_dir: Some(pin_dir.to_owned()), caps: Capacities::default() })?;
+    let dp = KernelDataplane::load(&LoadOptions {
+        pin_dir: Some(pin_dir.to_owned()),
+        caps: Capacities::default(),
+    })?;
     let _ = dp.capacities();
     Ok(dp)
 }

@@ -17,7 +17,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ricochet", version, about = "L4 load balancer with Direct Server Return on XDP")]
+#[command(
+    name = "ricochet",
+    version,
+    about = "L4 load balancer with Direct Server Return on XDP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,11 @@ fn main() -> ExitCode {
         Command::Engine(args) => daemon::run(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(args) => status::run(args),
-        Command::Detach { interface, pin_dir, state_dir } => detach(&interface, &pin_dir, &state_dir),
+        Command::Detach {
+            interface,
+            pin_dir,
+            state_dir,
+        } => detach(&interface, &pin_dir, &state_dir),
     };
     match result {
         Ok(code) => code,
@@ -82,11 +90,20 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                     ricochet_config::PortSpec::All => "all ports".to_owned(),
                     ricochet_config::PortSpec::Ranges(r) => r
                         .iter()
-                        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                        .map(|(a, b)| {
+                            if a == b {
+                                a.to_string()
+                            } else {
+                                format!("{a}-{b}")
+                            }
+                        })
                         .collect::<Vec<_>>()
                         .join(","),
                 };
-                println!("  virtual service {}: {} {} {} -> pool {}", s.name, s.protocol, s.vip, ports, s.pool);
+                println!(
+                    "  virtual service {}: {} {} {} -> pool {}",
+                    s.name, s.protocol, s.vip, ports, s.pool
+                );
             }
             for p in &desired.pools {
                 let servers: Vec<String> = p
@@ -94,7 +111,12 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|s| format!("{}{}", s.ip, if s.enabled { "" } else { " (disabled)" }))
                     .collect();
-                println!("  pool {} (table {}): {}", p.name, p.table_size, servers.join(", "));
+                println!(
+                    "  pool {} (table {}): {}",
+                    p.name,
+                    p.table_size,
+                    servers.join(", ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -105,7 +127,11 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn detach(iface: &str, pin_dir: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn detach(
+    iface: &str,
+    pin_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     let removed = ricochet_dataplane::kernel::detach(pin_dir, Some(iface))?;
     for p in &removed {
         println!("removed {}", p.display());

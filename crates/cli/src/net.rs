@@ -11,9 +11,13 @@ pub fn interface_addrs(iface: &str) -> anyhow::Result<(Vec<Ipv4Addr>, Vec<Ipv6Ad
         .output()
         .context("running `ip -j addr show` (iproute2 is required)")?;
     if !out.status.success() {
-        bail!("interface {iface}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "interface {iface}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing `ip -j addr` output")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing `ip -j addr` output")?;
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for link in v.as_array().into_iter().flatten() {

@@ -24,7 +24,13 @@ fn ports(p: &PortSpec) -> String {
         PortSpec::All => "*".to_owned(),
         PortSpec::Ranges(r) => r
             .iter()
-            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(","),
     }
@@ -39,9 +45,14 @@ fn addr(ip: std::net::IpAddr, port: &str) -> String {
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let path = daemon::state_file(&args.state_dir);
-    let text = std::fs::read(&path)
-        .with_context(|| format!("reading {} (is the engine running with this --state-dir?)", path.display()))?;
-    let mut st: StateFile = serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {} (is the engine running with this --state-dir?)",
+            path.display()
+        )
+    })?;
+    let mut st: StateFile =
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
     let dp = daemon::open_pinned(&st.pin_dir)?;
     st.status.refresh_counters(&dp)?;
     if args.json {
@@ -54,10 +65,26 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         st.interface,
         st.status.revision,
         st.pid,
-        if engine_alive { "running" } else { "not running: the data plane forwards with the last configuration" }
+        if engine_alive {
+            "running"
+        } else {
+            "not running: the data plane forwards with the last configuration"
+        }
     );
-    println!("{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  {}", "Prot", "LocalAddress:Port", "Hash", "Packets", "Bytes", "NewFlows", "Virtual service / pool");
-    println!("  -> {:<39} {:<7} {:>10} {:>12} {:>10}  {}", "RemoteAddress (encap. target)", "Weight", "Packets", "Bytes", "NewFlows", "State");
+    println!(
+        "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  {}",
+        "Prot",
+        "LocalAddress:Port",
+        "Hash",
+        "Packets",
+        "Bytes",
+        "NewFlows",
+        "Virtual service / pool"
+    );
+    println!(
+        "  -> {:<39} {:<7} {:>10} {:>12} {:>10}  {}",
+        "RemoteAddress (encap. target)", "Weight", "Packets", "Bytes", "NewFlows", "State"
+    );
     for s in &st.status.services {
         let c = s.counters;
         let hash = match s.hash {

@@ -59,14 +59,23 @@ mod tests {
     #[test]
     fn port_changes_hash_only_when_asked() {
         let a = v4([192, 168, 11, 2]);
-        assert_eq!(client_hash(&a, [0, 80], false, 0), client_hash(&a, [1, 80], false, 0));
-        assert_ne!(client_hash(&a, [0, 80], true, 0), client_hash(&a, [1, 80], true, 0));
+        assert_eq!(
+            client_hash(&a, [0, 80], false, 0),
+            client_hash(&a, [1, 80], false, 0)
+        );
+        assert_ne!(
+            client_hash(&a, [0, 80], true, 0),
+            client_hash(&a, [1, 80], true, 0)
+        );
     }
 
     #[test]
     fn seed_changes_hash() {
         let a = v4([192, 168, 11, 2]);
-        assert_ne!(client_hash(&a, [0, 0], false, 0), client_hash(&a, [0, 0], false, 1));
+        assert_ne!(
+            client_hash(&a, [0, 0], false, 0),
+            client_hash(&a, [0, 0], false, 1)
+        );
     }
 
     /// Golden values: if this test fails, the hash changed and an upgrade would move

@@ -385,7 +385,11 @@ mod user {
     impl VipKey {
         pub fn new(ip: IpAddr) -> Self {
             let (addr, family) = addr_bytes(ip);
-            VipKey { addr, family, _pad: [0; 3] }
+            VipKey {
+                addr,
+                family,
+                _pad: [0; 3],
+            }
         }
         pub fn ip(&self) -> Option<IpAddr> {
             addr_from_bytes(self.addr, self.family)
@@ -396,7 +400,12 @@ mod user {
         /// `port` 0 is the every-port entry.
         pub fn new(ip: IpAddr, proto: u8, port: u16) -> Self {
             let (addr, family) = addr_bytes(ip);
-            ServiceKey { addr, port: port.to_be_bytes(), proto, family }
+            ServiceKey {
+                addr,
+                port: port.to_be_bytes(),
+                proto,
+                family,
+            }
         }
         pub fn ip(&self) -> Option<IpAddr> {
             addr_from_bytes(self.addr, self.family)

@@ -145,7 +145,13 @@ pub fn ipip_outer_v4(inner: &Ipv4Hdr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Ip
 
 /// The outer IPv6 header of an IPv6-in-IPv6 packet (RFC 2473): traffic class copied
 /// from the inner header, `flow_label` (20 bits) for ECMP entropy, next header 41.
-pub fn ipip_outer_v6(inner: &Ipv6Hdr, src: [u8; 16], dst: [u8; 16], flow_label: u32, hop_limit: u8) -> Ipv6Hdr {
+pub fn ipip_outer_v6(
+    inner: &Ipv6Hdr,
+    src: [u8; 16],
+    dst: [u8; 16],
+    flow_label: u32,
+    hop_limit: u8,
+) -> Ipv6Hdr {
     let tc = inner.traffic_class() as u32;
     let word = (6u32 << 28) | (tc << 20) | (flow_label & 0x000f_ffff);
     let payload = inner.payload_len().wrapping_add(IPV6_LEN as u16);
@@ -180,7 +186,12 @@ mod tests {
 
     #[test]
     fn outer_v4_copies_tos_and_df_and_checksums() {
-        let o = ipip_outer_v4(&inner_v4(0xb9, IP_DF, 60), [192, 168, 33, 7], [192, 168, 33, 10], 64);
+        let o = ipip_outer_v4(
+            &inner_v4(0xb9, IP_DF, 60),
+            [192, 168, 33, 7],
+            [192, 168, 33, 10],
+            64,
+        );
         assert_eq!(o.tos, 0xb9);
         assert_eq!(o.total_len(), 80);
         assert_eq!(o.frag(), IP_DF);

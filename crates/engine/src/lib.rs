@@ -43,7 +43,11 @@ use tracing::{debug, info};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error("not enough server slots: the change needs {needed} new ones, {free} are free (the data plane holds {capacity}; load it with a larger --max-servers)")]
-    ServerSlots { needed: usize, free: usize, capacity: u32 },
+    ServerSlots {
+        needed: usize,
+        free: usize,
+        capacity: u32,
+    },
     #[error("not enough service ids: {needed} virtual services, the data plane holds {capacity} (--max-services)")]
     ServiceIds { needed: usize, capacity: u32 },
     #[error("too many (VIP, protocol, port) entries: {needed}, the data plane holds {capacity} (--max-service-ports); port ranges take one entry per port")]
@@ -51,9 +55,18 @@ pub enum PlanError {
     #[error("too many VIPs: {needed}, the data plane holds {capacity}")]
     Vips { needed: usize, capacity: u32 },
     #[error("the Maglev array has no room for the new table of pool {pool:?} ({size} slots; {free} free of {capacity}): raise --maglev-slots or use smaller table_size")]
-    MaglevSpace { pool: String, size: u32, free: u64, capacity: u32 },
+    MaglevSpace {
+        pool: String,
+        size: u32,
+        free: u64,
+        capacity: u32,
+    },
     #[error("pool {pool:?}: {source}")]
-    Maglev { pool: String, #[source] source: ricochet_maglev::MaglevError },
+    Maglev {
+        pool: String,
+        #[source]
+        source: ricochet_maglev::MaglevError,
+    },
 }
 
 /// Stable tag of a pool name (FNV-1a), stored in its server slots for adoption.
@@ -67,8 +80,15 @@ pub fn pool_tag(name: &str) -> u32 {
 }
 
 /// The engine's source addresses and hash seed (entry 0 of `SETTINGS`).
-pub fn settings(source_v4: Option<std::net::Ipv4Addr>, source_v6: Option<std::net::Ipv6Addr>, hash_seed: u32) -> Settings {
-    let mut s = Settings { hash_seed, ..Settings::default() };
+pub fn settings(
+    source_v4: Option<std::net::Ipv4Addr>,
+    source_v6: Option<std::net::Ipv6Addr>,
+    hash_seed: u32,
+) -> Settings {
+    let mut s = Settings {
+        hash_seed,
+        ..Settings::default()
+    };
     if let Some(v4) = source_v4 {
         s.source_v4 = v4.octets();
         s.flags |= ricochet_common::SETTINGS_HAVE_V4;
@@ -215,23 +235,40 @@ impl<D: Dataplane> Engine<D> {
     /// restart): slots, generations and table regions are read back from the maps.
     pub fn adopt(dp: D) -> anyhow::Result<Self> {
         let mut e = Engine::new(dp);
-        for (i, v) in e.dp.servers().context("reading SERVERS")?.into_iter().enumerate() {
+        for (i, v) in
+            e.dp.servers()
+                .context("reading SERVERS")?
+                .into_iter()
+                .enumerate()
+        {
             if let Some(slot) = e.slots.get_mut(i) {
                 slot.value = v;
             }
         }
         for (key, value) in e.dp.services().context("reading SERVICES")? {
-            let region = (value.table_size > 0)
-                .then_some(Region { offset: value.table_offset, len: value.table_size });
+            let region = (value.table_size > 0).then_some(Region {
+                offset: value.table_offset,
+                len: value.table_size,
+            });
             if let Some(r) = region {
                 // Services sharing a pool share its region: reserve it once.
                 let _ = e.regions.reserve(r);
             }
-            e.adopted.insert(key, Adopted { id: value.service_id, region });
+            e.adopted.insert(
+                key,
+                Adopted {
+                    id: value.service_id,
+                    region,
+                },
+            );
         }
         info!(
             service_entries = e.adopted.len(),
-            servers = e.slots.iter().filter(|s| s.value.state != SERVER_FREE).count(),
+            servers = e
+                .slots
+                .iter()
+                .filter(|s| s.value.state != SERVER_FREE)
+                .count(),
             "adopted the pinned data plane state"
         );
         Ok(e)
@@ -303,7 +340,12 @@ impl<D: Dataplane> Engine<D> {
                     slot
                 }
             };
-            servers.push(ServerState { ip: s.ip, ratio: s.ratio, enabled: s.enabled, slot });
+            servers.push(ServerState {
+                ip: s.ip,
+                ratio: s.ratio,
+                enabled: s.enabled,
+                slot,
+            });
         }
         let enabled: Vec<&ServerState> = servers.iter().filter(|s| s.enabled).collect();
         let (table, table_size) = if enabled.is_empty() {
@@ -313,21 +355,40 @@ impl<D: Dataplane> Engine<D> {
             let backends: Vec<ricochet_maglev::Backend> = enabled
                 .iter()
                 .zip(&keys)
-                .map(|(s, k)| ricochet_maglev::Backend { key: k, weight: s.ratio })
+                .map(|(s, k)| ricochet_maglev::Backend {
+                    key: k,
+                    weight: s.ratio,
+                })
                 .collect();
-            let idx = ricochet_maglev::build(&backends, pool.table_size)
-                .map_err(|source| PlanError::Maglev { pool: pool.name.clone(), source })?;
-            (idx.into_iter().map(|i| enabled[i as usize].slot).collect(), pool.table_size)
+            let idx = ricochet_maglev::build(&backends, pool.table_size).map_err(|source| {
+                PlanError::Maglev {
+                    pool: pool.name.clone(),
+                    source,
+                }
+            })?;
+            (
+                idx.into_iter().map(|i| enabled[i as usize].slot).collect(),
+                pool.table_size,
+            )
         };
         let reuse = match current {
             Some(c) => c.region.filter(|_| c.table == table),
             // After a restart: keep the pinned table if it is exactly the one computed.
             None => adopted_region.filter(|r| {
                 r.len == table_size
-                    && self.dp.read_table(r.offset, r.len).is_ok_and(|live| live == table)
+                    && self
+                        .dp
+                        .read_table(r.offset, r.len)
+                        .is_ok_and(|live| live == table)
             }),
         };
-        Ok(PoolPlan { name: pool.name.clone(), table_size, servers, table, reuse })
+        Ok(PoolPlan {
+            name: pool.name.clone(),
+            table_size,
+            servers,
+            table,
+            reuse,
+        })
     }
 
     /// Makes the data plane hold `desired`; see the crate docs for the guarantees.
@@ -372,8 +433,17 @@ impl<D: Dataplane> Engine<D> {
                         .flat_map(|p| p.servers.iter().map(move |s| (pool_tag(&p.name), s.ip)))
                         .filter(|(t, ip)| self.find_slot(*t, *ip, None).is_none())
                         .count();
-                    let free = self.slots.iter().filter(|s| !s.owned && s.value.state == SERVER_FREE).count();
-                    return Err(PlanError::ServerSlots { needed, free, capacity }.into());
+                    let free = self
+                        .slots
+                        .iter()
+                        .filter(|s| !s.owned && s.value.state == SERVER_FREE)
+                        .count();
+                    return Err(PlanError::ServerSlots {
+                        needed,
+                        free,
+                        capacity,
+                    }
+                    .into());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -384,13 +454,18 @@ impl<D: Dataplane> Engine<D> {
         // Regions for changed tables, allocated tentatively on a copy.
         let mut regions = self.regions.clone();
         let mut new_regions: BTreeMap<String, Region> = BTreeMap::new();
-        for p in plans.iter().filter(|p| p.reuse.is_none() && p.table_size > 0) {
-            let r = regions.alloc(p.table_size).ok_or_else(|| PlanError::MaglevSpace {
-                pool: p.name.clone(),
-                size: p.table_size,
-                free: regions.free_slots(),
-                capacity: caps.maglev_slots,
-            })?;
+        for p in plans
+            .iter()
+            .filter(|p| p.reuse.is_none() && p.table_size > 0)
+        {
+            let r = regions
+                .alloc(p.table_size)
+                .ok_or_else(|| PlanError::MaglevSpace {
+                    pool: p.name.clone(),
+                    size: p.table_size,
+                    free: regions.free_slots(),
+                    capacity: caps.maglev_slots,
+                })?;
             new_regions.insert(p.name.clone(), r);
         }
         let region_of = |name: &str| -> Option<Region> {
@@ -431,14 +506,22 @@ impl<D: Dataplane> Engine<D> {
                 service_id: id,
                 table_offset: region.map_or(0, |r| r.offset),
                 table_size: region.map_or(0, |r| r.len),
-                flags: if s.hash == HashMode::SourceIpAndPort { SERVICE_HASH_SRC_PORT } else { 0 },
+                flags: if s.hash == HashMode::SourceIpAndPort {
+                    SERVICE_HASH_SRC_PORT
+                } else {
+                    0
+                },
             };
             for k in &keys {
                 all_keys.insert(*k, value);
             }
             let vip = vips.entry(VipKey::new(s.vip)).or_default();
             if s.ports == PortSpec::All {
-                vip.flags |= if s.protocol == Protocol::Tcp { VIP_TCP_ALL_PORTS } else { VIP_UDP_ALL_PORTS };
+                vip.flags |= if s.protocol == Protocol::Tcp {
+                    VIP_TCP_ALL_PORTS
+                } else {
+                    VIP_UDP_ALL_PORTS
+                };
             }
             services.insert(
                 s.name.clone(),
@@ -455,10 +538,18 @@ impl<D: Dataplane> Engine<D> {
             );
         }
         if all_keys.len() > caps.service_ports as usize {
-            return Err(PlanError::ServicePorts { needed: all_keys.len(), capacity: caps.service_ports }.into());
+            return Err(PlanError::ServicePorts {
+                needed: all_keys.len(),
+                capacity: caps.service_ports,
+            }
+            .into());
         }
         if vips.len() > caps.vips as usize {
-            return Err(PlanError::Vips { needed: vips.len(), capacity: caps.vips }.into());
+            return Err(PlanError::Vips {
+                needed: vips.len(),
+                capacity: caps.vips,
+            }
+            .into());
         }
 
         // ---- Commit ----
@@ -469,7 +560,12 @@ impl<D: Dataplane> Engine<D> {
             .context("reading SERVICES")?
             .into_iter()
             .collect();
-        let old_vips: BTreeMap<VipKey, VipValue> = self.dp.vips().context("reading VIPS")?.into_iter().collect();
+        let old_vips: BTreeMap<VipKey, VipValue> = self
+            .dp
+            .vips()
+            .context("reading VIPS")?
+            .into_iter()
+            .collect();
 
         // 1. Server slots joining a table (or re-enabled) become ACTIVE; every planned
         //    server slot is owned from now on.
@@ -479,7 +575,11 @@ impl<D: Dataplane> Engine<D> {
             for s in &p.servers {
                 let (addr, family) = ricochet_common::addr_bytes(s.ip);
                 let slot = &mut self.slots[s.slot as usize];
-                let want_state = if s.enabled { SERVER_ACTIVE } else { SERVER_DRAINING };
+                let want_state = if s.enabled {
+                    SERVER_ACTIVE
+                } else {
+                    SERVER_DRAINING
+                };
                 if new_slot_set.contains(&s.slot) {
                     // A fresh generation first, so that no torn read pairs the old
                     // generation with the new address.
@@ -487,7 +587,13 @@ impl<D: Dataplane> Engine<D> {
                     v.generation = v.generation.wrapping_add(1);
                     v.state = SERVER_FREE;
                     self.dp.put_server(s.slot, &v)?;
-                    v = ServerValue { addr, family, state: want_state, pool_tag: tag, ..v };
+                    v = ServerValue {
+                        addr,
+                        family,
+                        state: want_state,
+                        pool_tag: tag,
+                        ..v
+                    };
                     self.dp.put_server(s.slot, &v)?;
                     slot.value = v;
                     report.servers_activated += usize::from(s.enabled);
@@ -504,7 +610,9 @@ impl<D: Dataplane> Engine<D> {
         // 2. New tables into fresh regions.
         for p in &plans {
             if let Some(r) = new_regions.get(&p.name) {
-                self.dp.write_table(r.offset, &p.table).with_context(|| format!("writing the Maglev table of pool {:?}", p.name))?;
+                self.dp
+                    .write_table(r.offset, &p.table)
+                    .with_context(|| format!("writing the Maglev table of pool {:?}", p.name))?;
                 report.tables_written += 1;
             }
         }
@@ -534,7 +642,10 @@ impl<D: Dataplane> Engine<D> {
         }
 
         // 5. Servers out of their tables: drain the disabled, free the removed.
-        let planned: BTreeSet<u32> = plans.iter().flat_map(|p| p.servers.iter().map(|s| s.slot)).collect();
+        let planned: BTreeSet<u32> = plans
+            .iter()
+            .flat_map(|p| p.servers.iter().map(|s| s.slot))
+            .collect();
         for p in &plans {
             for s in p.servers.iter().filter(|s| !s.enabled) {
                 let slot = &mut self.slots[s.slot as usize];
@@ -557,17 +668,30 @@ impl<D: Dataplane> Engine<D> {
         }
 
         // 6. Replaced regions wait one apply before reuse.
-        let live: BTreeSet<Region> = plans.iter().filter_map(|p| p.reuse.or_else(|| new_regions.get(&p.name).copied())).collect();
+        let live: BTreeSet<Region> = plans
+            .iter()
+            .filter_map(|p| p.reuse.or_else(|| new_regions.get(&p.name).copied()))
+            .collect();
         let mut retired: BTreeSet<Region> = self.pools.values().filter_map(|p| p.region).collect();
         retired.extend(self.adopted.values().filter_map(|a| a.region));
-        self.quarantine.extend(retired.into_iter().filter(|r| !live.contains(r)));
+        self.quarantine
+            .extend(retired.into_iter().filter(|r| !live.contains(r)));
         self.adopted.clear();
 
         self.pools = plans
             .into_iter()
             .map(|p| {
                 let region = p.reuse.or_else(|| new_regions.get(&p.name).copied());
-                (p.name.clone(), PoolState { name: p.name, table_size: p.table_size, servers: p.servers, region, table: p.table })
+                (
+                    p.name.clone(),
+                    PoolState {
+                        name: p.name,
+                        table_size: p.table_size,
+                        servers: p.servers,
+                        region,
+                        table: p.table,
+                    },
+                )
             })
             .collect();
         self.services = services;

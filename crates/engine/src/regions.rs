@@ -15,7 +15,16 @@ pub struct RegionAllocator {
 
 impl RegionAllocator {
     pub fn new(total: u32) -> Self {
-        RegionAllocator { free: if total > 0 { vec![Region { offset: 0, len: total }] } else { vec![] } }
+        RegionAllocator {
+            free: if total > 0 {
+                vec![Region {
+                    offset: 0,
+                    len: total,
+                }]
+            } else {
+                vec![]
+            },
+        }
     }
 
     pub fn alloc(&mut self, len: u32) -> Option<Region> {
@@ -24,23 +33,45 @@ impl RegionAllocator {
         if r.len == len {
             self.free.remove(i);
         } else {
-            self.free[i] = Region { offset: r.offset + len, len: r.len - len };
+            self.free[i] = Region {
+                offset: r.offset + len,
+                len: r.len - len,
+            };
         }
-        Some(Region { offset: r.offset, len })
+        Some(Region {
+            offset: r.offset,
+            len,
+        })
     }
 
     /// Marks `region` as used (adopting a pinned table). False if not entirely free.
     pub fn reserve(&mut self, region: Region) -> bool {
         let end = region.offset + region.len;
-        let Some(i) = self.free.iter().position(|r| r.offset <= region.offset && r.offset + r.len >= end) else {
+        let Some(i) = self
+            .free
+            .iter()
+            .position(|r| r.offset <= region.offset && r.offset + r.len >= end)
+        else {
             return false;
         };
         let r = self.free.remove(i);
         if end < r.offset + r.len {
-            self.free.insert(i, Region { offset: end, len: r.offset + r.len - end });
+            self.free.insert(
+                i,
+                Region {
+                    offset: end,
+                    len: r.offset + r.len - end,
+                },
+            );
         }
         if region.offset > r.offset {
-            self.free.insert(i, Region { offset: r.offset, len: region.offset - r.offset });
+            self.free.insert(
+                i,
+                Region {
+                    offset: r.offset,
+                    len: region.offset - r.offset,
+                },
+            );
         }
         true
     }
@@ -49,7 +80,9 @@ impl RegionAllocator {
         let i = self.free.partition_point(|r| r.offset < region.offset);
         self.free.insert(i, region);
         // Coalesce with the neighbours.
-        if i + 1 < self.free.len() && self.free[i].offset + self.free[i].len == self.free[i + 1].offset {
+        if i + 1 < self.free.len()
+            && self.free[i].offset + self.free[i].len == self.free[i + 1].offset
+        {
             self.free[i].len += self.free[i + 1].len;
             self.free.remove(i + 1);
         }
@@ -78,18 +111,34 @@ mod tests {
         assert!(a.alloc(11).is_none());
         a.free(y);
         assert_eq!(a.alloc(30).unwrap().offset, 30, "first fit reuses the hole");
-        a.free(Region { offset: 30, len: 30 });
+        a.free(Region {
+            offset: 30,
+            len: 30,
+        });
         a.free(x);
         a.free(z);
         assert_eq!(a.free_slots(), 100);
-        assert_eq!(a.alloc(100).unwrap().offset, 0, "all coalesced back into one run");
+        assert_eq!(
+            a.alloc(100).unwrap().offset,
+            0,
+            "all coalesced back into one run"
+        );
     }
 
     #[test]
     fn reserve_splits() {
         let mut a = RegionAllocator::new(100);
-        assert!(a.reserve(Region { offset: 40, len: 20 }));
-        assert!(!a.reserve(Region { offset: 50, len: 20 }), "overlaps a used region");
+        assert!(a.reserve(Region {
+            offset: 40,
+            len: 20
+        }));
+        assert!(
+            !a.reserve(Region {
+                offset: 50,
+                len: 20
+            }),
+            "overlaps a used region"
+        );
         assert_eq!(a.alloc(40).unwrap().offset, 0);
         assert_eq!(a.alloc(40).unwrap().offset, 60);
         assert!(a.alloc(1).is_none());

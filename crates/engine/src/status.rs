@@ -19,7 +19,11 @@ pub struct Count {
 
 impl From<Counters> for Count {
     fn from(c: Counters) -> Self {
-        Count { packets: c.packets, bytes: c.bytes, new_flows: c.new_flows }
+        Count {
+            packets: c.packets,
+            bytes: c.bytes,
+            new_flows: c.new_flows,
+        }
     }
 }
 
@@ -88,7 +92,11 @@ impl Status {
                 }
             }
         }
-        self.reasons = dp.reason_counters()?.into_iter().map(|(r, n)| (r.name().to_owned(), n)).collect();
+        self.reasons = dp
+            .reason_counters()?
+            .into_iter()
+            .map(|(r, n)| (r.name().to_owned(), n))
+            .collect();
         Ok(())
     }
 }

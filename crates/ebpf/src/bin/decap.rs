@@ -55,7 +55,11 @@ mod prog {
 
     #[inline(always)]
     fn is_vip(addr: [u8; 16], family: u8) -> bool {
-        let key = VipKey { addr, family, _pad: [0; 3] };
+        let key = VipKey {
+            addr,
+            family,
+            _pad: [0; 3],
+        };
         // SAFETY: only presence is read.
         unsafe { DECAP_VIPS.get(&key) }.is_some()
     }

@@ -29,9 +29,9 @@ mod prog {
     };
     use ricochet_common::{
         hash::client_hash, limits, Counters, FlowKey, FlowValue, Reason, ServerValue, ServiceKey,
-        ServiceValue, Settings, VipKey, VipValue, FAMILY_V4, FAMILY_V6, SERVER_ACTIVE,
-        SERVER_FREE, SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4, SETTINGS_HAVE_V6,
-        VIP_TCP_ALL_PORTS, VIP_UDP_ALL_PORTS,
+        ServiceValue, Settings, VipKey, VipValue, FAMILY_V4, FAMILY_V6, SERVER_ACTIVE, SERVER_FREE,
+        SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
+        VIP_UDP_ALL_PORTS,
     };
     use ricochet_ebpf::{csum, headers::*};
 
@@ -51,8 +51,7 @@ mod prog {
     static SVC_STATS: PerCpuArray<Counters> =
         PerCpuArray::with_max_entries(limits::MAX_SERVICES, 0);
     #[map]
-    static SRV_STATS: PerCpuArray<Counters> =
-        PerCpuArray::with_max_entries(limits::MAX_SERVERS, 0);
+    static SRV_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(limits::MAX_SERVERS, 0);
     #[map]
     static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
     #[map]
@@ -221,7 +220,11 @@ mod prog {
 
     #[inline(always)]
     fn vip_flags(addr: [u8; 16], family: u8) -> Option<u32> {
-        let key = VipKey { addr, family, _pad: [0; 3] };
+        let key = VipKey {
+            addr,
+            family,
+            _pad: [0; 3],
+        };
         // SAFETY: the value is copied out at once.
         unsafe { VIPS.get(&key) }.map(|v| v.flags)
     }
@@ -230,7 +233,11 @@ mod prog {
     /// header says the L4 part spans.
     #[inline(always)]
     fn ports(ctx: &XdpContext, proto: u8, l4_off: usize, l4_room: usize) -> Result<Ports, Verdict> {
-        let need = if proto == IPPROTO_TCP { TCP_LEN } else { UDP_LEN };
+        let need = if proto == IPPROTO_TCP {
+            TCP_LEN
+        } else {
+            UDP_LEN
+        };
         if l4_room < need {
             return Err(drop(Reason::DropTruncatedL4));
         }
@@ -341,12 +348,21 @@ mod prog {
 
     #[inline(always)]
     fn find_service(p: &Parsed) -> Option<ServiceValue> {
-        let mut key = ServiceKey { addr: p.dst, port: p.dport, proto: p.proto, family: p.family };
+        let mut key = ServiceKey {
+            addr: p.dst,
+            port: p.dport,
+            proto: p.proto,
+            family: p.family,
+        };
         // SAFETY: values are copied out at once.
         if let Some(v) = unsafe { SERVICES.get(&key) } {
             return Some(*v);
         }
-        let all_ports = if p.proto == IPPROTO_TCP { VIP_TCP_ALL_PORTS } else { VIP_UDP_ALL_PORTS };
+        let all_ports = if p.proto == IPPROTO_TCP {
+            VIP_TCP_ALL_PORTS
+        } else {
+            VIP_UDP_ALL_PORTS
+        };
         if p.vip_flags & all_ports == 0 {
             return None;
         }
@@ -401,7 +417,14 @@ mod prog {
         if s.state != SERVER_ACTIVE {
             return None;
         }
-        let _ = FLOWS.insert(&key, &FlowValue { server_id: id, generation: s.generation }, 0);
+        let _ = FLOWS.insert(
+            &key,
+            &FlowValue {
+                server_id: id,
+                generation: s.generation,
+            },
+            0,
+        );
         Some((id, s, true))
     }
 
@@ -439,16 +462,37 @@ mod prog {
 
     /// Outcome of the FIB lookup for the encapsulated packet.
     enum Route {
-        Via { ifindex: u32, smac: [u8; 6], dmac: [u8; 6] },
-        TooBig { mtu: u16 },
+        Via {
+            ifindex: u32,
+            smac: [u8; 6],
+            dmac: [u8; 6],
+        },
+        TooBig {
+            mtu: u16,
+        },
         Fail(Reason),
     }
 
     #[inline(always)]
-    fn route(ctx: &XdpContext, family: u8, src: &[u8; 16], dst: &[u8; 16], tot_len: u16, tos: u32) -> Route {
+    fn route(
+        ctx: &XdpContext,
+        family: u8,
+        src: &[u8; 16],
+        dst: &[u8; 16],
+        tot_len: u16,
+        tos: u32,
+    ) -> Route {
         let mut fib = FibParams {
-            family: if family == FAMILY_V4 { AF_INET } else { AF_INET6 },
-            l4_protocol: if family == FAMILY_V4 { IPPROTO_IPIP } else { IPPROTO_IPV6 },
+            family: if family == FAMILY_V4 {
+                AF_INET
+            } else {
+                AF_INET6
+            },
+            l4_protocol: if family == FAMILY_V4 {
+                IPPROTO_IPIP
+            } else {
+                IPPROTO_IPV6
+            },
             sport: 0,
             dport: 0,
             tot_len_mtu: tot_len,
@@ -471,8 +515,14 @@ mod prog {
             )
         };
         match rc {
-            FIB_SUCCESS => Route::Via { ifindex: fib.ifindex, smac: fib.smac, dmac: fib.dmac },
-            FIB_FRAG_NEEDED => Route::TooBig { mtu: fib.tot_len_mtu },
+            FIB_SUCCESS => Route::Via {
+                ifindex: fib.ifindex,
+                smac: fib.smac,
+                dmac: fib.dmac,
+            },
+            FIB_FRAG_NEEDED => Route::TooBig {
+                mtu: fib.tot_len_mtu,
+            },
             FIB_NO_NEIGH => Route::Fail(Reason::DropNoNeighbour),
             _ => Route::Fail(Reason::DropNoRoute),
         }
@@ -481,7 +531,13 @@ mod prog {
     /// Writes the new Ethernet header at the front of a packet whose old L2 header now
     /// sits `shift` (>= 20) bytes further in, keeping its EtherType and VLAN tag.
     #[inline(always)]
-    fn write_l2(ctx: &XdpContext, l3_off: usize, shift: usize, dmac: [u8; 6], smac: [u8; 6]) -> Option<()> {
+    fn write_l2(
+        ctx: &XdpContext,
+        l3_off: usize,
+        shift: usize,
+        dmac: [u8; 6],
+        smac: [u8; 6],
+    ) -> Option<()> {
         let old_type = ptr_at::<[u8; 2]>(ctx, shift + 12)?;
         let new_type = ptr_at::<[u8; 2]>(ctx, 12)?;
         // SAFETY: bounds checked; the regions do not overlap since shift >= 20.
@@ -526,21 +582,36 @@ mod prog {
         if outer_len > 0xffff {
             return drop(Reason::DropTooBig);
         }
-        let (ifindex, smac, dmac) =
-            match route(ctx, FAMILY_V4, &src, &server.addr, outer_len as u16, inner.tos as u32) {
-                Route::Via { ifindex, smac, dmac } => (ifindex, smac, dmac),
-                Route::TooBig { mtu } => {
-                    if inner.frag() & IP_DF == 0 {
-                        return drop(Reason::DropTooBig);
-                    }
-                    return Verdict::too_big(mtu);
+        let (ifindex, smac, dmac) = match route(
+            ctx,
+            FAMILY_V4,
+            &src,
+            &server.addr,
+            outer_len as u16,
+            inner.tos as u32,
+        ) {
+            Route::Via {
+                ifindex,
+                smac,
+                dmac,
+            } => (ifindex, smac, dmac),
+            Route::TooBig { mtu } => {
+                if inner.frag() & IP_DF == 0 {
+                    return drop(Reason::DropTooBig);
                 }
-                Route::Fail(r) => return drop(r),
-            };
+                return Verdict::too_big(mtu);
+            }
+            Route::Fail(r) => return drop(r),
+        };
         let outer = ipip_outer_v4(
             &inner,
             s.source_v4,
-            [server.addr[0], server.addr[1], server.addr[2], server.addr[3]],
+            [
+                server.addr[0],
+                server.addr[1],
+                server.addr[2],
+                server.addr[3],
+            ],
             limits::OUTER_TTL,
         );
         // SAFETY: plain helper call; every pointer is re-derived afterwards.
@@ -572,13 +643,29 @@ mod prog {
         }
         let flow_label = client_hash(&p.src, p.sport, true, s.hash_seed) & 0x000f_ffff;
         let flowinfo = (inner.traffic_class() as u32) << 20 | flow_label;
-        let (ifindex, smac, dmac) =
-            match route(ctx, FAMILY_V6, &s.source_v6, &server.addr, outer_len as u16, flowinfo.to_be()) {
-                Route::Via { ifindex, smac, dmac } => (ifindex, smac, dmac),
-                Route::TooBig { mtu } => return Verdict::too_big(mtu),
-                Route::Fail(r) => return drop(r),
-            };
-        let outer = ipip_outer_v6(&inner, s.source_v6, server.addr, flow_label, limits::OUTER_TTL);
+        let (ifindex, smac, dmac) = match route(
+            ctx,
+            FAMILY_V6,
+            &s.source_v6,
+            &server.addr,
+            outer_len as u16,
+            flowinfo.to_be(),
+        ) {
+            Route::Via {
+                ifindex,
+                smac,
+                dmac,
+            } => (ifindex, smac, dmac),
+            Route::TooBig { mtu } => return Verdict::too_big(mtu),
+            Route::Fail(r) => return drop(r),
+        };
+        let outer = ipip_outer_v6(
+            &inner,
+            s.source_v6,
+            server.addr,
+            flow_label,
+            limits::OUTER_TTL,
+        );
         // SAFETY: plain helper call; every pointer is re-derived afterwards.
         if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPV6_LEN as i32)) } != 0 {
             return drop(Reason::DropAdjustFailed);
@@ -619,9 +706,10 @@ mod prog {
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
             return drop(Reason::DropAdjustFailed);
         }
-        let (Some(old_eth), Some(quote)) =
-            (ptr_at::<EthHdr>(ctx, shift), ptr_at::<Ipv4Hdr>(ctx, shift + l3_off))
-        else {
+        let (Some(old_eth), Some(quote)) = (
+            ptr_at::<EthHdr>(ctx, shift),
+            ptr_at::<Ipv4Hdr>(ctx, shift + l3_off),
+        ) else {
             return drop(Reason::DropAdjustFailed);
         };
         // SAFETY: bounds checked; copied before the old L2 header is overwritten.
@@ -644,9 +732,10 @@ mod prog {
         };
         ip.check = csum::ipv4_header(&ip).to_be_bytes();
         let mtu = route_mtu.saturating_sub(IPV4_LEN as u16);
-        let (Some(ip_p), Some(icmp_p)) =
-            (ptr_at::<Ipv4Hdr>(ctx, l3_off), ptr_at::<IcmpHdr>(ctx, l3_off + IPV4_LEN))
-        else {
+        let (Some(ip_p), Some(icmp_p)) = (
+            ptr_at::<Ipv4Hdr>(ctx, l3_off),
+            ptr_at::<IcmpHdr>(ctx, l3_off + IPV4_LEN),
+        ) else {
             return drop(Reason::DropAdjustFailed);
         };
         // SAFETY: bounds checked.
@@ -685,9 +774,10 @@ mod prog {
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
             return drop(Reason::DropAdjustFailed);
         }
-        let (Some(old_eth), Some(quote)) =
-            (ptr_at::<EthHdr>(ctx, shift), ptr_at::<Ipv6Hdr>(ctx, shift + l3_off))
-        else {
+        let (Some(old_eth), Some(quote)) = (
+            ptr_at::<EthHdr>(ctx, shift),
+            ptr_at::<Ipv6Hdr>(ctx, shift + l3_off),
+        ) else {
             return drop(Reason::DropAdjustFailed);
         };
         // SAFETY: bounds checked; copied before the old L2 header is overwritten.
@@ -700,9 +790,10 @@ mod prog {
         let upper_len = (ICMP_LEN + QUOTE_V6) as u32;
         let pseudo = csum::ipv6_pseudo(&vip, &client, upper_len, IPPROTO_ICMPV6);
         let mtu = route_mtu.saturating_sub(IPV6_LEN as u16) as u32;
-        let (Some(ip_p), Some(icmp_p)) =
-            (ptr_at::<Ipv6Hdr>(ctx, l3_off), ptr_at::<IcmpHdr>(ctx, l3_off + IPV6_LEN))
-        else {
+        let (Some(ip_p), Some(icmp_p)) = (
+            ptr_at::<Ipv6Hdr>(ctx, l3_off),
+            ptr_at::<IcmpHdr>(ctx, l3_off + IPV6_LEN),
+        ) else {
             return drop(Reason::DropAdjustFailed);
         };
         // SAFETY: bounds checked.
@@ -715,7 +806,12 @@ mod prog {
                 src: vip,
                 dst: client,
             };
-            *icmp_p = IcmpHdr { kind: ICMPV6_PKT_TOOBIG, code: 0, check: [0, 0], rest: mtu.to_be_bytes() };
+            *icmp_p = IcmpHdr {
+                kind: ICMPV6_PKT_TOOBIG,
+                code: 0,
+                check: [0, 0],
+                rest: mtu.to_be_bytes(),
+            };
         }
         let Some(body) = ptr_at::<[u8; ICMP_LEN + QUOTE_V6]>(ctx, l3_off + IPV6_LEN) else {
             return drop(Reason::DropAdjustFailed);

@@ -1,0 +1,481 @@
+//! End to end on the seed's network (see shared/TESTBED.md): a client, a router with
+//! uRPF off, service engine se1 running `ricochet engine`, web01 on the engine's
+//! segment and web02 one router hop away, both made DSR-ready by `ricochet server
+//! setup` and serving with nginx and dnsmasq. Needs root.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ricochet_testbed::{self as tb, Process, Topology, VIP_V4, VIP_V6};
+
+const RICOCHET: &str = env!("CARGO_BIN_EXE_ricochet");
+
+/// The seed's configuration, with source-IP-and-port hashing so that one client's
+/// connections spread over both servers (the seed's source-IP hashing would pin the
+/// single test client to one server).
+fn config(web01: &str, web01_v6: &str) -> String {
+    format!(
+        "network_profiles:
+  - name: dsr-l3-tcp
+    type: tcp_fast_path
+    dsr: {{ enabled: true, type: l3, encapsulation: ipinip }}
+  - name: dsr-l3-udp
+    type: udp_fast_path
+    dsr: {{ enabled: true, type: l3, encapsulation: ipinip }}
+pools:
+  - name: web-pool
+    consistent_hash: source_ip_and_port
+    servers:
+{web01}      - {{ ip: 192.168.34.10 }}
+  - name: web-pool-v6
+    consistent_hash: source_ip_and_port
+    servers:
+{web01_v6}      - {{ ip: 'fc00:34::10' }}
+  - name: dns-pool
+    consistent_hash: source_ip_and_port
+    servers:
+      - {{ ip: 192.168.33.10 }}
+      - {{ ip: 192.168.34.10 }}
+virtual_services:
+  - name: web-vs
+    vip: 192.168.35.241
+    services: [{{ port: 80 }}]
+    application_profile: System-L4-Application
+    network_profile: dsr-l3-tcp
+    pool: web-pool
+  - name: web-vs-v6
+    vip: 'fc00:3::24a'
+    services: [{{ port: 80 }}]
+    network_profile: dsr-l3-tcp
+    pool: web-pool-v6
+  - name: dns-vs
+    vip: 192.168.35.241
+    services: [{{ port: 53 }}]
+    network_profile: dsr-l3-udp
+    pool: dns-pool
+"
+    )
+}
+
+const WEB01: &str = "      - { ip: 192.168.33.10 }\n";
+const WEB01_V6: &str = "      - { ip: 'fc00::10' }\n";
+const WEB01_DRAINED: &str = "      - { ip: 192.168.33.10, enabled: false }\n";
+
+/// Removes the bpffs pins of the run even when a test panics.
+struct Pins(Vec<PathBuf>);
+impl Drop for Pins {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+struct Bed {
+    topo: Topology,
+    dir: PathBuf,
+    config: PathBuf,
+    se_pins: PathBuf,
+    _pins: Pins,
+    _servers: Vec<Process>,
+}
+
+impl Bed {
+    fn new(test: &str) -> Bed {
+        tb::require_root().unwrap();
+        let topo = Topology::seed().expect("building the seed topology");
+        let dir = std::env::temp_dir().join(format!("{}-{test}", topo.prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let se_pins = PathBuf::from(format!("/sys/fs/bpf/{}-se1", topo.prefix()));
+        let mut pins = vec![se_pins.clone()];
+        let mut servers = Vec::new();
+        for host in [&topo.web01, &topo.web02] {
+            let pin = PathBuf::from(format!("/sys/fs/bpf/{}-{}", topo.prefix(), host.name));
+            pins.push(pin.clone());
+            let out = host
+                .ns
+                .output(&[
+                    RICOCHET,
+                    "server",
+                    "setup",
+                    "--vip",
+                    "192.168.35.241",
+                    "--vip",
+                    "fc00:3::24a",
+                    "--interface",
+                    host.iface,
+                    "--pin-dir",
+                    pin.to_str().unwrap(),
+                ])
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "server setup on {}: {}",
+                host.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            servers.push(tb::start_nginx(&host.ns, host.name).unwrap());
+            servers.push(tb::start_dns(&host.ns, host.name).unwrap());
+        }
+        let config = dir.join("ricochet.yaml");
+        std::fs::write(&config, config_text(WEB01, WEB01_V6)).unwrap();
+        Bed {
+            topo,
+            dir,
+            config,
+            se_pins,
+            _pins: Pins(pins),
+            _servers: servers,
+        }
+    }
+
+    fn start_engine(&self) -> Process {
+        let mut p = self
+            .topo
+            .se1
+            .ns
+            .spawn(&[
+                RICOCHET,
+                "engine",
+                "--config",
+                self.config.to_str().unwrap(),
+                "--interface",
+                self.topo.se1.iface,
+                "--pin-dir",
+                self.se_pins.to_str().unwrap(),
+                "--state-dir",
+                self.dir.join("state").to_str().unwrap(),
+                "--flows",
+                "65536",
+                "--watch-interval-ms",
+                "100",
+            ])
+            .unwrap();
+        p.wait_for_output("engine running")
+            .unwrap_or_else(|e| panic!("engine did not start: {e:#}\n{}", p.report()));
+        p
+    }
+
+    fn status(&self) -> String {
+        let out = self
+            .topo
+            .se1
+            .ns
+            .output(&[
+                RICOCHET,
+                "status",
+                "--state-dir",
+                self.dir.join("state").to_str().unwrap(),
+            ])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Rewrites the config and waits until the engine logged `revision` applied.
+    fn reconfigure(&self, engine: &mut Process, text: &str, applied: usize) {
+        std::fs::write(&self.config, text).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine
+            .stderr()
+            .matches("configuration change applied")
+            .count()
+            < applied
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the engine did not apply the change:\n{}",
+                engine.report()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn config_text(web01: &str, web01_v6: &str) -> String {
+    config(web01, web01_v6)
+}
+
+fn curl(topo: &Topology, vip: IpAddr) -> String {
+    tb::http_get_text(&topo.client.ns, &tb::http_url(vip, "/"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// An HTTP/1.1 keep-alive connection from the client namespace.
+struct Conn {
+    stream: TcpStream,
+}
+
+impl Conn {
+    fn open(topo: &Topology, vip: IpAddr) -> Conn {
+        let stream = topo
+            .client
+            .ns
+            .run(move || {
+                TcpStream::connect_timeout(&SocketAddr::new(vip, 80), Duration::from_secs(3))
+            })
+            .unwrap()
+            .expect("connect to the VIP");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        Conn { stream }
+    }
+
+    /// Sends a GET on the open connection and returns the body (the server's name).
+    fn get(&mut self) -> std::io::Result<String> {
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("content-length");
+                if buf.len() >= end + 4 + len {
+                    return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len])
+                        .trim()
+                        .to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// Opens connections until both servers have at least `per_server` of them.
+fn connections_on_both(topo: &Topology, vip: IpAddr, per_server: usize) -> Vec<(String, Conn)> {
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        let mut c = Conn::open(topo, vip);
+        let who = c.get().expect("first request");
+        conns.push((who, c));
+        let n1 = conns.iter().filter(|(w, _)| w == "web01").count();
+        let n2 = conns.iter().filter(|(w, _)| w == "web02").count();
+        if n1 >= per_server && n2 >= per_server {
+            return conns;
+        }
+    }
+    panic!("200 connections did not reach both servers");
+}
+
+fn pcap_lines(p: tb::Pcap) -> Vec<String> {
+    p.lines().unwrap()
+}
+
+#[test]
+fn dsr_end_to_end_ipv4_ipv6_udp() {
+    let bed = Bed::new("dsr");
+    let topo = &bed.topo;
+    let encap =
+        tb::Capture::start(&topo.se1.ns, topo.se1.iface, "ip proto 4 or ip6 proto 41").unwrap();
+    let replies = tb::Capture::start(
+        &topo.se1.ns,
+        topo.se1.iface,
+        "src host 192.168.35.241 or src host fc00:3::24a",
+    )
+    .unwrap();
+    let _engine = bed.start_engine();
+
+    for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..40 {
+            *seen.entry(curl(topo, vip)).or_insert(0) += 1;
+        }
+        assert_eq!(
+            seen.keys().cloned().collect::<Vec<_>>(),
+            ["web01", "web02"],
+            "{vip}: answers {seen:?}"
+        );
+    }
+    let mut dns = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        dns.insert(
+            tb::dns_txt(
+                &topo.client.ns,
+                IpAddr::V4(VIP_V4),
+                tb::DNS_WHOAMI,
+                tb::DnsTransport::Udp,
+            )
+            .unwrap(),
+        );
+    }
+    assert_eq!(
+        dns.into_iter().collect::<Vec<_>>(),
+        ["web01", "web02"],
+        "DNS over UDP reaches both servers"
+    );
+
+    let encap = pcap_lines(encap.stop().unwrap());
+    let has = |needle: &str| encap.iter().any(|l| l.contains(needle));
+    // Outer source the engine, outer destination the server; inner client to VIP.
+    assert!(
+        has("192.168.33.7 > 192.168.33.10: IP 192.168.11.2."),
+        "web01 IPIP:\n{}",
+        encap.join("\n")
+    );
+    assert!(
+        has("192.168.33.7 > 192.168.34.10: IP 192.168.11.2."),
+        "web02 IPIP (routed):\n{}",
+        encap.join("\n")
+    );
+    assert!(has("> 192.168.35.241.80:"), "inner destination is the VIP");
+    assert!(
+        has("> 192.168.35.241.53:"),
+        "UDP to the VIP is encapsulated too"
+    );
+    assert!(
+        has("fc00::7 > fc00::10: IP6 fc00:11::2."),
+        "web01 IP6IP6:\n{}",
+        encap.join("\n")
+    );
+    assert!(
+        has("fc00::7 > fc00:34::10: IP6 fc00:11::2."),
+        "web02 IP6IP6:\n{}",
+        encap.join("\n")
+    );
+    let replies = pcap_lines(replies.stop().unwrap());
+    assert!(
+        replies.is_empty(),
+        "replies must not cross the engine:\n{}",
+        replies.join("\n")
+    );
+
+    let status = bed.status();
+    assert!(status.contains("192.168.35.241:80"), "{status}");
+    assert!(status.contains("web-vs / web-pool"), "{status}");
+    assert!(status.contains("forwarded"), "{status}");
+}
+
+#[test]
+fn removing_and_draining_servers_live() {
+    let bed = Bed::new("live");
+    let topo = &bed.topo;
+    let mut engine = bed.start_engine();
+    let vip = IpAddr::V4(VIP_V4);
+
+    // Drain web01: its established connections keep working, new ones go to web02.
+    let mut conns = connections_on_both(topo, vip, 2);
+    bed.reconfigure(&mut engine, &config_text(WEB01_DRAINED, WEB01_V6), 1);
+    for (who, c) in &mut conns {
+        assert_eq!(
+            &c.get().expect("established connection survives draining"),
+            who
+        );
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            curl(topo, vip),
+            "web02",
+            "a drained server gets no new connection"
+        );
+    }
+    assert!(bed.status().contains("draining"));
+
+    // Remove web01 entirely: web02's established connections are untouched.
+    bed.reconfigure(&mut engine, &config_text("", WEB01_V6), 2);
+    for (who, c) in conns.iter_mut().filter(|(w, _)| w == "web02") {
+        assert_eq!(
+            &c.get()
+                .expect("web02's connections survive web01's removal"),
+            who
+        );
+    }
+    for _ in 0..10 {
+        assert_eq!(curl(topo, vip), "web02");
+    }
+
+    // A refused change (dangling pool) leaves everything running.
+    std::fs::write(
+        &bed.config,
+        config_text("", WEB01_V6).replace("pool: web-pool\n", "pool: no-such-pool\n"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !engine.stderr().contains("refused") {
+        assert!(
+            Instant::now() < deadline,
+            "refusal not logged:\n{}",
+            engine.report()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(curl(topo, vip), "web02");
+}
+
+#[test]
+fn engine_restart_keeps_established_connections() {
+    let bed = Bed::new("restart");
+    let topo = &bed.topo;
+    let mut engine = bed.start_engine();
+    let vip = IpAddr::V4(VIP_V4);
+    let mut conns = connections_on_both(topo, vip, 2);
+
+    engine.stop().unwrap();
+    // The pinned data plane keeps forwarding while no engine runs.
+    for (who, c) in &mut conns {
+        assert_eq!(
+            &c.get().expect("forwarding continues without the daemon"),
+            who
+        );
+    }
+    let mut engine = bed.start_engine();
+    assert!(engine.stderr().contains("adopting"), "{}", engine.report());
+    for (who, c) in &mut conns {
+        assert_eq!(
+            &c.get()
+                .expect("established connection survives the restart"),
+            who
+        );
+    }
+    assert!(matches!(curl(topo, vip).as_str(), "web01" | "web02"));
+
+    // Detach removes the pins; the VIP stops answering.
+    engine.stop().unwrap();
+    let out = topo
+        .se1
+        .ns
+        .output(&[
+            RICOCHET,
+            "detach",
+            "--interface",
+            topo.se1.iface,
+            "--pin-dir",
+            bed.se_pins.to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!Path::new(&bed.se_pins).exists());
+    let r = topo
+        .client
+        .ns
+        .output(&["curl", "-s", "-m", "2", "http://192.168.35.241/"])
+        .unwrap();
+    assert!(!r.status.success(), "after detach the VIP must not answer");
+}

@@ -1,0 +1,145 @@
+//! Real servers started inside a namespace: nginx for HTTP, dnsmasq for DNS.
+//!
+//! Both listen on the wildcard addresses, so they also answer on a VIP added to the
+//! namespace's `lo` (which is how a DSR server receives the decapsulated packets).
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::names::TempDir;
+use crate::netns::Netns;
+use crate::process::Process;
+
+/// The HTTP paths of the static files that every nginx of [`start_nginx`] serves, with their
+/// sizes in bytes (for transfers and benchmarks).
+pub const HTTP_BYTES_PATHS: [(&str, usize); 3] = [
+    ("/bytes/1k", 1024),
+    ("/bytes/100k", 100 * 1024),
+    ("/bytes/1m", 1024 * 1024),
+];
+
+/// The DNS name whose TXT record a server of [`start_dns`] answers with its own name.
+pub const DNS_WHOAMI: &str = "whoami.ricochet.test";
+
+/// The content of the files under `/bytes/`: a fixed, printable pattern, so that a transfer
+/// can be checked byte for byte.
+pub fn bytes_content(len: usize) -> Vec<u8> {
+    const PATTERN: &[u8] = b"ricochet-0123456789abcdefghijklmnopqrstuvwxyz\n";
+    PATTERN.iter().copied().cycle().take(len).collect()
+}
+
+/// Starts nginx in `ns`, listening on port 80 of every IPv4 and IPv6 address, and waits until
+/// it listens.
+///
+/// `GET /` answers `body` as `text/plain` (give each server a body naming it, e.g.
+/// `"web01\n"`, to see which one answered); `GET /bytes/1k`, `/bytes/100k` and `/bytes/1m`
+/// answer [`bytes_content`] of those sizes. The configuration, pid file, error log and temporary
+/// paths live in the returned process's [`dir`](Process::dir).
+pub fn start_nginx(ns: &Netns, body: &str) -> Result<Process> {
+    let dir = TempDir::new("nginx")?;
+    let root = dir.path();
+    write_nginx_files(root, body)
+        .with_context(|| format!("writing nginx files in {}", root.display()))?;
+    let conf = root.join("nginx.conf");
+    let error_log = root.join("error.log");
+    let mut command = ns.command("nginx");
+    command
+        .arg("-p")
+        .arg(root)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(&error_log);
+    let mut process = Process::spawn(ns, command, Some(dir))?;
+    process.wait_for_tcp_listen(80).with_context(|| {
+        format!(
+            "starting nginx in {}; its error.log:\n{}",
+            ns.name(),
+            fs::read_to_string(&error_log).unwrap_or_default()
+        )
+    })?;
+    Ok(process)
+}
+
+fn write_nginx_files(root: &Path, body: &str) -> Result<()> {
+    let www = root.join("www");
+    fs::create_dir_all(www.join("bytes"))?;
+    fs::create_dir_all(root.join("temp"))?;
+    fs::write(www.join("index.txt"), body)?;
+    for (path, len) in HTTP_BYTES_PATHS {
+        fs::write(www.join(path.trim_start_matches('/')), bytes_content(len))?;
+    }
+    let root = root.display();
+    // Workers run as nginx's default unprivileged user: the files must be world-readable, which
+    // they are with the default umask, in a directory under /tmp.
+    let conf = format!(
+        "daemon off;
+master_process on;
+worker_processes auto;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    client_body_temp_path {root}/temp/client_body;
+    proxy_temp_path {root}/temp/proxy;
+    fastcgi_temp_path {root}/temp/fastcgi;
+    uwsgi_temp_path {root}/temp/uwsgi;
+    scgi_temp_path {root}/temp/scgi;
+    server {{
+        listen 0.0.0.0:80;
+        listen [::]:80 ipv6only=on;
+        root {root}/www;
+        location = / {{
+            default_type text/plain;
+            try_files /index.txt =404;
+        }}
+        location /bytes/ {{
+            default_type application/octet-stream;
+        }}
+    }}
+}}
+"
+    );
+    fs::write(format!("{root}/nginx.conf"), conf)?;
+    Ok(())
+}
+
+/// Starts dnsmasq in `ns` as an authoritative-looking server for one name: a query for
+/// `TXT` [`DNS_WHOAMI`] answers `name`. It binds the wildcard addresses on port 53 (UDP and
+/// TCP), so it answers queries addressed to any address of the namespace, the VIP on `lo`
+/// included, and replies from the address the query was sent to. Waits until it listens.
+///
+/// It logs every query to its stderr ([`Process::stderr`]).
+pub fn start_dns(ns: &Netns, name: &str) -> Result<Process> {
+    anyhow::ensure!(
+        !name.contains(','),
+        "a DNS server name must not contain a comma"
+    );
+    let dir = TempDir::new("dns")?;
+    let pid_file = dir.path().join("dnsmasq.pid");
+    let mut command = ns.command("dnsmasq");
+    command
+        .args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--port=53",
+            "--log-facility=-",
+            "--log-queries",
+        ])
+        .arg(format!("--txt-record={DNS_WHOAMI},{name}"))
+        .arg(format!("--pid-file={}", pid_file.display()));
+    let mut process = Process::spawn(ns, command, Some(dir))?;
+    process
+        .wait_for_udp_bind(53)
+        .and_then(|()| process.wait_for_tcp_listen(53))
+        .with_context(|| format!("starting dnsmasq in {}", ns.name()))?;
+    Ok(process)
+}
