@@ -9,6 +9,7 @@
 mod daemon;
 mod neighbours;
 mod net;
+mod server;
 mod status;
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ enum Command {
         #[arg(long, env = "RICOCHET_STATE_DIR", default_value = daemon::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
+    /// Server side of DSR: VIPs on lo, decapsulation, rp_filter.
+    #[command(subcommand)]
+    Server(server::ServerCommand),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Engine(args) => daemon::run(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(args) => status::run(args),
+        Command::Server(cmd) => server::run(cmd),
         Command::Detach {
             interface,
             pin_dir,

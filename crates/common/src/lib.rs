@@ -250,12 +250,10 @@ pub enum Reason {
     DropNoNeighbour,
     /// bpf_xdp_adjust_head/tail failed: dropped.
     DropAdjustFailed,
-    /// TTL / hop limit of the client packet expired: dropped.
-    DropTtlExpired,
 }
 
 impl Reason {
-    pub const COUNT: u32 = Reason::DropTtlExpired as u32 + 1;
+    pub const COUNT: u32 = Reason::DropAdjustFailed as u32 + 1;
     pub const ALL: [Reason; Reason::COUNT as usize] = [
         Reason::Forwarded,
         Reason::PassNotIp,
@@ -277,7 +275,6 @@ impl Reason {
         Reason::DropNoRoute,
         Reason::DropNoNeighbour,
         Reason::DropAdjustFailed,
-        Reason::DropTtlExpired,
     ];
 
     /// Stable snake_case name, used in status output and metrics.
@@ -303,7 +300,6 @@ impl Reason {
             Reason::DropNoRoute => "drop_no_route",
             Reason::DropNoNeighbour => "drop_no_neighbour",
             Reason::DropAdjustFailed => "drop_adjust_failed",
-            Reason::DropTtlExpired => "drop_ttl_expired",
         }
     }
 }

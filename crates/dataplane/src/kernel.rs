@@ -47,7 +47,9 @@ impl std::str::FromStr for AttachMode {
             "native" => Ok(AttachMode::Native),
             "generic" => Ok(AttachMode::Generic),
             "auto" => Ok(AttachMode::Auto),
-            _ => Err(format!("unknown XDP mode {s:?}: expected native, generic or auto")),
+            _ => Err(format!(
+                "unknown XDP mode {s:?}: expected native, generic or auto"
+            )),
         }
     }
 }
@@ -104,7 +106,9 @@ fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
@@ -113,8 +117,12 @@ where
 fn pinned_capacities(dir: &Path, mut caps: Capacities) -> anyhow::Result<Capacities> {
     let size = |name: &str| -> anyhow::Result<u32> {
         let path = dir.join(name);
-        let map = MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))?;
-        Ok(map.info().with_context(|| format!("reading map info of {}", path.display()))?.max_entries())
+        let map = MapData::from_pin(&path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?;
+        Ok(map
+            .info()
+            .with_context(|| format!("reading map info of {}", path.display()))?
+            .max_entries())
     };
     caps.vips = size(maps::VIPS)?;
     caps.service_ports = size(maps::SERVICES)?;
@@ -127,18 +135,42 @@ fn pinned_capacities(dir: &Path, mut caps: Capacities) -> anyhow::Result<Capacit
 
 fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     let root = Path::new("/sys/fs/bpf");
-    if dir.starts_with(root) {
-        // statfs magic of bpffs.
-        const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-        let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())?;
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: valid C string and out-pointer.
-        let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-        if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
-            bail!("/sys/fs/bpf is not a bpf filesystem: mount it with `mount -t bpf bpf /sys/fs/bpf`");
+    if dir.starts_with(root) && !is_bpffs(root) {
+        // As bpftool and systemd do: pins need a bpf filesystem at the usual place.
+        let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+        // SAFETY: valid C strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            bail!(
+                "/sys/fs/bpf is not a bpf filesystem and mounting one failed ({}): \
+                 mount it with `mount -t bpf bpf /sys/fs/bpf`",
+                std::io::Error::last_os_error()
+            );
         }
+        info!("mounted a bpf filesystem at /sys/fs/bpf");
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating pin directory {}", dir.display()))
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating pin directory {}", dir.display()))
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain old data; zeroed is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
 impl KernelDataplane {
@@ -190,7 +222,8 @@ impl KernelDataplane {
                 .program_mut(ricochet_bpf::LB_PROGRAM)
                 .ok_or_else(|| anyhow!("program {} missing", ricochet_bpf::LB_PROGRAM))?
                 .try_into()?;
-            prog.load().context("the kernel verifier rejected the XDP program")?;
+            prog.load()
+                .context("the kernel verifier rejected the XDP program")?;
         }
         let dp = KernelDataplane {
             vips: take(&mut ebpf, maps::VIPS)?,
@@ -231,11 +264,15 @@ impl KernelDataplane {
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
             let link = PinnedLink::from_pin(path)
                 .with_context(|| format!("opening pinned link {}", path.display()))?;
-            let link = XdpLink::try_from(FdLink::from(link)).context("pinned link is not an XDP link")?;
+            let link =
+                XdpLink::try_from(FdLink::from(link)).context("pinned link is not an XDP link")?;
             self.program()?
                 .attach_to_link(link)
                 .with_context(|| format!("replacing the program in the pinned link on {iface}"))?;
-            info!(iface, "adopted the pinned XDP link and swapped in the new program");
+            info!(
+                iface,
+                "adopted the pinned XDP link and swapped in the new program"
+            );
             return Ok(());
         }
         let try_attach = |prog: &mut Xdp, m: XdpMode| prog.attach(iface, m);
@@ -248,23 +285,31 @@ impl KernelDataplane {
                 )
             })?,
             AttachMode::Generic => {
-                warn!(iface, "GENERIC XDP: packets take the slow path through the kernel stack");
-                try_attach(prog, XdpMode::Skb).with_context(|| format!("attaching generic XDP to {iface}"))?
+                warn!(
+                    iface,
+                    "GENERIC XDP: packets take the slow path through the kernel stack"
+                );
+                try_attach(prog, XdpMode::Skb)
+                    .with_context(|| format!("attaching generic XDP to {iface}"))?
             }
             AttachMode::Auto => match try_attach(prog, XdpMode::Driver) {
                 Ok(id) => id,
                 Err(e) => {
                     warn!(iface, error = %e, "native XDP failed; FALLING BACK TO GENERIC XDP (slow path)");
-                    try_attach(prog, XdpMode::Skb).with_context(|| format!("attaching generic XDP to {iface}"))?
+                    try_attach(prog, XdpMode::Skb)
+                        .with_context(|| format!("attaching generic XDP to {iface}"))?
                 }
             },
         };
         if let Some(path) = pin {
             let link = self.program()?.take_link(id)?;
             let link = FdLink::try_from(link).map_err(|e| {
-                anyhow!("the kernel attached XDP without a bpf_link ({e}); pinning needs Linux 5.9+")
+                anyhow!(
+                    "the kernel attached XDP without a bpf_link ({e}); pinning needs Linux 5.9+"
+                )
             })?;
-            link.pin(&path).with_context(|| format!("pinning the XDP link at {}", path.display()))?;
+            link.pin(&path)
+                .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
         }
         info!(iface, ?mode, "XDP program attached");
         Ok(())
@@ -277,16 +322,23 @@ impl KernelDataplane {
         let mut ctx = [0u8; 24];
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let mut out = vec![0u8; input.len() + 256];
-        let mut opts = TestRunOptions::default();
-        opts.data_in = Some(input);
-        opts.data_out = Some(&mut out);
-        if ifindex != 0 {
-            ctx[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes());
-            opts.ctx_in = Some(&ctx);
-        }
-        let res = self.program()?.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        ctx[4..8].copy_from_slice(&(input.len() as u32).to_ne_bytes());
+        let opts = TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: (ifindex != 0).then_some(&ctx[..]),
+            ..Default::default()
+        };
+        let res = self
+            .program()?
+            .test_run(opts)
+            .context("BPF_PROG_TEST_RUN")?;
         out.truncate(res.data_size_out as usize);
-        Ok(TestRunOutput { action: res.return_value, packet: out, duration: res.duration })
+        Ok(TestRunOutput {
+            action: res.return_value,
+            packet: out,
+            duration: res.duration,
+        })
     }
 
     /// Number of entries in the flow table (walks it: for status and tests).
@@ -305,17 +357,27 @@ impl KernelDataplane {
 pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     if !pin_dir.exists() {
-        bail!("nothing is pinned at {}: Ricochet is not attached with this pin directory", pin_dir.display());
+        bail!(
+            "nothing is pinned at {}: Ricochet is not attached with this pin directory",
+            pin_dir.display()
+        );
     }
-    for entry in std::fs::read_dir(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))? {
+    for entry in
+        std::fs::read_dir(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))?
+    {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         let is_link = name.starts_with("link-");
         if is_link && iface.is_some_and(|i| name != format!("link-{i}")) {
             continue;
         }
         if is_link || ALL_MAPS.contains(&name.as_str()) {
-            std::fs::remove_file(&path).with_context(|| format!("removing pin {}", path.display()))?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing pin {}", path.display()))?;
             removed.push(path);
         }
     }
@@ -323,7 +385,10 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf
     Ok(removed)
 }
 
-fn sum<T: aya::Pod + Copy + Default>(vals: aya::maps::PerCpuValues<T>, add: impl Fn(&mut T, T)) -> T {
+fn sum<T: aya::Pod + Copy + Default>(
+    vals: aya::maps::PerCpuValues<T>,
+    add: impl Fn(&mut T, T),
+) -> T {
     let mut total = T::default();
     for v in vals.iter() {
         add(&mut total, *v);
@@ -336,22 +401,34 @@ impl Dataplane for KernelDataplane {
         self.caps
     }
     fn set_settings(&mut self, settings: &Settings) -> anyhow::Result<()> {
-        self.settings.set(0, settings, 0).context("writing SETTINGS")
+        self.settings
+            .set(0, settings, 0)
+            .context("writing SETTINGS")
     }
     fn settings(&self) -> anyhow::Result<Settings> {
         self.settings.get(&0, 0).context("reading SETTINGS")
     }
     fn vips(&self) -> anyhow::Result<Vec<(VipKey, VipValue)>> {
-        self.vips.iter().map(|r| r.context("reading VIPS")).collect()
+        self.vips
+            .iter()
+            .map(|r| r.context("reading VIPS"))
+            .collect()
     }
     fn put_vip(&mut self, key: &VipKey, value: &VipValue) -> anyhow::Result<()> {
-        self.vips.insert(key, value, 0).with_context(|| format!("writing VIP {:?}", key.ip()))
+        self.vips
+            .insert(key, value, 0)
+            .with_context(|| format!("writing VIP {:?}", key.ip()))
     }
     fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()> {
-        self.vips.remove(key).with_context(|| format!("removing VIP {:?}", key.ip()))
+        self.vips
+            .remove(key)
+            .with_context(|| format!("removing VIP {:?}", key.ip()))
     }
     fn services(&self) -> anyhow::Result<Vec<(ServiceKey, ServiceValue)>> {
-        self.services.iter().map(|r| r.context("reading SERVICES")).collect()
+        self.services
+            .iter()
+            .map(|r| r.context("reading SERVICES"))
+            .collect()
     }
     fn put_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> anyhow::Result<()> {
         self.services
@@ -364,10 +441,15 @@ impl Dataplane for KernelDataplane {
             .with_context(|| format!("removing service {:?}:{}", key.ip(), key.port()))
     }
     fn servers(&self) -> anyhow::Result<Vec<ServerValue>> {
-        self.servers.iter().map(|r| r.context("reading SERVERS")).collect()
+        self.servers
+            .iter()
+            .map(|r| r.context("reading SERVERS"))
+            .collect()
     }
     fn put_server(&mut self, id: u32, value: &ServerValue) -> anyhow::Result<()> {
-        self.servers.set(id, value, 0).with_context(|| format!("writing server slot {id}"))
+        self.servers
+            .set(id, value, 0)
+            .with_context(|| format!("writing server slot {id}"))
     }
     fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<()> {
         for (i, s) in slots.iter().enumerate() {
@@ -379,22 +461,35 @@ impl Dataplane for KernelDataplane {
     }
     fn read_table(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>> {
         (offset..offset + len)
-            .map(|i| self.maglev.get(&i, 0).with_context(|| format!("reading Maglev slot {i}")))
+            .map(|i| {
+                self.maglev
+                    .get(&i, 0)
+                    .with_context(|| format!("reading Maglev slot {i}"))
+            })
             .collect()
     }
     fn service_counters(&self, id: u32) -> anyhow::Result<Counters> {
-        let v = self.svc_stats.get(&id, 0).with_context(|| format!("reading service counters {id}"))?;
+        let v = self
+            .svc_stats
+            .get(&id, 0)
+            .with_context(|| format!("reading service counters {id}"))?;
         Ok(sum(v, |a, b| *a += b))
     }
     fn server_counters(&self, id: u32) -> anyhow::Result<Counters> {
-        let v = self.srv_stats.get(&id, 0).with_context(|| format!("reading server counters {id}"))?;
+        let v = self
+            .srv_stats
+            .get(&id, 0)
+            .with_context(|| format!("reading server counters {id}"))?;
         Ok(sum(v, |a, b| *a += b))
     }
     fn reason_counters(&self) -> anyhow::Result<Vec<(Reason, u64)>> {
         Reason::ALL
             .iter()
             .map(|r| {
-                let v = self.reasons.get(&(*r as u32), 0).context("reading REASONS")?;
+                let v = self
+                    .reasons
+                    .get(&(*r as u32), 0)
+                    .context("reading REASONS")?;
                 Ok((*r, sum(v, |a, b| *a += b)))
             })
             .collect()

@@ -8,7 +8,9 @@
 pub mod kernel;
 pub mod memory;
 
-use ricochet_common::{Counters, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue};
+use ricochet_common::{
+    Counters, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
+};
 
 /// Capacities of the maps, fixed when the program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure};
-use ricochet_common::{Counters, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue};
+use ricochet_common::{
+    Counters, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
+};
 
 use crate::{Capacities, Dataplane};
 
@@ -59,23 +61,33 @@ impl Dataplane for MemoryDataplane {
     }
     fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()> {
         self.writes += 1;
-        self.vips.remove(key).map(|_| ()).ok_or_else(|| anyhow::anyhow!("no such VIP"))
+        self.vips
+            .remove(key)
+            .map(|_| ())
+            .ok_or_else(|| anyhow::anyhow!("no such VIP"))
     }
     fn services(&self) -> anyhow::Result<Vec<(ServiceKey, ServiceValue)>> {
         Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
     }
     fn put_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> anyhow::Result<()> {
-        if !self.services.contains_key(key) && self.services.len() as u32 >= self.caps.service_ports {
+        if !self.services.contains_key(key) && self.services.len() as u32 >= self.caps.service_ports
+        {
             bail!("SERVICES map is full ({} entries)", self.caps.service_ports);
         }
-        ensure!(value.service_id < self.caps.services, "service id out of range");
+        ensure!(
+            value.service_id < self.caps.services,
+            "service id out of range"
+        );
         self.writes += 1;
         self.services.insert(*key, *value);
         Ok(())
     }
     fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
         self.writes += 1;
-        self.services.remove(key).map(|_| ()).ok_or_else(|| anyhow::anyhow!("no such service"))
+        self.services
+            .remove(key)
+            .map(|_| ())
+            .ok_or_else(|| anyhow::anyhow!("no such service"))
     }
     fn servers(&self) -> anyhow::Result<Vec<ServerValue>> {
         Ok(self.servers.clone())
@@ -88,7 +100,11 @@ impl Dataplane for MemoryDataplane {
     }
     fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<()> {
         let end = offset as usize + slots.len();
-        ensure!(end <= self.maglev.len(), "table region {offset}+{} out of range", slots.len());
+        ensure!(
+            end <= self.maglev.len(),
+            "table region {offset}+{} out of range",
+            slots.len()
+        );
         self.writes += 1;
         self.maglev[offset as usize..end].copy_from_slice(slots);
         Ok(())

@@ -78,6 +78,17 @@ impl Ipv4Hdr {
     pub fn frag(&self) -> u16 {
         u16::from_be_bytes(self.frag_off)
     }
+    /// Sets the identification field and updates the checksum incrementally (RFC 1624).
+    pub fn set_id(&mut self, id: u16) {
+        let old = u16::from_be_bytes(self.id);
+        let check = u16::from_be_bytes(self.check);
+        // HC' = ~(~HC + ~m + m')
+        let mut sum = (!check) as u32 + (!old) as u32 + id as u32;
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        self.id = id.to_be_bytes();
+        self.check = (!(sum as u16)).to_be_bytes();
+    }
 }
 
 #[repr(C)]
@@ -198,8 +209,17 @@ mod tests {
         assert_eq!(o.proto, 4);
         // A correct header sums to 0xffff including its checksum.
         assert_eq!(crate::csum::ipv4_header(&o), 0);
-        let o = ipip_outer_v4(&inner_v4(0, 0, 60), [1, 1, 1, 1], [2, 2, 2, 2], 64);
+        let mut o = ipip_outer_v4(&inner_v4(0, 0, 60), [1, 1, 1, 1], [2, 2, 2, 2], 64);
         assert_eq!(o.frag(), 0, "no DF on the inner packet, none on the outer");
+        for id in [1, 0x1234, 0xffff, 0] {
+            o.set_id(id);
+            assert_eq!(o.id, id.to_be_bytes());
+            assert_eq!(
+                crate::csum::ipv4_header(&o),
+                0,
+                "checksum still valid after set_id({id:#x})"
+            );
+        }
     }
 
     #[test]

@@ -65,12 +65,18 @@ impl Netns {
         checked(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
-    /// A `Command` running `program` inside the namespace (`ip netns exec <name> program`),
-    /// for callers that need stdin, environment or other settings.
+    /// A `Command` running `program` inside the namespace, for callers that need stdin,
+    /// environment or other settings.
+    ///
+    /// Only the network namespace is entered (`nsenter --net`), not a private mount
+    /// namespace as `ip netns exec` makes: that one remounts `/sys`, which hides the
+    /// host's bpffs, so pins made by a process would vanish when it exits. Sharing the
+    /// mount namespace is how the engine and the servers run on real hosts.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut command = Command::new("ip");
+        let mut command = Command::new("nsenter");
         command
-            .args(["netns", "exec", &self.name])
+            .arg(format!("--net={}", self.path().display()))
+            .arg("--")
             .arg(program.as_ref());
         command
     }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ricochet_common::{
     addr_bytes, hash::client_hash, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey,
-    VipValue, PROTO_TCP, PROTO_UDP, SERVER_ACTIVE, SERVICE_HASH_SRC_PORT,
-    SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
+    VipValue, PROTO_TCP, PROTO_UDP, SERVER_ACTIVE, SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4,
+    SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
 };
 use ricochet_dataplane::{
     kernel::{KernelDataplane, LoadOptions},
@@ -15,13 +15,17 @@ use ricochet_dataplane::{
 };
 
 use super::{
-    net::{self, LB_MAC, LB_V4, LB_V6, ROUTER, WEB01, WEB02_V4, WEB02_V6, WEB03},
+    net::{
+        self, LB_MAC, LB_V4, LB_V6, ROUTER, SIDE_MAC, UNRESOLVED_V4, UNROUTABLE_V4, WEB01,
+        WEB02_V4, WEB02_V6, WEB03, WEB04,
+    },
     packets::{describe, hexdump, L2},
 };
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
 
 /// A non-zero seed, so that a program ignoring the configured seed is caught.
 pub const SEED: u32 = 0x5eed_0001;
@@ -43,20 +47,53 @@ pub struct Server {
     pub addr: IpAddr,
     /// MAC of the next hop towards it (its own, or the router's).
     pub next_hop_mac: [u8; 6],
+    /// MAC of the load balancer's interface towards it.
+    pub egress_mac: [u8; 6],
     pub generation: u32,
 }
 
-pub const WEB01_4: Server = Server { id: 1, addr: IpAddr::V4(WEB01.v4), next_hop_mac: WEB01.mac, generation: 1 };
-pub const WEB02_4: Server = Server { id: 2, addr: IpAddr::V4(WEB02_V4), next_hop_mac: ROUTER.mac, generation: 1 };
-pub const WEB03_4: Server = Server { id: 3, addr: IpAddr::V4(WEB03.v4), next_hop_mac: WEB03.mac, generation: 1 };
-pub const WEB01_6: Server = Server { id: 11, addr: IpAddr::V6(WEB01.v6), next_hop_mac: WEB01.mac, generation: 1 };
-pub const WEB02_6: Server = Server { id: 12, addr: IpAddr::V6(WEB02_V6), next_hop_mac: ROUTER.mac, generation: 1 };
-pub const WEB03_6: Server = Server { id: 13, addr: IpAddr::V6(WEB03.v6), next_hop_mac: WEB03.mac, generation: 1 };
-pub const SERVERS: [Server; 6] = [WEB01_4, WEB02_4, WEB03_4, WEB01_6, WEB02_6, WEB03_6];
+const fn server(id: u32, addr: IpAddr, next_hop_mac: [u8; 6]) -> Server {
+    Server {
+        id,
+        addr,
+        next_hop_mac,
+        egress_mac: LB_MAC,
+        generation: 1,
+    }
+}
+
+pub const WEB01_4: Server = server(1, IpAddr::V4(WEB01.v4), WEB01.mac);
+pub const WEB02_4: Server = server(2, IpAddr::V4(WEB02_V4), ROUTER.mac);
+pub const WEB03_4: Server = server(3, IpAddr::V4(WEB03.v4), WEB03.mac);
+/// On the second link: reached through XDP_REDIRECT.
+pub const WEB04_4: Server = Server {
+    egress_mac: SIDE_MAC,
+    ..server(4, IpAddr::V4(WEB04.v4), WEB04.mac)
+};
+pub const WEB01_6: Server = server(11, IpAddr::V6(WEB01.v6), WEB01.mac);
+pub const WEB02_6: Server = server(12, IpAddr::V6(WEB02_V6), ROUTER.mac);
+pub const WEB03_6: Server = server(13, IpAddr::V6(WEB03.v6), WEB03.mac);
+/// Servers the FIB cannot deliver to: no route, no neighbour entry.
+pub const UNROUTABLE_4: Server = server(20, IpAddr::V4(UNROUTABLE_V4), [0; 6]);
+pub const UNRESOLVED_4: Server = server(21, IpAddr::V4(UNRESOLVED_V4), [0; 6]);
+pub const SERVERS: [Server; 9] = [
+    WEB01_4,
+    WEB02_4,
+    WEB03_4,
+    WEB04_4,
+    WEB01_6,
+    WEB02_6,
+    WEB03_6,
+    UNROUTABLE_4,
+    UNRESOLVED_4,
+];
 
 impl Server {
     pub fn by_id(id: u32) -> Server {
-        *SERVERS.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no server {id}"))
+        *SERVERS
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("no server {id}"))
     }
     pub fn v4(&self) -> Ipv4Addr {
         match self.addr {
@@ -72,19 +109,32 @@ impl Server {
     }
     pub fn value(&self) -> ServerValue {
         let (addr, family) = addr_bytes(self.addr);
-        ServerValue { addr, family, state: SERVER_ACTIVE, generation: self.generation, pool_tag: 0xf17e, ..Default::default() }
+        ServerValue {
+            addr,
+            family,
+            state: SERVER_ACTIVE,
+            generation: self.generation,
+            pool_tag: 0xf17e,
+            ..Default::default()
+        }
     }
     /// The L2 header of a frame the load balancer sends towards this server.
     pub fn l2(&self) -> L2 {
-        L2 { dst: self.next_hop_mac, src: LB_MAC, vlan: None }
+        L2 {
+            dst: self.next_hop_mac,
+            src: self.egress_mac,
+            vlan: None,
+        }
     }
 }
 
-/// Two servers of each family, interleaved in 7-slot tables.
+// Tables of two servers each, in different layouts, so that a program reading the
+// wrong region (ignoring a service's offset) sends some client elsewhere.
 const MIXED4: [u32; 7] = [1, 3, 3, 1, 3, 1, 1];
+const INVERSE4: [u32; 7] = [3, 1, 1, 3, 1, 3, 3];
+const SHUFFLED4: [u32; 7] = [3, 3, 1, 1, 1, 3, 1];
 const MIXED6: [u32; 7] = [11, 13, 13, 11, 13, 11, 11];
-const ONLY_WEB02_4: [u32; 7] = [2; 7];
-const ONLY_WEB02_6: [u32; 7] = [12; 7];
+const INVERSE6: [u32; 7] = [13, 11, 11, 13, 11, 13, 13];
 
 /// A virtual service of the fixtures' world and its Maglev table.
 #[derive(Clone, Copy, Debug)]
@@ -99,49 +149,71 @@ pub struct Service {
     pub flags: u32,
 }
 
-pub const HTTP4: Service =
-    Service { id: 1, vip: IpAddr::V4(VIP4), proto: PROTO_TCP, port: 80, offset: 0, table: &MIXED4, flags: 0 };
-pub const ALT4: Service =
-    Service { id: 2, vip: IpAddr::V4(VIP4), proto: PROTO_TCP, port: 8080, offset: 7, table: &ONLY_WEB02_4, flags: 0 };
+const fn tcp_service(
+    id: u32,
+    vip: IpAddr,
+    port: u16,
+    offset: u32,
+    table: &'static [u32],
+) -> Service {
+    Service {
+        id,
+        vip,
+        proto: PROTO_TCP,
+        port,
+        offset,
+        table,
+        flags: 0,
+    }
+}
+
+pub const HTTP4: Service = tcp_service(1, IpAddr::V4(VIP4), 80, 0, &MIXED4);
+/// Pool web02, behind the router.
+pub const ALT4: Service = tcp_service(2, IpAddr::V4(VIP4), 8080, 7, &[WEB02_4.id; 7]);
 pub const DNS4: Service = Service {
-    id: 3,
-    vip: IpAddr::V4(VIP4),
     proto: PROTO_UDP,
-    port: 53,
-    offset: 14,
-    table: &MIXED4,
     flags: SERVICE_HASH_SRC_PORT,
+    ..tcp_service(3, IpAddr::V4(VIP4), 53, 14, &INVERSE4)
 };
 /// A service whose pool has no usable server (table size 0).
-pub const EMPTY4: Service =
-    Service { id: 4, vip: IpAddr::V4(VIP4), proto: PROTO_TCP, port: 81, offset: 0, table: &[], flags: 0 };
-pub const HTTP6: Service =
-    Service { id: 5, vip: IpAddr::V6(VIP6), proto: PROTO_TCP, port: 80, offset: 21, table: &MIXED6, flags: 0 };
-pub const ALT6: Service =
-    Service { id: 6, vip: IpAddr::V6(VIP6), proto: PROTO_TCP, port: 8080, offset: 28, table: &ONLY_WEB02_6, flags: 0 };
+pub const EMPTY4: Service = tcp_service(4, IpAddr::V4(VIP4), 81, 0, &[]);
+pub const HTTP6: Service = tcp_service(5, IpAddr::V6(VIP6), 80, 21, &MIXED6);
+pub const ALT6: Service = tcp_service(6, IpAddr::V6(VIP6), 8080, 28, &[WEB02_6.id; 7]);
 pub const DNS6: Service = Service {
-    id: 7,
-    vip: IpAddr::V6(VIP6),
     proto: PROTO_UDP,
-    port: 53,
-    offset: 35,
-    table: &MIXED6,
     flags: SERVICE_HASH_SRC_PORT,
+    ..tcp_service(7, IpAddr::V6(VIP6), 53, 35, &INVERSE6)
 };
-pub const ALL_PORTS4: Service =
-    Service { id: 8, vip: IpAddr::V4(VIP4_ALL_PORTS), proto: PROTO_TCP, port: 0, offset: 42, table: &MIXED4, flags: 0 };
+/// The port-0 entry of the all-ports VIP.
+pub const ALL_PORTS4: Service = tcp_service(8, IpAddr::V4(VIP4_ALL_PORTS), 0, 42, &INVERSE4);
 pub const HTTPS4: Service = Service {
-    id: 9,
-    vip: IpAddr::V4(VIP4),
-    proto: PROTO_TCP,
-    port: 443,
-    offset: 49,
-    table: &MIXED4,
     flags: SERVICE_HASH_SRC_PORT,
+    ..tcp_service(9, IpAddr::V4(VIP4), 443, 49, &SHUFFLED4)
 };
-pub const SERVICES: [Service; 9] = [HTTP4, ALT4, DNS4, EMPTY4, HTTP6, ALT6, DNS6, ALL_PORTS4, HTTPS4];
+/// A specific port of the all-ports VIP: takes precedence over the port-0 entry.
+pub const ALL_PORTS4_8080: Service =
+    tcp_service(10, IpAddr::V4(VIP4_ALL_PORTS), 8080, 56, &[WEB02_4.id; 7]);
+/// Pool web04, on the second link.
+pub const SIDE4: Service = tcp_service(11, IpAddr::V4(VIP4), 8081, 63, &[WEB04_4.id; 7]);
+pub const UNROUTABLE4: Service = tcp_service(12, IpAddr::V4(VIP4), 8082, 70, &[UNROUTABLE_4.id; 7]);
+pub const UNRESOLVED4: Service = tcp_service(13, IpAddr::V4(VIP4), 8083, 77, &[UNRESOLVED_4.id; 7]);
+pub const SERVICES: [Service; 13] = [
+    HTTP4,
+    ALT4,
+    DNS4,
+    EMPTY4,
+    HTTP6,
+    ALT6,
+    DNS6,
+    ALL_PORTS4,
+    HTTPS4,
+    ALL_PORTS4_8080,
+    SIDE4,
+    UNROUTABLE4,
+    UNRESOLVED4,
+];
 /// First free slot of the Maglev array after the world's tables.
-pub const FREE_TABLE_OFFSET: u32 = 56;
+pub const FREE_TABLE_OFFSET: u32 = 128;
 
 impl Service {
     pub fn key(&self) -> ServiceKey {
@@ -164,8 +236,17 @@ impl Service {
 
 /// `table[client_hash(src, sport, with_port, SEED) % len]`.
 pub fn pick_in(table: &[u32], flags: u32, client: IpAddr, sport: u16) -> u32 {
+    pick_seeded(table, flags, client, sport, SEED)
+}
+
+pub fn pick_seeded(table: &[u32], flags: u32, client: IpAddr, sport: u16, seed: u32) -> u32 {
     let (src, _) = addr_bytes(client);
-    let h = client_hash(&src, sport.to_be_bytes(), flags & SERVICE_HASH_SRC_PORT != 0, SEED);
+    let h = client_hash(
+        &src,
+        sport.to_be_bytes(),
+        flags & SERVICE_HASH_SRC_PORT != 0,
+        seed,
+    );
     table[(h % table.len() as u32) as usize]
 }
 
@@ -175,11 +256,9 @@ pub fn flow_label(client: Ipv6Addr, sport: u16) -> u32 {
 }
 
 pub fn world_settings() -> Settings {
-    let mut source_v6 = [0; 16];
-    source_v6.copy_from_slice(&LB_V6.octets());
     Settings {
         source_v4: LB_V4.octets(),
-        source_v6,
+        source_v6: LB_V6.octets(),
         hash_seed: SEED,
         flags: SETTINGS_HAVE_V4 | SETTINGS_HAVE_V6,
         ..Default::default()
@@ -199,15 +278,48 @@ pub struct Fixture {
 impl Fixture {
     /// Passed to the kernel untouched.
     pub fn pass(what: impl Into<String>, input: Vec<u8>, reason: Reason) -> Fixture {
-        Fixture { what: what.into(), output: input.clone(), input, action: XDP_PASS, reason }
+        Fixture {
+            what: what.into(),
+            output: input.clone(),
+            input,
+            action: XDP_PASS,
+            reason,
+        }
     }
     /// Dropped, before anything in it was changed.
     pub fn drop(what: impl Into<String>, input: Vec<u8>, reason: Reason) -> Fixture {
-        Fixture { what: what.into(), output: input.clone(), input, action: XDP_DROP, reason }
+        Fixture {
+            what: what.into(),
+            output: input.clone(),
+            input,
+            action: XDP_DROP,
+            reason,
+        }
     }
     /// Sent back out of the interface it came in on, as `output`.
     pub fn tx(what: impl Into<String>, input: Vec<u8>, output: Vec<u8>, reason: Reason) -> Fixture {
-        Fixture { what: what.into(), input, action: XDP_TX, output, reason }
+        Fixture {
+            what: what.into(),
+            input,
+            action: XDP_TX,
+            output,
+            reason,
+        }
+    }
+    /// Redirected to another interface, as `output`.
+    pub fn redirect(
+        what: impl Into<String>,
+        input: Vec<u8>,
+        output: Vec<u8>,
+        reason: Reason,
+    ) -> Fixture {
+        Fixture {
+            what: what.into(),
+            input,
+            action: XDP_REDIRECT,
+            output,
+            reason,
+        }
     }
 }
 
@@ -217,7 +329,7 @@ fn action_name(a: u32) -> &'static str {
         XDP_DROP => "XDP_DROP",
         XDP_PASS => "XDP_PASS",
         XDP_TX => "XDP_TX",
-        4 => "XDP_REDIRECT",
+        XDP_REDIRECT => "XDP_REDIRECT",
         _ => "?",
     }
 }
@@ -239,7 +351,11 @@ pub struct Lab {
 /// Runs `f` with a lab of its own, in a network namespace of its own.
 pub fn with_lab(f: impl FnOnce(&mut Lab) + Send) {
     // SAFETY: plain syscall.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the fixtures load eBPF and create namespaces: run them as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the fixtures load eBPF and create namespaces: run them as root"
+    );
     net::in_fresh_netns(|| {
         let mut lab = Lab::new();
         f(&mut lab);
@@ -251,8 +367,18 @@ impl Lab {
     /// loads the program and programs the world.
     fn new() -> Lab {
         let ifindex = net::build_lab_network();
-        let caps = Capacities { services: 64, servers: 64, maglev_slots: 1024, flows: 1024, ..Capacities::default() };
-        let dp = KernelDataplane::load(&LoadOptions { pin_dir: None, caps }).expect("loading the XDP program");
+        let caps = Capacities {
+            services: 64,
+            servers: 64,
+            maglev_slots: 1024,
+            flows: 1024,
+            ..Capacities::default()
+        };
+        let dp = KernelDataplane::load(&LoadOptions {
+            pin_dir: None,
+            caps,
+        })
+        .expect("loading the XDP program");
         let mut lab = Lab { dp, ifindex };
         lab.program_world();
         lab
@@ -264,9 +390,17 @@ impl Lab {
         for s in SERVERS {
             dp.put_server(s.id, &s.value()).unwrap();
         }
-        dp.put_vip(&VipKey::new(VIP4.into()), &VipValue { flags: 0 }).unwrap();
-        dp.put_vip(&VipKey::new(VIP6.into()), &VipValue { flags: 0 }).unwrap();
-        dp.put_vip(&VipKey::new(VIP4_ALL_PORTS.into()), &VipValue { flags: VIP_TCP_ALL_PORTS }).unwrap();
+        dp.put_vip(&VipKey::new(VIP4.into()), &VipValue { flags: 0 })
+            .unwrap();
+        dp.put_vip(&VipKey::new(VIP6.into()), &VipValue { flags: 0 })
+            .unwrap();
+        dp.put_vip(
+            &VipKey::new(VIP4_ALL_PORTS.into()),
+            &VipValue {
+                flags: VIP_TCP_ALL_PORTS,
+            },
+        )
+        .unwrap();
         for svc in SERVICES {
             if !svc.table.is_empty() {
                 dp.write_table(svc.offset, svc.table).unwrap();
@@ -278,7 +412,10 @@ impl Lab {
     /// Runs the program once on `input`, received on `fx0`.
     pub fn run(&mut self, input: &[u8]) -> Outcome {
         let before = self.dp.reason_counters().unwrap();
-        let out = self.dp.test_run(input, self.ifindex).expect("BPF_PROG_TEST_RUN");
+        let out = self
+            .dp
+            .test_run(input, self.ifindex)
+            .expect("BPF_PROG_TEST_RUN");
         let after = self.dp.reason_counters().unwrap();
         let reasons = before
             .iter()
@@ -286,7 +423,11 @@ impl Lab {
             .filter(|((_, b), (_, a))| a != b)
             .map(|((r, b), (_, a))| (*r, a - b))
             .collect();
-        Outcome { action: out.action, packet: out.packet, reasons }
+        Outcome {
+            action: out.action,
+            packet: out.packet,
+            reasons,
+        }
     }
 
     /// Runs `fx` and checks the verdict, the whole output frame and that exactly its
@@ -319,10 +460,18 @@ impl Lab {
             problems.push(format!(
                 "reason: expected {} counted once, counters moved: {:?}",
                 fx.reason.name(),
-                got.reasons.iter().map(|(r, n)| format!("{}+{n}", r.name())).collect::<Vec<_>>()
+                got.reasons
+                    .iter()
+                    .map(|(r, n)| format!("{}+{n}", r.name()))
+                    .collect::<Vec<_>>()
             ));
         }
-        assert!(problems.is_empty(), "fixture {:?}:\n{}", fx.what, problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "fixture {:?}:\n{}",
+            fx.what,
+            problems.join("\n")
+        );
         got
     }
 

@@ -62,21 +62,50 @@ pub const WEB03: Neighbour = Neighbour {
 pub const WEB02_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 34, 10);
 pub const WEB02_V6: Ipv6Addr = Ipv6Addr::new(0xfc00, 0x34, 0, 0, 0, 0, 0, 0x10);
 
+/// A second link of the load balancer, `fx2` (192.168.36.7/24, peer `fx3`): servers
+/// there are reached with XDP_REDIRECT rather than XDP_TX.
+pub const SIDE_IF: &str = "fx2";
+pub const SIDE_PEER_IF: &str = "fx3";
+pub const SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x27];
+pub const SIDE_PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x28];
+pub const SIDE_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 36, 7);
+/// web04, on `fx2`'s segment.
+pub const WEB04: Neighbour = Neighbour {
+    v4: Ipv4Addr::new(192, 168, 36, 10),
+    v6: Ipv6Addr::new(0xfc00, 0x36, 0, 0, 0, 0, 0, 0x10),
+    mac: [0x02, 0, 0, 0, 0, 0x0d],
+};
+
+/// No route leads there (the namespace has no default route).
+pub const UNROUTABLE_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+/// On `fx0`'s segment, but with no neighbour entry.
+pub const UNRESOLVED_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 50);
+
 /// Runs `f` on a new thread that first moves into a fresh network namespace, and
 /// returns its result (a panic in `f` is re-raised here, so the test fails with it).
 pub fn in_fresh_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let name = std::thread::current().name().unwrap_or("fixture").to_owned();
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("fixture")
+        .to_owned();
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn_scoped(scope, || {
                 // SAFETY: plain syscall; it changes only this thread's namespaces.
                 let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+                assert_eq!(
+                    rc,
+                    0,
+                    "unshare(CLONE_NEWNET): {}",
+                    std::io::Error::last_os_error()
+                );
                 f()
             })
             .expect("spawning the fixture thread");
-        handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
@@ -88,11 +117,15 @@ pub fn ifindex(name: &str) -> u32 {
 }
 
 fn mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
-/// Runs `ip -batch -` with `commands`; panics with its stderr on failure.
-fn ip_batch(commands: &[String]) {
+/// Runs `ip -batch -` with `commands` (in the calling thread's namespace); panics
+/// with its stderr on failure.
+pub fn ip_batch(commands: &[String]) {
     let mut child = Command::new("ip")
         .args(["-batch", "-"])
         .stdin(Stdio::piped())
@@ -101,7 +134,12 @@ fn ip_batch(commands: &[String]) {
         .spawn()
         .expect("spawning ip (iproute2)");
     let script = commands.join("\n") + "\n";
-    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("writing to ip");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("writing to ip");
     let out = child.wait_with_output().expect("waiting for ip");
     assert!(
         out.status.success(),
@@ -110,9 +148,18 @@ fn ip_batch(commands: &[String]) {
     );
 }
 
-fn sysctl(settings: &[&str]) {
-    let out = Command::new("sysctl").arg("-qw").args(settings).output().expect("spawning sysctl");
-    assert!(out.status.success(), "sysctl {settings:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// Runs `sysctl -w` on `settings` (in the calling thread's namespace).
+pub fn sysctl(settings: &[&str]) {
+    let out = Command::new("sysctl")
+        .arg("-qw")
+        .args(settings)
+        .output()
+        .expect("spawning sysctl");
+    assert!(
+        out.status.success(),
+        "sysctl {settings:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Builds the test network in the calling thread's (fresh) namespace and returns the
@@ -121,7 +168,11 @@ fn sysctl(settings: &[&str]) {
 /// Panics if `fx0` already exists here: that would mean the thread is not in a fresh
 /// namespace, and the setup would touch a namespace it does not own.
 pub fn build_lab_network() -> u32 {
-    assert_eq!(ifindex(LB_IF), 0, "{LB_IF} exists already: not in a fresh network namespace");
+    assert_eq!(
+        ifindex(LB_IF),
+        0,
+        "{LB_IF} exists already: not in a fresh network namespace"
+    );
     let mut cmds = vec![
         "link set lo up".to_owned(),
         format!(
@@ -133,19 +184,47 @@ pub fn build_lab_network() -> u32 {
         format!("link set {PEER_IF} up"),
         format!("addr add {LB_V4}/24 dev {LB_IF}"),
         format!("addr add {LB_V6}/64 dev {LB_IF} nodad"),
+        format!(
+            "link add {SIDE_IF} address {} type veth peer name {SIDE_PEER_IF} address {}",
+            mac(SIDE_MAC),
+            mac(SIDE_PEER_MAC)
+        ),
+        format!("link set {SIDE_IF} up"),
+        format!("link set {SIDE_PEER_IF} up"),
+        format!("addr add {SIDE_V4}/24 dev {SIDE_IF}"),
+        format!(
+            "neigh add {} lladdr {} dev {SIDE_IF} nud permanent",
+            WEB04.v4,
+            mac(WEB04.mac)
+        ),
     ];
     for n in [ROUTER, WEB01, WEB03] {
         for addr in [n.v4.to_string(), n.v6.to_string()] {
-            cmds.push(format!("neigh add {addr} lladdr {} dev {LB_IF} nud permanent", mac(n.mac)));
+            cmds.push(format!(
+                "neigh add {addr} lladdr {} dev {LB_IF} nud permanent",
+                mac(n.mac)
+            ));
         }
     }
-    cmds.push(format!("route add 192.168.34.0/24 via {} dev {LB_IF}", ROUTER.v4));
-    cmds.push(format!("route add fc00:34::/64 via {} dev {LB_IF}", ROUTER.v6));
+    cmds.push(format!(
+        "route add 192.168.34.0/24 via {} dev {LB_IF}",
+        ROUTER.v4
+    ));
+    cmds.push(format!(
+        "route add fc00:34::/64 via {} dev {LB_IF}",
+        ROUTER.v6
+    ));
     ip_batch(&cmds);
     // bpf_fib_lookup answers FWD_DISABLED unless the ingress device forwards; "all"
     // propagates to the existing devices.
-    sysctl(&["net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1"]);
+    sysctl(&[
+        "net.ipv4.conf.all.forwarding=1",
+        "net.ipv6.conf.all.forwarding=1",
+    ]);
     let index = ifindex(LB_IF);
-    assert_ne!(index, 0, "{LB_IF} created by ip is not visible from this thread: namespace mix-up");
+    assert_ne!(
+        index, 0,
+        "{LB_IF} created by ip is not visible from this thread: namespace mix-up"
+    );
     index
 }

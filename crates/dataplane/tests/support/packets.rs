@@ -33,14 +33,21 @@ pub struct L2 {
 }
 
 /// Frames from clients arrive from [`CLIENT_MAC`] to the load balancer's MAC.
-pub const FROM_CLIENT: L2 = L2 { dst: LB_MAC, src: CLIENT_MAC, vlan: None };
+pub const FROM_CLIENT: L2 = L2 {
+    dst: LB_MAC,
+    src: CLIENT_MAC,
+    vlan: None,
+};
 
 /// VLAN priority used on tagged fixtures (non-zero, so the whole TCI is checked).
 const VLAN_PCP: u8 = 5;
 
 impl L2 {
     pub fn tagged(self, vlan: u16) -> L2 {
-        L2 { vlan: Some(vlan), ..self }
+        L2 {
+            vlan: Some(vlan),
+            ..self
+        }
     }
 
     /// The frame carrying `l3` (EtherType `ether_type`).
@@ -48,9 +55,13 @@ impl L2 {
         let mut out = Vec::with_capacity(18 + l3.len());
         match self.vlan {
             None => {
-                Ethernet2Header { destination: self.dst, source: self.src, ether_type }
-                    .write(&mut out)
-                    .unwrap();
+                Ethernet2Header {
+                    destination: self.dst,
+                    source: self.src,
+                    ether_type,
+                }
+                .write(&mut out)
+                .unwrap();
             }
             Some(id) => {
                 Ethernet2Header {
@@ -81,15 +92,6 @@ impl L2 {
     pub fn ipv6(&self, packet: &[u8]) -> Vec<u8> {
         self.frame(EtherType::IPV6, packet)
     }
-
-    /// Picks the EtherType from the packet's version nibble.
-    pub fn ip(&self, packet: &[u8]) -> Vec<u8> {
-        match packet[0] >> 4 {
-            4 => self.ipv4(packet),
-            6 => self.ipv6(packet),
-            v => panic!("not an IP packet (version {v})"),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -119,12 +121,18 @@ pub fn tcp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, syn: bool, payload:
 /// A UDP datagram with a valid checksum.
 pub fn udp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
     let h = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            UdpHeader::with_ipv4_checksum(sport, dport, &ipv4_header(s, d, IpNumber::UDP, 0), payload)
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            UdpHeader::with_ipv6_checksum(sport, dport, &ipv6_header(s, d, IpNumber::UDP, 0), payload)
-        }
+        (IpAddr::V4(s), IpAddr::V4(d)) => UdpHeader::with_ipv4_checksum(
+            sport,
+            dport,
+            &ipv4_header(s, d, IpNumber::UDP, 0),
+            payload,
+        ),
+        (IpAddr::V6(s), IpAddr::V6(d)) => UdpHeader::with_ipv6_checksum(
+            sport,
+            dport,
+            &ipv6_header(s, d, IpNumber::UDP, 0),
+            payload,
+        ),
         _ => panic!("mixed address families"),
     }
     .unwrap();
@@ -164,8 +172,20 @@ pub fn echo_request(src: IpAddr, dst: IpAddr) -> Vec<u8> {
 // IPv4
 
 /// An IPv4 header as a client sends it: [`CLIENT_TOS`], DF, TTL [`CLIENT_TTL`].
-pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: IpNumber, payload_len: usize) -> Ipv4Header {
-    let mut h = Ipv4Header::new(payload_len as u16, CLIENT_TTL, proto, src.octets(), dst.octets()).unwrap();
+pub fn ipv4_header(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: IpNumber,
+    payload_len: usize,
+) -> Ipv4Header {
+    let mut h = Ipv4Header::new(
+        payload_len as u16,
+        CLIENT_TTL,
+        proto,
+        src.octets(),
+        dst.octets(),
+    )
+    .unwrap();
     h.dscp = IpDscp::try_new(CLIENT_TOS >> 2).unwrap();
     h.ecn = IpEcn::try_new(CLIENT_TOS & 3).unwrap();
     h.identification = 0x4d2e;
@@ -193,10 +213,19 @@ pub struct V4Opts {
     /// In 8-byte units.
     pub fragment_offset: u16,
     pub router_alert: bool,
+    /// TTL instead of [`CLIENT_TTL`].
+    pub ttl: Option<u8>,
 }
 
 /// A TCP/IPv4 packet; `syn` picks a SYN, else an ACK|PSH carrying `payload`.
-pub fn tcp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool, payload: &[u8]) -> Vec<u8> {
+pub fn tcp4(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    syn: bool,
+    payload: &[u8],
+) -> Vec<u8> {
     tcp4_with(src, sport, dst, dport, syn, payload, V4Opts::default())
 }
 
@@ -214,10 +243,13 @@ pub fn tcp4_with(
     if let Some(df) = opts.dont_fragment {
         h.dont_fragment = df;
     }
+    if let Some(ttl) = opts.ttl {
+        h.time_to_live = ttl;
+    }
     h.more_fragments = opts.more_fragments;
     h.fragment_offset = IpFragOffset::try_new(opts.fragment_offset).unwrap();
     if opts.router_alert {
-        h.set_options(&IPV4_ROUTER_ALERT).unwrap();
+        h.options = IPV4_ROUTER_ALERT[..].try_into().unwrap();
     }
     ipv4_packet(h, &seg)
 }
@@ -243,7 +275,10 @@ pub fn fix_ipv4_checksum(packet: &mut [u8]) {
 
 /// RFC 1071 checksum of `data` (written here rather than taken from the program).
 pub fn rfc1071(data: &[u8]) -> u16 {
-    let mut sum: u32 = data.chunks(2).map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0))).sum();
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -269,12 +304,21 @@ pub fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, next: IpNumber, payload_len: us
 /// An IPv6 packet whose payload (extension headers included) is `payload`.
 pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next: IpNumber, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(40 + payload.len());
-    ipv6_header(src, dst, next, payload.len()).write(&mut out).unwrap();
+    ipv6_header(src, dst, next, payload.len())
+        .write(&mut out)
+        .unwrap();
     out.extend_from_slice(payload);
     out
 }
 
-pub fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, syn: bool, payload: &[u8]) -> Vec<u8> {
+pub fn tcp6(
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    syn: bool,
+    payload: &[u8],
+) -> Vec<u8> {
     let seg = tcp(src.into(), sport, dst.into(), dport, syn, payload);
     ipv6_packet(src, dst, IpNumber::TCP, &seg)
 }
@@ -286,7 +330,13 @@ pub fn udp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]
 
 /// A TCP/IPv6 packet whose TCP segment follows one extension header of type `ext`
 /// (hop-by-hop, routing, destination options: 8 bytes; fragment: a fragment header).
-pub fn tcp6_behind_ext(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, ext: IpNumber) -> Vec<u8> {
+pub fn tcp6_behind_ext(
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    ext: IpNumber,
+) -> Vec<u8> {
     let seg = tcp(src.into(), sport, dst.into(), dport, true, &[]);
     let mut payload = Vec::new();
     if ext == IpNumber::IPV6_FRAGMENTATION_HEADER {
@@ -314,15 +364,35 @@ pub fn tcp6_behind_ext(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, ext
 /// 4, header checksum), then the inner packet byte for byte, then whatever trailed the
 /// inner packet in the received frame (`trailer`, e.g. Ethernet padding).
 pub fn ipip4(l2: L2, src: Ipv4Addr, server: Ipv4Addr, inner: &[u8], trailer: &[u8]) -> Vec<u8> {
+    ipip4_with_id(l2, src, server, inner, trailer, 0)
+}
+
+/// [`ipip4`] with outer identification `id` (the program picks a random one for packets
+/// without DF, which may be fragmented on the way: RFC 6864).
+pub fn ipip4_with_id(
+    l2: L2,
+    src: Ipv4Addr,
+    server: Ipv4Addr,
+    inner: &[u8],
+    trailer: &[u8],
+    id: u16,
+) -> Vec<u8> {
     let tos = inner[1];
     let df = inner[6] & 0x40 != 0;
-    let mut outer = Ipv4Header::new(inner.len() as u16, OUTER_TTL, IpNumber::IPV4, src.octets(), server.octets())
-        .unwrap();
+    let mut outer = Ipv4Header::new(
+        inner.len() as u16,
+        OUTER_TTL,
+        IpNumber::IPV4,
+        src.octets(),
+        server.octets(),
+    )
+    .unwrap();
     outer.dscp = IpDscp::try_new(tos >> 2).unwrap();
     outer.ecn = IpEcn::try_new(tos & 3).unwrap();
-    outer.identification = 0;
+    outer.identification = id;
     outer.dont_fragment = df;
     let mut l3 = ipv4_packet(outer, inner);
+    assert_eq!(rfc1071(&l3[..20]), 0, "expected outer IPv4 header checksum");
     l3.extend_from_slice(trailer);
     l2.ipv4(&l3)
 }
@@ -360,7 +430,9 @@ pub fn icmp4_frag_needed(received: L2, offending: &[u8], mtu: u16) -> Vec<u8> {
     let dst: [u8; 4] = offending[16..20].try_into().unwrap();
     let quote = &offending[..20 + 8];
     let icmp = Icmpv4Header::with_checksum(
-        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu }),
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: mtu,
+        }),
         quote,
     );
     let mut body = icmp.to_bytes().to_vec();
@@ -369,8 +441,16 @@ pub fn icmp4_frag_needed(received: L2, offending: &[u8], mtu: u16) -> Vec<u8> {
     ip.dscp = IpDscp::try_new(ICMP_ERROR_TOS >> 2).unwrap();
     ip.identification = 0;
     ip.dont_fragment = false;
-    let l2 = L2 { dst: received.src, src: received.dst, vlan: received.vlan };
-    l2.ipv4(&ipv4_packet(ip, &body))
+    let l3 = ipv4_packet(ip, &body);
+    // Cross-check etherparse's checksums with the RFC 1071 sum written here.
+    assert_eq!(rfc1071(&l3[..20]), 0, "expected IPv4 header checksum");
+    assert_eq!(rfc1071(&l3[20..]), 0, "expected ICMP checksum");
+    let l2 = L2 {
+        dst: received.src,
+        src: received.dst,
+        vlan: received.vlan,
+    };
+    l2.ipv4(&l3)
 }
 
 /// The ICMPv6 "packet too big" answering `offending` (an IPv6 packet to a VIP),
@@ -379,7 +459,8 @@ pub fn icmp6_packet_too_big(received: L2, offending: &[u8], mtu: u32) -> Vec<u8>
     let src: [u8; 16] = offending[8..24].try_into().unwrap();
     let dst: [u8; 16] = offending[24..40].try_into().unwrap();
     let quote = &offending[..40 + 8];
-    let icmp = Icmpv6Header::with_checksum(Icmpv6Type::PacketTooBig { mtu }, dst, src, quote).unwrap();
+    let icmp =
+        Icmpv6Header::with_checksum(Icmpv6Type::PacketTooBig { mtu }, dst, src, quote).unwrap();
     let mut body = icmp.to_bytes().to_vec();
     body.extend_from_slice(quote);
     let mut l3 = Vec::new();
@@ -395,21 +476,42 @@ pub fn icmp6_packet_too_big(received: L2, offending: &[u8], mtu: u32) -> Vec<u8>
     .write(&mut l3)
     .unwrap();
     l3.extend_from_slice(&body);
-    let l2 = L2 { dst: received.src, src: received.dst, vlan: received.vlan };
+    // Cross-check etherparse's checksum: pseudo-header (RFC 8200 8.1) + message.
+    let mut summed = [&dst[..], &src[..]].concat();
+    summed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    summed.extend_from_slice(&[0, 0, 0, IpNumber::IPV6_ICMP.0]);
+    summed.extend_from_slice(&body);
+    assert_eq!(rfc1071(&summed), 0, "expected ICMPv6 checksum");
+    let l2 = L2 {
+        dst: received.src,
+        src: received.dst,
+        vlan: received.vlan,
+    };
     l2.ipv6(&l3)
 }
 
-/// A readable decode of a frame for failure messages.
+/// A readable decode of a frame's headers for failure messages.
 pub fn describe(frame: &[u8]) -> String {
-    match etherparse::SlicedPacket::from_ethernet(frame) {
-        Ok(p) => format!("{:?}\n  net: {:?}\n  transport: {:?}", p.link, p.net, p.transport),
-        Err(e) => format!("(not parseable: {e})"),
+    match etherparse::PacketHeaders::from_ethernet_slice(frame) {
+        Ok(p) => {
+            let mut s = format!("link: {:?}", p.link);
+            if !p.link_exts.is_empty() {
+                s += &format!("\n  link ext: {:?}", p.link_exts);
+            }
+            s += &format!("\n  net: {:?}\n  transport: {:?}", p.net, p.transport);
+            s
+        }
+        Err(e) => format!("(headers not parseable: {e})"),
     }
 }
 
 /// Hex dump, 16 bytes a line, marking the first byte that differs from `other`.
 pub fn hexdump(frame: &[u8], other: &[u8]) -> String {
-    let first_diff = frame.iter().zip(other).position(|(a, b)| a != b).unwrap_or(frame.len().min(other.len()));
+    let first_diff = frame
+        .iter()
+        .zip(other)
+        .position(|(a, b)| a != b)
+        .unwrap_or(frame.len().min(other.len()));
     let mut s = String::new();
     for (row, chunk) in frame.chunks(16).enumerate() {
         s.push_str(&format!("  {:04x}:", row * 16));

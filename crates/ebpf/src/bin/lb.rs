@@ -22,7 +22,10 @@ mod prog {
 
     use aya_ebpf::{
         bindings::xdp_action,
-        helpers::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+        helpers::{
+            bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_xdp_adjust_head,
+            bpf_xdp_adjust_tail,
+        },
         macros::{map, xdp},
         maps::{Array, HashMap, LruHashMap, PerCpuArray},
         programs::XdpContext,
@@ -417,14 +420,8 @@ mod prog {
         if s.state != SERVER_ACTIVE {
             return None;
         }
-        let _ = FLOWS.insert(
-            &key,
-            &FlowValue {
-                server_id: id,
-                generation: s.generation,
-            },
-            0,
-        );
+        // Recorded by `balance` only once the packet is forwarded: a flow whose first
+        // packet is dropped (no route yet, too big) must not leave a stale entry.
         Some((id, s, true))
     }
 
@@ -454,6 +451,22 @@ mod prog {
             encap_v6(ctx, p, settings, &server)
         };
         if verdict.reason() == Reason::Forwarded as u32 {
+            if new_flow {
+                let key = FlowKey {
+                    src: p.src,
+                    dst: p.dst,
+                    sport: p.sport,
+                    dport: p.dport,
+                    proto: p.proto,
+                    family: p.family,
+                    _pad: [0; 2],
+                };
+                let value = FlowValue {
+                    server_id,
+                    generation: server.generation,
+                };
+                let _ = FLOWS.insert(&key, &value, 0);
+            }
             add(&SVC_STATS, svc.service_id, bytes, new_flow);
             add(&SRV_STATS, server_id, bytes, new_flow);
         }
@@ -603,7 +616,7 @@ mod prog {
             }
             Route::Fail(r) => return drop(r),
         };
-        let outer = ipip_outer_v4(
+        let mut outer = ipip_outer_v4(
             &inner,
             s.source_v4,
             [
@@ -614,6 +627,13 @@ mod prog {
             ],
             limits::OUTER_TTL,
         );
+        if inner.frag() & IP_DF == 0 {
+            // The outer packet may be fragmented on the way: it needs an ID that differs
+            // from its neighbours' (RFC 6864). DF packets keep 0, which RFC 6864 allows.
+            // SAFETY: plain helper call.
+            let id = unsafe { bpf_get_prandom_u32() } as u16;
+            outer.set_id(id);
+        }
         // SAFETY: plain helper call; every pointer is re-derived afterwards.
         if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPV4_LEN as i32)) } != 0 {
             return drop(Reason::DropAdjustFailed);
