@@ -10,3 +10,7 @@ pub static DECAP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 pub const LB_PROGRAM: &str = "ricochet_lb";
 /// Name of the TC program in [`DECAP`].
 pub const DECAP_PROGRAM: &str = "ricochet_decap";
+
+/// Trivial XDP programs (`xdp_pass`, `xdp_tx`) for test beds and benchmark floors.
+pub static TRIVIAL: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-trivial"));

@@ -133,6 +133,9 @@ pub struct Router {
 #[derive(Debug)]
 pub struct Topology {
     prefix: String,
+    /// The `xdp_pass` programs on the service engines' veth peers (attached while these
+    /// live; they go with the router's namespace anyway).
+    _peer_xdp: Vec<aya::Ebpf>,
     /// 192.168.11.2 / fc00:11::2, behind the router.
     pub client: Host,
     /// The router between the client, the server segment and web02.
@@ -298,8 +301,13 @@ impl Topology {
 
         let mut hosts = hosts.into_iter();
         let mut next = || hosts.next().expect("one host per spec");
+        let peer_xdp = [HOSTS[1].router_port, HOSTS[2].router_port]
+            .into_iter()
+            .map(|port| attach_xdp_pass(&router.ns, port))
+            .collect::<Result<Vec<_>>>()?;
         let topology = Self {
             prefix,
+            _peer_xdp: peer_xdp,
             client: next(),
             router,
             se1: next(),
@@ -313,6 +321,7 @@ impl Topology {
     }
 
     /// Creates one host's namespace and its veth pair to the router, and configures both ends.
+
     fn build_host(prefix: &str, spec: &HostSpec, router: &Router) -> Result<Host> {
         let ns = Netns::create(format!("{prefix}{}", spec.name))?;
         let r = &router.ns;
@@ -350,8 +359,10 @@ impl Topology {
         }
         r.ethtool_feature(spec.router_port, "tx", false)?;
         if spec.name.starts_with("se") {
-            // XDP_TX out of the service engine's eth0 is delivered only if the peer has GRO
-            // (NAPI) on or an XDP program attached.
+            // XDP_TX out of the service engine's eth0 reaches the peer only if the peer
+            // has NAPI (GRO on, or an XDP program); and only with an XDP program does the
+            // veth driver also kick the peer's NAPI after XDP_TX, otherwise frames wait
+            // in its ring for unrelated traffic. `Topology::seed` attaches `xdp_pass`.
             r.ethtool_feature(spec.router_port, "gro", true)?;
         }
 
@@ -481,4 +492,21 @@ mod tests {
         // Interface names must fit IFNAMSIZ (15 characters).
         assert!(HOSTS.iter().all(|h| h.router_port.len() <= 15));
     }
+}
+
+/// Attaches the trivial `xdp_pass` program to `iface` in `ns` (see `build_host` for why
+/// the service engines' veth peers need one).
+fn attach_xdp_pass(ns: &Netns, iface: &'static str) -> Result<aya::Ebpf> {
+    ns.run(move || -> Result<aya::Ebpf> {
+        let mut ebpf =
+            aya::Ebpf::load(ricochet_bpf::TRIVIAL).context("loading the trivial XDP object")?;
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut("xdp_pass")
+            .context("xdp_pass missing")?
+            .try_into()?;
+        prog.load()?;
+        prog.attach(iface, aya::programs::XdpMode::Driver)
+            .with_context(|| format!("attaching xdp_pass to {iface}"))?;
+        Ok(ebpf)
+    })?
 }

@@ -174,11 +174,15 @@ fn demo(ricochet: &Path) -> Result<()> {
     );
 
     step(4, "start the service engine on se1 (XDP on its eth0)");
-    let encap = Capture::start(&topo.se1.ns, topo.se1.iface, "ip proto 4 or ip6 proto 41")?;
+    let encap = Capture::start(
+        &topo.router.ns,
+        topo.se1.router_port,
+        "ip proto 4 or ip6 proto 41",
+    )?;
     let through_se = Capture::start(
         &topo.se1.ns,
         topo.se1.iface,
-        "src host 192.168.35.241 or src host fc00:3::24a",
+        "(ip and src host 192.168.35.241) or (ip6 and src host fc00:3::24a)",
     )?;
     let at_client = Capture::start(&topo.client.ns, topo.client.iface, "tcp port 80")?;
     let state = dir.join("state");
@@ -222,9 +226,17 @@ fn demo(ricochet: &Path) -> Result<()> {
     let at_client = at_client.stop()?.lines()?;
     println!("  On se1's link, the request encapsulated (the seed's step 2):");
     for needles in [
-        &["192.168.33.7 > 192.168.33.10: IP 192.168.11.2"][..],
-        &["192.168.33.7 > 192.168.34.10: IP 192.168.11.2"][..],
-        &["fc00::7 > fc00::10: IP6 fc00:11::2"][..],
+        &[
+            "192.168.33.7 > 192.168.33.10: ",
+            "192.168.11.2.",
+            "> 192.168.35.241.80",
+        ][..],
+        &[
+            "192.168.33.7 > 192.168.34.10: ",
+            "192.168.11.2.",
+            "> 192.168.35.241.80",
+        ][..],
+        &["fc00::7 > fc00::10: ", "fc00:11::2.", "> fc00:3::24a.80"][..],
     ] {
         match find(&encap, needles) {
             Some(l) => println!("    {l}"),
