@@ -72,18 +72,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     );
     println!(
-        "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  {}",
-        "Prot",
-        "LocalAddress:Port",
-        "Hash",
-        "Packets",
-        "Bytes",
-        "NewFlows",
-        "Virtual service / pool"
+        "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  Virtual service / pool",
+        "Prot", "LocalAddress:Port", "Hash", "Packets", "Bytes", "NewFlows"
     );
     println!(
-        "  -> {:<39} {:<7} {:>10} {:>12} {:>10}  {}",
-        "RemoteAddress (encap. target)", "Weight", "Packets", "Bytes", "NewFlows", "State"
+        "  -> {:<39} {:<7} {:>10} {:>12} {:>10}  State",
+        "RemoteAddress (encap. target)", "Weight", "Packets", "Bytes", "NewFlows"
     );
     for s in &st.status.services {
         let c = s.counters;

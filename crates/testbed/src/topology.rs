@@ -321,7 +321,6 @@ impl Topology {
     }
 
     /// Creates one host's namespace and its veth pair to the router, and configures both ends.
-
     fn build_host(prefix: &str, spec: &HostSpec, router: &Router) -> Result<Host> {
         let ns = Netns::create(format!("{prefix}{}", spec.name))?;
         let r = &router.ns;
@@ -465,6 +464,23 @@ fn add_addrs(ns: &Netns, iface: &str, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Result<
     Ok(())
 }
 
+/// Attaches the trivial `xdp_pass` program to `iface` in `ns` (see `build_host` for why
+/// the service engines' veth peers need one).
+fn attach_xdp_pass(ns: &Netns, iface: &'static str) -> Result<aya::Ebpf> {
+    ns.run(move || -> Result<aya::Ebpf> {
+        let mut ebpf =
+            aya::Ebpf::load(ricochet_bpf::TRIVIAL).context("loading the trivial XDP object")?;
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut("xdp_pass")
+            .context("xdp_pass missing")?
+            .try_into()?;
+        prog.load()?;
+        prog.attach(iface, aya::programs::XdpMode::Driver)
+            .with_context(|| format!("attaching xdp_pass to {iface}"))?;
+        Ok(ebpf)
+    })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,21 +508,4 @@ mod tests {
         // Interface names must fit IFNAMSIZ (15 characters).
         assert!(HOSTS.iter().all(|h| h.router_port.len() <= 15));
     }
-}
-
-/// Attaches the trivial `xdp_pass` program to `iface` in `ns` (see `build_host` for why
-/// the service engines' veth peers need one).
-fn attach_xdp_pass(ns: &Netns, iface: &'static str) -> Result<aya::Ebpf> {
-    ns.run(move || -> Result<aya::Ebpf> {
-        let mut ebpf =
-            aya::Ebpf::load(ricochet_bpf::TRIVIAL).context("loading the trivial XDP object")?;
-        let prog: &mut aya::programs::Xdp = ebpf
-            .program_mut("xdp_pass")
-            .context("xdp_pass missing")?
-            .try_into()?;
-        prog.load()?;
-        prog.attach(iface, aya::programs::XdpMode::Driver)
-            .with_context(|| format!("attaching xdp_pass to {iface}"))?;
-        Ok(ebpf)
-    })?
 }
