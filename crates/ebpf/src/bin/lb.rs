@@ -267,24 +267,24 @@ mod prog {
         let hdr_len = (ip.ihl() as usize) * 4;
         let tot = ip.total_len() as usize;
         if ip.version() != 4 || hdr_len < IPV4_LEN || tot < hdr_len || l3_off + tot > frame_len {
-            return (drop(Reason::DropMalformedIpv4));
+            return drop(Reason::DropMalformedIpv4);
         }
         let mut dst = [0u8; 16];
         dst[..4].copy_from_slice(&ip.dst);
         let Some(vip_flags) = vip_flags(dst, FAMILY_V4) else {
-            return (pass(Reason::PassNotVip));
+            return pass(Reason::PassNotVip);
         };
         if hdr_len != IPV4_LEN {
-            return (drop(Reason::DropIpv4Options));
+            return drop(Reason::DropIpv4Options);
         }
         if ip.frag() & IP_MF_OFFSET != 0 {
-            return (drop(Reason::DropFragment));
+            return drop(Reason::DropFragment);
         }
         let proto = ip.proto;
         match proto {
             IPPROTO_TCP | IPPROTO_UDP => {}
-            IPPROTO_ICMP => return (drop(Reason::DropIcmp)),
-            _ => return (drop(Reason::DropUnsupportedProto)),
+            IPPROTO_ICMP => return drop(Reason::DropIcmp),
+            _ => return drop(Reason::DropUnsupportedProto),
         }
         let pr = match ports(ctx, proto, l3_off + IPV4_LEN, tot - IPV4_LEN) {
             Ok(pr) => pr,
@@ -316,19 +316,19 @@ mod prog {
         let ip = unsafe { *ip };
         let payload = ip.payload_len() as usize;
         if ip.version() != 6 || l3_off + IPV6_LEN + payload > frame_len {
-            return (drop(Reason::DropMalformedIpv6));
+            return drop(Reason::DropMalformedIpv6);
         }
         let Some(vip_flags) = vip_flags(ip.dst, FAMILY_V6) else {
-            return (pass(Reason::PassNotVip));
+            return pass(Reason::PassNotVip);
         };
         let proto = ip.next_hdr;
         match proto {
             IPPROTO_TCP | IPPROTO_UDP => {}
-            IPPROTO_ICMPV6 => return (drop(Reason::DropIcmp)),
-            IPPROTO_FRAGMENT => return (drop(Reason::DropFragment)),
+            IPPROTO_ICMPV6 => return drop(Reason::DropIcmp),
+            IPPROTO_FRAGMENT => return drop(Reason::DropFragment),
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_ESP
-            | IPPROTO_MH | IPPROTO_NONE => return (drop(Reason::DropIpv6ExtHeader)),
-            _ => return (drop(Reason::DropUnsupportedProto)),
+            | IPPROTO_MH | IPPROTO_NONE => return drop(Reason::DropIpv6ExtHeader),
+            _ => return drop(Reason::DropUnsupportedProto),
         }
         let pr = match ports(ctx, proto, l3_off + IPV6_LEN, payload) {
             Ok(pr) => pr,
