@@ -1,0 +1,115 @@
+//! The command line's answers to bad input: clear errors, exit codes, nothing touched.
+
+use std::process::Command;
+
+const RICOCHET: &str = env!("CARGO_BIN_EXE_ricochet");
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/seed.yaml");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(RICOCHET)
+        .args(args)
+        .output()
+        .expect("running ricochet");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ricochet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_config_accepts_the_seed() {
+    let (code, out, err) = run(&["check-config", SEED]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid"), "{out}");
+    assert!(
+        out.contains("virtual service web-vs: TCP 192.168.35.241 80 -> pool web-pool"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_config_names_the_object_and_field() {
+    let seed = std::fs::read_to_string(SEED).unwrap();
+    let bad = seed.replacen("pool: web-pool\n", "pool: web-pol\n", 1);
+    let p = temp_file("dangling.yaml", &bad);
+    let (code, _, err) = run(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(code, 2, "invalid configuration exits 2: {err}");
+    assert!(err.contains(r#"virtual_services["web-vs"].pool"#), "{err}");
+    assert!(err.contains(r#"pool "web-pol" does not exist"#), "{err}");
+}
+
+#[test]
+fn check_config_reports_syntax_errors_with_line() {
+    let p = temp_file(
+        "syntax.yaml",
+        "pools:\n  - name: p\n    servers: [{ ip: 10.0.0.1, wieght: 2 }]\n",
+    );
+    let (code, _, err) = run(&["check-config", p.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("wieght") && err.contains(":3:"),
+        "line and field named: {err}"
+    );
+}
+
+#[test]
+fn engine_refuses_an_invalid_config_before_touching_the_kernel() {
+    let seed = std::fs::read_to_string(SEED).unwrap();
+    // A server that is also a VIP.
+    let bad = seed.replacen("{ ip: 192.168.33.10 }", "{ ip: 192.168.35.241 }", 1);
+    let p = temp_file("server-is-vip.yaml", &bad);
+    let pins = std::env::temp_dir().join(format!("ricochet-cli-pins-{}", std::process::id()));
+    let (code, _, err) = run(&[
+        "engine",
+        "--config",
+        p.to_str().unwrap(),
+        "--interface",
+        "lo",
+        "--pin-dir",
+        pins.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("192.168.35.241") && err.contains("pools"),
+        "{err}"
+    );
+    assert!(!pins.exists(), "nothing pinned for a refused configuration");
+}
+
+#[test]
+fn unknown_interface_and_bad_flags_are_named() {
+    let (code, _, err) = run(&["engine", "--config", SEED, "--interface", "no-such-if0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no-such-if0"), "{err}");
+    let (code, _, err) = run(&[
+        "engine",
+        "--config",
+        SEED,
+        "--interface",
+        "lo",
+        "--xdp-mode",
+        "turbo",
+    ]);
+    assert_eq!(code, 2, "clap usage error");
+    assert!(
+        err.contains("turbo") && err.contains("native, generic or auto"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_without_an_engine_says_so() {
+    let dir = std::env::temp_dir().join(format!("ricochet-cli-nostate-{}", std::process::id()));
+    let (code, _, err) = run(&["status", "--state-dir", dir.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is the engine running"), "{err}");
+}
