@@ -91,20 +91,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
         Ok(desired) => {
             println!("{}: valid", file.display());
             for s in &desired.services {
-                let ports = match &s.ports {
-                    ricochet_config::PortSpec::All => "all ports".to_owned(),
-                    ricochet_config::PortSpec::Ranges(r) => r
-                        .iter()
-                        .map(|(a, b)| {
-                            if a == b {
-                                a.to_string()
-                            } else {
-                                format!("{a}-{b}")
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(","),
-                };
+                let ports = status::ports(&s.ports, "all ports");
                 println!(
                     "  virtual service {}: {} {} {} -> pool {}",
                     s.name, s.protocol, s.vip, ports, s.pool

@@ -19,9 +19,10 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn ports(p: &PortSpec) -> String {
+/// `80,8000-8100`, or `all` for every port.
+pub fn ports(p: &PortSpec, all: &str) -> String {
     match p {
-        PortSpec::All => "*".to_owned(),
+        PortSpec::All => all.to_owned(),
         PortSpec::Ranges(r) => r
             .iter()
             .map(|(a, b)| {
@@ -88,7 +89,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!(
             "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  {} / {}",
             s.protocol.to_string(),
-            addr(s.vip, &ports(&s.ports)),
+            addr(s.vip, &ports(&s.ports, "*")),
             hash,
             c.packets,
             c.bytes,

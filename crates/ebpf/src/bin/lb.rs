@@ -706,6 +706,33 @@ mod prog {
     const QUOTE_V4: usize = IPV4_LEN + 8;
     const QUOTE_V6: usize = IPV6_LEN + 8;
 
+    /// Resizes the packet for an ICMP error: grows the head by `shift` (the new IP and
+    /// ICMP headers) and cuts the tail so that only the quote follows. Returns the old
+    /// Ethernet header, read before its bytes get overwritten.
+    #[inline(always)]
+    fn icmp_resize(
+        ctx: &XdpContext,
+        l3_off: usize,
+        frame_len: u32,
+        shift: usize,
+        quote: usize,
+    ) -> Option<EthHdr> {
+        // SAFETY: plain helper call; pointers re-derived afterwards.
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(shift as i32)) } != 0 {
+            return None;
+        }
+        let new_len = l3_off + shift + quote;
+        // The verifier forbids arithmetic on data_end, so the length comes from the parser.
+        let cur_len = frame_len as usize + shift;
+        // SAFETY: plain helper call; pointers re-derived afterwards.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
+            return None;
+        }
+        let old_eth = ptr_at::<EthHdr>(ctx, shift)?;
+        // SAFETY: bounds checked; copied out.
+        Some(unsafe { *old_eth })
+    }
+
     /// Turns the packet into an ICMP "fragmentation needed" from the VIP to the client,
     /// advertising the MTU left after the encapsulation overhead, and bounces it back.
     ///
@@ -715,26 +742,15 @@ mod prog {
     #[inline(never)]
     fn icmp_too_big_v4(ctx: &XdpContext, l3_off: usize, frame_len: u32, route_mtu: u16) -> Verdict {
         let shift = IPV4_LEN + ICMP_LEN;
-        // SAFETY: plain helper call; pointers re-derived afterwards.
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(shift as i32)) } != 0 {
-            return drop(Reason::DropAdjustFailed);
-        }
-        let new_len = l3_off + shift + QUOTE_V4;
-        // The verifier forbids arithmetic on data_end, so the length comes from the parser.
-        let cur_len = frame_len as usize + shift;
-        // SAFETY: plain helper call; pointers re-derived afterwards.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
-            return drop(Reason::DropAdjustFailed);
-        }
-        let (Some(old_eth), Some(quote)) = (
-            ptr_at::<EthHdr>(ctx, shift),
-            ptr_at::<Ipv4Hdr>(ctx, shift + l3_off),
-        ) else {
+        let Some(old_eth) = icmp_resize(ctx, l3_off, frame_len, shift, QUOTE_V4) else {
             return drop(Reason::DropAdjustFailed);
         };
+        let Some(quote) = ptr_at::<Ipv4Hdr>(ctx, shift + l3_off) else {
+            return drop(Reason::DropAdjustFailed);
+        };
+        let (client_mac, my_mac) = (old_eth.src, old_eth.dst);
         // SAFETY: bounds checked; copied before the old L2 header is overwritten.
-        let (client_mac, my_mac, client, vip) =
-            unsafe { ((*old_eth).src, (*old_eth).dst, (*quote).src, (*quote).dst) };
+        let (client, vip) = unsafe { ((*quote).src, (*quote).dst) };
         if write_l2(ctx, l3_off, shift, client_mac, my_mac).is_none() {
             return drop(Reason::DropAdjustFailed);
         }
@@ -783,26 +799,14 @@ mod prog {
     #[inline(never)]
     fn icmp_too_big_v6(ctx: &XdpContext, l3_off: usize, frame_len: u32, route_mtu: u16) -> Verdict {
         let shift = IPV6_LEN + ICMP_LEN;
-        // SAFETY: plain helper call; pointers re-derived afterwards.
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(shift as i32)) } != 0 {
-            return drop(Reason::DropAdjustFailed);
-        }
-        let new_len = l3_off + shift + QUOTE_V6;
-        // The verifier forbids arithmetic on data_end, so the length comes from the parser.
-        let cur_len = frame_len as usize + shift;
-        // SAFETY: plain helper call; pointers re-derived afterwards.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
-            return drop(Reason::DropAdjustFailed);
-        }
-        let (Some(old_eth), Some(quote)) = (
-            ptr_at::<EthHdr>(ctx, shift),
-            ptr_at::<Ipv6Hdr>(ctx, shift + l3_off),
-        ) else {
+        let Some(old_eth) = icmp_resize(ctx, l3_off, frame_len, shift, QUOTE_V6) else {
             return drop(Reason::DropAdjustFailed);
         };
+        let Some(quote) = ptr_at::<Ipv6Hdr>(ctx, shift + l3_off) else {
+            return drop(Reason::DropAdjustFailed);
+        };
+        let (client_mac, my_mac) = (old_eth.src, old_eth.dst);
         // SAFETY: bounds checked; copied before the old L2 header is overwritten.
-        let (client_mac, my_mac) = unsafe { ((*old_eth).src, (*old_eth).dst) };
-        // SAFETY: as above.
         let (client, vip) = unsafe { ((*quote).src, (*quote).dst) };
         if write_l2(ctx, l3_off, shift, client_mac, my_mac).is_none() {
             return drop(Reason::DropAdjustFailed);
