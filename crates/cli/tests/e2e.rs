@@ -82,6 +82,26 @@ pub struct Bed {
     _servers: Vec<Process>,
 }
 
+impl Drop for Bed {
+    /// Undoes `ricochet server setup` on the servers (its undo record lives in /run,
+    /// outside the namespaces), before the topology and the pins go.
+    fn drop(&mut self) {
+        for host in [&self.topo.web01, &self.topo.web02] {
+            let pin = format!("/sys/fs/bpf/{}-{}", self.topo.prefix(), host.name);
+            let _ = host.ns.output(&[
+                RICOCHET,
+                "server",
+                "undo",
+                "--interface",
+                host.iface,
+                "--pin-dir",
+                &pin,
+            ]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Bed {
     pub fn new(test: &str) -> Bed {
         tb::require_root().unwrap();

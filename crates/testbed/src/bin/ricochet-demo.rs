@@ -278,6 +278,21 @@ fn demo(ricochet: &Path) -> Result<()> {
 
     step(8, "clean up");
     engine.stop()?;
+    for host in [&topo.web01, &topo.web02] {
+        let pin = format!("/sys/fs/bpf/{}-{}", topo.prefix(), host.name);
+        run_ok(
+            &host.ns,
+            &[
+                ricochet,
+                "server",
+                "undo",
+                "--interface",
+                host.iface,
+                "--pin-dir",
+                &pin,
+            ],
+        )?;
+    }
     run_ok(
         &topo.se1.ns,
         &[
