@@ -17,7 +17,7 @@ pub enum Severity {
     Ok,
     /// Worth knowing; not needed for DSR either way.
     Info,
-    /// Works, but can break some traffic (MTU, ARP).
+    /// Works, but can break some traffic or later changes (MTU, unreachable pins).
     Warning,
     /// DSR does not work until this is fixed.
     Problem,
@@ -204,6 +204,8 @@ pub fn check(spec: &ServerSpec) -> anyhow::Result<CheckReport> {
         for dev in devs {
             items.push(rp_filter_item(dev)?);
         }
+        items.push(arp_ignore_item(&vips, &interface)?);
+        items.push(arp_announce_item(&interface)?);
     }
     if has_v6 {
         for dev in ["all", "lo", interface.as_str()] {
@@ -222,9 +224,6 @@ pub fn check(spec: &ServerSpec) -> anyhow::Result<CheckReport> {
         if present {
             items.push(mtu_item(&interface, mtu, v6));
         }
-    }
-    if has_v4 {
-        arp_items(&vips, &interface, &mut items)?;
     }
 
     // The seed sets forwarding, but a DSR server answers; it forwards nothing.
@@ -292,37 +291,66 @@ fn mtu_item(interface: &str, mtu: u32, v6: bool) -> CheckItem {
     )
 }
 
-/// A VIP inside the interface's own subnet gets ARP requests on that link: with the
-/// default `arp_ignore=0` the server answers them for the VIP on lo and steals traffic
-/// meant for the load balancer.
-fn arp_items(vips: &[IpAddr], interface: &str, items: &mut Vec<CheckItem>) -> anyhow::Result<()> {
+/// `arp_ignore` (effective `max(all, interface)`) must keep `interface` from answering ARP
+/// for the VIPs on `lo`: see [`sysctl::arp_ignore_hides_lo`].
+fn arp_ignore_item(vips: &[IpAddr], interface: &str) -> anyhow::Result<CheckItem> {
+    let (eff, all, own) = effective(interface, "arp_ignore")?;
+    let state = format!("effective max(all={all}, {interface}={own}) = {eff}");
+    if sysctl::arp_ignore_hides_lo(eff) {
+        return Ok(CheckItem::ok(format!(
+            "{interface} answers no ARP for the VIPs on lo: arp_ignore {state}"
+        )));
+    }
+    // A VIP inside the interface's subnet is asked for by every neighbour on the link.
     let subnets = iface::addresses(interface)?;
-    let (ignore, _, _) = effective(interface, "arp_ignore")?;
-    let (announce, _, _) = effective(interface, "arp_announce")?;
+    let mut on_link = String::new();
     for &vip in vips.iter().filter(|v| v.is_ipv4()) {
-        let Some(net) = subnets
+        if let Some(net) = subnets
             .iter()
             .find(|a| iface::in_prefix(a.addr, a.prefix, vip))
-        else {
-            continue;
-        };
-        if ignore < 1 || announce < 2 {
-            items.push(CheckItem::warning(
-                format!(
-                    "VIP {vip} is inside {interface}'s subnet {}/{} and arp_ignore={ignore}, arp_announce={announce}: \
-                     this server answers ARP for the VIP and can take the load balancer's traffic",
-                    net.addr, net.prefix
-                ),
-                format!(
-                    "sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
-                     {}=1 {}=2",
-                    sysctl::conf_key("ipv4", interface, "arp_ignore"),
-                    sysctl::conf_key("ipv4", interface, "arp_announce")
-                ),
+        {
+            on_link.push_str(&format!(
+                "; VIP {vip} is inside {interface}'s subnet {}/{}, so its neighbours ask for it",
+                net.addr, net.prefix
             ));
         }
     }
-    Ok(())
+    Ok(CheckItem::problem(
+        format!(
+            "{interface} answers ARP for the VIPs on lo: arp_ignore {state}, DSR needs 1 \
+             (this server can take the load balancer's traffic for a VIP){on_link}"
+        ),
+        format!(
+            "sysctl -w {}=1 {}=1",
+            sysctl::conf_key("ipv4", "all", "arp_ignore"),
+            sysctl::conf_key("ipv4", interface, "arp_ignore")
+        ),
+    ))
+}
+
+/// `arp_announce` (effective `max(all, interface)`) must be 2, so that ARP requests sent
+/// while answering from a VIP name the interface's own address, not the VIP.
+fn arp_announce_item(interface: &str) -> anyhow::Result<CheckItem> {
+    let (eff, all, own) = effective(interface, "arp_announce")?;
+    let want = sysctl::ARP_ANNOUNCE;
+    let state = format!("effective max(all={all}, {interface}={own}) = {eff}");
+    Ok(if eff == want {
+        CheckItem::ok(format!(
+            "ARP requests from {interface} use its own address, never a VIP: arp_announce {state}"
+        ))
+    } else {
+        CheckItem::problem(
+            format!(
+                "ARP requests from {interface} can use a VIP as sender address: arp_announce {state}, DSR needs {want} \
+                 (neighbours learn the VIP at this server's MAC address and send it the load balancer's traffic)"
+            ),
+            format!(
+                "sysctl -w {}={want} {}={want}",
+                sysctl::conf_key("ipv4", "all", "arp_announce"),
+                sysctl::conf_key("ipv4", interface, "arp_announce")
+            ),
+        )
+    })
 }
 
 fn decap_items(

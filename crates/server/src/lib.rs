@@ -12,14 +12,19 @@
 //!    decapsulator (`ricochet_decap`, from `crates/ebpf`) on the interface's ingress;
 //! 3. accept the decapsulated packet although its source (the client) may not be routed back
 //!    through the interface it arrived on: `rp_filter` off for `all`, `lo` and the interface
-//!    (the kernel applies `max(all, interface)`).
+//!    (the kernel applies `max(all, interface)`);
+//! 4. keep the VIPs out of ARP on the wire, as every LVS-DR server does: `arp_ignore=1` (never
+//!    answer ARP for an address on `lo`) and `arp_announce=2` (ARP requests name the
+//!    interface's own address, never the VIP a reply leaves from), for `all` and the
+//!    interface (again `max(all, interface)`). IPv4 only: IPv6 has no ARP, and neighbour
+//!    discovery never advertises an address held on `lo`.
 //!
-//! The replies then leave with source VIP straight to the client. [`setup`] does all three,
+//! The replies then leave with source VIP straight to the client. [`setup`] does all four,
 //! idempotently, and records every change in a state file under [`STATE_DIR`] so that
 //! [`undo`] restores exactly what was there before. [`check`] lists what is missing, each
 //! item with the command that fixes it. [`netplan_and_sysctl`] prints the persistent
-//! configuration of the seed blog post (netplan `lo` + `tunnels`, `sysctl.conf`) for hosts
-//! that have the tunnel modules.
+//! configuration of the seed blog post (netplan `lo` + `tunnels`, `sysctl.conf`, plus the ARP
+//! settings) for hosts that have the tunnel modules.
 //!
 //! # How the eBPF decapsulator is attached and persisted
 //!

@@ -6,9 +6,10 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use crate::{iface::host_prefix, kernel, sysctl, ServerSpec};
 
-/// The `sysctl.conf` lines for `spec`: `rp_filter` off where the kernel checks it. The seed
-/// also sets `ip_forward` and IPv6 forwarding; they are not needed for DSR and appear as
-/// comments only.
+/// The `sysctl.conf` lines for `spec`: `rp_filter` off where the kernel checks it, and the
+/// LVS-DR ARP settings (`arp_ignore=1`, `arp_announce=2`) for `all` and the interface, as
+/// [`crate::setup`] sets them; all of them IPv4 only. The seed also sets `ip_forward` and
+/// IPv6 forwarding; they are not needed for DSR and appear as comments only.
 pub fn sysctl_conf(spec: &ServerSpec) -> String {
     let mut out = String::new();
     if spec.vips.iter().any(IpAddr::is_ipv4) {
@@ -18,6 +19,16 @@ pub fn sysctl_conf(spec: &ServerSpec) -> String {
         }
         for dev in devs {
             let _ = writeln!(out, "{}=0", sysctl::conf_key("ipv4", dev, "rp_filter"));
+        }
+        out.push_str(
+            "# Never answer ARP for the VIPs on lo, never use a VIP as the sender of an ARP request:\n",
+        );
+        let mut devs = vec!["all"];
+        devs.extend(spec.interface.as_deref());
+        for (name, value) in [("arp_ignore", 1), ("arp_announce", sysctl::ARP_ANNOUNCE)] {
+            for dev in &devs {
+                let _ = writeln!(out, "{}={value}", sysctl::conf_key("ipv4", dev, name));
+            }
         }
     }
     out.push_str("# The seed also sets net.ipv4.ip_forward=1");

@@ -234,6 +234,7 @@ fn apply_all(
         for dev in ["all", "lo", interface] {
             apply.sysctl(&sysctl::conf_key("ipv4", dev, "rp_filter"), "0")?;
         }
+        arp(interface, apply)?;
     }
     for &vip in &spec.vips {
         apply.address("lo", vip)?;
@@ -254,6 +255,31 @@ fn apply_all(
             Ok(())
         }
     }
+}
+
+/// The ARP settings of every LVS-DR server, on `all` and `interface` (the kernel applies
+/// `max(all, interface)` to both): `arp_ignore=1`, so the server never answers ARP for a VIP
+/// it holds on `lo` (and takes the load balancer's traffic), and `arp_announce=2`, so its ARP
+/// requests name its own address as sender, never the VIP a reply leaves from (neighbours
+/// would otherwise learn the VIP at this server's MAC address). A stricter `arp_ignore`
+/// already in place (2 or 8) is kept.
+///
+/// IPv4 only: IPv6 has no ARP, and neighbour discovery needs no such setting, because Linux
+/// answers a solicitation only for addresses on the interface it arrives on, and takes a
+/// solicitation's source from the packet only when that address is on the outgoing
+/// interface; a VIP on `lo` is never advertised.
+fn arp(interface: &str, apply: &mut Apply<'_>) -> anyhow::Result<()> {
+    for dev in ["all", interface] {
+        let ignore = sysctl::conf_key("ipv4", dev, "arp_ignore");
+        if !sysctl::arp_ignore_hides_lo(sysctl::read_int(&ignore)?) {
+            apply.sysctl(&ignore, "1")?;
+        }
+    }
+    for dev in ["all", interface] {
+        let announce = sysctl::conf_key("ipv4", dev, "arp_announce");
+        apply.sysctl(&announce, &sysctl::ARP_ANNOUNCE.to_string())?;
+    }
+    Ok(())
 }
 
 /// Reverses what [`setup`] recorded for `spec.pin_dir`, and nothing else: addresses that

@@ -11,6 +11,22 @@ pub(crate) fn conf_key(family: &str, dev: &str, name: &str) -> String {
     format!("net.{family}.conf.{}.{name}", dev.replace('.', "/"))
 }
 
+/// Whether an effective (`max(all, interface)`) `arp_ignore` keeps an interface from
+/// answering ARP for addresses held elsewhere, such as the VIPs on `lo`: 1 and 2 reply only
+/// for addresses on the receiving interface and 8 never replies, whereas 0 replies for any
+/// local address, 3 hides only scope-host addresses (a VIP on `lo` is scope global) and the
+/// reserved 4-7 behave like 0. The set {1, 2, 8} is closed under max, so `all` and the
+/// interface each holding one of them is enough.
+pub(crate) fn arp_ignore_hides_lo(value: i64) -> bool {
+    matches!(value, 1 | 2 | 8)
+}
+
+/// The `arp_announce` that keeps VIPs out of ARP requests: 2, always the outgoing
+/// interface's own address as sender. The kernel treats values above 2 like 0 (the packet's
+/// source, a VIP when it answers from one), so the effective `max(all, interface)` must be
+/// exactly this.
+pub(crate) const ARP_ANNOUNCE: i64 = 2;
+
 /// `/proc/sys/...` of a dotted key.
 pub(crate) fn path(key: &str) -> PathBuf {
     let rel: String = key
@@ -49,6 +65,18 @@ pub(crate) fn write(key: &str, value: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arp_ignore_values_that_hide_lo_addresses() {
+        let hiding: Vec<i64> = (0..=9).filter(|&v| arp_ignore_hides_lo(v)).collect();
+        assert_eq!(hiding, [1, 2, 8]);
+        // Closed under max: any two hiding values of all/interface still hide.
+        for a in [1, 2, 8] {
+            for b in [1, 2, 8] {
+                assert!(arp_ignore_hides_lo(i64::max(a, b)));
+            }
+        }
+    }
 
     #[test]
     fn keys_and_paths_swap_dots_and_slashes() {

@@ -67,6 +67,36 @@ fn rp_filter_keys(t: &Topo) -> [String; 3] {
     ]
 }
 
+/// The ARP settings setup makes, with their values: `arp_ignore` and `arp_announce` for
+/// `all` and the server's interface.
+fn arp_keys(t: &Topo) -> [(String, &'static str); 4] {
+    [
+        ("net.ipv4.conf.all.arp_ignore".to_owned(), "1"),
+        (format!("net.ipv4.conf.{}.arp_ignore", t.server_if), "1"),
+        ("net.ipv4.conf.all.arp_announce".to_owned(), "2"),
+        (format!("net.ipv4.conf.{}.arp_announce", t.server_if), "2"),
+    ]
+}
+
+/// Sets the ARP settings to the kernel's defaults (0): a new namespace copies `all` and
+/// `default` from the host's, which may already have them set.
+fn arp_defaults(t: &Topo) {
+    for (key, _) in arp_keys(t) {
+        t.server.sysctl_set(&key, "0");
+    }
+}
+
+/// The IPv4 neighbours `ns` knows on `dev`, in any state.
+fn neighbours(ns: &Ns, dev: &str) -> Vec<IpAddr> {
+    let out = ns.sh(&format!("ip -4 -j neigh show dev {dev}"));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["dst"].as_str()?.parse().ok())
+        .collect()
+}
+
 fn exists_in_server(t: &Topo, p: PathBuf) -> bool {
     t.server.run(move || p.exists())
 }
@@ -78,6 +108,7 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
     for key in rp_filter_keys(&t) {
         t.server.sysctl_set(&key, "1");
     }
+    arp_defaults(&t);
     // This kernel has no ipip/ip6_tunnel (TOOLCHAIN.md): Auto must pick the eBPF decapsulator.
     let no_modules =
         !Path::new("/sys/module/ipip").exists() && !Path::new("/sys/module/ip6_tunnel").exists();
@@ -99,6 +130,9 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
     );
     assert!(has(&r1, "added 192.168.35.241/32 to lo"), "{r1}");
     assert!(has(&r1, "attached the eBPF decapsulator"), "{r1}");
+    for (key, value) in arp_keys(&t) {
+        assert!(has(&r1, &format!("sysctl {key}: 0 -> {value}")), "{r1}");
+    }
 
     // More VIPs: added to lo and to the pinned map the attached program already reads.
     let both = spec(&t, &[v4(), v6()]);
@@ -147,6 +181,9 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
     for key in rp_filter_keys(&t) {
         assert_eq!(t.server.sysctl_get(&key), "0", "{key}");
     }
+    for (key, value) in arp_keys(&t) {
+        assert_eq!(t.server.sysctl_get(&key), value, "{key}");
+    }
     assert_eq!(
         attached_decaps(&t),
         1,
@@ -183,6 +220,14 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
         "VIP 192.168.35.241: tunnel packets are decapsulated by Ricochet's eBPF decapsulator",
         "VIP fc00:3::24a: tunnel packets are decapsulated by Ricochet's eBPF decapsulator",
         "reverse-path filter off on lo",
+        &format!(
+            "{} answers no ARP for the VIPs on lo: arp_ignore effective max(all=1, {0}=1) = 1",
+            t.server_if
+        ),
+        &format!(
+            "ARP requests from {} use its own address, never a VIP: arp_announce effective max(all=2, {0}=2) = 2",
+            t.server_if
+        ),
     ] {
         assert!(
             oks.iter().any(|s| s.starts_with(want)),
@@ -298,6 +343,7 @@ fn wait_syn_ack(
 fn tunnelled_traffic_is_decapsulated_and_answered_from_the_vip() {
     let started = Instant::now();
     let t = Topo::new("b");
+    arp_defaults(&t);
     let s = spec(&t, &[v4(), v6()]);
     t.server
         .run({
@@ -336,6 +382,14 @@ fn tunnelled_traffic_is_decapsulated_and_answered_from_the_vip() {
             (&b"ping"[..], client_sa),
             "the inner datagram, from the client"
         );
+        if vip.is_ipv4() {
+            // The reply from the VIP must resolve its next hop (the sender) anew, and the
+            // sender must learn the server only from that ARP request.
+            t.server
+                .sh(&format!("ip -4 neigh flush dev {}", t.server_if));
+            t.sender
+                .sh(&format!("ip -4 neigh flush dev {}", t.sender_if));
+        }
         service.send_to(b"pong", from).expect("reply");
         let (n, from) = user
             .recv_from(&mut buf)
@@ -345,6 +399,19 @@ fn tunnelled_traffic_is_decapsulated_and_answered_from_the_vip() {
             (&b"pong"[..], vip_sa),
             "the reply, from the VIP"
         );
+        if vip.is_ipv4() {
+            // A host answering an ARP request records the request's sender address: the
+            // server's own (arp_announce=2), not the VIP the reply left from.
+            let learned = neighbours(&t.sender, &t.sender_if);
+            assert!(
+                learned.contains(&server),
+                "the server's ARP request did not name its own address {server}: the sender knows {learned:?}"
+            );
+            assert!(
+                !learned.contains(&vip),
+                "the server sent an ARP request with the VIP as sender address: the sender knows {learned:?}"
+            );
+        }
 
         // TCP: a SYN to a listener on the VIP gets its SYN-ACK from the VIP to the client.
         let _listener = t
@@ -408,6 +475,7 @@ fn check_lists_what_is_missing_with_fixes() {
     let started = Instant::now();
     let t = Topo::new("c");
     t.server.sysctl_set("net.ipv4.conf.all.rp_filter", "1");
+    arp_defaults(&t);
     let s = ServerSpec {
         decap: DecapMode::Auto,
         ..spec(&t, &[v4(), v6()])
@@ -454,6 +522,18 @@ fn check_lists_what_is_missing_with_fixes() {
         format!("sysctl -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.{iface}.rp_filter=0")
     );
     problem("reverse-path filter strict on lo");
+    assert_eq!(
+        problem(&format!(
+            "{iface} answers ARP for the VIPs on lo: arp_ignore effective max(all=0, {iface}=0) = 0, DSR needs 1"
+        )),
+        format!("sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.{iface}.arp_ignore=1")
+    );
+    assert_eq!(
+        problem(&format!(
+            "ARP requests from {iface} can use a VIP as sender address: arp_announce effective max(all=0, {iface}=0) = 0, DSR needs 2"
+        )),
+        format!("sysctl -w net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.{iface}.arp_announce=2")
+    );
     // Forwarding is reported, never a problem.
     assert!(report
         .with_severity(Severity::Info)
@@ -482,18 +562,60 @@ fn check_lists_what_is_missing_with_fixes() {
         "{report}"
     );
 
-    // A VIP inside the interface's subnet: warned about ARP.
+    // A VIP inside the interface's subnet: the ARP problem says its neighbours ask for it.
     let on_link = ServerSpec {
         vips: vec!["192.168.33.241".parse().unwrap()],
         ..s.clone()
     };
     let report = t.server.run(move || check(&on_link)).expect("check");
     assert!(
-        report
-            .with_severity(Severity::Warning)
-            .any(|i| i.summary.contains("answers ARP for the VIP")),
+        report.problems().any(|i| i.summary.contains(&format!(
+            "VIP 192.168.33.241 is inside {iface}'s subnet 192.168.33.10/24, so its neighbours ask for it"
+        ))),
         "{report}"
     );
+    // The kernel applies max(all, interface): either one set is enough, and a stricter
+    // arp_ignore (2: same subnet only) is as good.
+    t.server
+        .sysctl_set(&format!("net.ipv4.conf.{iface}.arp_ignore"), "2");
+    t.server.sysctl_set("net.ipv4.conf.all.arp_announce", "2");
+    let report = t
+        .server
+        .run({
+            let s = s.clone();
+            move || check(&s)
+        })
+        .expect("check");
+    let oks: Vec<&str> = report
+        .with_severity(Severity::Ok)
+        .map(|i| i.summary.as_str())
+        .collect();
+    for want in [
+        format!("{iface} answers no ARP for the VIPs on lo: arp_ignore effective max(all=0, {iface}=2) = 2"),
+        format!("ARP requests from {iface} use its own address, never a VIP: arp_announce effective max(all=2, {iface}=0) = 2"),
+    ] {
+        assert!(oks.contains(&want.as_str()), "no ok item {want:?} in\n{report}");
+    }
+    // arp_ignore 3 hides only scope-host addresses, and arp_announce above 2 acts as 0.
+    t.server.sysctl_set("net.ipv4.conf.all.arp_ignore", "3");
+    t.server
+        .sysctl_set(&format!("net.ipv4.conf.{iface}.arp_announce"), "3");
+    let report = t
+        .server
+        .run({
+            let s = s.clone();
+            move || check(&s)
+        })
+        .expect("check");
+    for start in [
+        format!("{iface} answers ARP for the VIPs on lo: arp_ignore effective max(all=3, {iface}=2) = 3"),
+        format!("ARP requests from {iface} can use a VIP as sender address: arp_announce effective max(all=2, {iface}=3) = 3"),
+    ] {
+        assert!(
+            report.problems().any(|i| i.summary.starts_with(&start)),
+            "no problem {start:?} in\n{report}"
+        );
+    }
 
     // Errors name the object.
     let missing = ServerSpec {
@@ -538,7 +660,17 @@ fn undo_restores_exactly_what_setup_changed() {
     let started = Instant::now();
     let t = Topo::new("d");
     let [all, lo, dev] = rp_filter_keys(&t);
-    let previous = [(&all, "2"), (&lo, "1"), (&dev, "1")];
+    let [(ignore_all, _), (ignore_dev, _), (announce_all, _), (announce_dev, _)] = arp_keys(&t);
+    // arp_ignore 2 on the interface is stricter than setup's 1: setup keeps it.
+    let previous = [
+        (&all, "2"),
+        (&lo, "1"),
+        (&dev, "1"),
+        (&ignore_all, "0"),
+        (&ignore_dev, "2"),
+        (&announce_all, "1"),
+        (&announce_dev, "0"),
+    ];
     for (k, v) in previous {
         t.server.sysctl_set(k, v);
     }
@@ -550,8 +682,20 @@ fn undo_restores_exactly_what_setup_changed() {
         let s = s.clone();
         t.server.run(move || setup(&s)).expect("setup")
     };
-    setup_again(&t);
+    let r = setup_again(&t);
     assert_eq!(attached_decaps(&t), 1);
+    for (k, v) in [
+        (&ignore_all, "1"),
+        (&ignore_dev, "2"),
+        (&announce_all, "2"),
+        (&announce_dev, "2"),
+    ] {
+        assert_eq!(t.server.sysctl_get(k), v, "{k} after setup");
+    }
+    assert!(
+        !r.changes.iter().any(|c| c.contains(ignore_dev.as_str())),
+        "the stricter arp_ignore was changed: {r}"
+    );
 
     // Undo of one VIP removes just that VIP.
     t.server
@@ -637,6 +781,7 @@ fn undo_restores_exactly_what_setup_changed() {
     // A sysctl someone changed after setup is left as they set it.
     setup_again(&t);
     t.server.sysctl_set(&lo, "2");
+    t.server.sysctl_set(&ignore_all, "8");
     t.server
         .run({
             let s = s.clone();
@@ -650,6 +795,13 @@ fn undo_restores_exactly_what_setup_changed() {
     );
     assert_eq!(t.server.sysctl_get(&all), "2");
     assert_eq!(t.server.sysctl_get(&dev), "1");
+    assert_eq!(
+        t.server.sysctl_get(&ignore_all),
+        "8",
+        "an administrator's later change is kept"
+    );
+    assert_eq!(t.server.sysctl_get(&announce_all), "1");
+    assert_eq!(t.server.sysctl_get(&announce_dev), "0");
     println!("undo test took {:?}", started.elapsed());
 }
 

@@ -58,7 +58,7 @@ fn netplan_matches_the_seed() {
 }
 
 #[test]
-fn sysctl_lines_relax_rp_filter_and_explain_forwarding() {
+fn sysctl_lines_relax_rp_filter_set_arp_and_explain_forwarding() {
     let mut spec = seed_spec();
     spec.interface = Some("ens160".into());
     let text = sysctl_conf(&spec);
@@ -71,6 +71,23 @@ fn sysctl_lines_relax_rp_filter_and_explain_forwarding() {
             "net.ipv4.conf.lo.rp_filter=0",
             "net.ipv4.conf.tunl0.rp_filter=0",
             "net.ipv4.conf.ens160.rp_filter=0",
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.ens160.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+            "net.ipv4.conf.ens160.arp_announce=2",
+        ]
+    );
+    // Without an interface, `all` alone (the kernel applies max(all, interface)).
+    let text = sysctl_conf(&seed_spec());
+    let arp: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(".arp_"))
+        .collect();
+    assert_eq!(
+        arp,
+        [
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2"
         ]
     );
     // The seed's forwarding lines are explained, not set.
@@ -83,6 +100,14 @@ fn combined_output_has_both_sections_and_placeholders_without_addresses() {
     let text = netplan_and_sysctl(&seed_spec(), &[]);
     println!("{text}");
     assert!(text.contains("\nnet.ipv4.conf.all.rp_filter=0\n"));
+    assert!(
+        text.contains("\nnet.ipv4.conf.all.arp_ignore=1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nnet.ipv4.conf.all.arp_announce=2\n"),
+        "{text}"
+    );
     let yaml = &text[text.find("network:").expect("netplan section")..];
     let v: Value = serde_yaml::from_str(yaml).expect("valid YAML");
     assert_eq!(
@@ -101,11 +126,11 @@ fn combined_output_has_both_sections_and_placeholders_without_addresses() {
         !text.contains("ip6tnl0") && !text.contains("ipv6"),
         "{text}"
     );
-    // IPv6 only: no rp_filter lines (IPv4 only), no tunl0.
+    // IPv6 only: no rp_filter or ARP lines (IPv4 only), no tunl0.
     let v6 = ServerSpec::new(vec![ip("fc00:3::24a")]);
     let text = netplan_and_sysctl(&v6, &[ip("fc00::10")]);
     assert!(
-        !text.contains("rp_filter") && !text.contains("tunl0"),
+        !text.contains("rp_filter") && !text.contains("arp_") && !text.contains("tunl0"),
         "{text}"
     );
 }
