@@ -430,8 +430,11 @@ impl<D: Dataplane> Engine<D> {
                     let needed = desired
                         .pools
                         .iter()
-                        .flat_map(|p| p.servers.iter().map(move |s| (pool_tag(&p.name), s.ip)))
-                        .filter(|(t, ip)| self.find_slot(*t, *ip, None).is_none())
+                        .flat_map(|p| p.servers.iter().map(move |s| (p, s.ip)))
+                        .filter(|(p, ip)| {
+                            self.find_slot(pool_tag(&p.name), *ip, self.pools.get(&p.name))
+                                .is_none()
+                        })
                         .count();
                     let free = self
                         .slots

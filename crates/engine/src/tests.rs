@@ -185,7 +185,10 @@ virtual_services: [{name: vs, vip: 10.9.9.9, services: [{port: 80}], network_pro
         "{ip: 10.0.0.2}, {ip: 10.0.0.3}, {ip: 10.0.0.4}",
     );
     let err = e.apply(&desired(&four)).unwrap_err().to_string();
-    assert!(err.contains("not enough server slots"), "{err}");
+    assert!(
+        err.contains("not enough server slots: the change needs 2 new ones, 1 are free"),
+        "{err}"
+    );
     assert_eq!(e.dataplane().writes, before.writes, "nothing written");
     assert_eq!(e.dataplane().services, before.services);
     assert_eq!(e.revision(), 1);
