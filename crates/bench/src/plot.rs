@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn short_numbers() {
         assert_eq!(short_number(0.0), "0");
-        assert_eq!(short_number(2.71828), "2.72");
+        assert_eq!(short_number(4.256), "4.26");
         assert_eq!(short_number(41.26), "41.3");
         assert_eq!(short_number(456.2), "456");
         assert_eq!(short_number(7_850.0), "7.8k");
