@@ -24,7 +24,10 @@ Commands:
           `cargo xtask test -- -p ricochet-testbed -- --nocapture`.
   demo    setup, build the `ricochet` binary, then run the demo in network namespaces (needs
           root). Arguments after `--` go to the demo.
-  bench   Benchmarks (not implemented yet).
+  bench   setup, build in release mode, then run every benchmark and write a Markdown report with
+          PNG plots and raw data to target/bench/<date-time>/ (needs root; about 20 minutes).
+          Arguments after `--` go to ricochet-bench, e.g. `cargo xtask bench -- --quick` or
+          `cargo xtask bench -- --out /tmp/report per-packet maglev`.
   help    Print this message.
 ";
 
@@ -38,7 +41,7 @@ fn main() -> ExitCode {
         "setup" => no_arguments("setup", rest).and_then(|()| setup::setup()),
         "test" => passthrough("test", rest).and_then(test),
         "demo" => passthrough("demo", rest).and_then(demo),
-        "bench" => no_arguments("bench", rest).and_then(|()| bench()),
+        "bench" => passthrough("bench", rest).and_then(bench),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -198,10 +201,55 @@ fn demo(extra: &[String]) -> Result<(), Failure> {
     })
 }
 
-fn bench() -> Result<(), Failure> {
-    Err(Failure::new(
-        "benchmarks are not implemented yet (`cargo xtask bench` is a placeholder)",
-    ))
+fn bench(extra: &[String]) -> Result<(), Failure> {
+    require_root("`cargo xtask bench`")?;
+    let root = workspace_root();
+    let start = Instant::now();
+    const TOTAL: usize = 3;
+
+    step(1, TOTAL, "setup", setup::setup)?;
+    step(
+        2,
+        TOTAL,
+        "cargo build --release -p ricochet -p ricochet-bench",
+        || {
+            run(cargo(root).args([
+                "build",
+                "--release",
+                "-p",
+                "ricochet",
+                "-p",
+                "ricochet-bench",
+            ]))
+        },
+    )?;
+    let release = target_dir(root)?.join("release");
+    let mut args: Vec<String> = extra.to_vec();
+    if !extra
+        .iter()
+        .any(|a| a == "--out" || a == "-o" || a.starts_with("--out="))
+    {
+        let out = target_dir(root)?.join("bench").join(timestamp()?);
+        args.splice(0..0, ["--out".to_owned(), out.display().to_string()]);
+    }
+    step(3, TOTAL, "ricochet-bench", || {
+        run(std::process::Command::new(release.join("ricochet-bench"))
+            .arg("--ricochet")
+            .arg(release.join("ricochet"))
+            .args(&args))
+        .map_err(|f| f.hint("the report lists what was measured and why a section failed"))
+    })?;
+    println!(
+        "\nBenchmarks finished in {:.0} s.",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `YYYY-MM-DD-HHMMSS` in UTC, for the report's directory name.
+fn timestamp() -> Result<String, Failure> {
+    let out = cmd::output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d-%H%M%S"]))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Cargo's target directory for this workspace, as `cargo metadata` reports it (it honours

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use crate::cmd::{display, is_root, output, probe, run, Failure};
 
-/// Debian packages: the eBPF linker's LLVM, the servers, clients and tools of the test bed.
+/// Debian packages: the eBPF linker's LLVM, the servers, clients and tools of the test bed, and
+/// what the benchmarks compare against or draw with (wrk, nginx's stream module, a font).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -22,6 +23,9 @@ const PACKAGES: &[&str] = &[
     "dnsmasq",
     "knot-dnsutils",
     "python3-scapy",
+    "wrk",
+    "libnginx-mod-stream",
+    "fonts-dejavu-core",
 ];
 
 /// The LLVM major version that bpf-linker is built against; the nightly that compiles the eBPF
