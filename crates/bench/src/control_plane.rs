@@ -1256,7 +1256,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          SYN went through se1's XDP program to a server, which answered directly. Before \
          each change one connection is checked to fail. Changes start at spread phases of \
          the daemon's polling (its main loop sleeps 50 ms between checks). The daemon's \
-         own log timestamps split the time. {daemon_reps} repeats each.\n",
+         own log timestamps split the time. {daemon_reps} repeats each. Before the first \
+         SIGHUP the bench waits until the daemon catches the signal (`SigCgt` in \
+         /proc): it logs \"engine running\" before installing its handlers, and a SIGHUP in \
+         between ends it.\n",
         PROBE_ATTEMPT.as_millis(),
         PROBE_PAUSE.as_micros()
     )?;
@@ -1310,14 +1313,17 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         "Generated configurations of N virtual services, each with a pool of its own (two \
          servers, `table_size: {SMALL_TABLE}`, the smallest allowed for two servers: \
          10,000 default 65537-slot tables would need 655 million slots); every VS on its own \
-         VIP, port 80. The data plane is loaded with capacities {:?} (the defaults hold 4096 \
+         VIP, port 80. The data plane is loaded with room for {} VIPs and services, {} server slots and \
+         {} Maglev slots (the defaults hold 4096 \
          services and VIPs). For each N: YAML parse + validate + compile; `Engine::apply` on \
          an empty data plane, over the kernel maps and over the in-memory data plane \
          (`MemoryDataplane`: the engine's own computation, no system calls), interleaved; \
          the same configuration applied again (no-op); and adding one VS with its own pool \
          and removing it again (both counted as one-VS changes). Medians of {} repeats \
          ({} for 10,000).\n",
-        lab_caps(),
+        lab_caps().vips,
+        lab_caps().servers,
+        lab_caps().maglev_slots,
         scale_reps + 2,
         scale_reps
     )?;
@@ -1329,6 +1335,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
                 fmt_ms(med(&p.compile_ms)),
                 fmt_ms(med(&p.kernel_initial_ms)),
                 fmt_ms(med(&p.memory_initial_ms)),
+                fmt_ms(med(&p.kernel_initial_ms) - med(&p.memory_initial_ms)),
                 p.initial_writes.to_string(),
                 fmt_ms(med(&p.kernel_noop_ms)),
                 fmt_ms(med(&p.kernel_change_ms)),
@@ -1343,6 +1350,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             "compile ms",
             "apply (kernel) ms",
             "apply (in memory) ms",
+            "difference: map updates ms",
             "map element updates",
             "no-op re-apply (kernel) ms",
             "one-VS change (kernel) ms",
@@ -1356,8 +1364,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     writeln!(
         md,
         "\n`ricochet check-config` of the {biggest}-VS file ({} KiB): {} ms median (process \
-         start, parse, validation, compilation and printing one line per object). The \
-         one-VS change writes only what changed ({}; at {} VSs: {}), but every apply plans \
+         start, parse, validation, compilation and printing one line per object).\n\n\
+         **Is apply incremental?** In what it writes, yes: a one-VS change makes {} (at {} \
+         VSs: {}). In what it computes, no: every apply plans \
          the whole configuration again: it rebuilds every pool's Maglev table and reads the \
          SERVICES and VIPS maps back, so the time of a one-VS change grows with the size of \
          the configuration (compare the no-op re-apply). The difference between the kernel \
