@@ -63,6 +63,9 @@ pub struct EngineArgs {
     pub max_services: u32,
     #[arg(long, env = "RICOCHET_MAX_SERVICE_PORTS", default_value_t = ricochet_common::limits::MAX_SERVICE_PORTS)]
     pub max_service_ports: u32,
+    /// Distinct VIPs (IPv4 and IPv6 together).
+    #[arg(long, env = "RICOCHET_MAX_VIPS", default_value_t = ricochet_common::limits::MAX_VIPS)]
+    pub max_vips: u32,
     /// Seed of the client hash: engines sharing VIPs (ECMP) must use the same one.
     #[arg(long, env = "RICOCHET_HASH_SEED", default_value_t = 0)]
     pub hash_seed: u32,
@@ -145,6 +148,9 @@ pub fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the engine loads eBPF and attaches XDP: run it as root (CAP_BPF, CAP_NET_ADMIN)");
     }
+    // Before anything slow: a SIGHUP during start-up must not kill the engine (the default
+    // action), and a SIGTERM must stop it cleanly once started.
+    install_signals();
     let ifindex = net::ifindex(&args.interface)?;
     // Refuse a bad configuration before touching the kernel.
     let (desired, mut config_text) = load_desired(&args.config)?;
@@ -168,7 +174,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
         servers: args.max_servers,
         services: args.max_services,
         service_ports: args.max_service_ports,
-        ..Capacities::default()
+        vips: args.max_vips,
     };
     let dp = KernelDataplane::load(&LoadOptions {
         pin_dir: Some(args.pin_dir.clone()),
@@ -201,7 +207,6 @@ pub fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     info!(interface = %args.interface, ifindex, ?source_v4, ?source_v6, "engine running");
     write_state(&args, &engine)?;
 
-    install_signals();
     let mut current = desired;
     let mut last_probe = Instant::now();
     let mut last_state = Instant::now();
