@@ -68,6 +68,14 @@ const SERVERS: [(Ipv4Addr, Ipv6Addr, [u8; 6]); 2] = [
 const VIP4: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 241);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfc00, 3, 0, 0, 0, 0, 0, 0x24a);
 const NOT_VIP4: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 99);
+/// On the segment, but without a neighbour entry: the FIB lookup for it fails.
+const UNRESOLVED_SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 50);
+/// The VIP's port served by the pool of [`UNRESOLVED_SERVER`].
+const UNRESOLVED_PORT: u16 = 8080;
+/// A VIP port without a virtual service.
+const NO_SERVICE_PORT: u16 = 81;
+/// The VIP's port served by a pool whose only server is disabled (Maglev table empty).
+const NO_SERVER_PORT: u16 = 8081;
 const HASH_SEED: u32 = 0x5eed_0001;
 
 /// Source address ranges of the clients of each role, disjoint so that a new flow can
@@ -79,6 +87,9 @@ const NEW_V6_BASE: Ipv6Addr = Ipv6Addr::new(0xfc00, 0xb, 0, 0, 0, 0, 0, 0);
 const UDP_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 24, 0, 0);
 const MISS_V4_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 const MALFORMED_V4_BASE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
+const NO_SERVICE_V4_BASE: Ipv4Addr = Ipv4Addr::new(198, 20, 0, 0);
+const UNRESOLVED_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 28, 0, 0);
+const NO_SERVER_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 29, 0, 0);
 /// Source ports a client address uses before the next address is taken.
 const PORTS_PER_CLIENT: u32 = 16;
 const FIRST_PORT: u16 = 40000;
@@ -88,8 +99,14 @@ const FIRST_PORT: u16 = 40000;
 const FLOW_CAPACITY: u32 = 1 << 21;
 /// Flows in the full table, half IPv4 and half IPv6.
 const FULL_FLOWS: u32 = 1_000_000;
-/// Flows per family that the established paths hit while the table is otherwise empty.
-const HOT_FLOWS: u32 = 1024;
+/// Flows per family that the established paths hit while the table is otherwise empty
+/// (and the flows of each diagnostic, in both states): a few active clients, whose
+/// lookups stay in cache, against the million hit at random of the full table.
+const HOT_FLOWS: u32 = 16;
+/// Runs per kernel call in the hot-loop cross-check of the paths that do not rewrite.
+const REPEAT: u32 = 1000;
+/// The empty table's flows: the hot ones of both families and of the two diagnostics.
+const EMPTY_TABLE_FLOWS: u32 = 4 * HOT_FLOWS;
 
 const HTTP_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
 /// A DNS query for www.example.com/A, as a client sends it.
@@ -112,6 +129,10 @@ pools:
   - name: dns4
     consistent_hash: source_ip_and_port
     servers: [{ ip: 192.168.33.10 }, { ip: 192.168.33.11 }]
+  - name: unresolved4
+    servers: [{ ip: 192.168.33.50 }]
+  - name: disabled4
+    servers: [{ ip: 192.168.33.60, enabled: false }]
 virtual_services:
   - name: web-v4
     vip: 192.168.35.241
@@ -128,6 +149,16 @@ virtual_services:
     services: [{ port: 53 }]
     network_profile: udp
     pool: dns4
+  - name: unresolved-v4
+    vip: 192.168.35.241
+    services: [{ port: 8080 }]
+    network_profile: tcp
+    pool: unresolved4
+  - name: no-server-v4
+    vip: 192.168.35.241
+    services: [{ port: 8081 }]
+    network_profile: tcp
+    pool: disabled4
 "#;
 
 /// What one sample runs.
@@ -143,6 +174,12 @@ enum Path {
     NewUdp4,
     Miss4,
     Malformed4,
+    /// Diagnostic: to the VIP, on a port without a service.
+    NoService4,
+    /// Diagnostic: a flow-table hit on a freed server slot, in a service without servers.
+    NoServer4,
+    /// Diagnostic: an established flow whose server's next hop is unresolved.
+    Unresolved4,
 }
 
 /// A target on a path's overhead above the floor.
@@ -166,7 +203,7 @@ const MISS_TARGET: Target = Target {
 };
 
 impl Path {
-    const ALL: [Path; 8] = [
+    const ALL: [Path; 11] = [
         Path::Floor,
         Path::NewTcp4,
         Path::NewTcp6,
@@ -175,7 +212,28 @@ impl Path {
         Path::NewUdp4,
         Path::Miss4,
         Path::Malformed4,
+        Path::NoService4,
+        Path::NoServer4,
+        Path::Unresolved4,
     ];
+
+    /// Paths that only read the packet: the kernel may run them repeatedly on one
+    /// buffer (the hot-loop cross-check).
+    fn rewrites(self) -> bool {
+        matches!(
+            self,
+            Path::NewTcp4
+                | Path::NewTcp6
+                | Path::EstablishedTcp4
+                | Path::EstablishedTcp6
+                | Path::NewUdp4
+        )
+    }
+
+    /// Paths measured only to split the cost between steps (no target of their own).
+    fn diagnostic(self) -> bool {
+        matches!(self, Path::NoService4 | Path::NoServer4 | Path::Unresolved4)
+    }
 
     fn id(self) -> &'static str {
         match self {
@@ -187,6 +245,26 @@ impl Path {
             Path::NewUdp4 => "udp4-new",
             Path::Miss4 => "vip-miss",
             Path::Malformed4 => "malformed-drop",
+            Path::NoService4 => "no-service-drop",
+            Path::NoServer4 => "tcp4-no-server",
+            Path::Unresolved4 => "tcp4-no-neighbour",
+        }
+    }
+
+    /// A label short enough for a chart's axis.
+    fn short(self) -> &'static str {
+        match self {
+            Path::Floor => "floor",
+            Path::NewTcp4 => "TCP4 new",
+            Path::NewTcp6 => "TCP6 new",
+            Path::EstablishedTcp4 => "TCP4 est.",
+            Path::EstablishedTcp6 => "TCP6 est.",
+            Path::NewUdp4 => "UDP4 new",
+            Path::Miss4 => "VIP miss",
+            Path::Malformed4 => "malformed",
+            Path::NoService4 => "(no svc)",
+            Path::NoServer4 => "(no server)",
+            Path::Unresolved4 => "(no neigh)",
         }
     }
 
@@ -204,6 +282,19 @@ impl Path {
             Path::Malformed4 => {
                 "IPv4 whose total length runs past the frame: XDP_DROP (drop_malformed_ipv4)"
             }
+            Path::NoService4 => {
+                "diagnostic: IPv4 TCP SYN to the VIP on a port without a service: XDP_DROP (drop_no_service)"
+            }
+            Path::NoServer4 => {
+                "diagnostic: IPv4 TCP data segment whose flow entry names a freed server slot, to \
+                 a service whose pool has no enabled server: service hit, flow-table hit, server \
+                 slot read, then XDP_DROP (drop_no_server) before any FIB lookup"
+            }
+            Path::Unresolved4 => {
+                "diagnostic: IPv4 TCP data segment of an established flow whose server has no \
+                 neighbour entry: everything an established packet does up to and including the \
+                 FIB lookup, then XDP_DROP (drop_no_neighbour) instead of the encapsulation"
+            }
         }
     }
 
@@ -214,7 +305,9 @@ impl Path {
             Path::NewTcp4 | Path::EstablishedTcp4 | Path::NewUdp4 => (XDP_TX, 20),
             Path::NewTcp6 | Path::EstablishedTcp6 => (XDP_TX, 40),
             Path::Miss4 => (XDP_PASS, 0),
-            Path::Malformed4 => (XDP_DROP, 0),
+            Path::Malformed4 | Path::NoService4 | Path::NoServer4 | Path::Unresolved4 => {
+                (XDP_DROP, 0)
+            }
         }
     }
 
@@ -224,6 +317,9 @@ impl Path {
             Path::Floor => None,
             Path::Miss4 => Some(Reason::PassNotVip),
             Path::Malformed4 => Some(Reason::DropMalformedIpv4),
+            Path::NoService4 => Some(Reason::DropNoService),
+            Path::NoServer4 => Some(Reason::DropNoServer),
+            Path::Unresolved4 => Some(Reason::DropNoNeighbour),
             _ => Some(Reason::Forwarded),
         }
     }
@@ -245,7 +341,11 @@ impl Path {
             Path::NewTcp4 | Path::NewTcp6 | Path::NewUdp4 => Some(NEW_FLOW_TARGET),
             Path::EstablishedTcp4 | Path::EstablishedTcp6 => Some(ESTABLISHED_TARGET),
             Path::Miss4 => Some(MISS_TARGET),
-            Path::Floor | Path::Malformed4 => None,
+            Path::Floor
+            | Path::Malformed4
+            | Path::NoService4
+            | Path::NoServer4
+            | Path::Unresolved4 => None,
         }
     }
 }
@@ -336,15 +436,15 @@ fn ipv4_header_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, syn: bool) -> Vec<u8> {
+fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC).ipv4(src.octets(), dst.octets(), 64);
     let mut out = Vec::with_capacity(128);
     if syn {
-        b.tcp(sport, 80, 0x1d2c_3b4a, 64240)
+        b.tcp(sport, dport, 0x1d2c_3b4a, 64240)
             .syn()
             .write(&mut out, &[])
     } else {
-        b.tcp(sport, 80, 0x1d2c_3b4a, 64240)
+        b.tcp(sport, dport, 0x1d2c_3b4a, 64240)
             .ack(0x0bad_cafe)
             .psh()
             .write(&mut out, HTTP_GET)
@@ -383,7 +483,7 @@ fn udp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
 /// A TCP SYN to the VIP whose IPv4 total length claims 64 bytes more than the frame
 /// holds (header checksum correct): the parser drops it before any map lookup.
 fn malformed4_frame(src: Ipv4Addr, sport: u16) -> Vec<u8> {
-    let mut frame = tcp4_frame(src, sport, VIP4, true);
+    let mut frame = tcp4_frame(src, sport, VIP4, 80, true);
     let ip = &mut frame[14..34];
     let total = u16::from_be_bytes([ip[2], ip[3]]) + 64;
     ip[2..4].copy_from_slice(&total.to_be_bytes());
@@ -397,14 +497,36 @@ fn tcp_flow(src: IpAddr, sport: u16, dst: IpAddr) -> FlowKey {
     FlowKey::new(src, sport, dst, 80, PROTO_TCP)
 }
 
-/// The flow of the `i`-th client of the table (IPv4 or IPv6), as the program keys it.
-fn table_flow(v6: bool, i: u32) -> FlowKey {
-    if v6 {
-        let (src, sport) = client_v6(TABLE_V6_BASE, i);
-        tcp_flow(src.into(), sport, VIP6.into())
-    } else {
-        let (src, sport) = client_v4(TABLE_V4_BASE, i);
-        tcp_flow(src.into(), sport, VIP4.into())
+/// Which flows of the table a key belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TableFlows {
+    V4,
+    V6,
+    /// The no-neighbour diagnostic's (VIP:8080).
+    Unresolved,
+    /// The no-server diagnostic's (VIP:8081), naming a freed server slot.
+    NoServer,
+}
+
+/// The `i`-th flow of a kind, as the program keys it.
+fn table_flow(kind: TableFlows, i: u32) -> FlowKey {
+    match kind {
+        TableFlows::V4 => {
+            let (src, sport) = client_v4(TABLE_V4_BASE, i);
+            tcp_flow(src.into(), sport, VIP4.into())
+        }
+        TableFlows::V6 => {
+            let (src, sport) = client_v6(TABLE_V6_BASE, i);
+            tcp_flow(src.into(), sport, VIP6.into())
+        }
+        TableFlows::Unresolved => {
+            let (src, sport) = client_v4(UNRESOLVED_V4_BASE, i);
+            FlowKey::new(src.into(), sport, VIP4.into(), UNRESOLVED_PORT, PROTO_TCP)
+        }
+        TableFlows::NoServer => {
+            let (src, sport) = client_v4(NO_SERVER_V4_BASE, i);
+            FlowKey::new(src.into(), sport, VIP4.into(), NO_SERVER_PORT, PROTO_TCP)
+        }
     }
 }
 
@@ -415,7 +537,7 @@ fn input(path: Path, round: u32, state: TableState, rng: &mut Rng) -> (Vec<u8>, 
         Path::Floor | Path::NewTcp4 => {
             let (src, sport) = client_v4(NEW_V4_BASE, round);
             let key = (path == Path::NewTcp4).then(|| tcp_flow(src.into(), sport, VIP4.into()));
-            (tcp4_frame(src, sport, VIP4, true), key)
+            (tcp4_frame(src, sport, VIP4, 80, true), key)
         }
         Path::NewTcp6 => {
             let (src, sport) = client_v6(NEW_V6_BASE, round);
@@ -425,7 +547,7 @@ fn input(path: Path, round: u32, state: TableState, rng: &mut Rng) -> (Vec<u8>, 
         Path::EstablishedTcp4 => {
             let i = rng.below(state.established_choices());
             let (src, sport) = client_v4(TABLE_V4_BASE, i);
-            (tcp4_frame(src, sport, VIP4, false), None)
+            (tcp4_frame(src, sport, VIP4, 80, false), None)
         }
         Path::EstablishedTcp6 => {
             let i = rng.below(state.established_choices());
@@ -439,11 +561,25 @@ fn input(path: Path, round: u32, state: TableState, rng: &mut Rng) -> (Vec<u8>, 
         }
         Path::Miss4 => {
             let (src, sport) = client_v4(MISS_V4_BASE, round);
-            (tcp4_frame(src, sport, NOT_VIP4, true), None)
+            (tcp4_frame(src, sport, NOT_VIP4, 80, true), None)
         }
         Path::Malformed4 => {
             let (src, sport) = client_v4(MALFORMED_V4_BASE, round);
             (malformed4_frame(src, sport), None)
+        }
+        Path::NoService4 => {
+            let (src, sport) = client_v4(NO_SERVICE_V4_BASE, round);
+            (tcp4_frame(src, sport, VIP4, NO_SERVICE_PORT, true), None)
+        }
+        Path::NoServer4 => {
+            let i = rng.below(HOT_FLOWS);
+            let (src, sport) = client_v4(NO_SERVER_V4_BASE, i);
+            (tcp4_frame(src, sport, VIP4, NO_SERVER_PORT, false), None)
+        }
+        Path::Unresolved4 => {
+            let i = rng.below(HOT_FLOWS);
+            let (src, sport) = client_v4(UNRESOLVED_V4_BASE, i);
+            (tcp4_frame(src, sport, VIP4, UNRESOLVED_PORT, false), None)
         }
     }
 }
@@ -457,24 +593,49 @@ struct Expected {
     services: BTreeMap<&'static str, (u64, u64)>,
 }
 
-fn expected_counts(runs_per_path: u64) -> Expected {
+/// What `runs` (program runs per path) must add to the counters.
+fn expected_counts(runs: &[(Path, u64)]) -> Expected {
     let mut e = Expected::default();
     for r in Reason::ALL {
         e.reasons.insert(r.name(), 0);
     }
     for p in Path::ALL {
+        if let Some((svc, _)) = p.service() {
+            e.services.insert(svc, (0, 0));
+        }
+    }
+    for &(p, n) in runs {
         if let Some(r) = p.reason() {
-            *e.reasons.entry(r.name()).or_default() += runs_per_path;
+            *e.reasons.entry(r.name()).or_default() += n;
         }
         if let Some((svc, new)) = p.service() {
             let c = e.services.entry(svc).or_default();
-            c.0 += runs_per_path;
+            c.0 += n;
             if new {
-                c.1 += runs_per_path;
+                c.1 += n;
             }
         }
     }
     e
+}
+
+/// `after - before`, counter by counter.
+fn delta(before: &Expected, after: &Expected) -> Expected {
+    Expected {
+        reasons: after
+            .reasons
+            .iter()
+            .map(|(k, v)| (*k, v - before.reasons.get(k).copied().unwrap_or(0)))
+            .collect(),
+        services: after
+            .services
+            .iter()
+            .map(|(k, (p, n))| {
+                let (bp, bn) = before.services.get(k).copied().unwrap_or((0, 0));
+                (*k, (p - bp, n - bn))
+            })
+            .collect(),
+    }
 }
 
 /// The differences between what the counters show and what they must show; empty when
@@ -484,7 +645,9 @@ fn mismatches(expected: &Expected, got: &Expected) -> Vec<String> {
     for (name, want) in &expected.reasons {
         let have = got.reasons.get(name).copied().unwrap_or(0);
         if have != *want {
-            out.push(format!("reason {name}: {have} runs counted, {want} expected"));
+            out.push(format!(
+                "reason {name}: {have} runs counted, {want} expected"
+            ));
         }
     }
     for (svc, (packets, new)) in &expected.services {
@@ -511,7 +674,8 @@ fn meets(target: Target, overhead_ns: f64) -> bool {
 struct StateSamples {
     state: TableState,
     samples: BTreeMap<Path, Vec<u32>>,
-    /// Entries in the flow table after the rounds (walked).
+    /// Entries in the flow table before and after the rounds (walked).
+    flows_before: usize,
     flows_after: usize,
     /// Seconds spent filling the table before the rounds (full state only).
     fill_seconds: f64,
@@ -524,6 +688,9 @@ struct Measured {
     warmup_rounds: u32,
     rounds: u32,
     states: Vec<StateSamples>,
+    /// Hot-loop cross-check: per path that does not rewrite, the kernel's mean ns per
+    /// run over [`REPEAT`] runs, one value per call.
+    repeated: BTreeMap<Path, Vec<u32>>,
 }
 
 /// xdp_md as BPF_PROG_TEST_RUN takes it: data, data_end, data_meta, ingress_ifindex,
@@ -543,15 +710,15 @@ struct Bench {
     out: Vec<u8>,
     /// Service name -> service id (index of its counters).
     service_ids: BTreeMap<String, u32>,
-    /// (server slot, generation) of the web pools' servers, for the flows written to
-    /// the table: IPv4 and IPv6.
-    flow_targets: [Vec<FlowValue>; 2],
+    /// (server slot, generation) of the servers the table's flows go to, by
+    /// [`TableFlows`] kind.
+    flow_targets: [Vec<FlowValue>; 4],
 }
 
 impl Bench {
-    /// Runs `path` once on `frame` and checks its verdict and output size; returns the
-    /// kernel's duration in ns.
-    fn run(&mut self, path: Path, frame: &[u8]) -> anyhow::Result<u32> {
+    /// Runs `path` on `frame` (`repeat` times in one kernel call) and checks its verdict
+    /// and output size; returns the kernel's duration per run in ns.
+    fn run(&mut self, path: Path, frame: &[u8], repeat: u32) -> anyhow::Result<u32> {
         let (action, out_len, ns) = if path == Path::Floor {
             let ctx = xdp_md(frame.len(), self.ifindex);
             self.out.resize(frame.len() + 256, 0);
@@ -565,6 +732,7 @@ impl Bench {
                     data_in: Some(frame),
                     data_out: Some(&mut self.out),
                     ctx_in: Some(&ctx),
+                    repeat,
                     ..Default::default()
                 })
                 .context("BPF_PROG_TEST_RUN of the floor program")?;
@@ -574,7 +742,10 @@ impl Bench {
                 res.duration.as_nanos(),
             )
         } else {
-            let res = self.engine.dataplane_mut().test_run(frame, self.ifindex)?;
+            let res = self
+                .engine
+                .dataplane_mut()
+                .test_run_repeated(frame, self.ifindex, repeat)?;
             (res.action, res.packet.len(), res.duration.as_nanos())
         };
         let (want_action, grow) = path.expected();
@@ -620,28 +791,47 @@ impl Bench {
         Ok(got)
     }
 
-    fn flow_value(&self, v6: bool, i: u32) -> FlowValue {
-        let targets = &self.flow_targets[usize::from(v6)];
-        targets[i as usize % targets.len()]
+    /// Fails unless the counters moved from `before` by exactly what `runs` imply.
+    fn check_counts(
+        &self,
+        before: &Expected,
+        runs: &[(Path, u64)],
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let moved = delta(before, &self.counts()?);
+        let wrong = mismatches(&expected_counts(runs), &moved);
+        ensure!(
+            wrong.is_empty(),
+            "{what}: the verdict counters do not match the paths run: {}. Some run took \
+             another path than its label says, so the figures would be wrong",
+            wrong.join("; ")
+        );
+        Ok(())
     }
 
-    /// Writes the table's flows `from..to` of both families.
-    fn fill(&mut self, from: u32, to: u32, progress: bool) -> anyhow::Result<()> {
+    /// Writes the flows `from..to` of each kind in `kinds`.
+    fn fill(
+        &mut self,
+        kinds: &[TableFlows],
+        from: u32,
+        to: u32,
+        progress: bool,
+    ) -> anyhow::Result<()> {
         let step = ((to - from) / 10).max(1);
         let start = Instant::now();
         for i in from..to {
-            for v6 in [false, true] {
-                let value = self.flow_value(v6, i);
+            for &kind in kinds {
+                let targets = &self.flow_targets[kind as usize];
+                let value = targets[i as usize % targets.len()];
                 self.engine
                     .dataplane_mut()
-                    .insert_flow(&table_flow(v6, i), &value)
-                    .with_context(|| format!("writing flow {i} of the table (IPv6: {v6})"))?;
+                    .insert_flow(&table_flow(kind, i), &value)
+                    .with_context(|| format!("writing flow {i} of the table ({kind:?})"))?;
             }
-            if progress && (i - from + 1) % step == 0 {
+            if progress && (i - from + 1).is_multiple_of(step) {
                 eprintln!(
-                    "    per-packet: filling the flow table: {} of {} flows ({:.1} s)",
-                    2 * (i - from + 1),
-                    2 * (to - from),
+                    "    per-packet: filling the flow table: {} flows written ({:.1} s)",
+                    kinds.len() as u32 * (i - from + 1),
                     start.elapsed().as_secs_f64()
                 );
             }
@@ -649,6 +839,7 @@ impl Bench {
         Ok(())
     }
 
+    /// The interleaved single-run rounds of one table state.
     fn rounds(
         &mut self,
         state: TableState,
@@ -671,47 +862,58 @@ impl Bench {
             rng.shuffle(&mut order);
             for path in order {
                 let (frame, created) = input(path, first + round, state, rng);
-                let ns = self.run(path, &frame)?;
+                let ns = self.run(path, &frame, 1)?;
                 if let Some(key) = created {
-                    // Outside the timed part: the flow must exist (the run created it) and
-                    // goes again, so the table keeps its size.
-                    self.engine.dataplane_mut().remove_flow(&key).with_context(|| {
-                        format!(
-                            "path {} did not record its flow: it did not take the new-flow path",
-                            path.id()
-                        )
-                    })?;
+                    // Outside the timed part: the run must have recorded its flow. In the
+                    // empty table it goes again, so that the table stays empty; in the full
+                    // one it stays, so that the next new flow takes a never-used element
+                    // from the free list as it would in service.
+                    let dp = self.engine.dataplane_mut();
+                    let recorded = match state {
+                        TableState::Empty => dp.remove_flow(&key).is_ok(),
+                        TableState::Full => dp.lookup_flow(&key)?.is_some(),
+                    };
+                    ensure!(
+                        recorded,
+                        "path {} did not record its flow: it did not take the new-flow path",
+                        path.id()
+                    );
                 }
                 if round >= warmup {
                     samples.get_mut(&path).expect("every path").push(ns);
                 }
             }
         }
-        let after = self.counts()?;
-        let delta = Expected {
-            reasons: after
-                .reasons
-                .iter()
-                .map(|(k, v)| (*k, v - before.reasons.get(k).copied().unwrap_or(0)))
-                .collect(),
-            services: after
-                .services
-                .iter()
-                .map(|(k, (p, n))| {
-                    let (bp, bn) = before.services.get(k).copied().unwrap_or((0, 0));
-                    (*k, (p - bp, n - bn))
-                })
-                .collect(),
-        };
-        let wrong = mismatches(&expected_counts(u64::from(warmup + rounds)), &delta);
-        ensure!(
-            wrong.is_empty(),
-            "with the {}, the verdict counters do not match the paths run ({} rounds): {}. \
-             Some run took another path than its label says, so the figures would be wrong",
-            state.label(),
-            warmup + rounds,
-            wrong.join("; ")
-        );
+        let runs: Vec<(Path, u64)> = Path::ALL
+            .iter()
+            .map(|&p| (p, u64::from(warmup + rounds)))
+            .collect();
+        self.check_counts(&before, &runs, &format!("with the {}", state.label()))?;
+        Ok(samples)
+    }
+
+    /// The hot-loop cross-check: the paths that do not rewrite the packet, `REPEAT`
+    /// runs per kernel call, interleaved like the single runs.
+    fn repeated(&mut self, calls: u32, rng: &mut Rng) -> anyhow::Result<BTreeMap<Path, Vec<u32>>> {
+        let before = self.counts()?;
+        let paths: Vec<Path> = Path::ALL.into_iter().filter(|p| !p.rewrites()).collect();
+        let mut samples: BTreeMap<Path, Vec<u32>> =
+            paths.iter().map(|p| (*p, Vec::new())).collect();
+        let mut order = paths.clone();
+        for call in 0..calls {
+            rng.shuffle(&mut order);
+            for &path in &order {
+                let (frame, created) = input(path, call, TableState::Empty, rng);
+                debug_assert!(created.is_none());
+                let ns = self.run(path, &frame, REPEAT)?;
+                samples.get_mut(&path).expect("every path").push(ns);
+            }
+        }
+        let runs: Vec<(Path, u64)> = paths
+            .iter()
+            .map(|&p| (p, u64::from(calls) * u64::from(REPEAT)))
+            .collect();
+        self.check_counts(&before, &runs, "in the hot-loop cross-check")?;
         Ok(samples)
     }
 }
@@ -796,9 +998,30 @@ fn set_up(ifindex: u32) -> anyhow::Result<Bench> {
             })
             .collect())
     };
-    let flow_targets = [targets("web4")?, targets("web6")?];
+    // The no-server diagnostic's flows name the last slot, which no pool uses: the
+    // program finds it free and falls back to the (empty) Maglev table.
+    let free_slot = slots.len() as u32 - 1;
+    ensure!(
+        slots[free_slot as usize].state == ricochet_common::SERVER_FREE,
+        "server slot {free_slot} is in use: the no-server diagnostic needs it free"
+    );
+    let flow_targets = [
+        targets("web4")?,
+        targets("web6")?,
+        targets("unresolved4")?,
+        vec![FlowValue {
+            server_id: free_slot,
+            generation: 0,
+        }],
+    ];
+    ensure!(
+        flow_targets[2].len() == 1
+            && slots[flow_targets[2][0].server_id as usize].ip() == Some(UNRESOLVED_SERVER.into()),
+        "the unresolved pool's server is not {UNRESOLVED_SERVER}"
+    );
 
-    let mut trivial = aya::Ebpf::load(ricochet_bpf::TRIVIAL).context("loading the trivial XDP object")?;
+    let mut trivial =
+        aya::Ebpf::load(ricochet_bpf::TRIVIAL).context("loading the trivial XDP object")?;
     let prog: &mut Xdp = trivial
         .program_mut("xdp_tx")
         .ok_or_else(|| anyhow!("program xdp_tx missing from the trivial object"))?
@@ -814,31 +1037,53 @@ fn set_up(ifindex: u32) -> anyhow::Result<Bench> {
     })
 }
 
-fn measure(ifindex: u32, cpu: usize, warmup: u32, rounds: u32) -> anyhow::Result<Measured> {
+fn measure(
+    ifindex: u32,
+    cpu: usize,
+    warmup: u32,
+    rounds: u32,
+    repeat_calls: u32,
+) -> anyhow::Result<Measured> {
     pin_to_cpu(cpu)?;
+    let start = Instant::now();
     let mut bench = set_up(ifindex)?;
+    eprintln!(
+        "    per-packet: programs loaded and services programmed in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     let mut rng = Rng::new(0x7e57_0001);
     let mut states = Vec::new();
-    bench.fill(0, HOT_FLOWS, false)?;
+    let all_kinds = [
+        TableFlows::V4,
+        TableFlows::V6,
+        TableFlows::Unresolved,
+        TableFlows::NoServer,
+    ];
+    bench.fill(&all_kinds, 0, HOT_FLOWS, false)?;
+    let repeated = bench.repeated(repeat_calls, &mut rng)?;
     for state in [TableState::Empty, TableState::Full] {
         let mut fill_seconds = 0.0;
         if state == TableState::Full {
             let start = Instant::now();
-            bench.fill(HOT_FLOWS, FULL_FLOWS / 2, true)?;
+            bench.fill(
+                &[TableFlows::V4, TableFlows::V6],
+                HOT_FLOWS,
+                FULL_FLOWS / 2,
+                true,
+            )?;
             fill_seconds = start.elapsed().as_secs_f64();
         }
+        let flows_before = bench.engine.dataplane().flow_count();
         let start = Instant::now();
         let samples = bench.rounds(state, warmup, rounds, &mut rng)?;
         let rounds_seconds = start.elapsed().as_secs_f64();
         let flows_after = bench.engine.dataplane().flow_count();
-        let want = match state {
-            TableState::Empty => 2 * HOT_FLOWS,
-            TableState::Full => FULL_FLOWS,
-        } as usize;
+        let (want_before, want_after) = table_sizes(state, warmup + rounds);
         ensure!(
-            flows_after == want,
-            "the flow table holds {flows_after} flows after the rounds with the {}, {want} \
-             expected: flows were evicted or leaked, so the state is not the one labelled",
+            flows_before == want_before && flows_after == want_after,
+            "the flow table held {flows_before} flows before and {flows_after} after the rounds \
+             with the {}, {want_before} and {want_after} expected: flows were evicted or \
+             leaked, so the state is not the one labelled",
             state.label()
         );
         eprintln!(
@@ -849,6 +1094,7 @@ fn measure(ifindex: u32, cpu: usize, warmup: u32, rounds: u32) -> anyhow::Result
         states.push(StateSamples {
             state,
             samples,
+            flows_before,
             flows_after,
             fill_seconds,
             rounds_seconds,
@@ -859,7 +1105,26 @@ fn measure(ifindex: u32, cpu: usize, warmup: u32, rounds: u32) -> anyhow::Result
         warmup_rounds: warmup,
         rounds,
         states,
+        repeated,
     })
+}
+
+/// Flows in the table before and after `runs` rounds of a state: the hot flows (both
+/// families and the two diagnostics'), the million, and in the full state the new flows
+/// the rounds leave behind.
+fn table_sizes(state: TableState, runs: u32) -> (usize, usize) {
+    let new_paths = Path::ALL
+        .iter()
+        .filter(|p| matches!(p.service(), Some((_, true))))
+        .count();
+    let hot = EMPTY_TABLE_FLOWS as usize;
+    match state {
+        TableState::Empty => (hot, hot),
+        TableState::Full => {
+            let before = (FULL_FLOWS + 2 * HOT_FLOWS) as usize;
+            (before, before + new_paths * runs as usize)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -876,13 +1141,16 @@ struct Row {
     target_met: Option<bool>,
 }
 
+fn to_f64(samples: &[u32]) -> Vec<f64> {
+    samples.iter().map(|&v| f64::from(v)).collect()
+}
+
 fn rows(m: &Measured) -> Vec<Row> {
     let mut rows = Vec::new();
     for s in &m.states {
-        let as_f64 = |p: Path| -> Vec<f64> { s.samples[&p].iter().map(|&v| f64::from(v)).collect() };
-        let floor = Summary::of(&as_f64(Path::Floor));
+        let floor = Summary::of(&to_f64(&s.samples[&Path::Floor]));
         for p in Path::ALL {
-            let summary = Summary::of(&as_f64(p));
+            let summary = Summary::of(&to_f64(&s.samples[&p]));
             let overhead = summary.p50 - floor.p50;
             let target = p.target();
             rows.push(Row {
@@ -899,10 +1167,22 @@ fn rows(m: &Measured) -> Vec<Row> {
     rows
 }
 
-fn row<'a>(rows: &'a [Row], state: TableState, path: Path) -> &'a Row {
+fn row(rows: &[Row], state: TableState, path: Path) -> &Row {
     rows.iter()
         .find(|r| r.state == state && r.path == path)
         .expect("every state and path has a row")
+}
+
+/// Hot-loop medians: path -> (summary of the per-call means, overhead above the floor's).
+fn repeated_rows(m: &Measured) -> BTreeMap<Path, (Summary, f64)> {
+    let floor = Summary::of(&to_f64(&m.repeated[&Path::Floor]));
+    m.repeated
+        .iter()
+        .map(|(p, v)| {
+            let s = Summary::of(&to_f64(v));
+            (*p, (s, s.p50 - floor.p50))
+        })
+        .collect()
 }
 
 fn ns(v: f64) -> String {
@@ -933,7 +1213,7 @@ fn percentiles_json(m: &Measured) -> BTreeMap<String, BTreeMap<String, Vec<f64>>
     for s in &m.states {
         let mut per_path = BTreeMap::new();
         for p in Path::ALL {
-            let mut sorted: Vec<f64> = s.samples[&p].iter().map(|&v| f64::from(v)).collect();
+            let mut sorted = to_f64(&s.samples[&p]);
             sorted.sort_by(f64::total_cmp);
             let pcts = (1..=99)
                 .map(|q| percentile_sorted(&sorted, f64::from(q)))
@@ -954,8 +1234,9 @@ fn percentile_chart(ctx: &Ctx, m: &Measured, state: TableState) -> anyhow::Resul
         .expect("both states measured");
     let series: Vec<Series> = Path::ALL
         .iter()
+        .filter(|p| !p.diagnostic())
         .map(|p| {
-            let mut sorted: Vec<f64> = s.samples[p].iter().map(|&v| f64::from(v)).collect();
+            let mut sorted = to_f64(&s.samples[p]);
             sorted.sort_by(f64::total_cmp);
             let qs = [1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0];
             Series {
@@ -975,9 +1256,12 @@ fn percentile_chart(ctx: &Ctx, m: &Measured, state: TableState) -> anyhow::Resul
             state.label()
         ),
         "percentile",
-        "ns per run (kernel-timed, floor included)",
+        "ns per run (kernel-timed, floor included; log scale)",
         &series,
-        Axes::default(),
+        Axes {
+            log_x: false,
+            log_y: true,
+        },
     )?;
     Ok(name)
 }
@@ -988,21 +1272,28 @@ fn kernel_fact(path: &str) -> String {
         .unwrap_or_else(|e| format!("unreadable ({e})"))
 }
 
+/// "met in k of n rows" for a headline.
+fn target_count(rows: &[Row], target: Target) -> String {
+    let judged = rows.iter().filter(|r| r.target == Some(target));
+    let met = judged
+        .clone()
+        .filter(|r| r.target_met == Some(true))
+        .count();
+    format!("met in {met} of {} rows", judged.count())
+}
+
 fn target_summary(rows: &[Row], target: Target) -> String {
-    let judged: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.target == Some(target))
-        .collect();
+    let judged: Vec<&Row> = rows.iter().filter(|r| r.target == Some(target)).collect();
     let missed: Vec<String> = judged
         .iter()
         .filter(|r| r.target_met == Some(false))
-        .map(|r| format!("{} with the {}", r.path.id(), r.state.label()))
+        .map(|r| format!("{} ({})", r.path.id(), r.state.label()))
         .collect();
     if missed.is_empty() {
         format!("met in all {} rows", judged.len())
     } else {
         format!(
-            "NOT MET in {} of {} rows ({})",
+            "not met in {} of {} rows: {}",
             missed.len(),
             judged.len(),
             missed.join(", ")
@@ -1010,9 +1301,26 @@ fn target_summary(rows: &[Row], target: Target) -> String {
     }
 }
 
+/// Thousands separators for counts in prose.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
     let mut md = String::new();
-    let full = m.states.iter().find(|s| s.state == TableState::Full);
+    let full = m
+        .states
+        .iter()
+        .find(|s| s.state == TableState::Full)
+        .expect("both states measured");
     let _ = writeln!(
         md,
         "### Method\n\n\
@@ -1025,33 +1333,44 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
          The measuring thread is pinned to CPU {} inside a network namespace where the load \
          balancer's interface has the servers as permanent neighbours, so that `bpf_fib_lookup` \
          succeeds as on a real service engine. Each round runs the floor and every path once, \
-         in a shuffled order; {} warm-up rounds are discarded, then {} rounds are kept per table \
-         state. Overhead = the path's median minus the floor's median of the same rounds.\n",
-        FLOW_CAPACITY,
+         in a shuffled order, with a fresh frame per run; {} warm-up rounds are discarded, then \
+         {} rounds are kept per table state. **Overhead** = the path's median minus the floor's \
+         median over the same rounds.\n",
+        grouped(FLOW_CAPACITY as usize),
         m.cpu,
-        m.warmup_rounds,
-        m.rounds,
+        grouped(m.warmup_rounds as usize),
+        grouped(m.rounds as usize),
     );
     md.push_str(
-        "Checks that every figure belongs to its label: each run's verdict and output size \
-         (encapsulation adds 20 or 40 bytes); after every new-flow run its flow must be in the \
-         flow table (it is then deleted, outside the timed part, so the table keeps its size and \
-         the next run is a new flow again); the verdict and per-service counters of each state \
-         must equal exactly what the paths run imply (so an established run that fell through \
-         to a new flow, or a pass that was a drop, fails the section); the table's size is \
-         walked after each state.\n\n",
+        "Every figure is checked to belong to its label: each run's verdict and output size \
+         (encapsulation adds 20 or 40 bytes); after every new-flow run, its flow must be in the \
+         flow table; the verdict and per-service counters (packets, new flows) must have moved \
+         by exactly what the runs imply, so that an established run that fell through to a new \
+         flow, or a forward that became a drop, fails the section; and the table's size is \
+         walked before and after each state.\n\n",
     );
     let _ = writeln!(
         md,
-        "Table states: **empty** holds only the {HOT_FLOWS} IPv4 and {HOT_FLOWS} IPv6 flows \
-         that the established paths hit (chosen at random per run); **1M flows** holds {} flows \
-         (half IPv4, half IPv6, written from userspace in {:.1} s), and the established paths hit \
-         a random one of them per run, so the flow lookup meets a cold cache as it would with \
-         real traffic. New flows use a fresh client (address and source port) per run.\n",
-        FULL_FLOWS,
-        full.map_or(0.0, |s| s.fill_seconds),
+        "Table states:\n\n\
+         - **empty**: only the {hot} IPv4 and {hot} IPv6 flows that the established paths hit \
+         (a random one per run) and {hot} for each diagnostic. A new flow is deleted again after \
+         its run (outside the timed part), so the table stays at {} entries (the map's \
+         per-CPU free list may hand the freed element to the next new flow).\n\
+         - **1M flows**: {} flows (half IPv4, half IPv6, the hot ones among them; written \
+         from userspace in {:.1} s, one update per flow) plus the diagnostics' flows; the \
+         established paths hit a random one of the million per run, so the lookup meets cold \
+         cache lines as with real traffic. New flows stay in the table, each taking a \
+         never-used element from the free list as in service: it grows from {} to {} entries \
+         during the rounds (capacity {}: nothing is evicted).\n",
+        grouped(EMPTY_TABLE_FLOWS as usize),
+        grouped(FULL_FLOWS as usize),
+        full.fill_seconds,
+        grouped(full.flows_before),
+        grouped(full.flows_after),
+        grouped(FLOW_CAPACITY as usize),
+        hot = grouped(HOT_FLOWS as usize),
     );
-    md.push_str("Paths:\n\n");
+    md.push_str("Paths (new flows use a fresh client address and source port per run):\n\n");
     for p in Path::ALL {
         let _ = writeln!(md, "- `{}`: {}", p.id(), p.describe());
     }
@@ -1073,17 +1392,17 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         "p99",
         "floor median",
         "overhead above floor",
-        "target",
+        "target (overhead)",
     ];
     let mut table_rows = Vec::new();
     for r in rows {
         let target = match (r.target, r.target_met) {
             (Some(t), Some(met)) => format!(
-                "≤ {} ns ({}): {}",
+                "≤ {} ns: {}",
                 t.max_overhead_ns,
-                t.what,
                 if met { "met" } else { "**not met**" }
             ),
+            _ if r.path.diagnostic() => "(diagnostic)".to_owned(),
             _ => "—".to_owned(),
         };
         table_rows.push(vec![
@@ -1105,8 +1424,8 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
     md.push_str(&table(&header, &table_rows));
     let _ = writeln!(
         md,
-        "\nTargets on the overhead above the floor: {} ns for an established flow ({}), {} ns \
-         for a new flow ({}; the UDP query is a new flow and is held to it too), {} ns for a VIP \
+        "\nTargets on the overhead above the floor: {} ns for an established flow ({}); {} ns \
+         for a new flow ({}; the UDP query is a new flow and is held to it too); {} ns for a VIP \
          miss ({}).\n",
         ESTABLISHED_TARGET.max_overhead_ns,
         target_summary(rows, ESTABLISHED_TARGET),
@@ -1124,62 +1443,139 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
 
     md.push_str("### Where the time goes\n\n");
     md.push_str(
-        "Differences between the medians of paths measured in the same rounds; each isolates \
-         the work one path does beyond another.\n\n",
+        "Each step is the difference between the medians of two paths measured in the same \
+         rounds with the empty table (where every flow-table hit is to one of a few flows), so \
+         it isolates the work one path does beyond the other. The hot-loop column \
+         is the same difference measured with warm caches (below), where both paths allow it.\n\n",
     );
-    let mut diff_rows = Vec::new();
-    let diffs: [(&str, Path, Path); 6] = [
+    let rep = repeated_rows(m);
+    let steps: [(Path, Path, &str); 9] = [
         (
-            "parse Ethernet + IPv4, VIP lookup (miss), count",
-            Path::Miss4,
-            Path::Floor,
-        ),
-        (
-            "parse to the TCP ports, service lookup, flow-table hit, server read, FIB lookup, encapsulation, counters",
-            Path::EstablishedTcp4,
-            Path::Miss4,
-        ),
-        (
-            "new IPv4 flow instead of a hit: flow-table miss, client hash, Maglev read, flow insert",
-            Path::NewTcp4,
-            Path::EstablishedTcp4,
-        ),
-        (
-            "new IPv6 flow instead of a hit",
-            Path::NewTcp6,
-            Path::EstablishedTcp6,
-        ),
-        (
-            "IPv6 instead of IPv4, established (longer keys, flow label hash, 40-byte header)",
-            Path::EstablishedTcp6,
-            Path::EstablishedTcp4,
-        ),
-        (
-            "malformed drop vs floor (parse up to the IPv4 length check, count)",
             Path::Malformed4,
             Path::Floor,
+            "program entry, Ethernet and IPv4 header checks, verdict counter",
+        ),
+        (Path::Miss4, Path::Malformed4, "VIP lookup (a miss)"),
+        (
+            Path::NoService4,
+            Path::Miss4,
+            "VIP hit, TCP ports, service lookup (a miss)",
+        ),
+        (
+            Path::NoServer4,
+            Path::NoService4,
+            "service hit, settings, flow-table hit, server slot read",
+        ),
+        (
+            Path::Unresolved4,
+            Path::NoServer4,
+            "FIB lookup (route found, failing at the neighbour) and the encapsulation's preamble",
+        ),
+        (
+            Path::EstablishedTcp4,
+            Path::Unresolved4,
+            "neighbour found, head adjust, Ethernet and outer IPv4 header with checksum, service and server counters",
+        ),
+        (
+            Path::NewTcp4,
+            Path::EstablishedTcp4,
+            "a new flow instead of a hit: flow-table miss, client hash, Maglev slot, flow insert",
+        ),
+        (
+            Path::NewTcp6,
+            Path::EstablishedTcp6,
+            "the same for IPv6",
+        ),
+        (
+            Path::EstablishedTcp6,
+            Path::EstablishedTcp4,
+            "IPv6 instead of IPv4 for an established flow (IPv6 FIB lookup, flow-label hash, 40-byte header)",
         ),
     ];
-    for (what, a, b) in diffs {
-        let mut cells = vec![format!("`{}` − `{}`", a.id(), b.id()), what.to_owned()];
-        for state in [TableState::Empty, TableState::Full] {
-            let d = row(rows, state, a).summary.p50 - row(rows, state, b).summary.p50;
-            cells.push(ns(d));
-        }
-        diff_rows.push(cells);
+    let mut step_rows = Vec::new();
+    for (a, b, what) in steps {
+        let single = row(rows, TableState::Empty, a).summary.p50
+            - row(rows, TableState::Empty, b).summary.p50;
+        let hot = match (rep.get(&a), rep.get(&b)) {
+            (Some((sa, _)), Some((sb, _))) => ns(sa.p50 - sb.p50),
+            _ => "—".to_owned(),
+        };
+        step_rows.push(vec![
+            format!("`{}` − `{}`", a.id(), b.id()),
+            what.to_owned(),
+            ns(single),
+            hot,
+        ]);
     }
     md.push_str(&table(
-        &["difference", "what it covers", "empty table, ns", "1M flows, ns"],
-        &diff_rows,
+        &[
+            "difference",
+            "what it adds",
+            "single runs, ns",
+            "hot loop, ns",
+        ],
+        &step_rows,
     ));
-    md.push_str("\nAnd what a million flows add to each path (1M-flow median − empty-table median):\n\n");
-    let mut growth_rows = Vec::new();
-    for p in Path::ALL {
-        let d = row(rows, TableState::Full, p).summary.p50
-            - row(rows, TableState::Empty, p).summary.p50;
-        growth_rows.push(vec![format!("`{}`", p.id()), ns(d)]);
-    }
-    md.push_str(&table(&["path", "ns added by 1M flows"], &growth_rows));
+    md.push_str(
+        "\nWhat a million flows add to each path (1M-flow median − empty-table median). An \
+         established packet's lookup then reads a random bucket and element among ~1M \
+         preallocated elements spread over a large memory area (cache and TLB misses), while a \
+         new flow's lookup reads a bucket and at most a short chain before it takes an element \
+         from the free list; this is why a hit can cost more than a new flow there. The \
+         diagnostics hit their own few flows in both states.\n\n",
+    );
+    let growth: Vec<Vec<String>> = Path::ALL
+        .iter()
+        .map(|&p| {
+            vec![
+                format!("`{}`", p.id()),
+                ns(row(rows, TableState::Full, p).summary.p50
+                    - row(rows, TableState::Empty, p).summary.p50),
+            ]
+        })
+        .collect();
+    md.push_str(&table(&["path", "ns added by 1M flows"], &growth));
+
+    let _ = writeln!(
+        md,
+        "\nHot-loop cross-check: the paths that do not rewrite the packet may be run {REPEAT} \
+         times per kernel call on one buffer, as a NAPI poll runs a program back to back with \
+         warm caches. The kernel reports the mean per run; {} calls per path, interleaved. The \
+         single-run figures above also carry the cache and TLB state that a system call and the \
+         benchmark's own work between runs leave behind; the difference shows how much.\n",
+        m.repeated[&Path::Floor].len()
+    );
+    let rep_rows: Vec<Vec<String>> = rep
+        .iter()
+        .map(|(p, (s, overhead))| {
+            let single = row(rows, TableState::Empty, *p);
+            vec![
+                format!("`{}`", p.id()),
+                ns(s.p50),
+                if *p == Path::Floor {
+                    "—".to_owned()
+                } else {
+                    ns(*overhead)
+                },
+                ns(single.summary.p50),
+                if *p == Path::Floor {
+                    "—".to_owned()
+                } else {
+                    ns(single.overhead_ns)
+                },
+            ]
+        })
+        .collect();
+    md.push_str(&table(
+        &[
+            "path",
+            "hot loop: median ns per run",
+            "hot loop: overhead",
+            "single runs (empty table): median",
+            "single runs: overhead",
+        ],
+        &rep_rows,
+    ));
 
     let _ = writeln!(
         md,
@@ -1187,12 +1583,14 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
          - The kernel's timer around a single run includes its own clock reads and the dispatch \
          into the program; the floor carries the same costs, which is why overheads are reported \
          above it. The floor itself is not the cost of XDP on a real NIC.\n\
-         - BPF_PROG_TEST_RUN does not transmit: XDP_TX is a return code here. Driver, DMA and \
-         the veth's transmit are not in these figures (the forwarding section measures them).\n\
-         - The machine is a VM with two vCPUs and no hardware performance counters; the CPU is \
-         pinned but not isolated, so the tails (p99) include host and interrupt noise.{}\n\
+         - BPF_PROG_TEST_RUN does not transmit: XDP_TX is a return code here. The driver, DMA \
+         and the veth's transmit are not in these figures (the forwarding section measures \
+         them).\n\
+         - The machine is a VM with two vCPUs and no hardware performance counters: the steps \
+         above come from differences of medians, not from cycle counts, and the CPU is pinned \
+         but not isolated, so the tails (p99) include host and interrupt noise.{}\n\
          - Not measured here: XDP_REDIRECT to another interface, ICMP \"too big\" answers, VLAN \
-         tags; they share the parse, lookup and FIB work of the paths above.\n",
+         tags, a full table that evicts (LRU) on every new flow.\n",
         if ctx.quick {
             "\n- This was a `--quick` run: few rounds, noisier medians."
         } else {
@@ -1203,7 +1601,7 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         md,
         "\nRaw data: [{}]({}) (one line per round: ns of every path, floor included), \
          [{}]({}) (percentiles 1..99 and the maximum per path and state), [{}]({}) (summaries, \
-         set-up, timings).",
+         hot-loop samples, set-up, timings).",
         links.csv, links.csv, links.pct_json, links.pct_json, links.json, links.json
     );
     md
@@ -1219,14 +1617,23 @@ struct Links {
 }
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
-    let (warmup, rounds) = if ctx.quick { (200, 2_000) } else { (2_000, 50_000) };
+    let (warmup, rounds, repeat_calls) = if ctx.quick {
+        (200, 2_000, 10)
+    } else {
+        (2_000, 50_000, 60)
+    };
     let cpu = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
         1
     } else {
         0
     };
+    let start = Instant::now();
     let netns = Netns::new("pp").context("creating the benchmark's network namespace")?;
     build_network(&netns).context("building the benchmark's network in its namespace")?;
+    eprintln!(
+        "    per-packet: namespace ready in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     let measured = netns
         .run(|| -> anyhow::Result<Measured> {
             let ifindex = {
@@ -1234,22 +1641,22 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
                 // SAFETY: valid C string; resolved in this thread's (the namespace's) netns.
                 unsafe { libc::if_nametoindex(name.as_ptr()) }
             };
-            ensure!(ifindex != 0, "{LB_IF} is not visible in the namespace's thread");
-            measure(ifindex, cpu, warmup, rounds)
+            ensure!(
+                ifindex != 0,
+                "{LB_IF} is not visible in the namespace's thread"
+            );
+            measure(ifindex, cpu, warmup, rounds, repeat_calls)
         })
         .context("running in the benchmark's namespace")??;
     drop(netns);
 
     let rows = rows(&measured);
     let bars = "per_packet_overhead.png".to_owned();
-    let load_balancer_paths: Vec<Path> = Path::ALL
-        .into_iter()
-        .filter(|p| *p != Path::Floor)
-        .collect();
-    let groups: Vec<BarGroup> = load_balancer_paths
+    let groups: Vec<BarGroup> = Path::ALL
         .iter()
+        .filter(|p| **p != Path::Floor)
         .map(|&p| BarGroup {
-            label: p.id().to_owned(),
+            label: p.short().to_owned(),
             values: [TableState::Empty, TableState::Full]
                 .iter()
                 .map(|&s| Some(row(&rows, s, p).overhead_ns))
@@ -1266,7 +1673,16 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let pct_empty = percentile_chart(ctx, &measured, TableState::Empty)?;
     let pct_full = percentile_chart(ctx, &measured, TableState::Full)?;
     let csv = ctx.write_raw_text("per-packet-samples.csv", &samples_csv(&measured))?;
-    let pct_json = ctx.write_raw_json("per-packet-percentiles.json", &percentiles_json(&measured))?;
+    let pct_json =
+        ctx.write_raw_json("per-packet-percentiles.json", &percentiles_json(&measured))?;
+    #[derive(Serialize)]
+    struct StateInfo {
+        state: TableState,
+        flows_before: usize,
+        flows_after: usize,
+        fill_seconds: f64,
+        rounds_seconds: f64,
+    }
     #[derive(Serialize)]
     struct Raw<'a> {
         cpu: usize,
@@ -1274,10 +1690,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         rounds: u32,
         flow_capacity: u32,
         full_flows: u32,
-        hot_flows_per_family: u32,
-        fill_seconds: f64,
-        rounds_seconds: Vec<(TableState, f64)>,
+        hot_flows_per_kind: u32,
+        states: Vec<StateInfo>,
         rows: &'a [Row],
+        hot_loop_repeat: u32,
+        hot_loop_summaries: BTreeMap<Path, (Summary, f64)>,
+        hot_loop_samples: &'a BTreeMap<Path, Vec<u32>>,
     }
     let json = ctx.write_raw_json(
         "per-packet.json",
@@ -1287,18 +1705,22 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             rounds: measured.rounds,
             flow_capacity: FLOW_CAPACITY,
             full_flows: FULL_FLOWS,
-            hot_flows_per_family: HOT_FLOWS,
-            fill_seconds: measured
+            hot_flows_per_kind: HOT_FLOWS,
+            states: measured
                 .states
                 .iter()
-                .map(|s| s.fill_seconds)
-                .sum(),
-            rounds_seconds: measured
-                .states
-                .iter()
-                .map(|s| (s.state, s.rounds_seconds))
+                .map(|s| StateInfo {
+                    state: s.state,
+                    flows_before: s.flows_before,
+                    flows_after: s.flows_after,
+                    fill_seconds: s.fill_seconds,
+                    rounds_seconds: s.rounds_seconds,
+                })
                 .collect(),
             rows: &rows,
+            hot_loop_repeat: REPEAT,
+            hot_loop_summaries: repeated_rows(&measured),
+            hot_loop_samples: &measured.repeated,
         },
     )?;
     let links = Links {
@@ -1315,8 +1737,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let both = |p: Path| format!("{} / {}", o(TableState::Empty, p), o(TableState::Full, p));
     let headlines = vec![
         format!(
-            "floor (XDP_TX-only program, one BPF_PROG_TEST_RUN run): {} ns median; overheads \
-             above it below are empty table / 1M flows",
+            "floor (an XDP_TX-only program): {} ns per single BPF_PROG_TEST_RUN run; the \
+             overheads below are medians above it, empty table / 1M flows",
             ns(row(&rows, TableState::Full, Path::Floor).summary.p50)
         ),
         format!(
@@ -1324,7 +1746,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             both(Path::EstablishedTcp4),
             both(Path::EstablishedTcp6),
             ESTABLISHED_TARGET.max_overhead_ns,
-            target_summary(&rows, ESTABLISHED_TARGET)
+            target_count(&rows, ESTABLISHED_TARGET)
         ),
         format!(
             "new flow: IPv4 TCP {} ns, IPv6 TCP {} ns, IPv4 UDP {} ns (target ≤ {} ns: {})",
@@ -1332,13 +1754,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             both(Path::NewTcp6),
             both(Path::NewUdp4),
             NEW_FLOW_TARGET.max_overhead_ns,
-            target_summary(&rows, NEW_FLOW_TARGET)
+            target_count(&rows, NEW_FLOW_TARGET)
         ),
         format!(
             "VIP miss (pass) {} ns (target ≤ {} ns: {}); malformed drop {} ns",
             both(Path::Miss4),
             MISS_TARGET.max_overhead_ns,
-            target_summary(&rows, MISS_TARGET),
+            target_count(&rows, MISS_TARGET),
             both(Path::Malformed4)
         ),
     ];
@@ -1357,12 +1779,22 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
-    fn the_config_compiles_to_three_services_on_two_servers_each() {
+    fn the_config_compiles_to_the_services_the_paths_use() {
         let d = desired().unwrap();
-        assert_eq!(d.services.len(), 3);
+        assert_eq!(d.services.len(), 5);
         for p in &d.pools {
-            assert_eq!(p.servers.len(), 2, "pool {}", p.name);
+            let n = match p.name.as_str() {
+                "unresolved4" | "disabled4" => 1,
+                _ => 2,
+            };
+            assert_eq!(p.servers.len(), n, "pool {}", p.name);
         }
+        assert_eq!(
+            d.pool("unresolved4").unwrap().servers[0].ip,
+            IpAddr::from(UNRESOLVED_SERVER)
+        );
+        assert!(SERVERS.iter().all(|s| s.0 != UNRESOLVED_SERVER));
+        assert!(!d.pool("disabled4").unwrap().servers[0].enabled);
         for p in Path::ALL {
             if let Some((svc, _)) = p.service() {
                 assert!(d.service(svc).is_some(), "{svc} is configured");
@@ -1373,9 +1805,22 @@ mod tests {
     #[test]
     fn clients_are_distinct_within_and_across_roles() {
         let mut seen = HashSet::new();
-        for base in [TABLE_V4_BASE, NEW_V4_BASE, UDP_V4_BASE, MISS_V4_BASE, MALFORMED_V4_BASE] {
+        for base in [
+            TABLE_V4_BASE,
+            NEW_V4_BASE,
+            UDP_V4_BASE,
+            MISS_V4_BASE,
+            MALFORMED_V4_BASE,
+            NO_SERVICE_V4_BASE,
+            UNRESOLVED_V4_BASE,
+            NO_SERVER_V4_BASE,
+        ] {
             // The table's clients (500,000) and the rounds' (at most ~100,000) never meet.
-            let n = if base == TABLE_V4_BASE { FULL_FLOWS / 2 } else { 120_000 };
+            let n = if base == TABLE_V4_BASE {
+                FULL_FLOWS / 2
+            } else {
+                120_000
+            };
             for i in 0..n {
                 assert!(seen.insert(client_v4(base, i)), "{base} #{i} repeats");
             }
@@ -1386,12 +1831,15 @@ mod tests {
                 assert!(seen6.insert(client_v6(base, i)), "{base} #{i} repeats");
             }
         }
-        assert_eq!(client_v4(NEW_V4_BASE, 17), (Ipv4Addr::new(172, 16, 0, 1), 40001));
+        assert_eq!(
+            client_v4(NEW_V4_BASE, 17),
+            (Ipv4Addr::new(172, 16, 0, 1), 40001)
+        );
     }
 
     #[test]
     fn malformed_frame_claims_more_than_it_holds_with_a_valid_checksum() {
-        let good = tcp4_frame(CLIENT_V4_FOR_TEST, 40000, VIP4, true);
+        let good = tcp4_frame(CLIENT_V4_FOR_TEST, 40000, VIP4, 80, true);
         // The checksum helper agrees with etherparse on the untouched header.
         let mut h = good[14..34].to_vec();
         let theirs = [h[10], h[11]];
@@ -1436,8 +1884,14 @@ mod tests {
                 "{src} is not a hot flow"
             );
         }
+        let (frame, _) = input(Path::Unresolved4, 0, TableState::Full, &mut rng);
+        let p = etherparse::SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
+            panic!("TCP expected")
+        };
+        assert_eq!(tcp.destination_port(), UNRESOLVED_PORT);
         assert_eq!(
-            table_flow(true, 5),
+            table_flow(TableFlows::V6, 5),
             FlowKey::new(
                 client_v6(TABLE_V6_BASE, 5).0.into(),
                 client_v6(TABLE_V6_BASE, 5).1,
@@ -1455,7 +1909,10 @@ mod tests {
         for _ in 0..70_000 {
             hits[rng.below(7) as usize] += 1;
         }
-        assert!(hits.iter().all(|&h| (9_000..11_000).contains(&h)), "{hits:?}");
+        assert!(
+            hits.iter().all(|&h| (9_000..11_000).contains(&h)),
+            "{hits:?}"
+        );
         let mut order = Path::ALL;
         rng.shuffle(&mut order);
         let mut sorted = order;
@@ -1464,32 +1921,83 @@ mod tests {
         assert_ne!(order, Path::ALL, "a shuffle of 8 should move something");
     }
 
+    fn every_path(n: u64) -> Vec<(Path, u64)> {
+        Path::ALL.iter().map(|&p| (p, n)).collect()
+    }
+
     #[test]
     fn expected_counts_follow_the_paths() {
-        let e = expected_counts(10);
+        let e = expected_counts(&every_path(10));
         assert_eq!(e.reasons["forwarded"], 50);
         assert_eq!(e.reasons["pass_not_vip"], 10);
         assert_eq!(e.reasons["drop_malformed_ipv4"], 10);
+        assert_eq!(e.reasons["drop_no_service"], 10);
+        assert_eq!(e.reasons["drop_no_neighbour"], 10);
+        assert_eq!(e.reasons["drop_no_server"], 10);
         assert_eq!(e.reasons["drop_no_route"], 0);
         assert_eq!(e.services["web-v4"], (20, 10));
         assert_eq!(e.services["web-v6"], (20, 10));
         assert_eq!(e.services["dns-v4"], (10, 10));
+        // The hot loop runs only paths that leave the packet alone.
+        let hot: Vec<(Path, u64)> = Path::ALL
+            .iter()
+            .filter(|p| !p.rewrites())
+            .map(|&p| (p, 7))
+            .collect();
+        let e = expected_counts(&hot);
+        assert_eq!(e.reasons["forwarded"], 0);
+        assert_eq!(e.services["web-v4"], (0, 0));
+        assert_eq!(e.reasons["pass_not_vip"], 7);
+    }
+
+    #[test]
+    fn only_paths_that_keep_the_frame_size_may_repeat() {
+        for p in Path::ALL {
+            if !p.rewrites() {
+                assert_eq!(p.expected().1, 0, "{}", p.id());
+                assert_ne!(p.reason(), Some(Reason::Forwarded), "{}", p.id());
+            }
+        }
+    }
+
+    #[test]
+    fn table_sizes_count_the_new_flows_left_in_the_full_table() {
+        assert_eq!(table_sizes(TableState::Empty, 100), (64, 64));
+        assert_eq!(
+            table_sizes(TableState::Full, 100),
+            (1_000_032, 1_000_032 + 300)
+        );
+    }
+
+    #[test]
+    fn delta_subtracts_counter_by_counter() {
+        let before = expected_counts(&every_path(3));
+        let after = expected_counts(&every_path(10));
+        assert_eq!(delta(&before, &after), expected_counts(&every_path(7)));
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(2_097_152), "2,097,152");
     }
 
     #[test]
     fn a_mislabelled_path_is_caught() {
-        let want = expected_counts(10);
-        assert!(mismatches(&want, &expected_counts(10)).is_empty());
+        let want = expected_counts(&every_path(10));
+        assert!(mismatches(&want, &expected_counts(&every_path(10))).is_empty());
         // An established IPv4 run that fell through to a new flow.
-        let mut got = expected_counts(10);
+        let mut got = expected_counts(&every_path(10));
         got.services.get_mut("web-v4").unwrap().1 += 1;
         let m = mismatches(&want, &got);
         assert_eq!(m.len(), 1);
         assert!(m[0].contains("web-v4"), "{m:?}");
         // A forwarded run that was dropped for want of a neighbour.
-        let mut got = expected_counts(10);
+        let mut got = expected_counts(&every_path(10));
         *got.reasons.get_mut("forwarded").unwrap() -= 1;
-        got.reasons.insert("drop_no_neighbour", 1);
+        *got.reasons.get_mut("drop_no_neighbour").unwrap() += 1;
         assert_eq!(mismatches(&want, &got).len(), 2);
     }
 
