@@ -691,6 +691,8 @@ struct Measured {
     /// Hot-loop cross-check: per path that does not rewrite, the kernel's mean ns per
     /// run over [`REPEAT`] runs, one value per call.
     repeated: BTreeMap<Path, Vec<u32>>,
+    /// Wall-clock seconds of the hot-loop calls.
+    repeated_seconds: f64,
 }
 
 /// xdp_md as BPF_PROG_TEST_RUN takes it: data, data_end, data_meta, ingress_ifindex,
@@ -1060,7 +1062,10 @@ fn measure(
         TableFlows::NoServer,
     ];
     bench.fill(&all_kinds, 0, HOT_FLOWS, false)?;
+    let start = Instant::now();
     let repeated = bench.repeated(repeat_calls, &mut rng)?;
+    let repeated_seconds = start.elapsed().as_secs_f64();
+    eprintln!("    per-packet: hot-loop cross-check in {repeated_seconds:.1} s");
     for state in [TableState::Empty, TableState::Full] {
         let mut fill_seconds = 0.0;
         if state == TableState::Full {
@@ -1106,6 +1111,7 @@ fn measure(
         rounds,
         states,
         repeated,
+        repeated_seconds,
     })
 }
 
@@ -1519,8 +1525,8 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
     md.push_str(
         "\nWhat a million flows add to each path (1M-flow median − empty-table median). An \
          established packet's lookup then reads a random bucket and element among ~1M \
-         preallocated elements spread over a large memory area (cache and TLB misses), while a \
-         new flow's lookup reads a bucket and at most a short chain before it takes an element \
+         preallocated elements spread over a large memory area (most likely cache and TLB \
+         misses: this VM has no counters to show them), while a new flow's lookup reads a bucket and at most a short chain before it takes an element \
          from the free list; this is why a hit can cost more than a new flow there. The \
          diagnostics hit their own few flows in both states.\n\n",
     );
@@ -1588,14 +1594,22 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
          them).\n\
          - The machine is a VM with two vCPUs and no hardware performance counters: the steps \
          above come from differences of medians, not from cycle counts, and the CPU is pinned \
-         but not isolated, so the tails (p99) include host and interrupt noise.{}\n\
+         but not isolated, so the tails (p99) include host and interrupt noise. Other load on \
+         the machine (the other vCPU, the host) moves every median of a run together: compare \
+         paths within one run rather than across runs.{}\n\
+         - With `repeat` above 1 the kernel installs the program in its XDP dispatcher for the \
+         call and removes it after (a direct call instead of an indirect one: one reason why the \
+         hot loop's floor is lower). That set-up is slow, {:.0} ms per call here, hence few \
+         calls.\n\
          - Not measured here: XDP_REDIRECT to another interface, ICMP \"too big\" answers, VLAN \
          tags, a full table that evicts (LRU) on every new flow.\n",
         if ctx.quick {
             "\n- This was a `--quick` run: few rounds, noisier medians."
         } else {
             ""
-        }
+        },
+        1000.0 * m.repeated_seconds
+            / m.repeated.values().map(Vec::len).sum::<usize>().max(1) as f64,
     );
     let _ = writeln!(
         md,
@@ -1694,6 +1708,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         states: Vec<StateInfo>,
         rows: &'a [Row],
         hot_loop_repeat: u32,
+        hot_loop_seconds: f64,
         hot_loop_summaries: BTreeMap<Path, (Summary, f64)>,
         hot_loop_samples: &'a BTreeMap<Path, Vec<u32>>,
     }
@@ -1719,6 +1734,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
                 .collect(),
             rows: &rows,
             hot_loop_repeat: REPEAT,
+            hot_loop_seconds: measured.repeated_seconds,
             hot_loop_summaries: repeated_rows(&measured),
             hot_loop_samples: &measured.repeated,
         },
