@@ -1591,7 +1591,9 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
          times per kernel call on one buffer, as a NAPI poll runs a program back to back with \
          warm caches. The kernel reports the mean per run; {} calls per path, interleaved. The \
          single-run figures above also carry the cache and TLB state that a system call and the \
-         benchmark's own work between runs leave behind; the difference shows how much.\n",
+         benchmark's own work between runs leave behind; the difference shows how much. A call \
+         repeats one frame, so `tcp4-new-no-neighbour` misses the flow table on the same, warm \
+         bucket every time there, which the single runs' fresh clients never do.\n",
         m.repeated[&Path::Floor].len()
     );
     let rep_rows: Vec<Vec<String>> = rep
