@@ -318,6 +318,18 @@ impl KernelDataplane {
     /// Runs the program once on `input` with BPF_PROG_TEST_RUN, as if received on
     /// interface `ifindex` (0: the kernel's default, loopback).
     pub fn test_run(&mut self, input: &[u8], ifindex: u32) -> anyhow::Result<TestRunOutput> {
+        self.test_run_repeated(input, ifindex, 1)
+    }
+
+    /// [`test_run`](Self::test_run) with the kernel running the program `repeat` times
+    /// on the same buffer; the duration is the kernel's mean per run. Only meaningful
+    /// for inputs the program does not rewrite: later runs see the earlier runs' output.
+    pub fn test_run_repeated(
+        &mut self,
+        input: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> anyhow::Result<TestRunOutput> {
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
         let mut ctx = [0u8; 24];
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
@@ -327,6 +339,7 @@ impl KernelDataplane {
             data_in: Some(input),
             data_out: Some(&mut out),
             ctx_in: (ifindex != 0).then_some(&ctx[..]),
+            repeat,
             ..Default::default()
         };
         let res = self
@@ -349,6 +362,32 @@ impl KernelDataplane {
     /// The flow table's entries.
     pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
         self.flows.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Records a flow as the program does for a new one; fails if the key is present
+    /// already (BPF_NOEXIST), so that a caller filling the table learns of duplicates.
+    /// For benchmarks and tests: the engine never writes flows.
+    pub fn insert_flow(&mut self, key: &FlowKey, value: &FlowValue) -> anyhow::Result<()> {
+        const BPF_NOEXIST: u64 = 1;
+        self.flows
+            .insert(key, value, BPF_NOEXIST)
+            .context("inserting into FLOWS")
+    }
+
+    /// The flow recorded for `key`, if any (a lookup from userspace does not refresh
+    /// the entry's LRU state).
+    pub fn lookup_flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowValue>> {
+        match self.flows.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading FLOWS"),
+        }
+    }
+
+    /// Removes a flow; fails if it is absent (which tells a caller whether the program
+    /// recorded it).
+    pub fn remove_flow(&mut self, key: &FlowKey) -> anyhow::Result<()> {
+        self.flows.remove(key).context("removing from FLOWS")
     }
 }
 
