@@ -1,7 +1,1420 @@
-//! (to be written)
+//! End to end, against what users would deploy instead: wrk on the seed's client, against a
+//! VIP served by Ricochet (XDP on se1, Direct Server Return from web01 and web02), and against
+//! nginx's stream module as an L4 proxy on the same host se1 in front of the same servers.
+//! Requests per second, latency, and the CPU time the load balancer host spends per thousand
+//! requests, for responses of 1 KB, 100 KB and 1 MB.
+//!
+//! Everything runs in one kernel, so "the load balancer host's CPU" needs a rule: the CPU
+//! time of the processes in se1's namespace, plus the kernel's receive processing on se1's
+//! interface, which threaded NAPI moves into a kernel thread of its own (`napi/eth0-<id>`)
+//! whose run time /proc reports. The router's port toward se1 gets a NAPI thread too, so that
+//! se1's threads never do the router's work inline.
 
+mod cpu;
+mod wrk;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use ricochet_testbed::{self as tb, Netns, Process, Topology, HTTP_BYTES_PATHS, VIP_V4};
+use serde::Serialize;
+
+use crate::plot::{bar_chart, BarGroup};
+use crate::report::table;
 use crate::{Ctx, Section};
+use cpu::{LinkCounters, MachineTicks, PerProcess};
+use wrk::WrkReport;
 
-pub fn run(_ctx: &Ctx) -> anyhow::Result<Section> {
-    anyhow::bail!("not written yet")
+/// Where nginx listens on se1 (on its `lo`, routed to se1 by the router like the VIP).
+const PROXY_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 242);
+const WRK_THREADS: u32 = 2;
+const WRK_CONNECTIONS: u32 = 32;
+/// Generous, so that a slow response on this shared 2-CPU machine is measured, not dropped.
+const WRK_TIMEOUT: &str = "5s";
+/// How long a system gets to answer its first request after it started.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The two load balancers compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum System {
+    Ricochet,
+    Nginx,
+}
+
+impl System {
+    const BOTH: [System; 2] = [System::Ricochet, System::Nginx];
+
+    fn name(self) -> &'static str {
+        match self {
+            System::Ricochet => "Ricochet",
+            System::Nginx => "nginx",
+        }
+    }
+
+    fn long_name(self) -> &'static str {
+        match self {
+            System::Ricochet => "Ricochet (XDP, DSR)",
+            System::Nginx => "nginx stream (L4 proxy)",
+        }
+    }
+}
+
+/// The response sizes: label, path, bytes.
+fn sizes() -> Vec<(String, &'static str, usize)> {
+    HTTP_BYTES_PATHS
+        .iter()
+        .map(|&(path, len)| (size_label(len), path, len))
+        .collect()
+}
+
+fn size_label(len: usize) -> String {
+    if len >= 1 << 20 {
+        format!("{} MB", len >> 20)
+    } else {
+        format!("{} KB", len >> 10)
+    }
+}
+
+/// The order of the measured runs, as (size index, system): per size both systems back to
+/// back, the one that goes first alternating from size to size; a full run measures each pair
+/// twice, mirrored (A B B A), so that drift over time weighs on both alike.
+pub fn schedule(sizes: usize, full: bool) -> Vec<(usize, System)> {
+    let mut runs = Vec::new();
+    for size in 0..sizes {
+        let pair = if size % 2 == 0 {
+            System::BOTH
+        } else {
+            [System::Nginx, System::Ricochet]
+        };
+        runs.extend(pair.iter().map(|&system| (size, system)));
+        if full {
+            runs.extend(pair.iter().rev().map(|&system| (size, system)));
+        }
+    }
+    runs
+}
+
+/// CPU seconds used during one run, by where they were spent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct CpuUse {
+    /// Processes in se1's namespace: nginx's master and workers, or Ricochet's engine daemon.
+    pub lb_processes: f64,
+    /// se1's NAPI thread: receiving on its interface (Ricochet's XDP program runs here).
+    pub lb_napi: f64,
+    /// The router's NAPI thread for its port toward se1.
+    pub router_napi: f64,
+    /// The processes of web01's and web02's namespaces (nginx).
+    pub servers: f64,
+    /// wrk, on the client.
+    pub client: f64,
+    /// The `ksoftirqd/<cpu>` threads: softirq work deferred from whatever task raised it
+    /// (the receive backlog of interfaces without NAPI, mostly), attributable to no host.
+    pub ksoftirqd: f64,
+    /// The whole machine, from /proc/stat (clock ticks, so coarser).
+    pub machine_busy: f64,
+    pub machine_softirq: f64,
+    /// Wall-clock seconds of the measuring window.
+    pub wall: f64,
+}
+
+impl CpuUse {
+    /// The load balancer host's CPU: se1's processes and its NAPI thread.
+    pub fn lb(&self) -> f64 {
+        self.lb_processes + self.lb_napi
+    }
+
+    /// Machine CPU not attributed above: other kernel threads, this program, and anything
+    /// else running on the machine. Can be slightly negative: /proc/stat counts in clock
+    /// ticks.
+    pub fn other(&self) -> f64 {
+        self.machine_busy
+            - self.lb()
+            - self.router_napi
+            - self.servers
+            - self.client
+            - self.ksoftirqd
+    }
+
+    fn add(&mut self, o: &CpuUse) {
+        self.lb_processes += o.lb_processes;
+        self.lb_napi += o.lb_napi;
+        self.router_napi += o.router_napi;
+        self.servers += o.servers;
+        self.client += o.client;
+        self.ksoftirqd += o.ksoftirqd;
+        self.machine_busy += o.machine_busy;
+        self.machine_softirq += o.machine_softirq;
+        self.wall += o.wall;
+    }
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub size: String,
+    pub path: String,
+    pub size_bytes: usize,
+    pub system: System,
+    /// Position in the schedule (0-based).
+    pub order: usize,
+    pub wrk: WrkReport,
+    pub cpu: CpuUse,
+    /// se1's interface counters over the run.
+    pub lb_iface: LinkCounters,
+    /// The counters of the router's port toward se1 (its rx is everything se1 sent, XDP_TX
+    /// included).
+    pub router_port_to_lb: LinkCounters,
+    /// Why the run's figures are doubtful, if they are.
+    pub problems: Vec<String>,
+    pub wrk_output: String,
+}
+
+/// The runs of one system at one size, taken together.
+#[derive(Clone, Debug, Serialize)]
+pub struct Aggregate {
+    pub size: String,
+    pub size_bytes: usize,
+    pub system: System,
+    pub runs: usize,
+    pub requests: u64,
+    pub seconds: f64,
+    pub bytes_read: f64,
+    pub requests_per_s: f64,
+    pub requests_per_s_min: f64,
+    pub requests_per_s_max: f64,
+    pub bytes_per_s: f64,
+    /// Means over the runs of wrk's percentiles.
+    pub latency_p50_s: f64,
+    pub latency_p99_s: f64,
+    pub cpu: CpuUse,
+    /// The load balancer host's CPU seconds per 1000 requests.
+    pub lb_cpu_s_per_1k: f64,
+    /// Bytes the load balancer host received and sent, per request.
+    pub lb_rx_bytes_per_request: f64,
+    pub lb_tx_bytes_per_request: f64,
+    pub problems: Vec<String>,
+}
+
+impl Aggregate {
+    /// CPU seconds per 1000 requests.
+    fn per_1k(&self, seconds: f64) -> f64 {
+        if self.requests == 0 {
+            f64::NAN
+        } else {
+            seconds / self.requests as f64 * 1000.0
+        }
+    }
+}
+
+/// Totals per (size, system), in the order sizes then systems (Ricochet first).
+pub fn aggregate(runs: &[Run]) -> Vec<Aggregate> {
+    let mut out = Vec::new();
+    let mut sizes: Vec<(&str, usize)> = Vec::new();
+    for run in runs {
+        if !sizes.iter().any(|(label, _)| *label == run.size) {
+            sizes.push((&run.size, run.size_bytes));
+        }
+    }
+    for (size, size_bytes) in sizes {
+        for system in System::BOTH {
+            let mine: Vec<&Run> = runs
+                .iter()
+                .filter(|r| r.size == size && r.system == system)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let requests: u64 = mine.iter().map(|r| r.wrk.requests).sum();
+            let seconds: f64 = mine.iter().map(|r| r.wrk.seconds).sum();
+            let bytes_read: f64 = mine.iter().map(|r| r.wrk.bytes_read).sum();
+            let mut cpu = CpuUse::default();
+            let (mut rx, mut tx) = (0u64, 0u64);
+            for r in &mine {
+                cpu.add(&r.cpu);
+                rx += r.lb_iface.rx_bytes;
+                tx += r.router_port_to_lb.rx_bytes;
+            }
+            let rates: Vec<f64> = mine.iter().map(|r| r.wrk.requests_per_s).collect();
+            let mean = |f: &dyn Fn(&WrkReport) -> Option<f64>| {
+                let values: Vec<f64> = mine.iter().filter_map(|r| f(&r.wrk)).collect();
+                values.iter().sum::<f64>() / values.len().max(1) as f64
+            };
+            let per_request = |bytes: u64| {
+                if requests == 0 {
+                    f64::NAN
+                } else {
+                    bytes as f64 / requests as f64
+                }
+            };
+            let mut problems = Vec::new();
+            for r in &mine {
+                for p in &r.problems {
+                    problems.push(format!("run {}: {p}", r.order + 1));
+                }
+            }
+            let mut agg = Aggregate {
+                size: size.to_owned(),
+                size_bytes,
+                system,
+                runs: mine.len(),
+                requests,
+                seconds,
+                bytes_read,
+                requests_per_s: if seconds > 0.0 {
+                    requests as f64 / seconds
+                } else {
+                    0.0
+                },
+                requests_per_s_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
+                requests_per_s_max: rates.iter().copied().fold(0.0, f64::max),
+                bytes_per_s: if seconds > 0.0 {
+                    bytes_read / seconds
+                } else {
+                    0.0
+                },
+                latency_p50_s: mean(&|w| w.latency(50.0)),
+                latency_p99_s: mean(&|w| w.latency(99.0)),
+                cpu,
+                lb_cpu_s_per_1k: 0.0,
+                lb_rx_bytes_per_request: per_request(rx),
+                lb_tx_bytes_per_request: per_request(tx),
+                problems,
+            };
+            agg.lb_cpu_s_per_1k = agg.per_1k(cpu.lb());
+            out.push(agg);
+        }
+    }
+    out
+}
+
+/// The `ricochet` binary: the one given, else the one beside this executable.
+fn ricochet_binary(ctx: &Ctx) -> anyhow::Result<PathBuf> {
+    let path = match &ctx.ricochet_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .with_file_name("ricochet"),
+    };
+    ensure!(
+        path.is_file(),
+        "the ricochet binary {} does not exist: build it (`cargo build --release -p ricochet`) \
+         or pass --ricochet PATH (`cargo xtask bench` does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Fails with what to install when a program is not on the PATH.
+fn require_program(name: &str, package: &str) -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    ensure!(
+        found,
+        "`{name}` is not installed: install Debian's {package} (`cargo xtask setup` does)"
+    );
+    Ok(())
+}
+
+/// Ricochet's configuration: the seed's virtual service, pool web01 and web02, hashing the
+/// client's address and port (one client, many connections: both servers get some).
+pub fn ricochet_config(vip: Ipv4Addr, servers: &[Ipv4Addr]) -> String {
+    let servers: String = servers
+        .iter()
+        .map(|ip| format!("      - {{ ip: {ip} }}\n"))
+        .collect();
+    format!(
+        "network_profiles:
+  - name: dsr-l3-tcp
+    type: tcp_fast_path
+    dsr: {{ enabled: true, type: l3, encapsulation: ipinip }}
+pools:
+  - name: web-pool
+    consistent_hash: source_ip_and_port
+    servers:
+{servers}virtual_services:
+  - name: web-vs
+    vip: {vip}
+    services: [{{ port: 80 }}]
+    application_profile: System-L4-Application
+    network_profile: dsr-l3-tcp
+    pool: web-pool
+"
+    )
+}
+
+/// A NAPI kernel thread we read the run time of.
+#[derive(Clone, Debug, Serialize)]
+struct NapiThread {
+    pid: u32,
+    name: String,
+}
+
+/// The seed's network with web01 and web02 DSR-ready and serving, se1 ready for either
+/// load balancer, and threaded NAPI where the attribution needs it. Drop undoes
+/// `ricochet server setup` (its record lives in /run, outside the namespaces), detaches any
+/// data plane left on se1, and removes the pins and files, before the topology goes.
+struct Bed {
+    topo: Topology,
+    ricochet: PathBuf,
+    dir: PathBuf,
+    se_pins: PathBuf,
+    /// Pin directories of the servers set up so far (undone on drop).
+    server_pins: Vec<(usize, PathBuf)>,
+    web: Vec<Process>,
+    lb_napi: Vec<NapiThread>,
+    router_napi: Vec<NapiThread>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        // Stop the servers before undoing their setup.
+        self.web.clear();
+        let _ = self.detach();
+        for (i, pin) in &self.server_pins {
+            let host = self.servers()[*i];
+            let out = host.ns.output(&[
+                self.ricochet_str(),
+                "server",
+                "undo",
+                "--interface",
+                host.iface,
+                "--pin-dir",
+                &pin.to_string_lossy(),
+            ]);
+            match out {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!(
+                    "end-to-end: `ricochet server undo` on {} failed: {}",
+                    host.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Err(error) => eprintln!("end-to-end: undoing server setup: {error:#}"),
+            }
+            let _ = std::fs::remove_dir_all(pin);
+        }
+        let _ = std::fs::remove_dir_all(&self.se_pins);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bed {
+    fn new(ricochet: PathBuf) -> anyhow::Result<Bed> {
+        let topo = Topology::seed()?;
+        // Named after the topology (`rc<pid>-<n>-...`), so that a killed run's leftovers are
+        // swept by the next one.
+        let dir = std::env::temp_dir().join(format!("{}e2e-bench", topo.prefix()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let se_pins = PathBuf::from(format!("/sys/fs/bpf/{}se1", topo.prefix()));
+        let mut bed = Bed {
+            topo,
+            ricochet,
+            dir,
+            se_pins,
+            server_pins: Vec::new(),
+            web: Vec::new(),
+            lb_napi: Vec::new(),
+            router_napi: Vec::new(),
+        };
+        bed.set_up()?;
+        Ok(bed)
+    }
+
+    fn ricochet_str(&self) -> &str {
+        self.ricochet.to_str().unwrap_or("ricochet")
+    }
+
+    fn servers(&self) -> [&tb::Host; 2] {
+        [&self.topo.web01, &self.topo.web02]
+    }
+
+    fn set_up(&mut self) -> anyhow::Result<()> {
+        let vip = VIP_V4.to_string();
+        for i in 0..2 {
+            let name = self.servers()[i].name;
+            let pin = PathBuf::from(format!("/sys/fs/bpf/{}{name}", self.topo.prefix()));
+            self.server_pins.push((i, pin.clone()));
+            let host = self.servers()[i];
+            run_checked(
+                &host.ns,
+                &[
+                    self.ricochet_str(),
+                    "server",
+                    "setup",
+                    "--vip",
+                    &vip,
+                    "--interface",
+                    host.iface,
+                    "--pin-dir",
+                    &pin.to_string_lossy(),
+                ],
+            )?;
+            let nginx = tb::start_nginx(&host.ns, host.name)?;
+            self.web.push(nginx);
+        }
+        // Offloads as on real NICs, where the veth defaults differ: checksums offloaded on
+        // every host whose packets nobody re-encapsulates (the client's stay complete because
+        // Ricochet encapsulates them), TSO off so that the veth "wire" carries MTU-sized
+        // frames as a real one does; GRO on se1, as on a real NIC, which also gives its veth
+        // the NAPI instance that threaded NAPI needs.
+        for host in [&self.topo.se1, &self.topo.web01, &self.topo.web02] {
+            host.ns
+                .exec(&["ethtool", "-K", host.iface, "tx", "on", "tso", "off"])?;
+        }
+        let se1 = &self.topo.se1;
+        se1.ns.ethtool_feature(se1.iface, "gro", true)?;
+        se1.ns
+            .ip(&["addr", "add", &format!("{PROXY_V4}/32"), "dev", "lo"])?;
+        self.topo.route_vip(PROXY_V4.into(), se1.ipv4.into())?;
+        self.lb_napi = threaded_napi(&se1.ns, se1.iface)?;
+        self.router_napi = threaded_napi(&self.topo.router.ns, se1.router_port)?;
+        std::fs::write(
+            self.dir.join("ricochet.yaml"),
+            ricochet_config(VIP_V4, &[self.topo.web01.ipv4, self.topo.web02.ipv4]),
+        )?;
+        Ok(())
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn start_engine(&self) -> anyhow::Result<Process> {
+        let config = self.dir.join("ricochet.yaml");
+        let mut engine = self.topo.se1.ns.spawn(&[
+            self.ricochet_str(),
+            "engine",
+            "--config",
+            &config.to_string_lossy(),
+            "--interface",
+            self.topo.se1.iface,
+            "--pin-dir",
+            &self.se_pins.to_string_lossy(),
+            "--state-dir",
+            &self.state_dir().to_string_lossy(),
+        ])?;
+        engine
+            .wait_for_output("engine running")
+            .with_context(|| format!("starting the Ricochet engine: {}", engine.report()))?;
+        Ok(engine)
+    }
+
+    /// Removes Ricochet's data plane from se1 (stopping the daemon leaves it forwarding).
+    fn detach(&self) -> anyhow::Result<()> {
+        if !self.se_pins.exists() {
+            return Ok(());
+        }
+        run_checked(
+            &self.topo.se1.ns,
+            &[
+                self.ricochet_str(),
+                "detach",
+                "--interface",
+                self.topo.se1.iface,
+                "--pin-dir",
+                &self.se_pins.to_string_lossy(),
+                "--state-dir",
+                &self.state_dir().to_string_lossy(),
+            ],
+        )?;
+        let _ = std::fs::remove_dir_all(&self.se_pins);
+        Ok(())
+    }
+
+    fn start_proxy(&self) -> anyhow::Result<Process> {
+        let upstreams: Vec<SocketAddr> = self
+            .servers()
+            .iter()
+            .map(|h| SocketAddr::new(h.ipv4.into(), 80))
+            .collect();
+        tb::start_nginx_stream_proxy(
+            &self.topo.se1.ns,
+            SocketAddr::new(PROXY_V4.into(), 80),
+            &upstreams,
+        )
+    }
+
+    /// Waits until a GET from the client through the load balancer succeeds (Ricochet's
+    /// engine resolves the servers' next hops when it starts).
+    fn wait_ready(&self, addr: Ipv4Addr) -> anyhow::Result<()> {
+        let url = tb::http_url(IpAddr::V4(addr), "/");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match tb::http_get(&self.topo.client.ns, &url) {
+                Ok(_) => return Ok(()),
+                Err(error) if Instant::now() >= deadline => {
+                    return Err(error)
+                        .with_context(|| format!("{url} did not answer within {READY_TIMEOUT:?}"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn napi_ns(threads: &[NapiThread]) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for t in threads {
+            ensure!(
+                cpu::thread_is(t.pid, &t.name),
+                "the NAPI thread {} (pid {}) is gone: the kernel re-created the device's NAPI \
+                 instance, so the attribution would be wrong",
+                t.name,
+                t.pid
+            );
+            total += cpu::task_cpu_ns(t.pid)?;
+        }
+        Ok(total)
+    }
+
+    fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let mut servers = Vec::new();
+        for host in self.servers() {
+            servers.extend(host.ns.pids()?);
+        }
+        Ok(Snapshot {
+            lb_processes: cpu::processes_cpu_ns(&self.topo.se1.ns.pids()?),
+            servers: cpu::processes_cpu_ns(&servers),
+            lb_napi_ns: Self::napi_ns(&self.lb_napi)?,
+            router_napi_ns: Self::napi_ns(&self.router_napi)?,
+            ksoftirqd: cpu::processes_cpu_ns(&cpu::ksoftirqd_threads()),
+            machine: MachineTicks::read()?,
+            children_s: cpu::reaped_children_seconds(),
+            at: Instant::now(),
+        })
+    }
+
+    fn link_counters(&self) -> anyhow::Result<(LinkCounters, LinkCounters)> {
+        let read = |ns: &Netns, dev: &str| -> anyhow::Result<LinkCounters> {
+            let out = ns.ip(&["-s", "-j", "link", "show", "dev", dev])?;
+            LinkCounters::parse_ip_json(&String::from_utf8_lossy(&out.stdout))
+        };
+        Ok((
+            read(&self.topo.se1.ns, self.topo.se1.iface)?,
+            read(&self.topo.router.ns, self.topo.se1.router_port)?,
+        ))
+    }
+
+    /// Runs wrk from the client against `url` for `seconds`, measuring CPU and counters
+    /// around it.
+    fn measure(&self, url: &str, seconds: u32) -> anyhow::Result<Measured> {
+        let links_before = self.link_counters()?;
+        let before = self.snapshot()?;
+        let output = self
+            .topo
+            .client
+            .ns
+            .command("wrk")
+            .args([
+                format!("-t{WRK_THREADS}"),
+                format!("-c{WRK_CONNECTIONS}"),
+                format!("-d{seconds}s"),
+                format!("--timeout={WRK_TIMEOUT}"),
+                "--latency".to_owned(),
+                url.to_owned(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("running wrk in the client namespace")?;
+        let after = self.snapshot()?;
+        let links_after = self.link_counters()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() {
+            bail!("wrk against {url} failed ({}):\n{text}", output.status);
+        }
+        let report = wrk::parse(&text)?;
+        let cpu = before.until(&after);
+        Ok(Measured {
+            report,
+            text,
+            cpu,
+            lb_iface: links_after.0.since(&links_before.0),
+            router_port_to_lb: links_after.1.since(&links_before.1),
+        })
+    }
+
+    /// CPU used with no traffic at all, to check that the attributed threads are quiet.
+    fn idle(&self, duration: Duration) -> anyhow::Result<CpuUse> {
+        let before = self.snapshot()?;
+        std::thread::sleep(duration);
+        let after = self.snapshot()?;
+        Ok(before.until(&after))
+    }
+
+    /// Starts `system`, waits until it answers, measures (after a warm-up run if asked), and
+    /// stops it again, leaving se1 bare.
+    fn run_system(
+        &self,
+        system: System,
+        path: &str,
+        seconds: u32,
+        warmup: Option<u32>,
+    ) -> anyhow::Result<Measured> {
+        match system {
+            System::Ricochet => {
+                let mut engine = self.start_engine()?;
+                let measured = self
+                    .wait_ready(VIP_V4)
+                    .and_then(|()| self.warm_and_measure(VIP_V4, path, seconds, warmup));
+                let stopped = engine.stop();
+                let detached = self.detach();
+                let measured = measured.with_context(|| engine.report())?;
+                stopped?;
+                detached?;
+                Ok(measured)
+            }
+            System::Nginx => {
+                let mut proxy = self.start_proxy()?;
+                let measured = self
+                    .wait_ready(PROXY_V4)
+                    .and_then(|()| self.warm_and_measure(PROXY_V4, path, seconds, warmup))
+                    .with_context(|| proxy.report())?;
+                proxy.stop()?;
+                Ok(measured)
+            }
+        }
+    }
+
+    fn warm_and_measure(
+        &self,
+        addr: Ipv4Addr,
+        path: &str,
+        seconds: u32,
+        warmup: Option<u32>,
+    ) -> anyhow::Result<Measured> {
+        let url = tb::http_url(IpAddr::V4(addr), path);
+        if let Some(warmup) = warmup {
+            self.measure(&url, warmup)?;
+        }
+        self.measure(&url, seconds)
+    }
+}
+
+struct Snapshot {
+    lb_processes: PerProcess,
+    servers: PerProcess,
+    lb_napi_ns: u64,
+    router_napi_ns: u64,
+    ksoftirqd: PerProcess,
+    machine: MachineTicks,
+    children_s: f64,
+    at: Instant,
+}
+
+impl Snapshot {
+    /// CPU used from this snapshot to `later`.
+    fn until(&self, later: &Snapshot) -> CpuUse {
+        let (busy, softirq) = self.machine.busy_and_softirq_seconds(&later.machine);
+        let ns = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9;
+        CpuUse {
+            lb_processes: cpu::delta_seconds(&self.lb_processes, &later.lb_processes),
+            lb_napi: ns(self.lb_napi_ns, later.lb_napi_ns),
+            router_napi: ns(self.router_napi_ns, later.router_napi_ns),
+            servers: cpu::delta_seconds(&self.servers, &later.servers),
+            client: later.children_s - self.children_s,
+            ksoftirqd: cpu::delta_seconds(&self.ksoftirqd, &later.ksoftirqd),
+            machine_busy: busy,
+            machine_softirq: softirq,
+            wall: (later.at - self.at).as_secs_f64(),
+        }
+    }
+}
+
+struct Measured {
+    report: WrkReport,
+    text: String,
+    cpu: CpuUse,
+    lb_iface: LinkCounters,
+    router_port_to_lb: LinkCounters,
+}
+
+fn run_checked(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
+    let out = ns.output(args)?;
+    if !out.status.success() {
+        bail!(
+            "`{}` in {} failed: {}",
+            args.join(" "),
+            ns.name(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Turns on threaded NAPI for `dev` in `ns` and returns the kernel thread(s) it created.
+///
+/// The `threaded` attribute is in sysfs, and a process that only joined the namespace still
+/// sees the root's sysfs; `ip netns exec` mounts the namespace's own in a private mount
+/// namespace. The device must already have NAPI (veth: GRO on or an XDP program).
+fn threaded_napi(ns: &Netns, dev: &str) -> anyhow::Result<Vec<NapiThread>> {
+    let before = cpu::napi_threads(dev);
+    let mut command = Command::new("ip");
+    command.args([
+        "netns",
+        "exec",
+        ns.name(),
+        "sh",
+        "-c",
+        &format!("echo 1 > /sys/class/net/{dev}/threaded"),
+    ]);
+    let out = command
+        .output()
+        .context("running `ip netns exec ... sh` to write sysfs")?;
+    ensure!(
+        out.status.success(),
+        "turning on threaded NAPI for {dev} in {}: {} (the device needs NAPI: GRO on or an \
+         XDP program)",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let new: Vec<NapiThread> = cpu::napi_threads(dev)
+        .into_iter()
+        .filter(|t| !before.contains(t))
+        .map(|(pid, name)| NapiThread { pid, name })
+        .collect();
+    ensure!(
+        !new.is_empty(),
+        "threaded NAPI is on for {dev} in {} but no napi/{dev}-* kernel thread appeared",
+        ns.name()
+    );
+    Ok(new)
+}
+
+pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
+    let ricochet = ricochet_binary(ctx)?;
+    require_program("wrk", "wrk")?;
+    require_program("nginx", "nginx")?;
+    ensure!(
+        Path::new(tb::NGINX_STREAM_MODULE).exists(),
+        "nginx's stream module {} is missing: install Debian's libnginx-mod-stream (`cargo \
+         xtask setup` does)",
+        tb::NGINX_STREAM_MODULE
+    );
+    let (seconds, warmup) = if ctx.quick { (2, None) } else { (8, Some(1)) };
+    let started = Instant::now();
+    let bed = Bed::new(ricochet)?;
+    let setup_s = started.elapsed().as_secs_f64();
+    let idle = bed.idle(Duration::from_millis(if ctx.quick { 500 } else { 2000 }))?;
+
+    let sizes = sizes();
+    let mut runs = Vec::new();
+    for (order, (size_i, system)) in schedule(sizes.len(), !ctx.quick).into_iter().enumerate() {
+        let (label, path, len) = &sizes[size_i];
+        eprintln!("end-to-end: {} {label}...", system.name());
+        let m = bed
+            .run_system(system, path, seconds, warmup)
+            .with_context(|| format!("{} with {label} responses", system.long_name()))?;
+        let mut problems = m.report.problems();
+        if m.report.requests > 0 && m.cpu.lb_napi <= 0.0 {
+            problems
+                .push("se1's NAPI thread used no CPU: the receive work went elsewhere".to_owned());
+        }
+        runs.push(Run {
+            size: label.clone(),
+            path: path.to_string(),
+            size_bytes: *len,
+            system,
+            order,
+            wrk: m.report,
+            cpu: m.cpu,
+            lb_iface: m.lb_iface,
+            router_port_to_lb: m.router_port_to_lb,
+            problems,
+            wrk_output: m.text,
+        });
+    }
+    let lb_napi = bed.lb_napi.clone();
+    let router_napi = bed.router_napi.clone();
+    drop(bed);
+
+    let aggregates = aggregate(&runs);
+    let raw = ctx.write_raw_json(
+        "end_to_end.json",
+        &serde_json::json!({
+            "wrk": {
+                "threads": WRK_THREADS,
+                "connections": WRK_CONNECTIONS,
+                "seconds": seconds,
+                "warmup_seconds": warmup,
+                "timeout": WRK_TIMEOUT,
+            },
+            "setup_seconds": setup_s,
+            "lb_napi_threads": lb_napi,
+            "router_napi_threads": router_napi,
+            "idle": idle,
+            "aggregates": aggregates,
+            "runs": runs,
+        }),
+    )?;
+    let csv = ctx.write_raw_text("end_to_end_runs.csv", &runs_csv(&runs))?;
+    let plots = draw(ctx, &aggregates)?;
+    let markdown = markdown(
+        ctx,
+        &aggregates,
+        &runs,
+        &idle,
+        seconds,
+        warmup,
+        &raw,
+        &csv,
+        &plots,
+    );
+    Ok(Section {
+        id: "end-to-end".to_owned(),
+        title: String::new(),
+        markdown,
+        headlines: headlines(&aggregates),
+        seconds: 0.0,
+    })
+}
+
+fn find<'a>(aggs: &'a [Aggregate], size: &str, system: System) -> Option<&'a Aggregate> {
+    aggs.iter().find(|a| a.size == size && a.system == system)
+}
+
+fn size_order(aggs: &[Aggregate]) -> Vec<String> {
+    let mut sizes: Vec<String> = Vec::new();
+    for a in aggs {
+        if !sizes.contains(&a.size) {
+            sizes.push(a.size.clone());
+        }
+    }
+    sizes
+}
+
+/// `a / b` when both are usable.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (a.is_finite() && b.is_finite() && b > 0.0).then(|| a / b)
+}
+
+/// A number with `digits` significant digits, without exponent (0.00321, 45.6, 12300).
+pub fn sig(v: f64, digits: i32) -> String {
+    if !v.is_finite() {
+        return "n/a".to_owned();
+    }
+    if v == 0.0 {
+        return "0".to_owned();
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (digits - 1 - magnitude).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+fn ms(seconds: f64) -> String {
+    format!("{} ms", sig(seconds * 1e3, 3))
+}
+
+fn mib_per_s(bytes_per_s: f64) -> String {
+    format!("{} MiB/s", sig(bytes_per_s / (1024.0 * 1024.0), 3))
+}
+
+fn headlines(aggs: &[Aggregate]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for size in size_order(aggs) {
+        let (Some(r), Some(n)) = (
+            find(aggs, &size, System::Ricochet),
+            find(aggs, &size, System::Nginx),
+        ) else {
+            continue;
+        };
+        let flag = if r.problems.is_empty() && n.problems.is_empty() {
+            ""
+        } else {
+            " (runs with errors: see the section)"
+        };
+        lines.push(format!(
+            "{size} responses: Ricochet {} req/s vs nginx L4 proxy {} req/s ({}); load balancer \
+             host CPU {} vs {} s per 1000 requests ({}){flag}",
+            sig(r.requests_per_s, 3),
+            sig(n.requests_per_s, 3),
+            times(ratio(r.requests_per_s, n.requests_per_s)),
+            sig(r.lb_cpu_s_per_1k, 3),
+            sig(n.lb_cpu_s_per_1k, 3),
+            times(ratio(r.lb_cpu_s_per_1k, n.lb_cpu_s_per_1k)),
+        ));
+    }
+    lines
+}
+
+fn times(r: Option<f64>) -> String {
+    r.map_or("n/a".to_owned(), |r| format!("×{}", sig(r, 3)))
+}
+
+fn draw(ctx: &Ctx, aggs: &[Aggregate]) -> anyhow::Result<[String; 2]> {
+    let names = [System::Ricochet.long_name(), System::Nginx.long_name()];
+    let groups = |value: &dyn Fn(&Aggregate) -> f64| -> Vec<BarGroup> {
+        size_order(aggs)
+            .into_iter()
+            .map(|size| BarGroup {
+                values: System::BOTH
+                    .iter()
+                    .map(|&s| find(aggs, &size, s).map(value).filter(|v| v.is_finite()))
+                    .collect(),
+                label: format!("{size} responses"),
+            })
+            .collect()
+    };
+    let rps = "end_to_end_rps.png";
+    bar_chart(
+        &ctx.plot_path(rps),
+        "wrk through the load balancer: requests per second",
+        "requests/s",
+        &names,
+        &groups(&|a| a.requests_per_s),
+    )?;
+    let cpu = "end_to_end_lb_cpu.png";
+    bar_chart(
+        &ctx.plot_path(cpu),
+        "Load balancer host CPU per 1000 requests",
+        "CPU milliseconds per 1000 requests",
+        &names,
+        &groups(&|a| a.lb_cpu_s_per_1k * 1e3),
+    )?;
+    Ok([rps.to_owned(), cpu.to_owned()])
+}
+
+fn runs_csv(runs: &[Run]) -> String {
+    let mut csv = String::from(
+        "order,size,system,requests,seconds,requests_per_s,bytes_per_s,latency_p50_s,\
+         latency_p99_s,socket_errors,non_2xx_3xx,lb_processes_s,lb_napi_s,router_napi_s,\
+         servers_s,client_s,ksoftirqd_s,machine_busy_s,machine_softirq_s,wall_s,lb_rx_bytes,lb_tx_bytes\n",
+    );
+    for r in runs {
+        let w = &r.wrk;
+        let c = &r.cpu;
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{:.4},{:.2},{:.0},{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.3},\
+             {:.3},{:.3},{},{}",
+            r.order + 1,
+            r.size,
+            r.system.name(),
+            w.requests,
+            w.seconds,
+            w.requests_per_s,
+            w.bytes_per_s,
+            w.latency(50.0).unwrap_or(f64::NAN),
+            w.latency(99.0).unwrap_or(f64::NAN),
+            w.socket_errors.total(),
+            w.non_2xx_3xx,
+            c.lb_processes,
+            c.lb_napi,
+            c.router_napi,
+            c.servers,
+            c.client,
+            c.ksoftirqd,
+            c.machine_busy,
+            c.machine_softirq,
+            c.wall,
+            r.lb_iface.rx_bytes,
+            r.router_port_to_lb.rx_bytes,
+        );
+    }
+    csv
+}
+
+#[allow(clippy::too_many_arguments)]
+fn markdown(
+    ctx: &Ctx,
+    aggs: &[Aggregate],
+    runs: &[Run],
+    idle: &CpuUse,
+    seconds: u32,
+    warmup: Option<u32>,
+    raw: &str,
+    csv: &str,
+    plots: &[String; 2],
+) -> String {
+    let mut md = String::new();
+    let per_size_runs = runs.len() / size_order(aggs).len().max(1) / 2;
+    let _ = writeln!(
+        md,
+        "wrk on the seed's client fetches `/bytes/1k`, `/bytes/100k` and `/bytes/1m` from nginx on \
+         web01 and web02 through a load balancer on se1, the seed's service engine:\n\n\
+         - **Ricochet**: `ricochet engine` on se1's interface (XDP), the VIP {VIP_V4}:80 \
+         routed to se1 by the router, pool web01 + web02 with `consistent_hash: \
+         source_ip_and_port`; both servers set up with `ricochet server setup` (VIP on `lo`, \
+         eBPF decapsulation), so requests are encapsulated to a server and the responses go \
+         from the server to the client through the router, never through se1.\n\
+         - **nginx**: nginx's stream module as an L4 (TCP) proxy on se1, listening on \
+         {PROXY_V4}:80 (on se1's `lo`, routed to se1 like the VIP), `proxy_pass` to an upstream \
+         of web01:80 and web02:80 with `hash $remote_addr$remote_port consistent` (per \
+         connection, as Ricochet's pool hashes); `worker_processes auto` (one per CPU), \
+         `listen ... reuseport backlog=4096`, `worker_connections 16384`, \
+         `worker_rlimit_nofile 65536`, `proxy_connect_timeout 2s`, defaults otherwise \
+         (`proxy_buffer_size 16k`, `tcp_nodelay on`). Ricochet's data plane is detached from \
+         se1 during these runs: no XDP program on se1.\n\n\
+         Both: the same servers, the same wrk parameters (`wrk -t{WRK_THREADS} \
+         -c{WRK_CONNECTIONS} -d{seconds}s --timeout {WRK_TIMEOUT} --latency`{}), \
+         {per_size_runs} run(s) per system and size, the two systems back to back per size, \
+         the one going first alternating{}. Each system is started before its run (and waits \
+         until a request through it succeeds) and stopped after it.\n",
+        match warmup {
+            Some(w) => format!(", after an unmeasured {w} s warm-up run"),
+            None => String::new(),
+        },
+        if per_size_runs > 1 {
+            " and mirrored (A B B A), so that drift weighs on both alike"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "Interfaces (all veth): checksum offload on for se1, web01 and web02 and TSO off (the \
+         \"wire\" carries MTU-sized frames, as a real one does); GRO on se1's interface; the \
+         client's checksum offload stays off (Ricochet encapsulates its packets, which must \
+         carry complete checksums). The router's port toward se1 carries an `xdp_pass` program \
+         in both cases (the veth driver needs it to deliver XDP_TX frames); with it the veth \
+         driver also turns TSO off on se1 itself, so nginx's sends are segmented by GSO in \
+         software, which a real NIC would do in hardware.\n"
+    );
+    let _ = writeln!(
+        md,
+        "**What counts as the load balancer host's CPU.** Every namespace shares one kernel \
+         and two CPUs, so the rule is: the run time (`/proc/<pid>/task/*/schedstat`) of every \
+         process in se1's namespace (nginx's master and workers, or Ricochet's engine daemon), \
+         plus the kernel's receive processing on se1's interface. That work normally runs in \
+         softirq context on whatever task is interrupted; *threaded NAPI* (`echo 1 > \
+         /sys/class/net/eth0/threaded`, written from `ip netns exec` because sysfs shows a \
+         namespace's devices only when mounted from inside it) moves it into a kernel thread \
+         `napi/eth0-<id>` of its own, whose run time /proc reports. For Ricochet that thread \
+         runs the XDP program on every packet to the VIP; for nginx it runs the TCP/IP receive \
+         path of both the client's and the servers' segments (GRO on, as on a real NIC). The \
+         router's port toward se1 gets a NAPI thread too, so that se1's threads wake it \
+         instead of doing the router's work inline. Not counted for se1: what its sends cost \
+         the receivers. The kernel has no `IRQ_TIME_ACCOUNTING`, so softirq work that runs \
+         inline in a task is charged to that task. CPU per 1000 requests = CPU seconds over \
+         the run / (requests / 1000) (seconds per 1000 requests = milliseconds per request).\n"
+    );
+
+    // Main table.
+    let _ = writeln!(md, "### Results\n");
+    let mut rows = Vec::new();
+    for size in size_order(aggs) {
+        let n = find(aggs, &size, System::Nginx);
+        for system in System::BOTH {
+            let Some(a) = find(aggs, &size, system) else {
+                continue;
+            };
+            let (rps_ratio, cpu_ratio) = match (system, n) {
+                (System::Ricochet, Some(n)) => (
+                    times(ratio(a.requests_per_s, n.requests_per_s)),
+                    times(ratio(a.lb_cpu_s_per_1k, n.lb_cpu_s_per_1k)),
+                ),
+                _ => (String::new(), String::new()),
+            };
+            let flag = if a.problems.is_empty() { "" } else { " (!)" };
+            rows.push(vec![
+                size.clone(),
+                format!("{}{flag}", system.long_name()),
+                if a.runs > 1 {
+                    format!(
+                        "{} ({}-{})",
+                        sig(a.requests_per_s, 3),
+                        sig(a.requests_per_s_min, 3),
+                        sig(a.requests_per_s_max, 3)
+                    )
+                } else {
+                    sig(a.requests_per_s, 3)
+                },
+                mib_per_s(a.bytes_per_s),
+                ms(a.latency_p50_s),
+                ms(a.latency_p99_s),
+                sig(a.lb_cpu_s_per_1k, 3),
+                rps_ratio,
+                cpu_ratio,
+            ]);
+        }
+    }
+    md.push_str(&table(
+        &[
+            "response",
+            "load balancer",
+            "req/s",
+            "transfer",
+            "p50 latency",
+            "p99 latency",
+            "LB host CPU s per 1000 req",
+            "req/s Ricochet/nginx",
+            "LB CPU Ricochet/nginx",
+        ],
+        &rows,
+    ));
+    let _ = writeln!(
+        md,
+        "\nreq/s is all requests over all runs' time{}; latencies are wrk's percentiles \
+         (averaged over runs); transfer is response bytes (headers included) per second. \
+         (!) marks a system whose runs had socket errors or non-2xx/3xx responses (listed \
+         below).\n",
+        if per_size_runs > 1 {
+            ", with the slowest and fastest run in parentheses"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "![requests per second]({})\n\n![load balancer CPU per 1000 requests]({})\n",
+        plots[0], plots[1]
+    );
+
+    // Where the CPU went.
+    let _ = writeln!(
+        md,
+        "**Where the CPU went**, in CPU microseconds per request (= milliseconds per 1000 \
+         requests), and the bytes the load balancer host received and sent per request \
+         (se1's interface rx; the router port's rx from se1, XDP_TX included):\n"
+    );
+    let mut rows = Vec::new();
+    for a in aggs {
+        // Seconds per 1000 requests are milliseconds per request; microseconds read better.
+        let per = |s: f64| sig(a.per_1k(s) * 1e3, 3);
+        rows.push(vec![
+            a.size.clone(),
+            a.system.name().to_owned(),
+            per(a.cpu.lb_processes),
+            per(a.cpu.lb_napi),
+            per(a.cpu.lb()),
+            per(a.cpu.router_napi),
+            per(a.cpu.servers),
+            per(a.cpu.client),
+            per(a.cpu.ksoftirqd),
+            per(a.cpu.other()),
+            per(a.cpu.machine_busy),
+            sig(a.lb_rx_bytes_per_request, 3),
+            sig(a.lb_tx_bytes_per_request, 3),
+        ]);
+    }
+    md.push_str(&table(
+        &[
+            "response",
+            "LB",
+            "se1 processes",
+            "se1 NAPI",
+            "LB host total",
+            "router NAPI (port to se1)",
+            "servers' nginx",
+            "wrk",
+            "ksoftirqd",
+            "rest of machine",
+            "machine total",
+            "LB rx B/req",
+            "LB tx B/req",
+        ],
+        &rows,
+    ));
+    let _ = writeln!(
+        md,
+        "\nOutside se1, the columns say where the time was spent rather than on whose behalf: \
+         interfaces without NAPI (the client's, the servers', the router's other ports) \
+         receive from a per-CPU backlog in softirq context, inline in the task that sent the \
+         packet, or in `ksoftirqd` when there is too much of it. So the router's NAPI thread \
+         also carries the servers' receive of what se1 sent them (and, for nginx, the client's \
+         receive of the responses); with Ricochet, the servers' nginx also carries the \
+         router's forwarding of the responses and the client's receive of them; wrk carries \
+         the router's forwarding of the requests. \"Rest of machine\" is /proc/stat's busy \
+         time minus all of the above: other kernel threads, this program, and anything else \
+         running on the machine; /proc/stat counts clock ticks, so it can come out slightly negative.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Attribution check with no traffic ({:.1} s, nothing running on se1): se1's processes \
+         {} s, se1's NAPI thread {} s, the router's {} s; machine busy {} s.\n",
+        idle.wall,
+        sig(idle.lb_processes, 2),
+        sig(idle.lb_napi, 2),
+        sig(idle.router_napi, 2),
+        sig(idle.machine_busy, 2)
+    );
+
+    let problems: Vec<String> = aggs
+        .iter()
+        .flat_map(|a| {
+            a.problems
+                .iter()
+                .map(move |p| format!("- {} {}, {p}", a.size, a.system.long_name()))
+        })
+        .collect();
+    if problems.is_empty() {
+        let _ = writeln!(
+            md,
+            "Every run completed without socket errors or non-2xx/3xx responses.\n"
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "**Runs with errors** (their figures are doubtful):\n\n{}\n",
+            problems.join("\n")
+        );
+    }
+
+    let _ = writeln!(
+        md,
+        "Caveats: client, router, servers and load balancer share the machine's CPUs, so \
+         requests per second measure the whole bed, and a load balancer that uses less CPU \
+         leaves more to the servers and the client; the LB CPU per request is the figure that \
+         carries over to separate machines. veth is not a NIC: no interrupts, no DMA, and \
+         XDP_TX into a veth peer costs what the peer's NAPI costs. {}\n",
+        if ctx.quick {
+            "This was a quick run (short runs, one per system and size): the figures are noisy."
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "Raw data: [{raw}]({raw}) (every run with wrk's output, CPU by place, interface \
+         counters), [{csv}]({csv})."
+    );
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_alternates_and_mirrors() {
+        use System::{Nginx as N, Ricochet as R};
+        assert_eq!(
+            schedule(3, false),
+            [(0, R), (0, N), (1, N), (1, R), (2, R), (2, N)]
+        );
+        let full = schedule(2, true);
+        assert_eq!(
+            full,
+            [
+                (0, R),
+                (0, N),
+                (0, N),
+                (0, R),
+                (1, N),
+                (1, R),
+                (1, R),
+                (1, N)
+            ]
+        );
+        for size in 0..2 {
+            for system in System::BOTH {
+                assert_eq!(full.iter().filter(|&&r| r == (size, system)).count(), 2);
+            }
+        }
+    }
+
+    #[test]
+    fn ricochet_config_is_valid() {
+        let text = ricochet_config(
+            VIP_V4,
+            &[
+                Ipv4Addr::new(192, 168, 33, 10),
+                Ipv4Addr::new(192, 168, 34, 10),
+            ],
+        );
+        let config = ricochet_config::Config::from_yaml_str(&text).unwrap();
+        config.validate().unwrap();
+        assert!(text.contains("      - { ip: 192.168.34.10 }\n"));
+        assert!(text.contains("vip: 192.168.35.241"));
+    }
+
+    #[test]
+    fn size_labels() {
+        let labels: Vec<String> = sizes().into_iter().map(|(l, _, _)| l).collect();
+        assert_eq!(labels, ["1 KB", "100 KB", "1 MB"]);
+    }
+
+    #[test]
+    fn significant_digits() {
+        assert_eq!(sig(0.0032149, 3), "0.00321");
+        assert_eq!(sig(45.66, 3), "45.7");
+        assert_eq!(sig(12345.0, 3), "12345");
+        assert_eq!(sig(0.0, 3), "0");
+        assert_eq!(sig(f64::NAN, 3), "n/a");
+        assert_eq!(sig(-0.5, 2), "-0.50");
+    }
+
+    fn run(size: &str, system: System, order: usize, requests: u64, lb_s: f64) -> Run {
+        let text = include_str!("end_to_end/testdata/wrk_ok_1k.txt");
+        let mut wrk = wrk::parse(text).unwrap();
+        wrk.requests = requests;
+        wrk.seconds = 2.0;
+        wrk.requests_per_s = requests as f64 / 2.0;
+        Run {
+            size: size.to_owned(),
+            path: "/bytes/1k".to_owned(),
+            size_bytes: 1024,
+            system,
+            order,
+            problems: wrk.problems(),
+            wrk,
+            cpu: CpuUse {
+                lb_processes: lb_s / 2.0,
+                lb_napi: lb_s / 2.0,
+                machine_busy: 4.0,
+                ..CpuUse::default()
+            },
+            lb_iface: LinkCounters {
+                rx_bytes: requests * 100,
+                ..LinkCounters::default()
+            },
+            router_port_to_lb: LinkCounters::default(),
+            wrk_output: String::new(),
+        }
+    }
+
+    #[test]
+    fn aggregates_sum_runs_then_divide() {
+        let runs = [
+            run("1 KB", System::Ricochet, 0, 2000, 0.1),
+            run("1 KB", System::Nginx, 1, 1000, 0.5),
+            run("1 KB", System::Nginx, 2, 3000, 1.5),
+            run("1 KB", System::Ricochet, 3, 6000, 0.3),
+        ];
+        let aggs = aggregate(&runs);
+        assert_eq!(aggs.len(), 2);
+        let r = &aggs[0];
+        assert_eq!((r.system, r.runs, r.requests), (System::Ricochet, 2, 8000));
+        assert!((r.requests_per_s - 2000.0).abs() < 1e-9);
+        assert!((r.requests_per_s_min - 1000.0).abs() < 1e-9);
+        assert!((r.requests_per_s_max - 3000.0).abs() < 1e-9);
+        assert!((r.lb_cpu_s_per_1k - 0.05).abs() < 1e-12);
+        assert!((r.lb_rx_bytes_per_request - 100.0).abs() < 1e-9);
+        let n = &aggs[1];
+        assert!((n.lb_cpu_s_per_1k - 0.5).abs() < 1e-12);
+        assert!((ratio(r.lb_cpu_s_per_1k, n.lb_cpu_s_per_1k).unwrap() - 0.1).abs() < 1e-12);
+        assert!(r.problems.is_empty());
+        let lines = headlines(&aggs);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("1 KB responses: Ricochet 2000 req/s"),
+            "{}",
+            lines[0]
+        );
+    }
+
+    #[test]
+    fn problems_are_carried_with_the_run_number() {
+        let mut bad = run("1 MB", System::Nginx, 4, 10, 0.1);
+        bad.problems = vec!["socket errors: connect 0, read 3, write 0, timeout 0".into()];
+        let aggs = aggregate(&[run("1 MB", System::Ricochet, 3, 10, 0.1), bad]);
+        assert_eq!(
+            aggs[1].problems,
+            ["run 5: socket errors: connect 0, read 3, write 0, timeout 0"]
+        );
+        assert!(headlines(&aggs)[0].ends_with("(runs with errors: see the section)"));
+    }
+
+    #[test]
+    fn ratios_need_usable_figures() {
+        assert_eq!(ratio(1.0, 0.0), None);
+        assert_eq!(ratio(f64::NAN, 1.0), None);
+        assert_eq!(ratio(3.0, 2.0), Some(1.5));
+    }
 }
