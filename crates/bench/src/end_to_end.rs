@@ -169,6 +169,13 @@ pub struct Run {
     /// The counters of the router's port toward se1 (its rx is everything se1 sent, XDP_TX
     /// included).
     pub router_port_to_lb: LinkCounters,
+    /// Packets se1's interface received through its NAPI poll (veth's per-queue
+    /// `xdp_packets`), to compare with `lb_iface.rx_packets`: the attribution holds when
+    /// they are equal.
+    pub lb_napi_rx_packets: u64,
+    /// XDP_TX frames from se1's interface, and those the veth driver failed to send.
+    pub lb_xdp_tx: u64,
+    pub lb_xdp_tx_errors: u64,
     /// Why the run's figures are doubtful, if they are.
     pub problems: Vec<String>,
     pub wrk_output: String,
@@ -197,6 +204,11 @@ pub struct Aggregate {
     /// Bytes the load balancer host received and sent, per request.
     pub lb_rx_bytes_per_request: f64,
     pub lb_tx_bytes_per_request: f64,
+    /// The share of se1's received packets that went through its NAPI thread.
+    pub lb_napi_share: f64,
+    /// Packets se1's interface dropped on the way out, per 1000 requests (a veth's ring
+    /// toward the router holds 256 frames; XDP_TX and the stack both meet it).
+    pub lb_tx_dropped_per_1k: f64,
     pub problems: Vec<String>,
 }
 
@@ -233,11 +245,15 @@ pub fn aggregate(runs: &[Run]) -> Vec<Aggregate> {
             let seconds: f64 = mine.iter().map(|r| r.wrk.seconds).sum();
             let bytes_read: f64 = mine.iter().map(|r| r.wrk.bytes_read).sum();
             let mut cpu = CpuUse::default();
-            let (mut rx, mut tx) = (0u64, 0u64);
+            let (mut rx, mut tx, mut rx_packets, mut napi_packets, mut dropped) =
+                (0u64, 0u64, 0u64, 0u64, 0u64);
             for r in &mine {
                 cpu.add(&r.cpu);
                 rx += r.lb_iface.rx_bytes;
                 tx += r.router_port_to_lb.rx_bytes;
+                rx_packets += r.lb_iface.rx_packets;
+                napi_packets += r.lb_napi_rx_packets;
+                dropped += r.lb_iface.tx_dropped;
             }
             let rates: Vec<f64> = mine.iter().map(|r| r.wrk.requests_per_s).collect();
             let mean = |f: &dyn Fn(&WrkReport) -> Option<f64>| {
@@ -283,6 +299,12 @@ pub fn aggregate(runs: &[Run]) -> Vec<Aggregate> {
                 lb_cpu_s_per_1k: 0.0,
                 lb_rx_bytes_per_request: per_request(rx),
                 lb_tx_bytes_per_request: per_request(tx),
+                lb_napi_share: if rx_packets == 0 {
+                    f64::NAN
+                } else {
+                    napi_packets as f64 / rx_packets as f64
+                },
+                lb_tx_dropped_per_1k: per_request(dropped) * 1000.0,
                 problems,
             };
             agg.lb_cpu_s_per_1k = agg.per_1k(cpu.lb());
@@ -467,6 +489,18 @@ impl Bed {
         }
         let se1 = &self.topo.se1;
         se1.ns.ethtool_feature(se1.iface, "gro", true)?;
+        // A queueing discipline, as a real NIC has (veth gets none): when the veth's ring
+        // toward the router is full, the kernel then holds nginx's TCP back instead of
+        // dropping its packets. XDP_TX does not go through it.
+        se1.ns.exec(&[
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            se1.iface,
+            "root",
+            "pfifo_fast",
+        ])?;
         se1.ns
             .ip(&["addr", "add", &format!("{PROXY_V4}/32"), "dev", "lo"])?;
         self.topo.route_vip(PROXY_V4.into(), se1.ipv4.into())?;
@@ -587,6 +621,18 @@ impl Bed {
         })
     }
 
+    /// se1's veth statistics (`ethtool -S`).
+    fn lb_veth_stats(&self) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let out = self
+            .topo
+            .se1
+            .ns
+            .exec(&["ethtool", "-S", self.topo.se1.iface])?;
+        Ok(cpu::parse_ethtool_stats(&String::from_utf8_lossy(
+            &out.stdout,
+        )))
+    }
+
     fn link_counters(&self) -> anyhow::Result<(LinkCounters, LinkCounters)> {
         let read = |ns: &Netns, dev: &str| -> anyhow::Result<LinkCounters> {
             let out = ns.ip(&["-s", "-j", "link", "show", "dev", dev])?;
@@ -601,7 +647,10 @@ impl Bed {
     /// Runs wrk from the client against `url` for `seconds`, measuring CPU and counters
     /// around it.
     fn measure(&self, url: &str, seconds: u32) -> anyhow::Result<Measured> {
+        // The NAPI counter's window lies inside the interface counters' window, so that
+        // "all received packets went through NAPI" reads as at most 100%.
         let links_before = self.link_counters()?;
+        let veth_before = self.lb_veth_stats()?;
         let before = self.snapshot()?;
         let output = self
             .topo
@@ -620,7 +669,12 @@ impl Bed {
             .output()
             .context("running wrk in the client namespace")?;
         let after = self.snapshot()?;
+        let veth_after = self.lb_veth_stats()?;
         let links_after = self.link_counters()?;
+        let veth = |what: &str| {
+            cpu::veth_rx_queue_sum(&veth_after, what)
+                .saturating_sub(cpu::veth_rx_queue_sum(&veth_before, what))
+        };
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -637,6 +691,9 @@ impl Bed {
             cpu,
             lb_iface: links_after.0.since(&links_before.0),
             router_port_to_lb: links_after.1.since(&links_before.1),
+            lb_napi_rx_packets: veth("xdp_packets"),
+            lb_xdp_tx: veth("xdp_tx"),
+            lb_xdp_tx_errors: veth("xdp_tx_errors"),
         })
     }
 
@@ -733,6 +790,28 @@ struct Measured {
     cpu: CpuUse,
     lb_iface: LinkCounters,
     router_port_to_lb: LinkCounters,
+    lb_napi_rx_packets: u64,
+    lb_xdp_tx: u64,
+    lb_xdp_tx_errors: u64,
+}
+
+/// What makes a run's CPU attribution or forwarding doubtful.
+fn attribution_problems(m: &Measured) -> Vec<String> {
+    let mut problems = Vec::new();
+    let rx = m.lb_iface.rx_packets;
+    if m.report.requests > 0 && m.cpu.lb_napi <= 0.0 {
+        problems.push("se1's NAPI thread used no CPU: the receive work went elsewhere".to_owned());
+    }
+    // Packets that arrive between the readings of the two counters (separate commands, a
+    // few milliseconds apart) are missing from the NAPI count; a bypass of NAPI would miss
+    // whole classes of packets (e.g. everything from the router), far more than that.
+    if rx > 0 && (m.lb_napi_rx_packets as f64) < 0.95 * rx as f64 {
+        problems.push(format!(
+            "only {} of the {rx} packets se1 received went through its NAPI thread",
+            m.lb_napi_rx_packets
+        ));
+    }
+    problems
 }
 
 fn run_checked(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
@@ -812,10 +891,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             .run_system(system, path, seconds, warmup)
             .with_context(|| format!("{} with {label} responses", system.long_name()))?;
         let mut problems = m.report.problems();
-        if m.report.requests > 0 && m.cpu.lb_napi <= 0.0 {
-            problems
-                .push("se1's NAPI thread used no CPU: the receive work went elsewhere".to_owned());
-        }
+        problems.extend(attribution_problems(&m));
         runs.push(Run {
             size: label.clone(),
             path: path.to_string(),
@@ -826,6 +902,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             cpu: m.cpu,
             lb_iface: m.lb_iface,
             router_port_to_lb: m.router_port_to_lb,
+            lb_napi_rx_packets: m.lb_napi_rx_packets,
+            lb_xdp_tx: m.lb_xdp_tx,
+            lb_xdp_tx_errors: m.lb_xdp_tx_errors,
             problems,
             wrk_output: m.text,
         });
@@ -1038,8 +1117,8 @@ fn markdown(
         md,
         "wrk on the seed's client fetches `/bytes/1k`, `/bytes/100k` and `/bytes/1m` from nginx on \
          web01 and web02 through a load balancer on se1, the seed's service engine:\n\n\
-         - **Ricochet**: `ricochet engine` on se1's interface (XDP), the VIP {VIP_V4}:80 \
-         routed to se1 by the router, pool web01 + web02 with `consistent_hash: \
+         - **Ricochet**: `ricochet engine` on se1's interface (XDP, native mode, the \
+         engine's defaults otherwise), the VIP {VIP_V4}:80 routed to se1 by the router, pool web01 + web02 with `consistent_hash: \
          source_ip_and_port`; both servers set up with `ricochet server setup` (VIP on `lo`, \
          eBPF decapsulation), so requests are encapsulated to a server and the responses go \
          from the server to the client through the router, never through se1.\n\
@@ -1053,12 +1132,17 @@ fn markdown(
          se1 during these runs: no XDP program on se1.\n\n\
          Both: the same servers, the same wrk parameters (`wrk -t{WRK_THREADS} \
          -c{WRK_CONNECTIONS} -d{seconds}s --timeout {WRK_TIMEOUT} --latency`{}), \
-         {per_size_runs} run(s) per system and size, the two systems back to back per size, \
+         {} per system and size, the two systems back to back per size, \
          the one going first alternating{}. Each system is started before its run (and waits \
          until a request through it succeeds) and stopped after it.\n",
         match warmup {
             Some(w) => format!(", after an unmeasured {w} s warm-up run"),
             None => String::new(),
+        },
+        if per_size_runs == 1 {
+            "one run".to_owned()
+        } else {
+            format!("{per_size_runs} runs")
         },
         if per_size_runs > 1 {
             " and mirrored (A B B A), so that drift weighs on both alike"
@@ -1069,10 +1153,12 @@ fn markdown(
     let _ = writeln!(
         md,
         "Interfaces (all veth): checksum offload on for se1, web01 and web02 and TSO off (the \
-         \"wire\" carries MTU-sized frames, as a real one does); GRO on se1's interface; the \
-         client's checksum offload stays off (Ricochet encapsulates its packets, which must \
-         carry complete checksums). The router's port toward se1 carries an `xdp_pass` program \
-         in both cases (the veth driver needs it to deliver XDP_TX frames); with it the veth \
+         \"wire\" carries MTU-sized frames, as a real one does); GRO on se1's interface, and a \
+         `pfifo_fast` queueing discipline on it (veth has none by default; without one, \
+         nginx's sends are dropped when the veth's 256-frame ring toward the router is full, \
+         instead of being held back); the client's checksum offload stays off (Ricochet \
+         encapsulates its packets, which must carry complete checksums). The router's port \
+         toward se1 carries an `xdp_pass` program in both cases (the veth driver needs it to deliver XDP_TX frames); with it the veth \
          driver also turns TSO off on se1 itself, so nginx's sends are segmented by GSO in \
          software, which a real NIC would do in hardware.\n"
     );
@@ -1171,7 +1257,12 @@ fn markdown(
         md,
         "**Where the CPU went**, in CPU microseconds per request (= milliseconds per 1000 \
          requests), and the bytes the load balancer host received and sent per request \
-         (se1's interface rx; the router port's rx from se1, XDP_TX included):\n"
+         (se1's interface rx; the router port's rx from se1, XDP_TX included), and the share of \
+         se1's received packets that its NAPI thread handled (veth's per-queue `xdp_packets` \
+         over the interface's rx packets: 100% means none bypassed the thread; packets arriving \
+         between the two counters' readings make it slightly lower), and the packets \
+         se1's interface dropped on the way out per 1000 requests (failed XDP_TX, or the \
+         256-frame ring of the veth toward the router full; TCP retransmits what is lost):\n"
     );
     let mut rows = Vec::new();
     for a in aggs {
@@ -1191,6 +1282,8 @@ fn markdown(
             per(a.cpu.machine_busy),
             sig(a.lb_rx_bytes_per_request, 3),
             sig(a.lb_tx_bytes_per_request, 3),
+            format!("{}%", sig(a.lb_napi_share * 100.0, 4)),
+            sig(a.lb_tx_dropped_per_1k, 3),
         ]);
     }
     md.push_str(&table(
@@ -1208,6 +1301,8 @@ fn markdown(
             "machine total",
             "LB rx B/req",
             "LB tx B/req",
+            "LB rx via NAPI",
+            "LB tx drops per 1000 req",
         ],
         &rows,
     ));
@@ -1362,9 +1457,13 @@ mod tests {
             },
             lb_iface: LinkCounters {
                 rx_bytes: requests * 100,
+                rx_packets: requests * 2,
                 ..LinkCounters::default()
             },
             router_port_to_lb: LinkCounters::default(),
+            lb_napi_rx_packets: requests,
+            lb_xdp_tx: 0,
+            lb_xdp_tx_errors: 0,
             wrk_output: String::new(),
         }
     }
@@ -1386,6 +1485,7 @@ mod tests {
         assert!((r.requests_per_s_max - 3000.0).abs() < 1e-9);
         assert!((r.lb_cpu_s_per_1k - 0.05).abs() < 1e-12);
         assert!((r.lb_rx_bytes_per_request - 100.0).abs() < 1e-9);
+        assert!((r.lb_napi_share - 0.5).abs() < 1e-12);
         let n = &aggs[1];
         assert!((n.lb_cpu_s_per_1k - 0.5).abs() < 1e-12);
         assert!((ratio(r.lb_cpu_s_per_1k, n.lb_cpu_s_per_1k).unwrap() - 0.1).abs() < 1e-12);
@@ -1409,6 +1509,36 @@ mod tests {
             ["run 5: socket errors: connect 0, read 3, write 0, timeout 0"]
         );
         assert!(headlines(&aggs)[0].ends_with("(runs with errors: see the section)"));
+    }
+
+    #[test]
+    fn attribution_is_doubted_when_receive_work_bypasses_napi() {
+        let report = wrk::parse(include_str!("end_to_end/testdata/wrk_ok_1k.txt")).unwrap();
+        let measured = |napi_s: f64, rx: u64, napi_rx: u64| Measured {
+            report: report.clone(),
+            text: String::new(),
+            cpu: CpuUse {
+                lb_napi: napi_s,
+                ..CpuUse::default()
+            },
+            lb_iface: LinkCounters {
+                rx_packets: rx,
+                ..LinkCounters::default()
+            },
+            router_port_to_lb: LinkCounters::default(),
+            lb_napi_rx_packets: napi_rx,
+            lb_xdp_tx: 0,
+            lb_xdp_tx_errors: 0,
+        };
+        assert!(attribution_problems(&measured(1.0, 1000, 985)).is_empty());
+        assert_eq!(
+            attribution_problems(&measured(1.0, 1000, 500)),
+            ["only 500 of the 1000 packets se1 received went through its NAPI thread"]
+        );
+        assert_eq!(
+            attribution_problems(&measured(0.0, 1000, 1000)),
+            ["se1's NAPI thread used no CPU: the receive work went elsewhere"]
+        );
     }
 
     #[test]

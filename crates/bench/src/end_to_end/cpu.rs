@@ -190,6 +190,10 @@ pub struct LinkCounters {
     pub rx_packets: u64,
     pub tx_bytes: u64,
     pub tx_packets: u64,
+    /// Packets the interface dropped: for a veth, `tx_dropped` includes failed XDP_TX and
+    /// frames the peer's full ring refused.
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
 }
 
 impl LinkCounters {
@@ -213,6 +217,8 @@ impl LinkCounters {
             rx_packets: get("rx", "packets")?,
             tx_bytes: get("tx", "bytes")?,
             tx_packets: get("tx", "packets")?,
+            rx_dropped: get("rx", "dropped")?,
+            tx_dropped: get("tx", "dropped")?,
         })
     }
 
@@ -222,8 +228,37 @@ impl LinkCounters {
             rx_packets: self.rx_packets.saturating_sub(earlier.rx_packets),
             tx_bytes: self.tx_bytes.saturating_sub(earlier.tx_bytes),
             tx_packets: self.tx_packets.saturating_sub(earlier.tx_packets),
+            rx_dropped: self.rx_dropped.saturating_sub(earlier.rx_dropped),
+            tx_dropped: self.tx_dropped.saturating_sub(earlier.tx_dropped),
         }
     }
+}
+
+/// `ethtool -S <dev>` as name -> value (lines `     rx_queue_0_xdp_packets: 466674`).
+pub fn parse_ethtool_stats(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().split_once(": ")?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of veth's per-queue counters `rx_queue_<n>_<what>`. veth counts every packet
+/// its NAPI poll handles in `rx_queue_<n>_xdp_packets`, with or without an XDP program;
+/// packets that bypass NAPI (the per-CPU backlog) are not in it.
+pub fn veth_rx_queue_sum(stats: &BTreeMap<String, u64>, what: &str) -> u64 {
+    stats
+        .iter()
+        .filter(|(name, _)| {
+            name.strip_prefix("rx_queue_")
+                .and_then(|rest| rest.split_once('_'))
+                .is_some_and(|(queue, rest)| {
+                    queue.bytes().all(|b| b.is_ascii_digit()) && rest == what
+                })
+        })
+        .map(|(_, value)| value)
+        .sum()
 }
 
 /// Whether a pid still names the same kernel thread.
@@ -284,7 +319,7 @@ mod tests {
 
     #[test]
     fn ip_json_link_counters() {
-        let text = r#"[{"ifindex":2,"ifname":"eth0","stats64":{"rx":{"bytes":6386,"packets":58,"errors":0},"tx":{"bytes":700,"packets":7,"errors":0}}}]"#;
+        let text = r#"[{"ifindex":2,"ifname":"eth0","stats64":{"rx":{"bytes":6386,"packets":58,"errors":0,"dropped":1},"tx":{"bytes":700,"packets":7,"errors":0,"dropped":2}}}]"#;
         let c = LinkCounters::parse_ip_json(text).unwrap();
         assert_eq!(
             c,
@@ -292,7 +327,9 @@ mod tests {
                 rx_bytes: 6386,
                 rx_packets: 58,
                 tx_bytes: 700,
-                tx_packets: 7
+                tx_packets: 7,
+                rx_dropped: 1,
+                tx_dropped: 2,
             }
         );
         let later = LinkCounters {
@@ -303,6 +340,26 @@ mod tests {
         assert_eq!(later.since(&c).tx_packets, 0);
         assert!(LinkCounters::parse_ip_json("[]").is_err());
         assert!(LinkCounters::parse_ip_json("Device not found").is_err());
+    }
+
+    #[test]
+    fn veth_ethtool_stats() {
+        let text = "NIC statistics:
+     peer_ifindex: 4
+     rx_queue_0_xdp_packets: 466674
+     rx_queue_0_xdp_bytes: 633130650
+     rx_queue_0_xdp_tx: 3
+     rx_queue_0_xdp_tx_errors: 1
+     rx_queue_1_xdp_packets: 6
+     tx_queue_0_xdp_xmit: 0
+";
+        let stats = parse_ethtool_stats(text);
+        assert_eq!(stats["peer_ifindex"], 4);
+        assert_eq!(veth_rx_queue_sum(&stats, "xdp_packets"), 466680);
+        assert_eq!(veth_rx_queue_sum(&stats, "xdp_tx"), 3);
+        assert_eq!(veth_rx_queue_sum(&stats, "xdp_tx_errors"), 1);
+        assert_eq!(veth_rx_queue_sum(&stats, "xdp_xmit"), 0);
+        assert!(!stats.contains_key("NIC statistics"));
     }
 
     #[test]
