@@ -11,9 +11,9 @@
 //! se1's threads never do the router's work inline.
 
 mod cpu;
+mod render;
 mod wrk;
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,10 +23,9 @@ use anyhow::{bail, ensure, Context as _};
 use ricochet_testbed::{self as tb, Netns, Process, Topology, HTTP_BYTES_PATHS, VIP_V4};
 use serde::Serialize;
 
-use crate::plot::{bar_chart, BarGroup};
-use crate::report::table;
 use crate::{Ctx, Section};
 use cpu::{LinkCounters, MachineTicks, PerProcess};
+use render::{draw, headlines, markdown, runs_csv};
 use wrk::WrkReport;
 
 /// Where nginx listens on se1 (on its `lo`, routed to se1 by the router like the VIP).
@@ -954,424 +953,6 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     })
 }
 
-fn find<'a>(aggs: &'a [Aggregate], size: &str, system: System) -> Option<&'a Aggregate> {
-    aggs.iter().find(|a| a.size == size && a.system == system)
-}
-
-fn size_order(aggs: &[Aggregate]) -> Vec<String> {
-    let mut sizes: Vec<String> = Vec::new();
-    for a in aggs {
-        if !sizes.contains(&a.size) {
-            sizes.push(a.size.clone());
-        }
-    }
-    sizes
-}
-
-/// `a / b` when both are usable.
-fn ratio(a: f64, b: f64) -> Option<f64> {
-    (a.is_finite() && b.is_finite() && b > 0.0).then(|| a / b)
-}
-
-/// A number with `digits` significant digits, without exponent (0.00321, 45.6, 12300).
-pub fn sig(v: f64, digits: i32) -> String {
-    if !v.is_finite() {
-        return "n/a".to_owned();
-    }
-    if v == 0.0 {
-        return "0".to_owned();
-    }
-    let magnitude = v.abs().log10().floor() as i32;
-    let decimals = (digits - 1 - magnitude).max(0) as usize;
-    format!("{v:.decimals$}")
-}
-
-fn ms(seconds: f64) -> String {
-    format!("{} ms", sig(seconds * 1e3, 3))
-}
-
-fn mib_per_s(bytes_per_s: f64) -> String {
-    format!("{} MiB/s", sig(bytes_per_s / (1024.0 * 1024.0), 3))
-}
-
-fn headlines(aggs: &[Aggregate]) -> Vec<String> {
-    let mut lines = Vec::new();
-    for size in size_order(aggs) {
-        let (Some(r), Some(n)) = (
-            find(aggs, &size, System::Ricochet),
-            find(aggs, &size, System::Nginx),
-        ) else {
-            continue;
-        };
-        let flag = if r.problems.is_empty() && n.problems.is_empty() {
-            ""
-        } else {
-            " (runs with errors: see the section)"
-        };
-        lines.push(format!(
-            "{size} responses: Ricochet {} req/s vs nginx L4 proxy {} req/s ({}); load balancer \
-             host CPU {} vs {} s per 1000 requests ({}){flag}",
-            sig(r.requests_per_s, 3),
-            sig(n.requests_per_s, 3),
-            times(ratio(r.requests_per_s, n.requests_per_s)),
-            sig(r.lb_cpu_s_per_1k, 3),
-            sig(n.lb_cpu_s_per_1k, 3),
-            times(ratio(r.lb_cpu_s_per_1k, n.lb_cpu_s_per_1k)),
-        ));
-    }
-    lines
-}
-
-fn times(r: Option<f64>) -> String {
-    r.map_or("n/a".to_owned(), |r| format!("×{}", sig(r, 3)))
-}
-
-fn draw(ctx: &Ctx, aggs: &[Aggregate]) -> anyhow::Result<[String; 2]> {
-    let names = [System::Ricochet.long_name(), System::Nginx.long_name()];
-    let groups = |value: &dyn Fn(&Aggregate) -> f64| -> Vec<BarGroup> {
-        size_order(aggs)
-            .into_iter()
-            .map(|size| BarGroup {
-                values: System::BOTH
-                    .iter()
-                    .map(|&s| find(aggs, &size, s).map(value).filter(|v| v.is_finite()))
-                    .collect(),
-                label: format!("{size} responses"),
-            })
-            .collect()
-    };
-    let rps = "end_to_end_rps.png";
-    bar_chart(
-        &ctx.plot_path(rps),
-        "wrk through the load balancer: requests per second",
-        "requests/s",
-        &names,
-        &groups(&|a| a.requests_per_s),
-    )?;
-    let cpu = "end_to_end_lb_cpu.png";
-    bar_chart(
-        &ctx.plot_path(cpu),
-        "Load balancer host CPU per 1000 requests",
-        "CPU milliseconds per 1000 requests",
-        &names,
-        &groups(&|a| a.lb_cpu_s_per_1k * 1e3),
-    )?;
-    Ok([rps.to_owned(), cpu.to_owned()])
-}
-
-fn runs_csv(runs: &[Run]) -> String {
-    let mut csv = String::from(
-        "order,size,system,requests,seconds,requests_per_s,bytes_per_s,latency_p50_s,\
-         latency_p99_s,socket_errors,non_2xx_3xx,lb_processes_s,lb_napi_s,router_napi_s,\
-         servers_s,client_s,ksoftirqd_s,machine_busy_s,machine_softirq_s,wall_s,lb_rx_bytes,lb_tx_bytes\n",
-    );
-    for r in runs {
-        let w = &r.wrk;
-        let c = &r.cpu;
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{:.4},{:.2},{:.0},{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.3},\
-             {:.3},{:.3},{},{}",
-            r.order + 1,
-            r.size,
-            r.system.name(),
-            w.requests,
-            w.seconds,
-            w.requests_per_s,
-            w.bytes_per_s,
-            w.latency(50.0).unwrap_or(f64::NAN),
-            w.latency(99.0).unwrap_or(f64::NAN),
-            w.socket_errors.total(),
-            w.non_2xx_3xx,
-            c.lb_processes,
-            c.lb_napi,
-            c.router_napi,
-            c.servers,
-            c.client,
-            c.ksoftirqd,
-            c.machine_busy,
-            c.machine_softirq,
-            c.wall,
-            r.lb_iface.rx_bytes,
-            r.router_port_to_lb.rx_bytes,
-        );
-    }
-    csv
-}
-
-#[allow(clippy::too_many_arguments)]
-fn markdown(
-    ctx: &Ctx,
-    aggs: &[Aggregate],
-    runs: &[Run],
-    idle: &CpuUse,
-    seconds: u32,
-    warmup: Option<u32>,
-    raw: &str,
-    csv: &str,
-    plots: &[String; 2],
-) -> String {
-    let mut md = String::new();
-    let per_size_runs = runs.len() / size_order(aggs).len().max(1) / 2;
-    let _ = writeln!(
-        md,
-        "wrk on the seed's client fetches `/bytes/1k`, `/bytes/100k` and `/bytes/1m` from nginx on \
-         web01 and web02 through a load balancer on se1, the seed's service engine:\n\n\
-         - **Ricochet**: `ricochet engine` on se1's interface (XDP, native mode, the \
-         engine's defaults otherwise), the VIP {VIP_V4}:80 routed to se1 by the router, pool web01 + web02 with `consistent_hash: \
-         source_ip_and_port`; both servers set up with `ricochet server setup` (VIP on `lo`, \
-         eBPF decapsulation), so requests are encapsulated to a server and the responses go \
-         from the server to the client through the router, never through se1.\n\
-         - **nginx**: nginx's stream module as an L4 (TCP) proxy on se1, listening on \
-         {PROXY_V4}:80 (on se1's `lo`, routed to se1 like the VIP), `proxy_pass` to an upstream \
-         of web01:80 and web02:80 with `hash $remote_addr$remote_port consistent` (per \
-         connection, as Ricochet's pool hashes); `worker_processes auto` (one per CPU), \
-         `listen ... reuseport backlog=4096`, `worker_connections 16384`, \
-         `worker_rlimit_nofile 65536`, `proxy_connect_timeout 2s`, defaults otherwise \
-         (`proxy_buffer_size 16k`, `tcp_nodelay on`). Ricochet's data plane is detached from \
-         se1 during these runs: no XDP program on se1.\n\n\
-         Both: the same servers, the same wrk parameters (`wrk -t{WRK_THREADS} \
-         -c{WRK_CONNECTIONS} -d{seconds}s --timeout {WRK_TIMEOUT} --latency`{}), \
-         {} per system and size, the two systems back to back per size, \
-         the one going first alternating{}. Each system is started before its run (and waits \
-         until a request through it succeeds) and stopped after it.\n",
-        match warmup {
-            Some(w) => format!(", after an unmeasured {w} s warm-up run"),
-            None => String::new(),
-        },
-        if per_size_runs == 1 {
-            "one run".to_owned()
-        } else {
-            format!("{per_size_runs} runs")
-        },
-        if per_size_runs > 1 {
-            " and mirrored (A B B A), so that drift weighs on both alike"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        md,
-        "Interfaces (all veth): checksum offload on for se1, web01 and web02 and TSO off (the \
-         \"wire\" carries MTU-sized frames, as a real one does); GRO on se1's interface, and a \
-         `pfifo_fast` queueing discipline on it (veth has none by default; without one, \
-         nginx's sends are dropped when the veth's 256-frame ring toward the router is full, \
-         instead of being held back); the client's checksum offload stays off (Ricochet \
-         encapsulates its packets, which must carry complete checksums). The router's port \
-         toward se1 carries an `xdp_pass` program in both cases (the veth driver needs it to deliver XDP_TX frames); with it the veth \
-         driver also turns TSO off on se1 itself, so nginx's sends are segmented by GSO in \
-         software, which a real NIC would do in hardware.\n"
-    );
-    let _ = writeln!(
-        md,
-        "**What counts as the load balancer host's CPU.** Every namespace shares one kernel \
-         and two CPUs, so the rule is: the run time (`/proc/<pid>/task/*/schedstat`) of every \
-         process in se1's namespace (nginx's master and workers, or Ricochet's engine daemon), \
-         plus the kernel's receive processing on se1's interface. That work normally runs in \
-         softirq context on whatever task is interrupted; *threaded NAPI* (`echo 1 > \
-         /sys/class/net/eth0/threaded`, written from `ip netns exec` because sysfs shows a \
-         namespace's devices only when mounted from inside it) moves it into a kernel thread \
-         `napi/eth0-<id>` of its own, whose run time /proc reports. For Ricochet that thread \
-         runs the XDP program on every packet to the VIP; for nginx it runs the TCP/IP receive \
-         path of both the client's and the servers' segments (GRO on, as on a real NIC). The \
-         router's port toward se1 gets a NAPI thread too, so that se1's threads wake it \
-         instead of doing the router's work inline. Not counted for se1: what its sends cost \
-         the receivers. The kernel has no `IRQ_TIME_ACCOUNTING`, so softirq work that runs \
-         inline in a task is charged to that task. CPU per 1000 requests = CPU seconds over \
-         the run / (requests / 1000) (seconds per 1000 requests = milliseconds per request).\n"
-    );
-
-    // Main table.
-    let _ = writeln!(md, "### Results\n");
-    let mut rows = Vec::new();
-    for size in size_order(aggs) {
-        let n = find(aggs, &size, System::Nginx);
-        for system in System::BOTH {
-            let Some(a) = find(aggs, &size, system) else {
-                continue;
-            };
-            let (rps_ratio, cpu_ratio) = match (system, n) {
-                (System::Ricochet, Some(n)) => (
-                    times(ratio(a.requests_per_s, n.requests_per_s)),
-                    times(ratio(a.lb_cpu_s_per_1k, n.lb_cpu_s_per_1k)),
-                ),
-                _ => (String::new(), String::new()),
-            };
-            let flag = if a.problems.is_empty() { "" } else { " (!)" };
-            rows.push(vec![
-                size.clone(),
-                format!("{}{flag}", system.long_name()),
-                if a.runs > 1 {
-                    format!(
-                        "{} ({}-{})",
-                        sig(a.requests_per_s, 3),
-                        sig(a.requests_per_s_min, 3),
-                        sig(a.requests_per_s_max, 3)
-                    )
-                } else {
-                    sig(a.requests_per_s, 3)
-                },
-                mib_per_s(a.bytes_per_s),
-                ms(a.latency_p50_s),
-                ms(a.latency_p99_s),
-                sig(a.lb_cpu_s_per_1k, 3),
-                rps_ratio,
-                cpu_ratio,
-            ]);
-        }
-    }
-    md.push_str(&table(
-        &[
-            "response",
-            "load balancer",
-            "req/s",
-            "transfer",
-            "p50 latency",
-            "p99 latency",
-            "LB host CPU s per 1000 req",
-            "req/s Ricochet/nginx",
-            "LB CPU Ricochet/nginx",
-        ],
-        &rows,
-    ));
-    let _ = writeln!(
-        md,
-        "\nreq/s is all requests over all runs' time{}; latencies are wrk's percentiles \
-         (averaged over runs); transfer is response bytes (headers included) per second. \
-         (!) marks a system whose runs had socket errors or non-2xx/3xx responses (listed \
-         below).\n",
-        if per_size_runs > 1 {
-            ", with the slowest and fastest run in parentheses"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        md,
-        "![requests per second]({})\n\n![load balancer CPU per 1000 requests]({})\n",
-        plots[0], plots[1]
-    );
-
-    // Where the CPU went.
-    let _ = writeln!(
-        md,
-        "**Where the CPU went**, in CPU microseconds per request (= milliseconds per 1000 \
-         requests), and the bytes the load balancer host received and sent per request \
-         (se1's interface rx; the router port's rx from se1, XDP_TX included), and the share of \
-         se1's received packets that its NAPI thread handled (veth's per-queue `xdp_packets` \
-         over the interface's rx packets: 100% means none bypassed the thread; packets arriving \
-         between the two counters' readings make it slightly lower), and the packets \
-         se1's interface dropped on the way out per 1000 requests (failed XDP_TX, or the \
-         256-frame ring of the veth toward the router full; TCP retransmits what is lost):\n"
-    );
-    let mut rows = Vec::new();
-    for a in aggs {
-        // Seconds per 1000 requests are milliseconds per request; microseconds read better.
-        let per = |s: f64| sig(a.per_1k(s) * 1e3, 3);
-        rows.push(vec![
-            a.size.clone(),
-            a.system.name().to_owned(),
-            per(a.cpu.lb_processes),
-            per(a.cpu.lb_napi),
-            per(a.cpu.lb()),
-            per(a.cpu.router_napi),
-            per(a.cpu.servers),
-            per(a.cpu.client),
-            per(a.cpu.ksoftirqd),
-            per(a.cpu.other()),
-            per(a.cpu.machine_busy),
-            sig(a.lb_rx_bytes_per_request, 3),
-            sig(a.lb_tx_bytes_per_request, 3),
-            format!("{}%", sig(a.lb_napi_share * 100.0, 4)),
-            sig(a.lb_tx_dropped_per_1k, 3),
-        ]);
-    }
-    md.push_str(&table(
-        &[
-            "response",
-            "LB",
-            "se1 processes",
-            "se1 NAPI",
-            "LB host total",
-            "router NAPI (port to se1)",
-            "servers' nginx",
-            "wrk",
-            "ksoftirqd",
-            "rest of machine",
-            "machine total",
-            "LB rx B/req",
-            "LB tx B/req",
-            "LB rx via NAPI",
-            "LB tx drops per 1000 req",
-        ],
-        &rows,
-    ));
-    let _ = writeln!(
-        md,
-        "\nOutside se1, the columns say where the time was spent rather than on whose behalf: \
-         interfaces without NAPI (the client's, the servers', the router's other ports) \
-         receive from a per-CPU backlog in softirq context, inline in the task that sent the \
-         packet, or in `ksoftirqd` when there is too much of it. So the router's NAPI thread \
-         also carries the servers' receive of what se1 sent them (and, for nginx, the client's \
-         receive of the responses); with Ricochet, the servers' nginx also carries the \
-         router's forwarding of the responses and the client's receive of them; wrk carries \
-         the router's forwarding of the requests. \"Rest of machine\" is /proc/stat's busy \
-         time minus all of the above: other kernel threads, this program, and anything else \
-         running on the machine; /proc/stat counts clock ticks, so it can come out slightly negative.\n"
-    );
-    let _ = writeln!(
-        md,
-        "Attribution check with no traffic ({:.1} s, nothing running on se1): se1's processes \
-         {} s, se1's NAPI thread {} s, the router's {} s; machine busy {} s.\n",
-        idle.wall,
-        sig(idle.lb_processes, 2),
-        sig(idle.lb_napi, 2),
-        sig(idle.router_napi, 2),
-        sig(idle.machine_busy, 2)
-    );
-
-    let problems: Vec<String> = aggs
-        .iter()
-        .flat_map(|a| {
-            a.problems
-                .iter()
-                .map(move |p| format!("- {} {}, {p}", a.size, a.system.long_name()))
-        })
-        .collect();
-    if problems.is_empty() {
-        let _ = writeln!(
-            md,
-            "Every run completed without socket errors or non-2xx/3xx responses.\n"
-        );
-    } else {
-        let _ = writeln!(
-            md,
-            "**Runs with errors** (their figures are doubtful):\n\n{}\n",
-            problems.join("\n")
-        );
-    }
-
-    let _ = writeln!(
-        md,
-        "Caveats: client, router, servers and load balancer share the machine's CPUs, so \
-         requests per second measure the whole bed, and a load balancer that uses less CPU \
-         leaves more to the servers and the client; the LB CPU per request is the figure that \
-         carries over to separate machines. veth is not a NIC: no interrupts, no DMA, and \
-         XDP_TX into a veth peer costs what the peer's NAPI costs. {}\n",
-        if ctx.quick {
-            "This was a quick run (short runs, one per system and size): the figures are noisy."
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        md,
-        "Raw data: [{raw}]({raw}) (every run with wrk's output, CPU by place, interface \
-         counters), [{csv}]({csv})."
-    );
-    md
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1423,16 +1004,6 @@ mod tests {
     fn size_labels() {
         let labels: Vec<String> = sizes().into_iter().map(|(l, _, _)| l).collect();
         assert_eq!(labels, ["1 KB", "100 KB", "1 MB"]);
-    }
-
-    #[test]
-    fn significant_digits() {
-        assert_eq!(sig(0.0032149, 3), "0.00321");
-        assert_eq!(sig(45.66, 3), "45.7");
-        assert_eq!(sig(12345.0, 3), "12345");
-        assert_eq!(sig(0.0, 3), "0");
-        assert_eq!(sig(f64::NAN, 3), "n/a");
-        assert_eq!(sig(-0.5, 2), "-0.50");
     }
 
     fn run(size: &str, system: System, order: usize, requests: u64, lb_s: f64) -> Run {
@@ -1488,7 +1059,7 @@ mod tests {
         assert!((r.lb_napi_share - 0.5).abs() < 1e-12);
         let n = &aggs[1];
         assert!((n.lb_cpu_s_per_1k - 0.5).abs() < 1e-12);
-        assert!((ratio(r.lb_cpu_s_per_1k, n.lb_cpu_s_per_1k).unwrap() - 0.1).abs() < 1e-12);
+        assert!((render::ratio(r.lb_cpu_s_per_1k, n.lb_cpu_s_per_1k).unwrap() - 0.1).abs() < 1e-12);
         assert!(r.problems.is_empty());
         let lines = headlines(&aggs);
         assert_eq!(lines.len(), 1);
@@ -1496,6 +1067,19 @@ mod tests {
             lines[0].starts_with("1 KB responses: Ricochet 2000 req/s"),
             "{}",
             lines[0]
+        );
+    }
+
+    #[test]
+    fn csv_rows_have_as_many_fields_as_the_header() {
+        let csv = runs_csv(&[run("1 KB", System::Ricochet, 0, 2000, 0.1)]);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
+        assert!(
+            lines[1].starts_with("1,1 KB,Ricochet,2000,2.0000,1000.00,"),
+            "{}",
+            lines[1]
         );
     }
 
@@ -1539,12 +1123,5 @@ mod tests {
             attribution_problems(&measured(0.0, 1000, 1000)),
             ["se1's NAPI thread used no CPU: the receive work went elsewhere"]
         );
-    }
-
-    #[test]
-    fn ratios_need_usable_figures() {
-        assert_eq!(ratio(1.0, 0.0), None);
-        assert_eq!(ratio(f64::NAN, 1.0), None);
-        assert_eq!(ratio(3.0, 2.0), Some(1.5));
     }
 }

@@ -319,7 +319,11 @@ mod tests {
 
     #[test]
     fn ip_json_link_counters() {
-        let text = r#"[{"ifindex":2,"ifname":"eth0","stats64":{"rx":{"bytes":6386,"packets":58,"errors":0,"dropped":1},"tx":{"bytes":700,"packets":7,"errors":0,"dropped":2}}}]"#;
+        let text = concat!(
+            r#"[{"ifindex":2,"ifname":"eth0","stats64":{"#,
+            r#""rx":{"bytes":6386,"packets":58,"errors":0,"dropped":1},"#,
+            r#""tx":{"bytes":700,"packets":7,"errors":0,"dropped":2}}}]"#
+        );
         let c = LinkCounters::parse_ip_json(text).unwrap();
         assert_eq!(
             c,
