@@ -40,7 +40,10 @@ pub use names::TERM_GRACE;
 pub use names::{run_prefix, sweep_stale};
 pub use netns::Netns;
 pub use process::{Process, READY_TIMEOUT};
-pub use servers::{bytes_content, start_dns, start_nginx, DNS_WHOAMI, HTTP_BYTES_PATHS};
+pub use servers::{
+    bytes_content, nginx_stream_proxy_conf, start_dns, start_nginx, start_nginx_stream_proxy,
+    DNS_WHOAMI, HTTP_BYTES_PATHS, NGINX_STREAM_MODULE,
+};
 pub use topology::{format_mac, parse_mac, Host, Mac, Router, Topology};
 
 /// The seed's IPv4 VIP, 192.168.35.241.

@@ -1,9 +1,11 @@
-//! Real servers started inside a namespace: nginx for HTTP, dnsmasq for DNS.
+//! Real servers started inside a namespace: nginx for HTTP, dnsmasq for DNS, and nginx's
+//! stream module as an L4 proxy (the alternative a user would deploy instead of Ricochet).
 //!
-//! Both listen on the wildcard addresses, so they also answer on a VIP added to the
+//! The servers listen on the wildcard addresses, so they also answer on a VIP added to the
 //! namespace's `lo` (which is how a DSR server receives the decapsulated packets).
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -142,4 +144,115 @@ pub fn start_dns(ns: &Netns, name: &str) -> Result<Process> {
         .and_then(|()| process.wait_for_tcp_listen(53))
         .with_context(|| format!("starting dnsmasq in {}", ns.name()))?;
     Ok(process)
+}
+
+/// Where Debian's `libnginx-mod-stream` installs nginx's stream (TCP/UDP proxy) module.
+pub const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// Starts nginx in `ns` as a TCP (layer 4) proxy: it accepts connections on `listen` and
+/// relays each one to one of `upstreams`, chosen by a consistent hash of the client's address
+/// and port (per connection, like Ricochet's `source_ip_and_port` pools). Waits until it
+/// listens. The configuration is [`nginx_stream_proxy_conf`]; it and the logs live in the
+/// returned process's [`dir`](Process::dir).
+pub fn start_nginx_stream_proxy(
+    ns: &Netns,
+    listen: SocketAddr,
+    upstreams: &[SocketAddr],
+) -> Result<Process> {
+    anyhow::ensure!(
+        Path::new(NGINX_STREAM_MODULE).exists(),
+        "nginx's stream module {NGINX_STREAM_MODULE} is missing: install Debian's \
+         libnginx-mod-stream (`cargo xtask setup` does)"
+    );
+    anyhow::ensure!(!upstreams.is_empty(), "an nginx proxy needs upstreams");
+    let dir = TempDir::new("nginx-proxy")?;
+    let root = dir.path();
+    let conf = root.join("nginx.conf");
+    let error_log = root.join("error.log");
+    fs::write(&conf, nginx_stream_proxy_conf(root, listen, upstreams))
+        .with_context(|| format!("writing {}", conf.display()))?;
+    let mut command = ns.command("nginx");
+    command
+        .arg("-p")
+        .arg(root)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(&error_log);
+    let mut process = Process::spawn(ns, command, Some(dir))?;
+    process
+        .wait_for_tcp_listen(listen.port())
+        .with_context(|| {
+            format!(
+                "starting the nginx stream proxy in {}; its error.log:\n{}",
+                ns.name(),
+                fs::read_to_string(&error_log).unwrap_or_default()
+            )
+        })?;
+    Ok(process)
+}
+
+/// The configuration of [`start_nginx_stream_proxy`], with its files under `root`.
+///
+/// The settings are what an operator would use for a busy L4 proxy: one worker per CPU,
+/// `reuseport` (one accept queue per worker), room for many connections and descriptors,
+/// short connect timeout so that a dead upstream is skipped quickly; buffers and the rest
+/// stay at nginx's defaults (`proxy_buffer_size 16k`, `tcp_nodelay on`).
+pub fn nginx_stream_proxy_conf(
+    root: &Path,
+    listen: SocketAddr,
+    upstreams: &[SocketAddr],
+) -> String {
+    let root = root.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|upstream| format!("        server {upstream};\n"))
+        .collect();
+    format!(
+        "load_module {NGINX_STREAM_MODULE};
+daemon off;
+master_process on;
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 16384; }}
+stream {{
+    upstream pool {{
+        hash $remote_addr$remote_port consistent;
+{servers}    }}
+    server {{
+        listen {listen} reuseport backlog=4096;
+        proxy_pass pool;
+        proxy_connect_timeout 2s;
+        proxy_timeout 60s;
+    }}
+}}
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_proxy_conf_lists_every_upstream_and_listens_where_asked() {
+        let conf = nginx_stream_proxy_conf(
+            Path::new("/tmp/x"),
+            "192.168.35.242:80".parse().unwrap(),
+            &[
+                "192.168.33.10:80".parse().unwrap(),
+                "[fc00::10]:8080".parse().unwrap(),
+            ],
+        );
+        assert!(conf.starts_with(&format!("load_module {NGINX_STREAM_MODULE};\n")));
+        assert!(conf
+            .contains("        server 192.168.33.10:80;\n        server [fc00::10]:8080;\n    }"));
+        assert!(conf.contains("listen 192.168.35.242:80 reuseport backlog=4096;"));
+        assert!(conf.contains("pid /tmp/x/nginx.pid;"));
+        assert!(conf.contains("hash $remote_addr$remote_port consistent;"));
+        // Braces balance (a stray one makes nginx refuse the file).
+        assert_eq!(conf.matches('{').count(), conf.matches('}').count());
+    }
 }
