@@ -163,7 +163,8 @@ pub fn bar_chart(
         .flat_map(|g| g.values.iter().flatten().copied())
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let y_top = if y_max > 0.0 { y_max * 1.15 } else { 1.0 };
+    // Headroom above the tallest bar for its value label and the legend.
+    let y_top = if y_max > 0.0 { y_max * 1.35 } else { 1.0 };
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
