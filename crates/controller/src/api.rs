@@ -190,12 +190,16 @@ fn routes() -> OpenApiRouter<AppState> {
 /// authentication (`tokens`; `None` turns it off).
 pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
     let (router, openapi) = routes().split_for_parts();
-    router
+    let router = router
         .layer(Extension(Arc::new(openapi)))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(tokens, auth::require_token))
+        .layer(middleware::from_fn_with_state(tokens, auth::require_token));
+    // A layer on a router runs inside each route, before axum adds the `Allow` header to
+    // a 405; so the 405 rewrite wraps the whole router instead.
+    Router::new()
+        .fallback_service(router)
         .layer(middleware::from_fn(method_not_allowed_as_json))
 }
 
