@@ -112,7 +112,8 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(rng.u64(150..900)));
+        let delay = Duration::from_millis(rng.u64(150..900));
+        std::thread::sleep(delay);
         ctl.kill_hard();
         stop.store(true, Ordering::SeqCst);
         for w in writers {
@@ -132,7 +133,7 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
             "round {round}: each create has its own revision"
         );
         println!(
-            "round {round}: {} creates acknowledged before SIGKILL",
+            "round {round}: {} creates acknowledged in the {delay:?} before SIGKILL",
             acked.len()
         );
         acknowledged.extend(acked);

@@ -826,14 +826,15 @@ async fn register_engine(
         addresses,
         version,
     } = registration;
+    // Registering is a sign of life: the connection event, if any, is committed with the
+    // registration, in one transaction.
+    let connected = state.engines.seen(&name, "registers");
     let (record, changed) = {
         let name = name.clone();
         state
-            .store(move |s| s.register_engine(&name, &addresses, &version))
+            .store(move |s| s.register_engine(&name, &addresses, &version, connected))
             .await?
     };
-    let event = state.engines.seen(&name, "registered");
-    state.record(event.into_iter().collect()).await;
     let status = if changed {
         StatusCode::CREATED
     } else {

@@ -590,13 +590,15 @@ impl Store {
         Ok(all)
     }
 
-    /// Registers an engine, or updates its addresses and version. Returns the record and
-    /// whether anything changed.
+    /// Registers an engine, or updates its addresses and version; `connected` is the
+    /// engine's connection event, if registering connects it, recorded in the same
+    /// transaction. Returns the record and whether the registration changed.
     pub fn register_engine(
         &self,
         name: &str,
         addresses: &[std::net::IpAddr],
         version: &str,
+        connected: Option<NewEvent>,
     ) -> Result<(EngineRecord, bool), StoreError> {
         self.write(|tx| {
             let mut table = tx.tx.open_table(ENGINES)?;
@@ -606,6 +608,9 @@ impl Store {
                 .transpose()?;
             if let Some(record) = &existing {
                 if record.addresses == addresses && record.version == version {
+                    if let Some(event) = connected {
+                        tx.event(event);
+                    }
                     return Ok((record.clone(), false));
                 }
             }
@@ -636,6 +641,9 @@ impl Store {
                     ),
                 },
             });
+            if let Some(event) = connected {
+                tx.event(event);
+            }
             Ok((record, true))
         })
     }
