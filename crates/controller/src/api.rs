@@ -341,7 +341,8 @@ async fn replace_object<T: ConfigObject>(
         .with_detail("name", format!("must be {name:?}, as in the URL")));
     }
     let reason = cause(&actor, "PUT", &format!("{}/{name}", collection(kind)));
-    let (applied, current) = {
+    let replacement = object.clone();
+    let (applied, answer) = {
         let name = name.clone();
         state
             .store(move |s| {
@@ -351,33 +352,33 @@ async fn replace_object<T: ConfigObject>(
                         let Some(slot) = list.iter_mut().find(|o| o.name() == name) else {
                             return Err(ApiError::object_not_found(kind, &name));
                         };
-                        *slot = object;
+                        *slot = replacement;
                         Ok(())
                     },
                     &reason,
                     None,
                     false,
                 )?;
-                // Unchanged: answer with the stored object and its revision.
-                let current = if applied.committed {
-                    None
+                let answer = if applied.committed {
+                    Some(Versioned {
+                        revision: applied.config_revision,
+                        object,
+                    })
                 } else {
+                    // Unchanged: the stored object with the revision of its last change.
                     s.get::<T>(&name)?
                 };
-                Ok((applied, current))
+                Ok((applied, answer))
             })
             .await?
     };
     if applied.committed {
         state.publish(applied.config_revision);
     }
-    match current {
-        Some(current) => Ok(Json(current)),
-        None => {
-            let stored = show_object::<T>(state, name).await?;
-            Ok(stored)
-        }
-    }
+    // Absent only if deleted between the two reads of an unchanged replace.
+    answer
+        .map(Json)
+        .ok_or_else(|| ApiError::object_not_found(kind, &name))
 }
 
 async fn delete_object<T: ConfigObject>(
