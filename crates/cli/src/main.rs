@@ -5,10 +5,15 @@
 //! - `ricochet status`: virtual services, pools, servers and counters.
 //! - `ricochet detach`: removes the data plane from an interface.
 //! - `ricochet server ...`: makes a pool server DSR-ready, checks it, undoes it.
+//! - `ricochet controller`: the controller (store, REST API, tokens).
+//! - `ricochet apply/get/create/replace/delete/events`: the controller's clients.
 
+mod api_client;
+mod controller;
 mod daemon;
 mod neighbours;
 mod net;
+mod objects;
 mod server;
 mod status;
 
@@ -54,6 +59,21 @@ enum Command {
     /// Server side of DSR: VIPs on lo, decapsulation, rp_filter.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Run the controller: the configuration store and its REST API (until SIGTERM).
+    Controller(controller::ControllerArgs),
+    /// Apply a configuration file to the controller: shows what changes, then applies it
+    /// (objects absent from the file are deleted).
+    Apply(objects::ApplyArgs),
+    /// List objects of a kind, or show one.
+    Get(objects::GetArgs),
+    /// Create one object from a YAML or JSON file.
+    Create(objects::FileArgs),
+    /// Replace one object (named in the file) with the file's content.
+    Replace(objects::FileArgs),
+    /// Delete one object.
+    Delete(objects::DeleteArgs),
+    /// Show state changes: configuration, engines, servers.
+    Events(objects::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +90,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(args) => status::run(args),
         Command::Server(cmd) => server::run(cmd),
+        Command::Controller(args) => controller::run(args),
+        Command::Apply(args) => objects::apply(args),
+        Command::Get(args) => objects::get(args),
+        Command::Create(args) => objects::create(args),
+        Command::Replace(args) => objects::replace(args),
+        Command::Delete(args) => objects::delete(args),
+        Command::Events(args) => objects::events(args),
         Command::Detach {
             interface,
             pin_dir,

@@ -26,6 +26,7 @@ pub const MAX_RATIO: u32 = 20;
 ///
 /// Objects refer to each other by name, as in Avi's UI (the API's `*_ref` fields).
 /// Every list may be omitted, and an empty document is an empty configuration.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -55,6 +56,7 @@ pub struct Config {
 ///
 /// DSR needs a fast-path profile: the load balancer only forwards packets and never
 /// terminates the connection (the server answers the client directly).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkProfile {
@@ -90,6 +92,7 @@ impl NetworkProfile {
 ///
 /// The proxy types are accepted by the parser only so that validation can explain why a
 /// virtual service cannot use them (Ricochet forwards; it never terminates connections).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkProfileType {
@@ -145,6 +148,7 @@ impl NetworkProfileType {
 }
 
 /// Avi `DsrProfile`: Direct Server Return settings of a fast-path network profile.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DsrProfile {
@@ -158,6 +162,7 @@ pub struct DsrProfile {
 }
 
 /// Avi's `DsrType`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DsrType {
@@ -168,6 +173,7 @@ pub enum DsrType {
 }
 
 /// Avi's `EncapType` for L3 DSR.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DsrEncapsulation {
@@ -183,6 +189,7 @@ pub enum DsrEncapsulation {
 
 /// Avi `ApplicationProfile`. Only L4 profiles exist in Ricochet, and they carry no
 /// settings yet; the object exists so that configurations read like Avi's.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplicationProfile {
@@ -194,6 +201,7 @@ pub struct ApplicationProfile {
 }
 
 /// Avi's `ApplicationProfileType`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApplicationProfileType {
@@ -206,6 +214,7 @@ pub enum ApplicationProfileType {
 // ---------------------------------------------------------------------------------------
 
 /// Avi `Pool`: the servers a virtual service balances over, and how.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
@@ -240,10 +249,12 @@ impl Pool {
 }
 
 /// Avi `Server` inside a pool.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     /// The server's own address: the destination of the encapsulated packet.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "192.168.33.10"))]
     pub ip: IpAddr,
     /// Optional, and only as documentation: with DSR the server receives each packet on
     /// the port the client sent it to (the VIP's port). If given, every virtual service
@@ -259,6 +270,7 @@ pub struct Server {
 }
 
 /// Avi's `LbAlgorithm`, restricted to what fast path supports.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LbAlgorithm {
@@ -268,6 +280,7 @@ pub enum LbAlgorithm {
 }
 
 /// Avi's `LbAlgorithmConsistentHashHdr` values Ricochet implements.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsistentHash {
@@ -283,12 +296,14 @@ pub enum ConsistentHash {
 // ---------------------------------------------------------------------------------------
 
 /// Avi `VirtualService`, with its `VsVip` inline as [`VirtualService::vip`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualService {
     /// Unique among virtual services.
     pub name: String,
     /// The virtual IP, IPv4 or IPv6 (Avi's `vsvip`). The servers must be in its family.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "192.168.35.241"))]
     pub vip: IpAddr,
     /// Avi's `services`: the ports served. At least one is required.
     #[serde(default)]
@@ -309,6 +324,7 @@ pub struct VirtualService {
 ///
 /// `{ port: 1, port_range_end: 65535 }` means every port and compiles to
 /// [`crate::PortSpec::All`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
@@ -331,6 +347,7 @@ impl Service {
 // ---------------------------------------------------------------------------------------
 
 /// Avi `HealthMonitor`. Modelled and validated only: Ricochet does not run monitors yet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthMonitor {
@@ -366,6 +383,7 @@ pub struct HealthMonitor {
 }
 
 /// Avi's `HealthMonitorType` values Ricochet models.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthMonitorType {
@@ -392,6 +410,7 @@ impl HealthMonitorType {
 }
 
 /// Avi `HealthMonitorTcp`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpMonitor {
@@ -407,6 +426,7 @@ pub struct TcpMonitor {
 }
 
 /// Avi `HealthMonitorUdp`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UdpMonitor {
@@ -419,6 +439,7 @@ pub struct UdpMonitor {
 }
 
 /// Avi `HealthMonitorHttp`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpMonitor {
@@ -444,6 +465,7 @@ impl Default for HttpMonitor {
 }
 
 /// Avi's `HttpResponseCode` classes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpResponseCode {
@@ -471,6 +493,7 @@ pub enum HttpResponseCode {
 // ---------------------------------------------------------------------------------------
 
 /// Transport protocol of a virtual service, from its network profile's type.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {

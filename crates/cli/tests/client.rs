@@ -1,0 +1,290 @@
+//! The controller's command-line clients against a real `ricochet controller`: apply the
+//! seed and see it, refusals that name the path and change nothing, and the messages for
+//! an unreachable controller or a missing token.
+
+mod support;
+
+use support::{ControllerProcess, RICOCHET};
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/seed.yaml");
+
+fn controller() -> (tempfile::TempDir, ControllerProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProcess::start(&dir.path().join("state"));
+    (dir, ctl)
+}
+
+/// The configuration revision, from `get configuration -o json`.
+fn config_revision(ctl: &ControllerProcess) -> u64 {
+    let (code, out, err) = ctl.cli(&["get", "configuration", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["revision"].as_u64().unwrap()
+}
+
+#[test]
+fn apply_the_seed_then_get_shows_it() {
+    let (_dir, ctl) = controller();
+    let (code, out, err) = ctl.cli(&["apply", "-f", SEED, "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("  + virtual service web-vs\n"), "{out}");
+    assert!(out.contains("  + network profile dsr-l3-tcp\n"), "{out}");
+    assert!(out.contains("Applied: configuration revision"), "{out}");
+
+    let (code, out, err) = ctl.cli(&["get", "vs"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "VIP", "PORTS", "POOL", "NETWORK", "PROFILE", "ENABLED", "REVISION"]
+    );
+    assert!(
+        lines.iter().any(|l| l[..6]
+            == [
+                "web-vs",
+                "192.168.35.241",
+                "80",
+                "web-pool",
+                "dsr-l3-tcp",
+                "yes"
+            ]),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "three virtual services: {out}");
+
+    let (code, out, _) = ctl.cli(&["get", "pool", "web-pool"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("192.168.33.10, 192.168.34.10")
+            && out.contains("source_ip")
+            && out.contains("web-tcp"),
+        "{out}"
+    );
+
+    // The same file again changes nothing.
+    let revision = config_revision(&ctl);
+    let (code, out, _) = ctl.cli(&["apply", "-f", SEED, "--yes"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("No changes"), "{out}");
+    assert_eq!(config_revision(&ctl), revision);
+
+    // `get ... -o yaml` gives back a file `apply -f` takes, with no change.
+    let (code, exported, _) = ctl.cli(&["get", "config", "-o", "yaml"]);
+    assert_eq!(code, 0);
+    let file = ctl.state_dir.join("exported.yaml");
+    std::fs::write(&file, exported).unwrap();
+    let (code, out, err) = ctl.cli(&["apply", "-f", file.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("No changes"), "{out}");
+}
+
+#[test]
+fn a_bad_file_shows_the_path_and_changes_nothing() {
+    let (_dir, ctl) = controller();
+    let seed = std::fs::read_to_string(SEED).unwrap();
+    let revision = config_revision(&ctl);
+
+    let bad = ctl.state_dir.join("dangling.yaml");
+    std::fs::write(
+        &bad,
+        seed.replacen("pool: web-pool\n", "pool: web-pol\n", 1),
+    )
+    .unwrap();
+    let (code, out, err) = ctl.cli(&["apply", "-f", bad.to_str().unwrap(), "--yes"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains(r#"virtual_services["web-vs"].pool"#), "{err}");
+    assert!(err.contains(r#"pool "web-pol" does not exist"#), "{err}");
+    assert!(err.contains("nothing was applied"), "{err}");
+
+    // A syntax error is found in the file, with its line.
+    let typo = ctl.state_dir.join("typo.yaml");
+    std::fs::write(
+        &typo,
+        seed.replacen(
+            "{ ip: 192.168.33.10 }",
+            "{ ip: 192.168.33.10, wieght: 2 }",
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = ctl.cli(&["apply", "-f", typo.to_str().unwrap(), "--yes"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("wieght") && err.contains("typo.yaml:"),
+        "{err}"
+    );
+
+    assert_eq!(config_revision(&ctl), revision, "nothing changed");
+    let (_, out, _) = ctl.cli(&["get", "vs"]);
+    assert!(out.contains("(no virtual services)"), "{out}");
+}
+
+#[test]
+fn apply_previews_and_asks() {
+    let (_dir, ctl) = controller();
+    let revision = config_revision(&ctl);
+    let (code, out, _) = ctl.cli(&["apply", "-f", SEED, "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("  + pool web-pool\n") && out.contains("Dry run"),
+        "{out}"
+    );
+    // Not a terminal and no --yes: refused rather than applied unseen.
+    let (code, _, err) = ctl.cli(&["apply", "-f", SEED]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(config_revision(&ctl), revision);
+
+    // A change shows the fields that change.
+    ctl.cli(&["apply", "-f", SEED, "--yes"]);
+    let seed = std::fs::read_to_string(SEED).unwrap();
+    let next = ctl.state_dir.join("next.yaml");
+    std::fs::write(
+        &next,
+        seed.replacen(
+            "- { ip: 192.168.34.10 }",
+            "- { ip: 192.168.34.10, ratio: 3 }",
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = ctl.cli(&["apply", "-f", next.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("  ~ pool web-pool\n      servers[1].ratio: 1 -> 3\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn create_replace_delete_one_object() {
+    let (_dir, ctl) = controller();
+    let file = ctl.state_dir.join("hm.yaml");
+    std::fs::write(
+        &file,
+        "name: web-http\ntype: http\nhttp_monitor:\n  http_request: GET /health HTTP/1.0\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = ctl.cli(&["create", "hm", "-f", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("created health monitor web-http"), "{out}");
+    let (code, _, err) = ctl.cli(&["create", "health-monitor", "-f", f]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+
+    let (code, yaml, _) = ctl.cli(&["get", "monitor", "web-http", "-o", "yaml"]);
+    assert_eq!(code, 0);
+    std::fs::write(
+        &file,
+        yaml.replace("send_interval: 10", "send_interval: 30"),
+    )
+    .unwrap();
+    let (code, out, err) = ctl.cli(&["replace", "hm", "-f", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("web-http"), "{out}");
+    let (_, out, _) = ctl.cli(&["get", "hm"]);
+    assert!(out.contains("30s"), "{out}");
+
+    // JSON works as well as YAML; a bad value names its path.
+    std::fs::write(
+        &file,
+        r#"{"name": "p", "servers": [{"ip": "10.0.0.1", "ratio": 99}]}"#,
+    )
+    .unwrap();
+    let (code, _, err) = ctl.cli(&["create", "pool", "-f", f]);
+    assert_eq!(code, 1);
+    assert!(err.contains(r#"pools["p"].servers[0].ratio"#), "{err}");
+
+    let (code, out, err) = ctl.cli(&["delete", "hm", "web-http"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("deleted health monitor web-http"), "{out}");
+    let (code, _, err) = ctl.cli(&["get", "hm", "web-http"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(r#"health monitor "web-http" does not exist"#),
+        "{err}"
+    );
+
+    let (code, _, err) = ctl.cli(&["get", "vips"]);
+    assert_eq!(code, 2, "a usage error");
+    assert!(err.contains("unknown kind"), "{err}");
+}
+
+#[test]
+fn in_use_objects_name_their_users() {
+    let (_dir, ctl) = controller();
+    ctl.cli(&["apply", "-f", SEED, "--yes"]);
+    let (code, _, err) = ctl.cli(&["delete", "pool", "web-pool"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(r#"pool "web-pool" is in use by virtual service "web-vs""#),
+        "{err}"
+    );
+    let (code, _, err) = ctl.cli(&["delete", "appprof", "System-L4-Application"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("built in"), "{err}");
+}
+
+#[test]
+fn events_and_engines_are_listed() {
+    let (_dir, ctl) = controller();
+    ctl.cli(&["apply", "-f", SEED, "--yes"]);
+    let (code, out, _) = ctl.cli(&["events"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("REVISION"), "{out}");
+    assert!(
+        out.contains("virtual-services/web-vs") && out.contains("created"),
+        "{out}"
+    );
+    let (code, out, _) = ctl.cli(&["get", "se"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("(no service engines registered)"), "{out}");
+}
+
+#[test]
+fn an_unreachable_controller_says_how_to_start_it() {
+    let out = std::process::Command::new(RICOCHET)
+        .args(["get", "vs", "--url", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the controller is not reachable at http://127.0.0.1:1")
+            && err.contains("ricochet controller"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_or_wrong_token_is_explained() {
+    let (_dir, ctl) = controller();
+    let out = std::process::Command::new(RICOCHET)
+        .args([
+            "get",
+            "pools",
+            "--url",
+            &ctl.url,
+            "--token-file",
+            "/nonexistent/token",
+        ])
+        .env_remove("RICOCHET_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/token could not be read"),
+        "{err}"
+    );
+    let out = std::process::Command::new(RICOCHET)
+        .args(["get", "pools", "--url", &ctl.url, "--token", "rct_wrong"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the token is not valid"), "{err}");
+}

@@ -1,0 +1,105 @@
+//! The real `ricochet controller` as a child process on a free port, for the CLI and
+//! crash tests.
+#![allow(dead_code, reason = "each test crate uses a different subset")]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const RICOCHET: &str = env!("CARGO_BIN_EXE_ricochet");
+
+/// A controller process; killed when dropped.
+pub struct ControllerProcess {
+    pub child: Child,
+    pub url: String,
+    pub state_dir: PathBuf,
+}
+
+impl ControllerProcess {
+    /// Starts `ricochet controller` on 127.0.0.1:0 with `state_dir`, and waits until it
+    /// says where it listens.
+    pub fn start(state_dir: &Path) -> ControllerProcess {
+        let mut child = Command::new(RICOCHET)
+            .args(["controller", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state_dir)
+            .env("RICOCHET_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting ricochet controller");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Reads the log until the process ends, so that it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let url: String = line[at + "listening on ".len()..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Ok(url));
+                    }
+                } else if line.contains("error") {
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(Err(line));
+                    }
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(url)) => url,
+            Ok(Err(line)) => panic!("the controller failed to start: {line}"),
+            Err(_) => panic!("the controller did not start within 20 s"),
+        };
+        ControllerProcess {
+            child,
+            url,
+            state_dir: state_dir.to_owned(),
+        }
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.state_dir.join("admin-token")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file())
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill_hard(mut self) {
+        self.child.kill().expect("SIGKILL the controller");
+        self.child.wait().unwrap();
+    }
+
+    /// Runs a client command against this controller: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(RICOCHET)
+            .args(args)
+            .env("RICOCHET_URL", &self.url)
+            .env("RICOCHET_TOKEN_FILE", self.token_file())
+            .env_remove("RICOCHET_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ricochet");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,287 @@
+//! What the controller knows of live service engines: when each was last seen, whether it
+//! waits in a desired-state poll now, and its last report. Registrations are in the
+//! store; this is memory only, rebuilt as engines poll and report after a restart.
+//!
+//! Every change of an engine's connection (connected / disconnected), of its reported
+//! state (starting / running / degraded / failed) and of a server's health as it reports
+//! it becomes an event; the functions here compute those transitions under a lock and
+//! return the events for the caller to record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::store::{now, EngineRecord, NewEvent};
+use crate::types::{Connection, EngineReport, HealthState, ReceivedReport, ServiceEngine};
+
+#[derive(Debug, Default)]
+struct Live {
+    /// When last seen, monotonic and as a time of day.
+    last_seen: Option<(Instant, String)>,
+    /// Desired-state polls waiting now: an engine waiting in one is connected.
+    polls: usize,
+    connected: bool,
+    report: Option<ReceivedReport>,
+}
+
+/// Live state of every engine heard from since the controller started.
+#[derive(Debug)]
+pub struct Engines {
+    live: Mutex<HashMap<String, Live>>,
+    /// Unheard for longer than this, an engine is disconnected.
+    timeout: Duration,
+}
+
+fn subject(name: &str) -> String {
+    format!("service-engines/{name}")
+}
+
+impl Engines {
+    /// No engine seen yet.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            live: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Live>> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks `name` seen; returns the event if it was not connected.
+    pub fn seen(&self, name: &str, how: &str) -> Option<NewEvent> {
+        let mut live = self.lock();
+        let entry = live.entry(name.to_owned()).or_default();
+        entry.last_seen = Some((Instant::now(), now()));
+        if entry.connected {
+            return None;
+        }
+        entry.connected = true;
+        Some(NewEvent {
+            subject: subject(name),
+            state: Connection::Connected.as_str().into(),
+            previous: Some(Connection::Disconnected.as_str().into()),
+            reason: format!("the engine {how}"),
+        })
+    }
+
+    /// A desired-state poll of `name` starts: it is connected until the guard drops
+    /// (plus the timeout). Returns the guard and the event if it was not connected.
+    pub fn poll(self: &Arc<Self>, name: &str) -> (PollGuard, Option<NewEvent>) {
+        let event = self.seen(name, "polls for the desired configuration");
+        self.lock().entry(name.to_owned()).or_default().polls += 1;
+        (
+            PollGuard {
+                engines: Arc::clone(self),
+                name: name.to_owned(),
+            },
+            event,
+        )
+    }
+
+    /// Stores a report; returns the events of what changed since the previous one.
+    pub fn report(&self, name: &str, report: EngineReport) -> Vec<NewEvent> {
+        let mut events: Vec<NewEvent> = self.seen(name, "reports").into_iter().collect();
+        let mut live = self.lock();
+        let entry = live.entry(name.to_owned()).or_default();
+        let previous = entry.report.take().map(|r| r.report);
+
+        let old_state = previous.as_ref().map(|p| p.state);
+        if old_state != Some(report.state) {
+            let running = match report.revision {
+                Some(r) => format!("runs configuration revision {r}"),
+                None => "runs no configuration yet".to_owned(),
+            };
+            events.push(NewEvent {
+                subject: subject(name),
+                state: report.state.as_str().into(),
+                previous: old_state.map(|s| s.as_str().into()),
+                reason: match &report.message {
+                    Some(m) => format!("the engine reports: {m} ({running})"),
+                    None => format!("the engine reports it {running}"),
+                },
+            });
+        }
+
+        for server in &report.servers {
+            let before = previous
+                .as_ref()
+                .and_then(|p| {
+                    p.servers
+                        .iter()
+                        .find(|s| s.pool == server.pool && s.ip == server.ip)
+                })
+                .map_or(HealthState::Unknown, |s| s.state);
+            if before != server.state {
+                events.push(NewEvent {
+                    subject: format!(
+                        "{}/pools/{}/servers/{}",
+                        subject(name),
+                        server.pool,
+                        server.ip
+                    ),
+                    state: server.state.as_str().into(),
+                    previous: Some(before.as_str().into()),
+                    reason: server
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| format!("reported by engine {name}")),
+                });
+            }
+        }
+
+        entry.report = Some(ReceivedReport {
+            received_at: now(),
+            report,
+        });
+        events
+    }
+
+    /// Engines unheard for longer than the timeout and not polling become disconnected;
+    /// returns their events.
+    pub fn sweep(&self) -> Vec<NewEvent> {
+        let mut live = self.lock();
+        let mut events = Vec::new();
+        for (name, entry) in live.iter_mut() {
+            let stale = entry
+                .last_seen
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() > self.timeout);
+            if entry.connected && entry.polls == 0 && stale {
+                entry.connected = false;
+                events.push(NewEvent {
+                    subject: subject(name),
+                    state: Connection::Disconnected.as_str().into(),
+                    previous: Some(Connection::Connected.as_str().into()),
+                    reason: format!(
+                        "no registration, report or poll for more than {} s",
+                        self.timeout.as_secs_f64()
+                    ),
+                });
+            }
+        }
+        events
+    }
+
+    /// Forgets an engine (after it is unregistered).
+    pub fn forget(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// The API's view of a registered engine.
+    pub fn view(&self, record: EngineRecord) -> ServiceEngine {
+        let live = self.lock();
+        let entry = live.get(&record.name);
+        ServiceEngine {
+            connection: if entry.is_some_and(|e| e.connected) {
+                Connection::Connected
+            } else {
+                Connection::Disconnected
+            },
+            last_seen: entry.and_then(|e| e.last_seen.as_ref().map(|(_, t)| t.clone())),
+            report: entry.and_then(|e| e.report.clone()),
+            name: record.name,
+            addresses: record.addresses,
+            version: record.version,
+            registered_at: record.registered_at,
+            revision: record.revision,
+        }
+    }
+}
+
+/// Held while an engine waits in a desired-state poll.
+pub struct PollGuard {
+    engines: Arc<Engines>,
+    name: String,
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        let mut live = self.engines.lock();
+        if let Some(entry) = live.get_mut(&self.name) {
+            entry.polls = entry.polls.saturating_sub(1);
+            // The end of a poll is a sign of life too.
+            entry.last_seen = Some((Instant::now(), now()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{EngineCounters, EngineRunState, ServerHealth};
+
+    fn report(state: EngineRunState, servers: &[(&str, HealthState)]) -> EngineReport {
+        EngineReport {
+            revision: Some(3),
+            state,
+            message: None,
+            counters: EngineCounters::default(),
+            servers: servers
+                .iter()
+                .map(|(ip, state)| ServerHealth {
+                    pool: "web-pool".into(),
+                    ip: ip.parse().unwrap(),
+                    state: *state,
+                    reason: Some("connection refused".into())
+                        .filter(|_| *state == HealthState::Down),
+                })
+                .collect(),
+        }
+    }
+
+    fn states(events: &[NewEvent]) -> Vec<(&str, &str)> {
+        events
+            .iter()
+            .map(|e| (e.subject.as_str(), e.state.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reports_yield_events_only_for_changes() {
+        let engines = Engines::new(Duration::from_secs(10));
+        let up = [("10.0.0.1", HealthState::Up)];
+        let first = engines.report("se1", report(EngineRunState::Running, &up));
+        assert_eq!(
+            states(&first),
+            [
+                ("service-engines/se1", "connected"),
+                ("service-engines/se1", "running"),
+                ("service-engines/se1/pools/web-pool/servers/10.0.0.1", "up"),
+            ]
+        );
+        assert!(engines
+            .report("se1", report(EngineRunState::Running, &up))
+            .is_empty());
+        let down = engines.report(
+            "se1",
+            report(EngineRunState::Running, &[("10.0.0.1", HealthState::Down)]),
+        );
+        assert_eq!(down.len(), 1);
+        assert_eq!(down[0].state, "down");
+        assert_eq!(down[0].previous.as_deref(), Some("up"));
+        assert_eq!(down[0].reason, "connection refused");
+    }
+
+    #[test]
+    fn silent_engines_disconnect_unless_polling() {
+        let engines = Arc::new(Engines::new(Duration::from_millis(20)));
+        engines.seen("se1", "registers");
+        let (guard, event) = engines.poll("se2");
+        assert!(event.is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            states(&engines.sweep()),
+            [("service-engines/se1", "disconnected")]
+        );
+        assert!(engines.sweep().is_empty(), "reported once");
+        drop(guard);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            states(&engines.sweep()),
+            [("service-engines/se2", "disconnected")]
+        );
+    }
+}

@@ -1,0 +1,846 @@
+//! The controller's state in an embedded transactional database (redb: one file,
+//! copy-on-write B-trees, ACID transactions, checksummed commits).
+//!
+//! Layout, one redb table each:
+//!
+//! | table | key → value |
+//! |---|---|
+//! | `meta` | `"schema"`, `"revision"`, `"config_revision"` → u64 |
+//! | `network_profiles`, `application_profiles`, `health_monitors`, `pools`, `virtual_services` | name → JSON `{"revision": N, "object": {...}}` (the `ricochet_config` type) |
+//! | `service_engines` | name → JSON [`EngineRecord`] |
+//! | `tokens` | SHA-256 of the token, hex → JSON [`TokenRecord`] |
+//! | `events` | id (u64) → JSON [`Event`] |
+//!
+//! Every change is one write transaction ([`Store::write`]): it reads what it needs,
+//! decides, writes, takes the next revision and appends its events, and commits with
+//! `Durability::Immediate` (fsync) before the caller answers. A refusal or an error aborts
+//! the transaction, so nothing of it remains. redb's commit is atomic: after a crash the
+//! file opens at the last committed transaction.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableError, WriteTransaction,
+};
+use ricochet_config::{
+    ApplicationProfile, ApplicationProfileType, Config, HealthMonitor, NetworkProfile, Pool,
+    VirtualService, SYSTEM_L4_APPLICATION,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::diff::ConfigDiff;
+use crate::error::ApiError;
+use crate::kind::{ConfigObject, Kind};
+use crate::types::{Event, Versioned};
+
+/// The store's file inside the state directory.
+pub const STORE_FILE: &str = "controller.redb";
+
+/// The layout version written in `meta`; a store of another version is refused.
+const SCHEMA: u64 = 1;
+
+/// Events kept; older ones are dropped as new ones arrive.
+pub const MAX_EVENTS: u64 = 100_000;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ENGINES: TableDefinition<&str, &[u8]> = TableDefinition::new("service_engines");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+fn objects(kind: Kind) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(kind.field())
+}
+
+/// A failure of the store (not a refusal of a request: see [`StoreError::Refused`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request was refused; the transaction was aborted.
+    #[error("{0}")]
+    Refused(ApiError),
+    /// Another process holds the database.
+    #[error("{} is in use by another process (is another controller running with this state directory?)", .0.display())]
+    InUse(PathBuf),
+    /// A layout this version does not know.
+    #[error("{} has store schema {found}, this controller knows schema {SCHEMA}", .path.display())]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema.
+        found: u64,
+    },
+    /// A stored value does not parse.
+    #[error("stored {what} does not parse: {source}")]
+    Corrupt {
+        /// Which value.
+        what: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The database failed.
+    #[error("store: {0}")]
+    Database(Box<redb::Error>),
+}
+
+macro_rules! from_redb {
+    ($($e:ty),*) => {$(
+        impl From<$e> for StoreError {
+            fn from(e: $e) -> Self {
+                StoreError::Database(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<ApiError> for StoreError {
+    fn from(e: ApiError) -> Self {
+        StoreError::Refused(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(e) => e,
+            other => ApiError::internal("the store failed, nothing was changed", &other),
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(
+    what: impl FnOnce() -> String,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        what: what(),
+        source,
+    })
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("stored types serialize")
+}
+
+/// Now, RFC 3339 UTC with milliseconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// A registered service engine, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineRecord {
+    /// The engine's name.
+    pub name: String,
+    /// Its addresses.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Its software version.
+    pub version: String,
+    /// When it first registered.
+    pub registered_at: String,
+    /// The revision of its last registration change.
+    pub revision: u64,
+}
+
+/// An API token, as stored (under the hash of the token; the token itself is not kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Who the token is, e.g. `admin`; events name it as the actor.
+    pub name: String,
+    /// When it was created.
+    pub created_at: String,
+}
+
+/// An event to append, before it gets its id, time and revision.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// See [`Event::subject`].
+    pub subject: String,
+    /// See [`Event::state`].
+    pub state: String,
+    /// See [`Event::previous`].
+    pub previous: Option<String>,
+    /// See [`Event::reason`].
+    pub reason: String,
+}
+
+/// The configuration as stored, with each object's revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The store's revision.
+    pub revision: u64,
+    /// The configuration revision.
+    pub config_revision: u64,
+    /// Every object, each kind sorted by name.
+    pub config: Config,
+    /// The revision of each object.
+    pub revisions: HashMap<(Kind, String), u64>,
+}
+
+/// What a configuration change did (or would do).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The configuration revision after it.
+    pub config_revision: u64,
+    /// Whether it was committed (false for a dry run or a change that changes nothing).
+    pub committed: bool,
+    /// What changed.
+    pub diff: ConfigDiff,
+}
+
+/// The state of one write transaction: the revision it will commit as, and its events.
+pub struct Tx<'a> {
+    tx: &'a WriteTransaction,
+    /// The store's revision before this transaction.
+    base: u64,
+    changed: bool,
+    config_changed: bool,
+    events: Vec<NewEvent>,
+}
+
+impl Tx<'_> {
+    /// The revision this transaction commits as; calling it marks the transaction as a
+    /// change (a transaction that never calls it, nor records an event, is aborted).
+    pub fn revision(&mut self) -> u64 {
+        self.changed = true;
+        self.base + 1
+    }
+
+    /// The store's revision before this transaction.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Appends an event (committed with the transaction).
+    pub fn event(&mut self, event: NewEvent) {
+        self.changed = true;
+        self.events.push(event);
+    }
+
+    /// The stored configuration, inside the transaction.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let meta = self.tx.open_table(META)?;
+        let mut snap = Snapshot {
+            revision: self.base,
+            config_revision: get_meta(&meta, "config_revision")?,
+            ..Snapshot::default()
+        };
+        load_kind::<NetworkProfile, _>(
+            &self.tx.open_table(objects(Kind::NetworkProfile))?,
+            &mut snap,
+        )?;
+        load_kind::<ApplicationProfile, _>(
+            &self.tx.open_table(objects(Kind::ApplicationProfile))?,
+            &mut snap,
+        )?;
+        load_kind::<HealthMonitor, _>(
+            &self.tx.open_table(objects(Kind::HealthMonitor))?,
+            &mut snap,
+        )?;
+        load_kind::<Pool, _>(&self.tx.open_table(objects(Kind::Pool))?, &mut snap)?;
+        load_kind::<VirtualService, _>(
+            &self.tx.open_table(objects(Kind::VirtualService))?,
+            &mut snap,
+        )?;
+        Ok(snap)
+    }
+}
+
+fn get_meta(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
+    Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
+}
+
+fn load_kind<T: ConfigObject, R: ReadableTable<&'static str, &'static [u8]>>(
+    table: &R,
+    snap: &mut Snapshot,
+) -> Result<(), StoreError> {
+    let list = T::list_mut(&mut snap.config);
+    for entry in table.iter()? {
+        let (name, value) = entry?;
+        let name = name.value().to_owned();
+        let record: Versioned<T> = parse(|| T::KIND.path_of(&name), value.value())?;
+        snap.revisions.insert((T::KIND, name), record.revision);
+        list.push(record.object);
+    }
+    Ok(())
+}
+
+/// The built-in `System-L4-Application`.
+fn system_l4_application() -> ApplicationProfile {
+    ApplicationProfile {
+        name: SYSTEM_L4_APPLICATION.to_owned(),
+        kind: ApplicationProfileType::L4,
+    }
+}
+
+/// The controller's store.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`; a new store gets the built-in objects.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(path.to_owned()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let store = Store {
+            db,
+            path: path.to_owned(),
+        };
+        store.initialise()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn initialise(&self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        self.write(|tx| {
+            // Creating every table here lets readers assume they exist.
+            let mut meta = tx.tx.open_table(META)?;
+            for kind in Kind::ALL {
+                tx.tx.open_table(objects(kind))?;
+            }
+            tx.tx.open_table(ENGINES)?;
+            tx.tx.open_table(TOKENS)?;
+            tx.tx.open_table(EVENTS)?;
+            match get_meta(&meta, "schema")? {
+                0 => {
+                    meta.insert("schema", SCHEMA)?;
+                    tx.revision();
+                }
+                SCHEMA => {}
+                found => return Err(StoreError::Schema { path, found }),
+            }
+            drop(meta);
+            let mut apps = tx.tx.open_table(objects(Kind::ApplicationProfile))?;
+            if apps.get(SYSTEM_L4_APPLICATION)?.is_none() {
+                let revision = tx.revision();
+                let record = Versioned {
+                    revision,
+                    object: system_l4_application(),
+                };
+                apps.insert(SYSTEM_L4_APPLICATION, to_json(&record).as_slice())?;
+                tx.config_changed = true;
+                tx.event(NewEvent {
+                    subject: format!(
+                        "{}/{SYSTEM_L4_APPLICATION}",
+                        Kind::ApplicationProfile.segment()
+                    ),
+                    state: "created".into(),
+                    previous: None,
+                    reason: "built in".into(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `change` in one write transaction and commits it (durably) if it changed
+    /// something; aborts it if it returns an error or changed nothing.
+    pub fn write<T>(
+        &self,
+        change: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut wtx = self.db.begin_write()?;
+        wtx.set_durability(Durability::Immediate);
+        let base = {
+            let meta = wtx.open_table(META)?;
+            get_meta(&meta, "revision")?
+        };
+        let mut tx = Tx {
+            tx: &wtx,
+            base,
+            changed: false,
+            config_changed: false,
+            events: Vec::new(),
+        };
+        let out = match change(&mut tx) {
+            Ok(out) => out,
+            Err(e) => {
+                wtx.abort()?;
+                return Err(e);
+            }
+        };
+        if !tx.changed {
+            wtx.abort()?;
+            return Ok(out);
+        }
+        let revision = base + 1;
+        let (config_changed, events) = (tx.config_changed, std::mem::take(&mut tx.events));
+        {
+            let mut meta = wtx.open_table(META)?;
+            meta.insert("revision", revision)?;
+            if config_changed {
+                meta.insert("config_revision", revision)?;
+            }
+            let mut table = wtx.open_table(EVENTS)?;
+            let mut id = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+            let time = now();
+            for e in events {
+                id += 1;
+                let event = Event {
+                    id,
+                    revision,
+                    time: time.clone(),
+                    subject: e.subject,
+                    state: e.state,
+                    previous: e.previous,
+                    reason: e.reason,
+                };
+                table.insert(id, to_json(&event).as_slice())?;
+            }
+            while table.len()? > MAX_EVENTS {
+                table.pop_first()?;
+            }
+        }
+        wtx.commit()?;
+        Ok(out)
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// The store's revision and the configuration revision.
+    pub fn revisions(&self) -> Result<(u64, u64), StoreError> {
+        let rtx = self.read()?;
+        let meta = rtx.open_table(META)?;
+        Ok((
+            get_meta(&meta, "revision")?,
+            get_meta(&meta, "config_revision")?,
+        ))
+    }
+
+    /// The whole configuration, consistent at one revision.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let rtx = self.read()?;
+        let meta = rtx.open_table(META)?;
+        let mut snap = Snapshot {
+            revision: get_meta(&meta, "revision")?,
+            config_revision: get_meta(&meta, "config_revision")?,
+            ..Snapshot::default()
+        };
+        load_kind::<NetworkProfile, _>(&rtx.open_table(objects(Kind::NetworkProfile))?, &mut snap)?;
+        load_kind::<ApplicationProfile, _>(
+            &rtx.open_table(objects(Kind::ApplicationProfile))?,
+            &mut snap,
+        )?;
+        load_kind::<HealthMonitor, _>(&rtx.open_table(objects(Kind::HealthMonitor))?, &mut snap)?;
+        load_kind::<Pool, _>(&rtx.open_table(objects(Kind::Pool))?, &mut snap)?;
+        load_kind::<VirtualService, _>(&rtx.open_table(objects(Kind::VirtualService))?, &mut snap)?;
+        Ok(snap)
+    }
+
+    /// The objects of one kind, sorted by name, and the store's revision.
+    pub fn list<T: ConfigObject>(&self) -> Result<(u64, Vec<Versioned<T>>), StoreError> {
+        let rtx = self.read()?;
+        let revision = get_meta(&rtx.open_table(META)?, "revision")?;
+        let table = rtx.open_table(objects(T::KIND))?;
+        let mut items = Vec::new();
+        for entry in table.iter()? {
+            let (name, value) = entry?;
+            items.push(parse(|| T::KIND.path_of(name.value()), value.value())?);
+        }
+        Ok((revision, items))
+    }
+
+    /// One object.
+    pub fn get<T: ConfigObject>(&self, name: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        let rtx = self.read()?;
+        let table = rtx.open_table(objects(T::KIND))?;
+        let value = table.get(name)?;
+        value
+            .map(|v| parse(|| T::KIND.path_of(name), v.value()))
+            .transpose()
+    }
+
+    /// Changes the configuration in one transaction: `change` edits a copy of the stored
+    /// configuration; the result must validate (the engine's rules, which include every
+    /// reference between objects); then each created, changed or deleted object is written
+    /// with the new revision and recorded as an event saying `cause`. A dry run, or a
+    /// change that changes nothing, commits nothing. `expect`: the configuration revision
+    /// the change was prepared against; if another change came first, it is refused (412).
+    pub fn change_config(
+        &self,
+        change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
+        cause: &str,
+        expect: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Applied, StoreError> {
+        self.write(|tx| {
+            let current = tx.snapshot()?;
+            if let Some(expected) = expect.filter(|e| *e != current.config_revision) {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PRECONDITION_FAILED,
+                    "revision_mismatch",
+                    format!(
+                        "the configuration changed since revision {expected} (it is at revision \
+                         {}); review the changes again",
+                        current.config_revision
+                    ),
+                )
+                .into());
+            }
+            let mut candidate = current.config.clone();
+            change(&mut candidate)?;
+            // The built-in profile always exists; a declarative configuration that omits
+            // it leaves it in place.
+            if !candidate
+                .application_profiles
+                .iter()
+                .any(|p| p.name == SYSTEM_L4_APPLICATION)
+            {
+                candidate.application_profiles.push(system_l4_application());
+            }
+            candidate.validate().map_err(ApiError::validation)?;
+            let diff = ConfigDiff::between(&current.config, &candidate);
+            if dry_run || diff.is_empty() {
+                return Ok(Applied {
+                    config_revision: current.config_revision,
+                    committed: false,
+                    diff,
+                });
+            }
+            let revision = tx.revision();
+            tx.config_changed = true;
+            for (kind, name, what) in diff.touched() {
+                let mut table = tx.tx.open_table(objects(kind))?;
+                match kind.json_of(&candidate, name) {
+                    Some(object) => {
+                        let record = Versioned { revision, object };
+                        table.insert(name, to_json(&record).as_slice())?;
+                    }
+                    None => {
+                        table.remove(name)?;
+                    }
+                }
+                tx.events.push(NewEvent {
+                    subject: format!("{}/{name}", kind.segment()),
+                    state: what.to_owned(),
+                    previous: None,
+                    reason: cause.to_owned(),
+                });
+            }
+            Ok(Applied {
+                config_revision: revision,
+                committed: true,
+                diff,
+            })
+        })
+    }
+
+    /// Events with a revision above `since`, oldest first, at most `limit`; and the
+    /// store's revision.
+    pub fn events(&self, since: u64, limit: usize) -> Result<(u64, Vec<Event>), StoreError> {
+        let rtx = self.read()?;
+        let revision = get_meta(&rtx.open_table(META)?, "revision")?;
+        let table = match rtx.open_table(EVENTS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok((revision, Vec::new())),
+            Err(e) => return Err(e.into()),
+        };
+        // Ids and revisions grow together, so the newest events are at the end: walk back
+        // to the first one after `since`, then forward.
+        let mut newer = Vec::new();
+        for entry in table.iter()?.rev() {
+            let (id, value) = entry?;
+            let event: Event = parse(|| format!("event {}", id.value()), value.value())?;
+            if event.revision <= since {
+                break;
+            }
+            newer.push(event);
+        }
+        newer.reverse();
+        newer.truncate(limit);
+        Ok((revision, newer))
+    }
+
+    /// Every registered engine, sorted by name.
+    pub fn engines(&self) -> Result<Vec<EngineRecord>, StoreError> {
+        let rtx = self.read()?;
+        let table = rtx.open_table(ENGINES)?;
+        let mut all = Vec::new();
+        for entry in table.iter()? {
+            let (name, value) = entry?;
+            all.push(parse(
+                || format!("service engine {:?}", name.value()),
+                value.value(),
+            )?);
+        }
+        Ok(all)
+    }
+
+    /// Registers an engine, or updates its addresses and version; `connected` is the
+    /// engine's connection event, if registering connects it, recorded in the same
+    /// transaction. Returns the record and whether the registration changed.
+    pub fn register_engine(
+        &self,
+        name: &str,
+        addresses: &[std::net::IpAddr],
+        version: &str,
+        connected: Option<NewEvent>,
+    ) -> Result<(EngineRecord, bool), StoreError> {
+        self.write(|tx| {
+            let mut table = tx.tx.open_table(ENGINES)?;
+            let existing: Option<EngineRecord> = table
+                .get(name)?
+                .map(|v| parse(|| format!("service engine {name:?}"), v.value()))
+                .transpose()?;
+            if let Some(record) = &existing {
+                if record.addresses == addresses && record.version == version {
+                    if let Some(event) = connected {
+                        tx.event(event);
+                    }
+                    return Ok((record.clone(), false));
+                }
+            }
+            let revision = tx.revision();
+            let record = EngineRecord {
+                name: name.to_owned(),
+                addresses: addresses.to_vec(),
+                version: version.to_owned(),
+                registered_at: existing
+                    .as_ref()
+                    .map_or_else(now, |r| r.registered_at.clone()),
+                revision,
+            };
+            table.insert(name, to_json(&record).as_slice())?;
+            let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            tx.event(NewEvent {
+                subject: format!("service-engines/{name}"),
+                state: "registered".into(),
+                previous: None,
+                reason: match existing {
+                    None => format!(
+                        "registered with addresses [{}], version {version}",
+                        addresses.join(", ")
+                    ),
+                    Some(_) => format!(
+                        "registration updated: addresses [{}], version {version}",
+                        addresses.join(", ")
+                    ),
+                },
+            });
+            if let Some(event) = connected {
+                tx.event(event);
+            }
+            Ok((record, true))
+        })
+    }
+
+    /// Removes an engine's registration; returns the revision, or `None` if it was not
+    /// registered.
+    pub fn unregister_engine(&self, name: &str, cause: &str) -> Result<Option<u64>, StoreError> {
+        self.write(|tx| {
+            let mut table = tx.tx.open_table(ENGINES)?;
+            if table.remove(name)?.is_none() {
+                return Ok(None);
+            }
+            let revision = tx.revision();
+            tx.event(NewEvent {
+                subject: format!("service-engines/{name}"),
+                state: "unregistered".into(),
+                previous: None,
+                reason: cause.to_owned(),
+            });
+            Ok(Some(revision))
+        })
+    }
+
+    /// Appends events in one transaction (one revision).
+    pub fn record(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            for e in events {
+                tx.event(e);
+            }
+            Ok(())
+        })
+    }
+
+    /// Every token, by the hex SHA-256 of the token.
+    pub fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        let rtx = self.read()?;
+        let table = rtx.open_table(TOKENS)?;
+        let mut all = Vec::new();
+        for entry in table.iter()? {
+            let (hash, value) = entry?;
+            let hash = hash.value().to_owned();
+            let record = parse(|| "a token record".to_owned(), value.value())?;
+            all.push((hash, record));
+        }
+        Ok(all)
+    }
+
+    /// Replaces the tokens named `name` with the one whose hash is `hash`.
+    pub fn replace_token(&self, name: &str, hash: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut table = tx.tx.open_table(TOKENS)?;
+            let mut old = Vec::new();
+            for entry in table.iter()? {
+                let (h, value) = entry?;
+                let record: TokenRecord = parse(|| "a token record".to_owned(), value.value())?;
+                if record.name == name {
+                    old.push(h.value().to_owned());
+                }
+            }
+            for h in &old {
+                table.remove(h.as_str())?;
+            }
+            let record = TokenRecord {
+                name: name.to_owned(),
+                created_at: now(),
+            };
+            table.insert(hash, to_json(&record).as_slice())?;
+            tx.event(NewEvent {
+                subject: format!("tokens/{name}"),
+                state: "created".into(),
+                previous: None,
+                reason: if old.is_empty() {
+                    "first start: an admin token was created".into()
+                } else {
+                    format!("a new {name} token replaced the previous one")
+                },
+            });
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(STORE_FILE)).unwrap();
+        (dir, store)
+    }
+
+    const SEED: &str = include_str!("../../config/examples/seed.yaml");
+
+    #[test]
+    fn a_new_store_has_the_built_in_profile_at_revision_1() {
+        let (_dir, store) = store();
+        assert_eq!(store.revisions().unwrap(), (1, 1));
+        let (_, apps) = store.list::<ApplicationProfile>().unwrap();
+        assert_eq!(apps.len(), 1);
+        assert_eq!(apps[0].object, system_l4_application());
+        assert_eq!(apps[0].revision, 1);
+    }
+
+    #[test]
+    fn reopening_keeps_everything_and_adds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        {
+            let store = Store::open(&path).unwrap();
+            let seed = Config::from_yaml_str(SEED).unwrap();
+            let applied = store
+                .change_config(
+                    |c| {
+                        *c = seed;
+                        Ok(())
+                    },
+                    "test",
+                    None,
+                    false,
+                )
+                .unwrap();
+            assert!(applied.committed);
+            assert_eq!(applied.config_revision, 2);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.revisions().unwrap(), (2, 2));
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.config.virtual_services.len(), 3);
+        assert_eq!(snap.revisions[&(Kind::Pool, "web-pool".to_owned())], 2);
+        assert_eq!(
+            snap.revisions[&(Kind::ApplicationProfile, SYSTEM_L4_APPLICATION.to_owned())],
+            1,
+            "declaring the built-in profile again does not change it"
+        );
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused() {
+        let (dir, _store) = store();
+        match Store::open(&dir.path().join(STORE_FILE)) {
+            Err(StoreError::InUse(_)) => {}
+            other => panic!("expected InUse, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_refused_change_leaves_no_trace() {
+        let (_dir, store) = store();
+        let before = store.revisions().unwrap();
+        let err = store
+            .change_config(
+                |c| {
+                    c.pools.push(Pool {
+                        name: "p".into(),
+                        servers: vec![],
+                        lb_algorithm: Default::default(),
+                        consistent_hash: Default::default(),
+                        table_size: Some(4),
+                        health_monitors: vec![],
+                    });
+                    Ok(())
+                },
+                "test",
+                None,
+                false,
+            )
+            .unwrap_err();
+        let StoreError::Refused(e) = err else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(e.body.details[0].path, r#"pools["p"].table_size"#);
+        assert_eq!(store.revisions().unwrap(), before);
+        assert!(store.list::<Pool>().unwrap().1.is_empty());
+        assert_eq!(store.events(1, 100).unwrap().1, vec![]);
+    }
+
+    #[test]
+    fn events_since_a_revision() {
+        let (_dir, store) = store();
+        store
+            .record(vec![NewEvent {
+                subject: "x".into(),
+                state: "a".into(),
+                previous: None,
+                reason: "r".into(),
+            }])
+            .unwrap();
+        let (revision, all) = store.events(0, 100).unwrap();
+        assert_eq!(revision, 2);
+        let states: Vec<(u64, &str)> = all.iter().map(|e| (e.revision, e.state.as_str())).collect();
+        assert_eq!(states, [(1, "created"), (2, "a")]);
+        assert_eq!(store.events(1, 100).unwrap().1.len(), 1);
+        assert_eq!(store.events(2, 100).unwrap().1.len(), 0);
+        assert_eq!(store.events(0, 1).unwrap().1[0].revision, 1, "oldest first");
+    }
+}

@@ -1,0 +1,330 @@
+//! The API's request and response bodies (besides the model objects of
+//! `ricochet_config`, which are sent and stored as they are).
+//!
+//! Revisions: the store counts every committed change (configuration objects, engine
+//! registrations, events). Each object carries the revision that last changed it; list
+//! and mutation responses carry the store's revision; the configuration and the desired
+//! state carry the *configuration revision*, the revision of the last change to any
+//! configuration object, which is what engines run and report.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ricochet_config::Config;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::diff::ConfigDiff;
+
+/// An object with the revision that last changed it. Also the stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Versioned<T> {
+    /// The revision of the last change to this object.
+    pub revision: u64,
+    /// The object.
+    pub object: T,
+}
+
+/// The objects of one kind, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ObjectList<T> {
+    /// The store's revision when read.
+    pub revision: u64,
+    /// The objects.
+    pub items: Vec<Versioned<T>>,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Deleted {
+    /// The revision of the change that deleted it.
+    pub revision: u64,
+    /// The collection, e.g. `pools`.
+    pub kind: String,
+    /// The deleted object's name.
+    pub name: String,
+}
+
+/// The whole configuration with its revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Configuration {
+    /// The configuration revision: the revision of the last change to any object.
+    pub revision: u64,
+    /// Every object, each kind sorted by name (the built-in application profile
+    /// included).
+    pub config: Config,
+}
+
+/// The answer to a declarative apply (`PUT /api/v1/configuration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyResult {
+    /// The configuration revision after the apply: new if something changed, the
+    /// current one for a dry run or an apply that changes nothing.
+    pub revision: u64,
+    /// Whether this was only a preview.
+    pub dry_run: bool,
+    /// Whether a change was committed.
+    pub committed: bool,
+    /// What the apply changes (or would change).
+    pub diff: ConfigDiff,
+}
+
+/// A recorded state change: of a configuration object, a service engine, a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Sequence number, increasing.
+    pub id: u64,
+    /// The revision of the commit that recorded it.
+    pub revision: u64,
+    /// When, RFC 3339 UTC.
+    pub time: String,
+    /// What changed, e.g. `pools/web-pool`, `service-engines/se1`,
+    /// `service-engines/se1/pools/web-pool/servers/192.168.33.10`.
+    pub subject: String,
+    /// The new state, e.g. `created`, `changed`, `deleted`, `registered`, `connected`,
+    /// `disconnected`, `running`, `failed`, `up`, `down`.
+    pub state: String,
+    /// The state before, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Why, as a sentence.
+    pub reason: String,
+}
+
+/// Events after a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    /// The store's revision when read: pass it as `since` to get only newer events.
+    pub revision: u64,
+    /// The events, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// A service engine registering itself (`POST /api/v1/service-engines`). Registering
+/// again with the same name updates the addresses and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineRegistration {
+    /// Unique among engines, usually the host name.
+    pub name: String,
+    /// The engine's addresses (its data-plane interface's).
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub addresses: Vec<IpAddr>,
+    /// The engine's software version.
+    pub version: String,
+}
+
+/// What an engine runs, as it reports it (`POST /api/v1/service-engines/{name}/report`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineReport {
+    /// The configuration revision the data plane runs; absent before the first apply.
+    #[serde(default)]
+    pub revision: Option<u64>,
+    /// The engine's state.
+    pub state: EngineRunState,
+    /// Why, for `degraded` and `failed` (e.g. the error that refused a configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Data-plane counters.
+    #[serde(default)]
+    pub counters: EngineCounters,
+    /// The health of each pool server as this engine sees it.
+    #[serde(default)]
+    pub servers: Vec<ServerHealth>,
+}
+
+/// An engine's own view of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineRunState {
+    /// Started, no configuration applied yet.
+    Starting,
+    /// Forwarding with the reported revision.
+    Running,
+    /// Forwarding, but the last configuration could not be applied (the reported
+    /// revision is the one still running).
+    Degraded,
+    /// Not forwarding.
+    Failed,
+}
+
+impl EngineRunState {
+    /// The name used in JSON and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Degraded => "degraded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Data-plane counters of one engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineCounters {
+    /// Per virtual service.
+    #[serde(default)]
+    pub services: Vec<ServiceCounters>,
+    /// Per pool server.
+    #[serde(default)]
+    pub servers: Vec<ServerCounters>,
+    /// Packets per verdict reason (`forwarded`, `drop_no_service`, ...).
+    #[serde(default)]
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// Counters of one virtual service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCounters {
+    /// The virtual service.
+    pub name: String,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// Flows started.
+    pub new_flows: u64,
+}
+
+/// Counters of one pool server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCounters {
+    /// The pool.
+    pub pool: String,
+    /// The server's address.
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+    /// Packets sent to it.
+    pub packets: u64,
+    /// Bytes sent to it.
+    pub bytes: u64,
+    /// Flows started towards it.
+    pub new_flows: u64,
+}
+
+/// The health of one pool server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerHealth {
+    /// The pool.
+    pub pool: String,
+    /// The server's address.
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+    /// Its state.
+    pub state: HealthState,
+    /// Why, e.g. `connection refused`, `VIP not configured on the server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A server's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Not checked yet, or no monitor.
+    Unknown,
+    /// Passing its monitors.
+    Up,
+    /// Failing its monitors.
+    Down,
+}
+
+impl HealthState {
+    /// The name used in JSON and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// Whether the controller hears from an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Connection {
+    /// Seen (a registration, report or desired-state poll) within the engine timeout,
+    /// or waiting in a desired-state poll now.
+    Connected,
+    /// Not seen for longer than the engine timeout, or not since the controller started.
+    Disconnected,
+}
+
+impl Connection {
+    /// The name used in JSON and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// A registered service engine, as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceEngine {
+    /// The engine's name.
+    pub name: String,
+    /// Its addresses, as registered.
+    #[schema(value_type = Vec<String>)]
+    pub addresses: Vec<IpAddr>,
+    /// Its software version, as registered.
+    pub version: String,
+    /// When it first registered, RFC 3339 UTC.
+    pub registered_at: String,
+    /// The revision of its last registration change.
+    pub revision: u64,
+    /// Whether the controller hears from it.
+    pub connection: Connection,
+    /// When it was last seen, RFC 3339 UTC; absent if not since the controller started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Its last report (kept in memory: absent after a controller restart until the engine
+    /// reports again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReceivedReport>,
+}
+
+/// A report and when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReceivedReport {
+    /// When it arrived, RFC 3339 UTC.
+    pub received_at: String,
+    /// The report.
+    pub report: EngineReport,
+}
+
+/// Registered service engines, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceEngineList {
+    /// The store's revision when read.
+    pub revision: u64,
+    /// The engines.
+    pub items: Vec<ServiceEngine>,
+}
+
+/// What engines run: the configuration at a revision (`GET /api/v1/desired`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Desired {
+    /// The configuration revision.
+    pub revision: u64,
+    /// The whole configuration; each engine compiles it for its data plane.
+    pub config: Config,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the controller answers.
+    pub status: String,
+    /// The store's revision.
+    pub revision: u64,
+}
