@@ -414,6 +414,13 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf
         if is_link && iface.is_some_and(|i| name != format!("link-{i}")) {
             continue;
         }
+        if is_link {
+            // Removing the pin alone releases the link only once the kernel frees the bpffs
+            // inode (after an RCU grace period and a work item): under load the program kept
+            // forwarding for a while after `detach` returned. BPF_LINK_DETACH takes the
+            // program off the interface before we return, whoever still holds the link.
+            force_detach_link(&path)?;
+        }
         if is_link || ALL_MAPS.contains(&name.as_str()) {
             std::fs::remove_file(&path)
                 .with_context(|| format!("removing pin {}", path.display()))?;
@@ -422,6 +429,54 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf
     }
     let _ = std::fs::remove_dir(pin_dir);
     Ok(removed)
+}
+
+/// Detaches the link pinned at `path` from its hook now (BPF_LINK_DETACH); the pin stays.
+fn force_detach_link(path: &Path) -> anyhow::Result<()> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("pin path {} contains a NUL byte", path.display()))?;
+    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32).
+    let mut attr = [0u64; 2];
+    attr[0] = c_path.as_ptr() as u64;
+    // SAFETY: attr is a valid, correctly sized bpf_attr prefix that outlives the call; the
+    // path pointer is valid for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("opening the pinned link {}", path.display()));
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // union bpf_attr for BPF_LINK_DETACH: link_fd (u32).
+    let mut attr = [0u64; 1];
+    attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&link) as u32);
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        // ENOLINK: already detached (its interface went away).
+        if err.raw_os_error() != Some(libc::ENOLINK) {
+            return Err(err).with_context(|| format!("detaching the link {}", path.display()));
+        }
+    }
+    Ok(())
 }
 
 fn sum<T: aya::Pod + Copy + Default>(
