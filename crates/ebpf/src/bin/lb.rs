@@ -23,7 +23,7 @@ mod prog {
     use aya_ebpf::{
         bindings::xdp_action,
         helpers::{
-            bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_xdp_adjust_head,
+            bpf_fib_lookup, bpf_get_prandom_u32, bpf_jiffies64, bpf_redirect, bpf_xdp_adjust_head,
             bpf_xdp_adjust_tail,
         },
         macros::{map, xdp},
@@ -31,10 +31,10 @@ mod prog {
         programs::XdpContext,
     };
     use ricochet_common::{
-        hash::client_hash, limits, Counters, FlowKey, FlowValue, Reason, ServerValue, ServiceKey,
-        ServiceValue, Settings, VipKey, VipValue, FAMILY_V4, FAMILY_V6, SERVER_ACTIVE, SERVER_FREE,
-        SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
-        VIP_UDP_ALL_PORTS,
+        hash::client_hash, limits, Counters, FlowKey, FlowValue, NextHop, Reason, ServerValue,
+        ServiceKey, ServiceValue, Settings, VipKey, VipValue, FAMILY_V4, FAMILY_V6,
+        NEXT_HOP_MAX_AGE_JIFFIES, SERVER_ACTIVE, SERVER_FREE, SERVICE_HASH_SRC_PORT,
+        SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS, VIP_UDP_ALL_PORTS,
     };
     use ricochet_ebpf::{csum, headers::*};
 
@@ -59,6 +59,9 @@ mod prog {
     static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
     #[map]
     static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+    /// Next hops resolved by `bpf_fib_lookup`, per CPU and server id (see `route`).
+    #[map]
+    static NEXT_HOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(limits::MAX_SERVERS, 0);
 
     const AF_INET: u8 = 2;
     const AF_INET6: u8 = 10;
@@ -443,12 +446,12 @@ mod prog {
             if settings.flags & SETTINGS_HAVE_V4 == 0 {
                 return drop(Reason::DropNoSource);
             }
-            encap_v4(ctx, p, settings, &server)
+            encap_v4(ctx, p, settings, server_id, &server)
         } else {
             if settings.flags & SETTINGS_HAVE_V6 == 0 {
                 return drop(Reason::DropNoSource);
             }
-            encap_v6(ctx, p, settings, &server)
+            encap_v6(ctx, p, settings, server_id, &server)
         };
         if verdict.reason() == Reason::Forwarded as u32 {
             if new_flow {
@@ -486,33 +489,55 @@ mod prog {
         Fail(Reason),
     }
 
+    /// The next hop towards `server` (slot `server_id`) for an outer packet of
+    /// `tot_len` bytes: from this CPU's `NEXT_HOPS` entry while it is younger than
+    /// `NEXT_HOP_MAX_AGE_JIFFIES` and was resolved for the same server (generation and
+    /// address) and ingress interface; otherwise from `bpf_fib_lookup`, whose success
+    /// refills the entry. Failures (no route, no neighbour, too big) are never cached,
+    /// so they are looked up again on every packet.
     #[inline(always)]
     fn route(
         ctx: &XdpContext,
         family: u8,
         src: &[u8; 16],
-        dst: &[u8; 16],
+        server_id: u32,
+        server: &ServerValue,
         tot_len: u16,
         tos: u32,
     ) -> Route {
+        let in_ifindex = ctx.ingress_ifindex() as u32;
+        // SAFETY: plain helper call (inlined by the verifier on 64-bit JITs).
+        let now = unsafe { bpf_jiffies64() };
+        let cached = NEXT_HOPS.get_ptr_mut(server_id);
+        if let Some(c) = cached {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            let c = unsafe { &*c };
+            if now.wrapping_sub(c.stamp) < NEXT_HOP_MAX_AGE_JIFFIES
+                && c.generation == server.generation
+                && c.in_ifindex == in_ifindex
+                && c.addr == server.addr
+            {
+                if tot_len > c.mtu {
+                    return Route::TooBig { mtu: c.mtu };
+                }
+                return Route::Via {
+                    ifindex: c.ifindex,
+                    smac: c.smac,
+                    dmac: c.dmac,
+                };
+            }
+        }
+        let v4 = family == FAMILY_V4;
         let mut fib = FibParams {
-            family: if family == FAMILY_V4 {
-                AF_INET
-            } else {
-                AF_INET6
-            },
-            l4_protocol: if family == FAMILY_V4 {
-                IPPROTO_IPIP
-            } else {
-                IPPROTO_IPV6
-            },
+            family: if v4 { AF_INET } else { AF_INET6 },
+            l4_protocol: if v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 },
             sport: 0,
             dport: 0,
             tot_len_mtu: tot_len,
-            ifindex: ctx.ingress_ifindex() as u32,
+            ifindex: in_ifindex,
             tos_flowinfo: tos,
             src: *src,
-            dst: *dst,
+            dst: server.addr,
             vlan_proto: 0,
             vlan_tci: 0,
             smac: [0; 6],
@@ -528,11 +553,30 @@ mod prog {
             )
         };
         match rc {
-            FIB_SUCCESS => Route::Via {
-                ifindex: fib.ifindex,
-                smac: fib.smac,
-                dmac: fib.dmac,
-            },
+            FIB_SUCCESS => {
+                if let Some(c) = cached {
+                    // SAFETY: per-CPU slot, no concurrent writer on this CPU. With the
+                    // MTU check requested, a successful lookup returns the route's MTU.
+                    unsafe {
+                        *c = NextHop {
+                            stamp: now,
+                            addr: server.addr,
+                            generation: server.generation,
+                            in_ifindex,
+                            ifindex: fib.ifindex,
+                            mtu: fib.tot_len_mtu,
+                            smac: fib.smac,
+                            dmac: fib.dmac,
+                            _pad: [0; 4],
+                        }
+                    };
+                }
+                Route::Via {
+                    ifindex: fib.ifindex,
+                    smac: fib.smac,
+                    dmac: fib.dmac,
+                }
+            }
             FIB_FRAG_NEEDED => Route::TooBig {
                 mtu: fib.tot_len_mtu,
             },
@@ -583,7 +627,13 @@ mod prog {
 
     // A subprogram of its own: inlined, its stack would add to the caller's 512 bytes.
     #[inline(never)]
-    fn encap_v4(ctx: &XdpContext, p: &Parsed, s: &Settings, server: &ServerValue) -> Verdict {
+    fn encap_v4(
+        ctx: &XdpContext,
+        p: &Parsed,
+        s: &Settings,
+        server_id: u32,
+        server: &ServerValue,
+    ) -> Verdict {
         let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, p.l3_off) else {
             return drop(Reason::DropMalformedIpv4);
         };
@@ -599,7 +649,8 @@ mod prog {
             ctx,
             FAMILY_V4,
             &src,
-            &server.addr,
+            server_id,
+            server,
             outer_len as u16,
             inner.tos as u32,
         ) {
@@ -651,7 +702,13 @@ mod prog {
 
     // A subprogram of its own: inlined, its stack would add to the caller's 512 bytes.
     #[inline(never)]
-    fn encap_v6(ctx: &XdpContext, p: &Parsed, s: &Settings, server: &ServerValue) -> Verdict {
+    fn encap_v6(
+        ctx: &XdpContext,
+        p: &Parsed,
+        s: &Settings,
+        server_id: u32,
+        server: &ServerValue,
+    ) -> Verdict {
         let Some(inner) = ptr_at::<Ipv6Hdr>(ctx, p.l3_off) else {
             return drop(Reason::DropMalformedIpv6);
         };
@@ -667,7 +724,8 @@ mod prog {
             ctx,
             FAMILY_V6,
             &s.source_v6,
-            &server.addr,
+            server_id,
+            server,
             outer_len as u16,
             flowinfo.to_be(),
         ) {
