@@ -18,7 +18,7 @@ fn main() {
 
 #[cfg(target_arch = "bpf")]
 mod prog {
-    use core::mem::size_of;
+    use core::mem::{size_of, MaybeUninit};
 
     use aya_ebpf::{
         bindings::xdp_action,
@@ -92,17 +92,21 @@ mod prog {
 
     #[xdp]
     pub fn ricochet_lb(ctx: XdpContext) -> u32 {
-        let mut p = Parsed::default();
+        // Not zeroed: `parse` writes it whole before it answers CONTINUE, and it is read
+        // only then (zeroing it cost a 56-byte memset, a byte loop in BPF, per packet).
+        let mut p = MaybeUninit::<Parsed>::uninit();
         let mut verdict = parse(&ctx, &mut p);
         if verdict.action() == ACTION_CONTINUE {
-            verdict = balance(&ctx, &p);
-        }
-        if verdict.action() == ACTION_ICMP_PENDING {
-            verdict = if p.family == FAMILY_V4 {
-                icmp_too_big_v4(&ctx, p.l3_off, p.frame_len, verdict.mtu())
-            } else {
-                icmp_too_big_v6(&ctx, p.l3_off, p.frame_len, verdict.mtu())
-            };
+            // SAFETY: parse initialised `p` (it answered CONTINUE).
+            let p = unsafe { p.assume_init_ref() };
+            verdict = balance(&ctx, p);
+            if verdict.action() == ACTION_ICMP_PENDING {
+                verdict = if p.family == FAMILY_V4 {
+                    icmp_too_big_v4(&ctx, p.l3_off, p.frame_len, verdict.mtu())
+                } else {
+                    icmp_too_big_v6(&ctx, p.l3_off, p.frame_len, verdict.mtu())
+                };
+            }
         }
         count_reason(verdict.reason());
         verdict.action()
@@ -132,7 +136,6 @@ mod prog {
     }
 
     /// What the parser learnt about a packet addressed to a VIP.
-    #[derive(Default)]
     struct Parsed {
         l3_off: usize,
         frame_len: u32,
@@ -199,7 +202,7 @@ mod prog {
 
     /// Parses the headers into `p`; `CONTINUE` when the packet is for a VIP service.
     #[inline(never)]
-    fn parse(ctx: &XdpContext, p: &mut Parsed) -> Verdict {
+    fn parse(ctx: &XdpContext, p: &mut MaybeUninit<Parsed>) -> Verdict {
         let frame_len = ctx.data_end() - ctx.data();
         let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
             return pass(Reason::PassTruncatedL2);
@@ -216,7 +219,6 @@ mod prog {
             ether_type = u16::from_be_bytes([tag[2], tag[3]]);
             l3_off = ETH_LEN + VLAN_LEN;
         }
-        p.frame_len = frame_len as u32;
         match ether_type {
             ETH_P_IP => parse_v4(ctx, l3_off, frame_len, p),
             ETH_P_IPV6 => parse_v6(ctx, l3_off, frame_len, p),
@@ -224,12 +226,33 @@ mod prog {
         }
     }
 
+    /// An IPv4 address in the 16-byte form of the maps (zeros after it), built with
+    /// word stores: a `[0; 16]` array filled afterwards costs a byte-loop memset in BPF.
+    #[inline(always)]
+    fn addr_v4(a: [u8; 4]) -> [u8; 16] {
+        (u32::from_le_bytes(a) as u128).to_le_bytes()
+    }
+
+    /// Fields of a key followed by zero padding, written as one word (see `addr_v4`).
+    #[inline(always)]
+    fn tail_word(a: u8, b: u8) -> u32 {
+        u32::from_le_bytes([a, b, 0, 0])
+    }
+
     #[inline(always)]
     fn vip_flags(addr: [u8; 16], family: u8) -> Option<u32> {
-        let key = VipKey {
-            addr,
-            family,
-            _pad: [0; 3],
+        #[repr(C)]
+        struct Words {
+            addr: [u8; 16],
+            family_pad: u32,
+        }
+        // SAFETY: `Words` has `VipKey`'s size and byte layout (address, then family and
+        // three zero bytes); any byte pattern is a valid `VipKey`.
+        let key: VipKey = unsafe {
+            core::mem::transmute(Words {
+                addr,
+                family_pad: tail_word(family, 0),
+            })
         };
         // SAFETY: the value is copied out at once.
         unsafe { VIPS.get(&key) }.map(|v| v.flags)
@@ -261,7 +284,12 @@ mod prog {
     }
 
     #[inline(always)]
-    fn parse_v4(ctx: &XdpContext, l3_off: usize, frame_len: usize, p: &mut Parsed) -> Verdict {
+    fn parse_v4(
+        ctx: &XdpContext,
+        l3_off: usize,
+        frame_len: usize,
+        p: &mut MaybeUninit<Parsed>,
+    ) -> Verdict {
         let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
             return drop(Reason::DropMalformedIpv4);
         };
@@ -272,8 +300,7 @@ mod prog {
         if ip.version() != 4 || hdr_len < IPV4_LEN || tot < hdr_len || l3_off + tot > frame_len {
             return drop(Reason::DropMalformedIpv4);
         }
-        let mut dst = [0u8; 16];
-        dst[..4].copy_from_slice(&ip.dst);
+        let dst = addr_v4(ip.dst);
         let Some(vip_flags) = vip_flags(dst, FAMILY_V4) else {
             return pass(Reason::PassNotVip);
         };
@@ -293,9 +320,8 @@ mod prog {
             Ok(pr) => pr,
             Err(v) => return v,
         };
-        let mut src = [0u8; 16];
-        src[..4].copy_from_slice(&ip.src);
-        *p = Parsed {
+        let src = addr_v4(ip.src);
+        p.write(Parsed {
             l3_off,
             frame_len: frame_len as u32,
             family: FAMILY_V4,
@@ -306,12 +332,17 @@ mod prog {
             dst,
             sport: pr.src,
             dport: pr.dst,
-        };
+        });
         CONTINUE
     }
 
     #[inline(always)]
-    fn parse_v6(ctx: &XdpContext, l3_off: usize, frame_len: usize, p: &mut Parsed) -> Verdict {
+    fn parse_v6(
+        ctx: &XdpContext,
+        l3_off: usize,
+        frame_len: usize,
+        p: &mut MaybeUninit<Parsed>,
+    ) -> Verdict {
         let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3_off) else {
             return drop(Reason::DropMalformedIpv6);
         };
@@ -337,7 +368,7 @@ mod prog {
             Ok(pr) => pr,
             Err(v) => return v,
         };
-        *p = Parsed {
+        p.write(Parsed {
             l3_off,
             frame_len: frame_len as u32,
             family: FAMILY_V6,
@@ -348,7 +379,7 @@ mod prog {
             dst: ip.dst,
             sport: pr.src,
             dport: pr.dst,
-        };
+        });
         CONTINUE
     }
 
@@ -391,19 +422,35 @@ mod prog {
         }
     }
 
+    /// The packet's `FLOWS` key.
+    #[inline(always)]
+    fn flow_key(p: &Parsed) -> FlowKey {
+        #[repr(C)]
+        struct Words {
+            src: [u8; 16],
+            dst: [u8; 16],
+            sport: [u8; 2],
+            dport: [u8; 2],
+            proto_family_pad: u32,
+        }
+        // SAFETY: `Words` has `FlowKey`'s size and byte layout (the padding is zero);
+        // any byte pattern is a valid `FlowKey`.
+        unsafe {
+            core::mem::transmute(Words {
+                src: p.src,
+                dst: p.dst,
+                sport: p.sport,
+                dport: p.dport,
+                proto_family_pad: tail_word(p.proto, p.family),
+            })
+        }
+    }
+
     /// The server of this packet's flow: the one recorded in `FLOWS` while it still
     /// holds its slot, or a new pick from the Maglev table (recorded for next time).
     #[inline(always)]
     fn pick_server(p: &Parsed, svc: &ServiceValue, seed: u32) -> Option<(u32, ServerValue, bool)> {
-        let key = FlowKey {
-            src: p.src,
-            dst: p.dst,
-            sport: p.sport,
-            dport: p.dport,
-            proto: p.proto,
-            family: p.family,
-            _pad: [0; 2],
-        };
+        let key = flow_key(p);
         // SAFETY: values are copied out at once.
         if let Some(f) = unsafe { FLOWS.get(&key) }.copied() {
             if let Some(s) = SERVERS.get(f.server_id).copied() {
@@ -455,15 +502,7 @@ mod prog {
         };
         if verdict.reason() == Reason::Forwarded as u32 {
             if new_flow {
-                let key = FlowKey {
-                    src: p.src,
-                    dst: p.dst,
-                    sport: p.sport,
-                    dport: p.dport,
-                    proto: p.proto,
-                    family: p.family,
-                    _pad: [0; 2],
-                };
+                let key = flow_key(p);
                 let value = FlowValue {
                     server_id,
                     generation: server.generation,
