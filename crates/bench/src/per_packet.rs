@@ -1508,12 +1508,12 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         (
             Path::Unresolved4,
             Path::NoServer4,
-            "FIB lookup (route found, failing at the neighbour) and the encapsulation's preamble",
+            "FIB lookup (route found, failing at the neighbour: failures are not cached) and the encapsulation's preamble",
         ),
         (
             Path::EstablishedTcp4,
             Path::Unresolved4,
-            "neighbour found, head adjust, Ethernet and outer IPv4 header with checksum, service and server counters",
+            "next hop from the per-CPU cache instead of a failing FIB lookup (negative when the cache is cheaper), head adjust, Ethernet and outer IPv4 header with checksum, service and server counters",
         ),
         (
             Path::NewTcp4,
@@ -1538,7 +1538,7 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         (
             Path::EstablishedTcp6,
             Path::EstablishedTcp4,
-            "IPv6 instead of IPv4 for an established flow (IPv6 FIB lookup, flow-label hash, 40-byte header)",
+            "IPv6 instead of IPv4 for an established flow (flow-label hash, 40-byte header; next hop from the cache)",
         ),
     ];
     let mut step_rows = Vec::new();

@@ -28,6 +28,8 @@ pub mod maps {
     pub const SERVER_STATS: &str = "SRV_STATS";
     pub const REASONS: &str = "REASONS";
     pub const SETTINGS: &str = "SETTINGS";
+    /// Per-CPU cache of resolved next hops, indexed by server id.
+    pub const NEXT_HOPS: &str = "NEXT_HOPS";
     /// Decapsulation object: VIPs the server accepts inside IP-in-IP.
     pub const DECAP_VIPS: &str = "DECAP_VIPS";
     pub const DECAP_STATS: &str = "DECAP_STATS";
@@ -167,6 +169,35 @@ pub struct ServerValue {
     pub _reserved: u32,
 }
 assert_size!(ServerValue, 32);
+
+/// Value of `NEXT_HOPS` (per CPU, indexed by server id): the next hop that
+/// `bpf_fib_lookup` resolved for the server, reused while it is younger than
+/// [`NEXT_HOP_MAX_AGE_JIFFIES`] and was resolved for the same server (generation and
+/// address) and ingress interface. Only successful lookups are stored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// `bpf_jiffies64()` when resolved (never 0 on a running kernel: jiffies start high).
+    pub stamp: u64,
+    /// The server's address and generation the lookup was made for.
+    pub addr: [u8; 16],
+    pub generation: u32,
+    /// Interface the packet came in on (an input of the lookup).
+    pub in_ifindex: u32,
+    /// Egress interface.
+    pub ifindex: u32,
+    /// MTU of the route (what the lookup's MTU check compared with).
+    pub mtu: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad: [u8; 4],
+}
+assert_size!(NextHop, 56);
+
+/// Lifetime of a `NEXT_HOPS` entry, in jiffies: 1 s at HZ=250 (Debian's default),
+/// 0.83 s at HZ=300, 0.25 s at HZ=1000, 2.5 s at HZ=100. A route, MTU or neighbour
+/// (MAC) change reaches packets of servers already cached within that time.
+pub const NEXT_HOP_MAX_AGE_JIFFIES: u64 = 250;
 
 /// Packet, byte and new-flow counters (per CPU, per service or per server).
 #[repr(C)]
@@ -356,6 +387,7 @@ mod user {
     unsafe impl aya::Pod for ServerValue {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for NextHop {}
 
     /// (16-byte address, family tag) of an IP address.
     pub fn addr_bytes(ip: IpAddr) -> ([u8; 16], u8) {

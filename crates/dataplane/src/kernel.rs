@@ -86,7 +86,7 @@ pub struct KernelDataplane {
     reasons: PerCpuArray<MapData, u64>,
 }
 
-const ALL_MAPS: [&str; 9] = [
+const ALL_MAPS: [&str; 10] = [
     maps::VIPS,
     maps::SERVICES,
     maps::FLOWS,
@@ -96,6 +96,7 @@ const ALL_MAPS: [&str; 9] = [
     maps::SERVER_STATS,
     maps::REASONS,
     maps::SETTINGS,
+    maps::NEXT_HOPS,
 ];
 
 fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
@@ -208,7 +209,8 @@ impl KernelDataplane {
             .map_max_entries(maps::SERVERS, caps.servers)
             .map_max_entries(maps::MAGLEV, caps.maglev_slots)
             .map_max_entries(maps::SERVICE_STATS, caps.services)
-            .map_max_entries(maps::SERVER_STATS, caps.servers);
+            .map_max_entries(maps::SERVER_STATS, caps.servers)
+            .map_max_entries(maps::NEXT_HOPS, caps.servers);
         let mut ebpf = loader.load(ricochet_bpf::LB).map_err(|e| {
             let hint = if unsafe { libc::geteuid() } != 0 {
                 " (loading eBPF needs root: CAP_BPF and CAP_NET_ADMIN)"

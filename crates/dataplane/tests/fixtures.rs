@@ -1472,6 +1472,152 @@ fn flow_whose_first_packet_was_dropped_is_counted_as_new_once_forwarded() {
 }
 
 // ---------------------------------------------------------------------------------
+// The next-hop cache
+
+/// Keeps the calling thread on the CPU it runs on: `NEXT_HOPS` is per CPU, and
+/// BPF_PROG_TEST_RUN runs the program on the caller's CPU.
+fn stay_on_this_cpu() {
+    // SAFETY: plain syscalls on the calling thread; cpu_set_t is plain old data.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Replaces the neighbour entry of `server` (on `fx0`) with `mac`.
+fn set_neighbour_mac(server: Server, mac: [u8; 6]) {
+    let mac = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    net::ip_batch(&[format!(
+        "neigh replace {} lladdr {mac} dev {} nud permanent",
+        server.addr,
+        net::LB_IF
+    )]);
+}
+
+/// The rules of the next-hop cache (`NEXT_HOPS`): a successful FIB lookup is reused for
+/// the same server slot (generation and address) and ingress interface while it is
+/// younger than `NEXT_HOP_MAX_AGE_JIFFIES` (1 s at HZ=250, 2.5 s at HZ=100), so a
+/// neighbour's new MAC is not seen at once; a new generation of the slot (reuse)
+/// resolves again at once; an entry that ages out is resolved again; the route's MTU is
+/// cached with it, so a too-big packet still gets its ICMP error from a cached route.
+#[test]
+fn next_hop_cache_follows_generations_and_ages_out() {
+    const SECOND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x5b];
+    const THIRD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x5c];
+    with_lab(|lab| {
+        stay_on_this_cpu();
+        let server = HTTP4.pick(CLIENT4.into(), CLIENT_PORT);
+        let start = std::time::Instant::now();
+        lab.check(&forwarded4(
+            "SYN: the FIB resolves the server's next hop, which is cached",
+            FROM_CLIENT,
+            syn4(CLIENT4, CLIENT_PORT, VIP4, 80),
+            server,
+        ));
+
+        set_neighbour_mac(server, SECOND_MAC);
+        let got = lab.run(&FROM_CLIENT.ipv4(&ack4(CLIENT4, CLIENT_PORT, VIP4, 80)));
+        let elapsed = start.elapsed();
+        // 250 jiffies are at least 250 ms whatever the HZ (at most 1000).
+        if elapsed < std::time::Duration::from_millis(200) {
+            assert_eq!(
+                got.packet,
+                forwarded4(
+                    "",
+                    FROM_CLIENT,
+                    ack4(CLIENT4, CLIENT_PORT, VIP4, 80),
+                    server
+                )
+                .output,
+                "within the cache's lifetime ({elapsed:?} after the lookup) the old MAC is used"
+            );
+        } else {
+            eprintln!("machine too slow ({elapsed:?}) to check the cache's lifetime; skipped");
+        }
+
+        let too_big = sized4(LB_MTU as usize, true);
+        if start.elapsed() < std::time::Duration::from_millis(200) {
+            lab.check(&Fixture::tx(
+                "1500-byte IPv4 with DF, route from the cache: ICMP 3/4, MTU 1480",
+                FROM_CLIENT.ipv4(&too_big),
+                icmp4_frag_needed(FROM_CLIENT, &too_big, LB_MTU as u16 - 20),
+                Reason::IcmpTooBig,
+            ));
+            lab.check(&forwarded4(
+                "1480-byte IPv4, route from the cache: fits the 1500-byte MTU once encapsulated",
+                FROM_CLIENT,
+                sized4(LB_MTU as usize - 20, true),
+                server,
+            ));
+        }
+
+        // The slot is reused (same address, new generation): resolved again at once.
+        let reused = Server {
+            generation: server.generation + 1,
+            next_hop_mac: SECOND_MAC,
+            ..server
+        };
+        lab.dp.put_server(server.id, &reused.value()).unwrap();
+        lab.check(&forwarded4(
+            "after a generation change: the new MAC",
+            FROM_CLIENT,
+            ack4(CLIENT4, CLIENT_PORT, VIP4, 80),
+            reused,
+        ));
+
+        // Without a generation change, the entry ages out: 250 jiffies, 2.5 s at HZ=100.
+        set_neighbour_mac(server, THIRD_MAC);
+        let changed = std::time::Instant::now();
+        let third = Server {
+            next_hop_mac: THIRD_MAC,
+            ..reused
+        };
+        let input = FROM_CLIENT.ipv4(&ack4(CLIENT4, CLIENT_PORT, VIP4, 80));
+        let old = forwarded4(
+            "",
+            FROM_CLIENT,
+            ack4(CLIENT4, CLIENT_PORT, VIP4, 80),
+            reused,
+        );
+        let new = forwarded4("", FROM_CLIENT, ack4(CLIENT4, CLIENT_PORT, VIP4, 80), third);
+        loop {
+            let got = lab.run(&input);
+            assert_eq!(got.action, XDP_TX);
+            if got.packet == new.output {
+                break;
+            }
+            assert_eq!(got.packet, old.output, "neither the old nor the new MAC");
+            assert!(
+                changed.elapsed() < std::time::Duration::from_secs(3),
+                "the cached next hop did not age out within 3 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        eprintln!(
+            "the new MAC was used {:?} after the change",
+            changed.elapsed()
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------
 // The harness itself
 
 /// The lab's links and sysctls live and die with its namespace: the root namespace

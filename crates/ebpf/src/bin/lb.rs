@@ -18,12 +18,12 @@ fn main() {
 
 #[cfg(target_arch = "bpf")]
 mod prog {
-    use core::mem::size_of;
+    use core::mem::{size_of, MaybeUninit};
 
     use aya_ebpf::{
         bindings::xdp_action,
         helpers::{
-            bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_xdp_adjust_head,
+            bpf_fib_lookup, bpf_get_prandom_u32, bpf_jiffies64, bpf_redirect, bpf_xdp_adjust_head,
             bpf_xdp_adjust_tail,
         },
         macros::{map, xdp},
@@ -31,10 +31,10 @@ mod prog {
         programs::XdpContext,
     };
     use ricochet_common::{
-        hash::client_hash, limits, Counters, FlowKey, FlowValue, Reason, ServerValue, ServiceKey,
-        ServiceValue, Settings, VipKey, VipValue, FAMILY_V4, FAMILY_V6, SERVER_ACTIVE, SERVER_FREE,
-        SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
-        VIP_UDP_ALL_PORTS,
+        hash::client_hash, limits, Counters, FlowKey, FlowValue, NextHop, Reason, ServerValue,
+        ServiceKey, ServiceValue, Settings, VipKey, VipValue, FAMILY_V4, FAMILY_V6,
+        NEXT_HOP_MAX_AGE_JIFFIES, SERVER_ACTIVE, SERVER_FREE, SERVICE_HASH_SRC_PORT,
+        SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS, VIP_UDP_ALL_PORTS,
     };
     use ricochet_ebpf::{csum, headers::*};
 
@@ -59,6 +59,9 @@ mod prog {
     static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
     #[map]
     static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+    /// Next hops resolved by `bpf_fib_lookup`, per CPU and server id (see `route`).
+    #[map]
+    static NEXT_HOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(limits::MAX_SERVERS, 0);
 
     const AF_INET: u8 = 2;
     const AF_INET6: u8 = 10;
@@ -89,17 +92,21 @@ mod prog {
 
     #[xdp]
     pub fn ricochet_lb(ctx: XdpContext) -> u32 {
-        let mut p = Parsed::default();
+        // Not zeroed: `parse` writes it whole before it answers CONTINUE, and it is read
+        // only then (zeroing it cost a 56-byte memset, a byte loop in BPF, per packet).
+        let mut p = MaybeUninit::<Parsed>::uninit();
         let mut verdict = parse(&ctx, &mut p);
         if verdict.action() == ACTION_CONTINUE {
-            verdict = balance(&ctx, &p);
-        }
-        if verdict.action() == ACTION_ICMP_PENDING {
-            verdict = if p.family == FAMILY_V4 {
-                icmp_too_big_v4(&ctx, p.l3_off, p.frame_len, verdict.mtu())
-            } else {
-                icmp_too_big_v6(&ctx, p.l3_off, p.frame_len, verdict.mtu())
-            };
+            // SAFETY: parse initialised `p` (it answered CONTINUE).
+            let p = unsafe { p.assume_init_ref() };
+            verdict = balance(&ctx, p);
+            if verdict.action() == ACTION_ICMP_PENDING {
+                verdict = if p.family == FAMILY_V4 {
+                    icmp_too_big_v4(&ctx, p.l3_off, p.frame_len, verdict.mtu())
+                } else {
+                    icmp_too_big_v6(&ctx, p.l3_off, p.frame_len, verdict.mtu())
+                };
+            }
         }
         count_reason(verdict.reason());
         verdict.action()
@@ -129,7 +136,6 @@ mod prog {
     }
 
     /// What the parser learnt about a packet addressed to a VIP.
-    #[derive(Default)]
     struct Parsed {
         l3_off: usize,
         frame_len: u32,
@@ -196,7 +202,7 @@ mod prog {
 
     /// Parses the headers into `p`; `CONTINUE` when the packet is for a VIP service.
     #[inline(never)]
-    fn parse(ctx: &XdpContext, p: &mut Parsed) -> Verdict {
+    fn parse(ctx: &XdpContext, p: &mut MaybeUninit<Parsed>) -> Verdict {
         let frame_len = ctx.data_end() - ctx.data();
         let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
             return pass(Reason::PassTruncatedL2);
@@ -213,7 +219,6 @@ mod prog {
             ether_type = u16::from_be_bytes([tag[2], tag[3]]);
             l3_off = ETH_LEN + VLAN_LEN;
         }
-        p.frame_len = frame_len as u32;
         match ether_type {
             ETH_P_IP => parse_v4(ctx, l3_off, frame_len, p),
             ETH_P_IPV6 => parse_v6(ctx, l3_off, frame_len, p),
@@ -221,12 +226,33 @@ mod prog {
         }
     }
 
+    /// An IPv4 address in the 16-byte form of the maps (zeros after it), built with
+    /// word stores: a `[0; 16]` array filled afterwards costs a byte-loop memset in BPF.
+    #[inline(always)]
+    fn addr_v4(a: [u8; 4]) -> [u8; 16] {
+        (u32::from_le_bytes(a) as u128).to_le_bytes()
+    }
+
+    /// Fields of a key followed by zero padding, written as one word (see `addr_v4`).
+    #[inline(always)]
+    fn tail_word(a: u8, b: u8) -> u32 {
+        u32::from_le_bytes([a, b, 0, 0])
+    }
+
     #[inline(always)]
     fn vip_flags(addr: [u8; 16], family: u8) -> Option<u32> {
-        let key = VipKey {
-            addr,
-            family,
-            _pad: [0; 3],
+        #[repr(C)]
+        struct Words {
+            addr: [u8; 16],
+            family_pad: u32,
+        }
+        // SAFETY: `Words` has `VipKey`'s size and byte layout (address, then family and
+        // three zero bytes); any byte pattern is a valid `VipKey`.
+        let key: VipKey = unsafe {
+            core::mem::transmute(Words {
+                addr,
+                family_pad: tail_word(family, 0),
+            })
         };
         // SAFETY: the value is copied out at once.
         unsafe { VIPS.get(&key) }.map(|v| v.flags)
@@ -258,7 +284,12 @@ mod prog {
     }
 
     #[inline(always)]
-    fn parse_v4(ctx: &XdpContext, l3_off: usize, frame_len: usize, p: &mut Parsed) -> Verdict {
+    fn parse_v4(
+        ctx: &XdpContext,
+        l3_off: usize,
+        frame_len: usize,
+        p: &mut MaybeUninit<Parsed>,
+    ) -> Verdict {
         let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
             return drop(Reason::DropMalformedIpv4);
         };
@@ -269,8 +300,7 @@ mod prog {
         if ip.version() != 4 || hdr_len < IPV4_LEN || tot < hdr_len || l3_off + tot > frame_len {
             return drop(Reason::DropMalformedIpv4);
         }
-        let mut dst = [0u8; 16];
-        dst[..4].copy_from_slice(&ip.dst);
+        let dst = addr_v4(ip.dst);
         let Some(vip_flags) = vip_flags(dst, FAMILY_V4) else {
             return pass(Reason::PassNotVip);
         };
@@ -290,9 +320,8 @@ mod prog {
             Ok(pr) => pr,
             Err(v) => return v,
         };
-        let mut src = [0u8; 16];
-        src[..4].copy_from_slice(&ip.src);
-        *p = Parsed {
+        let src = addr_v4(ip.src);
+        p.write(Parsed {
             l3_off,
             frame_len: frame_len as u32,
             family: FAMILY_V4,
@@ -303,12 +332,17 @@ mod prog {
             dst,
             sport: pr.src,
             dport: pr.dst,
-        };
+        });
         CONTINUE
     }
 
     #[inline(always)]
-    fn parse_v6(ctx: &XdpContext, l3_off: usize, frame_len: usize, p: &mut Parsed) -> Verdict {
+    fn parse_v6(
+        ctx: &XdpContext,
+        l3_off: usize,
+        frame_len: usize,
+        p: &mut MaybeUninit<Parsed>,
+    ) -> Verdict {
         let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3_off) else {
             return drop(Reason::DropMalformedIpv6);
         };
@@ -334,7 +368,7 @@ mod prog {
             Ok(pr) => pr,
             Err(v) => return v,
         };
-        *p = Parsed {
+        p.write(Parsed {
             l3_off,
             frame_len: frame_len as u32,
             family: FAMILY_V6,
@@ -345,7 +379,7 @@ mod prog {
             dst: ip.dst,
             sport: pr.src,
             dport: pr.dst,
-        };
+        });
         CONTINUE
     }
 
@@ -388,19 +422,35 @@ mod prog {
         }
     }
 
+    /// The packet's `FLOWS` key.
+    #[inline(always)]
+    fn flow_key(p: &Parsed) -> FlowKey {
+        #[repr(C)]
+        struct Words {
+            src: [u8; 16],
+            dst: [u8; 16],
+            sport: [u8; 2],
+            dport: [u8; 2],
+            proto_family_pad: u32,
+        }
+        // SAFETY: `Words` has `FlowKey`'s size and byte layout (the padding is zero);
+        // any byte pattern is a valid `FlowKey`.
+        unsafe {
+            core::mem::transmute(Words {
+                src: p.src,
+                dst: p.dst,
+                sport: p.sport,
+                dport: p.dport,
+                proto_family_pad: tail_word(p.proto, p.family),
+            })
+        }
+    }
+
     /// The server of this packet's flow: the one recorded in `FLOWS` while it still
     /// holds its slot, or a new pick from the Maglev table (recorded for next time).
     #[inline(always)]
     fn pick_server(p: &Parsed, svc: &ServiceValue, seed: u32) -> Option<(u32, ServerValue, bool)> {
-        let key = FlowKey {
-            src: p.src,
-            dst: p.dst,
-            sport: p.sport,
-            dport: p.dport,
-            proto: p.proto,
-            family: p.family,
-            _pad: [0; 2],
-        };
+        let key = flow_key(p);
         // SAFETY: values are copied out at once.
         if let Some(f) = unsafe { FLOWS.get(&key) }.copied() {
             if let Some(s) = SERVERS.get(f.server_id).copied() {
@@ -443,24 +493,16 @@ mod prog {
             if settings.flags & SETTINGS_HAVE_V4 == 0 {
                 return drop(Reason::DropNoSource);
             }
-            encap_v4(ctx, p, settings, &server)
+            encap_v4(ctx, p, settings, server_id, &server)
         } else {
             if settings.flags & SETTINGS_HAVE_V6 == 0 {
                 return drop(Reason::DropNoSource);
             }
-            encap_v6(ctx, p, settings, &server)
+            encap_v6(ctx, p, settings, server_id, &server)
         };
         if verdict.reason() == Reason::Forwarded as u32 {
             if new_flow {
-                let key = FlowKey {
-                    src: p.src,
-                    dst: p.dst,
-                    sport: p.sport,
-                    dport: p.dport,
-                    proto: p.proto,
-                    family: p.family,
-                    _pad: [0; 2],
-                };
+                let key = flow_key(p);
                 let value = FlowValue {
                     server_id,
                     generation: server.generation,
@@ -486,33 +528,55 @@ mod prog {
         Fail(Reason),
     }
 
+    /// The next hop towards `server` (slot `server_id`) for an outer packet of
+    /// `tot_len` bytes: from this CPU's `NEXT_HOPS` entry while it is younger than
+    /// `NEXT_HOP_MAX_AGE_JIFFIES` and was resolved for the same server (generation and
+    /// address) and ingress interface; otherwise from `bpf_fib_lookup`, whose success
+    /// refills the entry. Failures (no route, no neighbour, too big) are never cached,
+    /// so they are looked up again on every packet.
     #[inline(always)]
     fn route(
         ctx: &XdpContext,
         family: u8,
         src: &[u8; 16],
-        dst: &[u8; 16],
+        server_id: u32,
+        server: &ServerValue,
         tot_len: u16,
         tos: u32,
     ) -> Route {
+        let in_ifindex = ctx.ingress_ifindex() as u32;
+        // SAFETY: plain helper call (inlined by the verifier on 64-bit JITs).
+        let now = unsafe { bpf_jiffies64() };
+        let cached = NEXT_HOPS.get_ptr_mut(server_id);
+        if let Some(c) = cached {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            let c = unsafe { &*c };
+            if now.wrapping_sub(c.stamp) < NEXT_HOP_MAX_AGE_JIFFIES
+                && c.generation == server.generation
+                && c.in_ifindex == in_ifindex
+                && c.addr == server.addr
+            {
+                if tot_len > c.mtu {
+                    return Route::TooBig { mtu: c.mtu };
+                }
+                return Route::Via {
+                    ifindex: c.ifindex,
+                    smac: c.smac,
+                    dmac: c.dmac,
+                };
+            }
+        }
+        let v4 = family == FAMILY_V4;
         let mut fib = FibParams {
-            family: if family == FAMILY_V4 {
-                AF_INET
-            } else {
-                AF_INET6
-            },
-            l4_protocol: if family == FAMILY_V4 {
-                IPPROTO_IPIP
-            } else {
-                IPPROTO_IPV6
-            },
+            family: if v4 { AF_INET } else { AF_INET6 },
+            l4_protocol: if v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 },
             sport: 0,
             dport: 0,
             tot_len_mtu: tot_len,
-            ifindex: ctx.ingress_ifindex() as u32,
+            ifindex: in_ifindex,
             tos_flowinfo: tos,
             src: *src,
-            dst: *dst,
+            dst: server.addr,
             vlan_proto: 0,
             vlan_tci: 0,
             smac: [0; 6],
@@ -528,11 +592,30 @@ mod prog {
             )
         };
         match rc {
-            FIB_SUCCESS => Route::Via {
-                ifindex: fib.ifindex,
-                smac: fib.smac,
-                dmac: fib.dmac,
-            },
+            FIB_SUCCESS => {
+                if let Some(c) = cached {
+                    // SAFETY: per-CPU slot, no concurrent writer on this CPU. With the
+                    // MTU check requested, a successful lookup returns the route's MTU.
+                    unsafe {
+                        *c = NextHop {
+                            stamp: now,
+                            addr: server.addr,
+                            generation: server.generation,
+                            in_ifindex,
+                            ifindex: fib.ifindex,
+                            mtu: fib.tot_len_mtu,
+                            smac: fib.smac,
+                            dmac: fib.dmac,
+                            _pad: [0; 4],
+                        }
+                    };
+                }
+                Route::Via {
+                    ifindex: fib.ifindex,
+                    smac: fib.smac,
+                    dmac: fib.dmac,
+                }
+            }
             FIB_FRAG_NEEDED => Route::TooBig {
                 mtu: fib.tot_len_mtu,
             },
@@ -583,7 +666,13 @@ mod prog {
 
     // A subprogram of its own: inlined, its stack would add to the caller's 512 bytes.
     #[inline(never)]
-    fn encap_v4(ctx: &XdpContext, p: &Parsed, s: &Settings, server: &ServerValue) -> Verdict {
+    fn encap_v4(
+        ctx: &XdpContext,
+        p: &Parsed,
+        s: &Settings,
+        server_id: u32,
+        server: &ServerValue,
+    ) -> Verdict {
         let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, p.l3_off) else {
             return drop(Reason::DropMalformedIpv4);
         };
@@ -599,7 +688,8 @@ mod prog {
             ctx,
             FAMILY_V4,
             &src,
-            &server.addr,
+            server_id,
+            server,
             outer_len as u16,
             inner.tos as u32,
         ) {
@@ -651,7 +741,13 @@ mod prog {
 
     // A subprogram of its own: inlined, its stack would add to the caller's 512 bytes.
     #[inline(never)]
-    fn encap_v6(ctx: &XdpContext, p: &Parsed, s: &Settings, server: &ServerValue) -> Verdict {
+    fn encap_v6(
+        ctx: &XdpContext,
+        p: &Parsed,
+        s: &Settings,
+        server_id: u32,
+        server: &ServerValue,
+    ) -> Verdict {
         let Some(inner) = ptr_at::<Ipv6Hdr>(ctx, p.l3_off) else {
             return drop(Reason::DropMalformedIpv6);
         };
@@ -667,7 +763,8 @@ mod prog {
             ctx,
             FAMILY_V6,
             &s.source_v6,
-            &server.addr,
+            server_id,
+            server,
             outer_len as u16,
             flowinfo.to_be(),
         ) {
