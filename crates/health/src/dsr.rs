@@ -56,6 +56,12 @@ pub enum DsrError {
     },
 }
 
+/// `PROBE_TARGETS` and the marks written to it, changed together.
+struct Targets {
+    map: HashMap<MapData, u32, ProbeTarget>,
+    marks: BTreeMap<IpAddr, u32>,
+}
+
 /// The DSR probe encapsulator attached to one interface's egress, and the marks of the
 /// servers registered with it. Detached when dropped (its TCX link is owned, not pinned:
 /// health checks run only while their checker does).
@@ -64,7 +70,7 @@ pub enum DsrError {
 pub struct DsrPath {
     iface: String,
     mark_base: u32,
-    targets: Mutex<(HashMap<MapData, u32, ProbeTarget>, BTreeMap<IpAddr, u32>)>,
+    targets: Mutex<Targets>,
     stats: PerCpuArray<MapData, u64>,
     // Owns the program and its link: dropping it detaches.
     _ebpf: Ebpf,
@@ -120,7 +126,10 @@ impl DsrPath {
         Ok(Self {
             iface: iface.to_owned(),
             mark_base,
-            targets: Mutex::new((targets, BTreeMap::new())),
+            targets: Mutex::new(Targets {
+                map: targets,
+                marks: BTreeMap::new(),
+            }),
             stats,
             _ebpf: ebpf,
         })
@@ -135,7 +144,7 @@ impl DsrPath {
     /// The outer source is the address the kernel would use to reach the server.
     pub fn register(&self, server: IpAddr) -> Result<u32, DsrError> {
         let mut guard = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, marks) = &mut *guard;
+        let Targets { map, marks } = &mut *guard;
         if let Some(&mark) = marks.get(&server) {
             return Ok(mark);
         }

@@ -309,24 +309,16 @@ async fn udp_probe(
             format!("port unreachable: ICMP error to the UDP request to {addr}"),
         )
     };
-    loop {
-        match timeout_at(at.deadline, socket.recv(&mut buf)).await {
-            Err(_) => {
-                if expected.is_none() && !require_answer {
-                    // Avi's rule for a UDP monitor without a response: no ICMP error is success.
-                    return Ok(());
-                }
-                return Err(Failure::timeout(at.timeout, "no UDP answer"));
-            }
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                return Err(port_unreachable())
-            }
-            Ok(Err(e)) => return Err(Failure::io(&e, &format!("receiving from {addr}"))),
-            Ok(Ok(n)) => match expected {
-                Some(text) if !contains(&buf[..n], text) => return Err(mismatch(text, &buf[..n])),
-                _ => return Ok(()),
-            },
-        }
+    match timeout_at(at.deadline, socket.recv(&mut buf)).await {
+        // Avi's rule for a UDP monitor without a response: no ICMP error is success.
+        Err(_) if expected.is_none() && !require_answer => Ok(()),
+        Err(_) => Err(Failure::timeout(at.timeout, "no UDP answer")),
+        Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Err(port_unreachable()),
+        Ok(Err(e)) => Err(Failure::io(&e, &format!("receiving from {addr}"))),
+        Ok(Ok(n)) => match expected {
+            Some(text) if !contains(&buf[..n], text) => Err(mismatch(text, &buf[..n])),
+            _ => Ok(()),
+        },
     }
 }
 
