@@ -14,3 +14,10 @@ pub const DECAP_PROGRAM: &str = "ricochet_decap";
 /// Trivial XDP programs (`xdp_pass`, `xdp_tx`) for test beds and benchmark floors.
 pub static TRIVIAL: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-trivial"));
+
+/// The DSR probe encapsulator object (program `ricochet_dsr_probe`, TC egress on the
+/// service engine): health checks through the VIP path (`crates/health`).
+pub static DSR_PROBE: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-dsr-probe"));
+/// Name of the TC program in [`DSR_PROBE`].
+pub const DSR_PROBE_PROGRAM: &str = "ricochet_dsr_probe";

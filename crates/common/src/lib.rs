@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod hash;
+pub mod probe;
 
 /// Address family tag stored in keys (not the kernel's AF_* numbers, so that a zeroed
 /// key is never a valid one).
