@@ -587,6 +587,7 @@ fn follow_controller(
         // moment it arrives.
         match follower.updates.recv_timeout(Duration::from_millis(50)) {
             Ok(received) => {
+                let received_at = Instant::now();
                 let revision = received.revision;
                 if running
                     .as_ref()
@@ -608,6 +609,7 @@ fn follow_controller(
                             info!(
                                 ?report,
                                 revision,
+                                apply_ms = received_at.elapsed().as_secs_f64() * 1e3,
                                 "configuration revision {revision} from the controller applied"
                             );
                             refusal = None;
