@@ -217,6 +217,24 @@ pub fn without_down_servers(desired: &Desired, down: &DownServers) -> Desired {
     effective
 }
 
+/// Refuses a configuration whose VIPs of a family have no outer source address.
+fn check_sources(
+    desired: &Desired,
+    source_v4: Option<Ipv4Addr>,
+    source_v6: Option<Ipv6Addr>,
+    interface: &str,
+) -> anyhow::Result<()> {
+    let needs_v4 = desired.services.iter().any(|s| s.vip.is_ipv4());
+    let needs_v6 = desired.services.iter().any(|s| s.vip.is_ipv6());
+    if needs_v4 && source_v4.is_none() {
+        bail!("IPv4 virtual services need an outer source: {interface} has no global IPv4 address; pass --source-v4");
+    }
+    if needs_v6 && source_v6.is_none() {
+        bail!("IPv6 virtual services need an outer source: {interface} has no global IPv6 address; pass --source-v6");
+    }
+    Ok(())
+}
+
 /// The engine with what it needs to apply configurations and describe itself.
 struct Runner {
     args: DataPlaneArgs,
@@ -238,14 +256,12 @@ impl Runner {
     /// Applies `desired` (minus the down servers); attaches the program after the first
     /// apply, so that its first packet already finds the services.
     fn apply(&mut self, desired: &Desired) -> anyhow::Result<ricochet_engine::ApplyReport> {
-        let needs_v4 = desired.services.iter().any(|s| s.vip.is_ipv4());
-        let needs_v6 = desired.services.iter().any(|s| s.vip.is_ipv6());
-        if needs_v4 && self.source_v4.is_none() {
-            bail!("IPv4 virtual services need an outer source: {} has no global IPv4 address; pass --source-v4", self.args.interface);
-        }
-        if needs_v6 && self.source_v6.is_none() {
-            bail!("IPv6 virtual services need an outer source: {} has no global IPv6 address; pass --source-v6", self.args.interface);
-        }
+        check_sources(
+            desired,
+            self.source_v4,
+            self.source_v6,
+            &self.args.interface,
+        )?;
         let effective = without_down_servers(desired, &self.down);
         neighbours::probe_all(&server_ips(&effective));
         let report = self.engine.apply(&effective)?;
@@ -372,6 +388,7 @@ pub fn run_engine(
     let (first, file_text, follower, persisted) = match &source {
         Source::File { path, .. } => {
             let (desired, text) = load_desired(path)?;
+            check_sources(&desired, source_v4, source_v6, &args.interface)?;
             (Some(desired), Some(text), None, None)
         }
         Source::Controller(options) => {

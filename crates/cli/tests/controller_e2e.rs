@@ -526,3 +526,56 @@ fn engine_outlives_the_controller_and_catches_up() {
         r["state"] == "running" && r["revision"] == revision
     });
 }
+
+#[test]
+fn all_in_one_serves_the_seed() {
+    let bed = Bed::new("aio");
+    let topo = &bed.topo;
+    let mut aio = topo
+        .se1
+        .ns
+        .spawn(&[
+            RICOCHET,
+            "all-in-one",
+            "--interface",
+            topo.se1.iface,
+            "--listen",
+            CONTROLLER,
+            "--state-dir",
+            &bed.path("controller"),
+            "--engine-state-dir",
+            &bed.path("engine"),
+            "--pin-dir",
+            bed.se_pins.to_str().unwrap(),
+            "--name",
+            "se1",
+            "--flows",
+            "65536",
+        ])
+        .unwrap();
+    aio.wait_for_output("engine running")
+        .unwrap_or_else(|e| panic!("all-in-one did not start: {e:#}"));
+    assert!(
+        aio.stderr().contains(&format!(
+            "admin token in {}",
+            bed.path("controller/admin-token")
+        )),
+        "says where the token is:\n{}",
+        aio.report()
+    );
+    bed.cli(&["apply", "-f", SEED, "--yes"]);
+    let revision = bed.config_revision();
+    bed.wait_for_report("the seed running", |r| {
+        r["state"] == "running" && r["revision"] == revision
+    });
+    let who = get_new(topo, IpAddr::V4(VIP_V4)).expect("curl to the VIP");
+    assert!(who == "web01" || who == "web02", "{who}");
+
+    // SIGTERM stops both, promptly and cleanly.
+    aio.signal(libc::SIGTERM).unwrap();
+    let status = aio
+        .wait_timeout(Duration::from_secs(3))
+        .unwrap()
+        .unwrap_or_else(|| panic!("no exit 3 s after SIGTERM\n{}", aio.report()));
+    assert!(status.success(), "{status}\n{}", aio.report());
+}
