@@ -112,6 +112,19 @@ impl Client {
         self.call("GET", path, None, &[]).map(|(v, _)| v)
     }
 
+    /// GET `path` that may answer 304 Not Modified (the desired-state long poll): `None`
+    /// then.
+    pub fn get_unless_not_modified<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ClientError> {
+        let (status, text) = self.send("GET", path, None, &[])?;
+        if status == 304 {
+            return Ok(None);
+        }
+        self.decode("GET", path, status, &text).map(Some)
+    }
+
     /// `method` on `path` with a JSON body and extra headers; the decoded answer and its
     /// status.
     pub fn call<T: DeserializeOwned>(
@@ -121,6 +134,19 @@ impl Client {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<(T, u16), ClientError> {
+        let (status, text) = self.send(method, path, body, headers)?;
+        self.decode(method, path, status, &text)
+            .map(|value| (value, status))
+    }
+
+    /// Sends a request; the status and the body's text.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<(u16, String), ClientError> {
         let url = format!("{}{path}", self.url);
         let mut request = ureq::http::Request::builder().method(method).uri(&url);
         if let Ok(token) = &self.token {
@@ -150,16 +176,27 @@ impl Client {
         let text = response.body_mut().read_to_string().map_err(|e| {
             ClientError::Unexpected(format!("reading the answer of {method} {url}: {e}"))
         })?;
+        Ok((status, text))
+    }
+
+    /// Decodes a 2xx answer, or turns an error answer into a readable error.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        text: &str,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.url);
         if (200..300).contains(&status) {
-            let value = serde_json::from_str(&text).map_err(|e| {
+            return serde_json::from_str(text).map_err(|e| {
                 ClientError::Unexpected(format!(
                     "{method} {url} answered {status} with something unexpected ({e}); is {} a Ricochet controller?",
                     self.url
                 ))
-            })?;
-            return Ok((value, status));
+            });
         }
-        let body: ErrorBody = serde_json::from_str(&text).map_err(|_| {
+        let body: ErrorBody = serde_json::from_str(text).map_err(|_| {
             ClientError::Unexpected(format!(
                 "{method} {url} answered {status}: {}",
                 text.chars().take(200).collect::<String>()

@@ -1,6 +1,8 @@
 //! `ricochet`: the load balancer's command line.
 //!
-//! - `ricochet engine`: the service engine daemon (XDP data plane + live config).
+//! - `ricochet engine`: the service engine daemon (XDP data plane + live config from a
+//!   file or a controller).
+//! - `ricochet all-in-one`: the controller and an engine following it, in one process.
 //! - `ricochet check-config`: validates a configuration file.
 //! - `ricochet status`: virtual services, pools, servers and counters.
 //! - `ricochet detach`: removes the data plane from an interface.
@@ -8,9 +10,11 @@
 //! - `ricochet controller`: the controller (store, REST API, tokens).
 //! - `ricochet apply/get/create/replace/delete/events`: the controller's clients.
 
+mod all_in_one;
 mod api_client;
 mod controller;
 mod daemon;
+mod follow;
 mod neighbours;
 mod net;
 mod objects;
@@ -35,9 +39,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service engine: load and attach the XDP data plane, apply the config
-    /// file, and follow its changes (on SIGHUP or when the file changes).
+    /// Run the service engine: load and attach the XDP data plane, apply the
+    /// configuration and follow its changes — from a file (--config; on SIGHUP or when
+    /// the file changes) or from a controller (--controller URL).
     Engine(daemon::EngineArgs),
+    /// Run the controller and an engine following it, in one process (no external
+    /// service needed).
+    AllInOne(all_in_one::AllInOneArgs),
     /// Validate a configuration file and show what it compiles to.
     CheckConfig {
         /// The configuration file (YAML).
@@ -87,6 +95,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Engine(args) => daemon::run(args),
+        Command::AllInOne(args) => all_in_one::run(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(args) => status::run(args),
         Command::Server(cmd) => server::run(cmd),

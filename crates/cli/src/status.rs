@@ -72,6 +72,15 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "not running: the data plane forwards with the last configuration"
         }
     );
+    match (&st.controller, st.controller_revision) {
+        (Some(url), Some(revision)) => {
+            println!("Following the controller at {url}: configuration revision {revision}")
+        }
+        (Some(url), None) => {
+            println!("Following the controller at {url}: no configuration from it applied yet")
+        }
+        (None, _) => {}
+    }
     println!(
         "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  Virtual service / pool",
         "Prot", "LocalAddress:Port", "Hash", "Packets", "Bytes", "NewFlows"

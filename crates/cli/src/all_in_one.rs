@@ -1,0 +1,98 @@
+//! `ricochet all-in-one`: the controller and an engine following it, in one process —
+//! the embedded default, with no external service.
+//!
+//! The controller serves on a tokio runtime in its own thread; the engine runs in the
+//! main thread exactly as `ricochet engine --controller` does, through the same HTTP API
+//! (so the all-in-one exercises what a multi-host installation does, and other engines
+//! can register with the same controller). SIGTERM/SIGINT stop the engine, then the
+//! controller, which ends its waiting polls at once.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use tracing::info;
+
+use crate::daemon::{self, DataPlaneArgs, Source};
+use crate::follow::{self, FollowOptions};
+
+#[derive(Args, Debug)]
+pub struct AllInOneArgs {
+    /// Address of the controller's REST API.
+    #[arg(long, env = "RICOCHET_LISTEN", default_value = ricochet_controller::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Directory of the controller's store and admin token.
+    #[arg(long, env = "RICOCHET_CONTROLLER_STATE_DIR", default_value = ricochet_controller::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Directory of the engine's state file (read by `ricochet status`) and of the last
+    /// configuration it applied.
+    #[arg(long, env = "RICOCHET_STATE_DIR", default_value = daemon::DEFAULT_STATE_DIR)]
+    pub engine_state_dir: PathBuf,
+    /// The engine's name at the controller (default: the host name).
+    #[arg(long, env = "RICOCHET_ENGINE_NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub data_plane: DataPlaneArgs,
+}
+
+pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
+    // Before the runtime starts: the engine's handlers decide when everything stops.
+    daemon::install_signals();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let options = ricochet_controller::Options::new(args.listen, args.state_dir.clone());
+    let controller = runtime.block_on(ricochet_controller::Controller::bind(options))?;
+    let bound = controller.local_addr();
+    // The engine reaches the controller on loopback when it listens on every address.
+    let reach = match bound.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.port())
+        }
+        IpAddr::V6(a) if a.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bound.port())
+        }
+        _ => bound,
+    };
+    let token_file = controller
+        .admin_token_file()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| args.state_dir.join("admin-token"));
+    let name = args.name.unwrap_or_else(follow::hostname);
+    info!(
+        "all-in-one: controller on http://{bound}, admin token in {} (the CLI's default \
+         --token-file when the state directory is the default); engine {name} follows it",
+        token_file.display()
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::Builder::new()
+        .name("controller".into())
+        .spawn(move || {
+            runtime.block_on(controller.run(async {
+                let _ = stop_rx.await;
+            }))
+        })
+        .context("starting the controller's thread")?;
+
+    let engine = daemon::run_engine(
+        args.data_plane,
+        args.engine_state_dir,
+        Source::Controller(FollowOptions {
+            url: format!("http://{reach}"),
+            token: None,
+            token_file,
+            name,
+        }),
+    );
+    let _ = stop_tx.send(());
+    let served = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the controller's thread panicked"))?;
+    let code = engine?;
+    served?;
+    Ok(code)
+}

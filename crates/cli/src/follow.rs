@@ -1,0 +1,356 @@
+//! The engine's side of the controller: register, watch the desired configuration by
+//! long poll, report what runs; and the copy of the last applied configuration kept on
+//! disk for a restart while the controller is away.
+//!
+//! Two threads, so that nothing here ever blocks the daemon's loop (neighbour probes,
+//! the state file, signals):
+//! - the *watcher* registers (retrying with capped backoff until the controller
+//!   answers), asks for the current configuration at once, then long-polls
+//!   `GET /api/v1/desired?after=<last received>&wait=30`, and hands each answer to the
+//!   daemon through a channel. After any failure it registers again and asks for the
+//!   current configuration without `after`: that is the catch-up by revision, and it
+//!   also covers a controller whose store was replaced (a lower revision).
+//! - the *reporter* posts the newest report the daemon left for it (after each apply,
+//!   and every few seconds with fresh counters); a report the controller did not get is
+//!   simply superseded by the next one.
+//!
+//! Losing the controller is logged once (by whichever thread notices first) and its
+//! return once; the daemon never waits for either thread, so SIGTERM stops it at once.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ricochet_config::Config;
+use ricochet_controller::types::{Desired, EngineRegistration, EngineReport};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::api_client::{Client, ClientArgs, ClientError};
+
+/// How long one desired-state poll waits at the controller before it answers 304.
+const POLL_WAIT_SECS: u64 = 30;
+/// Retry delays after a failure: from the first to the cap, doubling.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// Granularity of the threads' sleeps, so that they notice the daemon stopping.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The file, in the engine's state directory, holding the last configuration applied
+/// from the controller.
+pub const PERSISTED_FILE: &str = "controller-config.json";
+
+/// Where the controller is and who this engine is.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// The controller's API, e.g. `http://10.0.0.5:8480`.
+    pub url: String,
+    /// The API token, or the file to read it from.
+    pub token: Option<String>,
+    pub token_file: PathBuf,
+    /// This engine's name at the controller.
+    pub name: String,
+}
+
+/// The running link to the controller.
+pub struct Follower {
+    /// Configurations received from the controller, in order.
+    pub updates: mpsc::Receiver<Desired>,
+    reports: Arc<ReportSlot>,
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct ReportSlot {
+    next: Mutex<Option<EngineReport>>,
+    ready: Condvar,
+}
+
+/// Whether the controller answers, shared by both threads so that a loss and a return
+/// are each logged once.
+struct LinkState {
+    url: String,
+    lost: AtomicBool,
+}
+
+impl LinkState {
+    fn failed(&self, what: &str, e: &ClientError) {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            warn!(
+                "lost the controller at {} ({what}: {e}); the data plane keeps forwarding with \
+                 the last configuration; retrying every {} s at most",
+                self.url,
+                RETRY_MAX.as_secs()
+            );
+        }
+    }
+
+    fn answered(&self) {
+        if self.lost.swap(false, Ordering::SeqCst) {
+            info!("the controller at {} answers again", self.url);
+        }
+    }
+}
+
+impl Follower {
+    /// Starts the watcher and the reporter.
+    pub fn start(options: &FollowOptions, addresses: Vec<IpAddr>) -> Follower {
+        let client = Arc::new(Client::new(&ClientArgs {
+            url: options.url.clone(),
+            token: options.token.clone(),
+            token_file: options.token_file.clone(),
+        }));
+        let link = Arc::new(LinkState {
+            url: options.url.clone(),
+            // Nothing logged until the first failure: "lost" then means "not reached".
+            lost: AtomicBool::new(false),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let reports = Arc::new(ReportSlot::default());
+        let (tx, updates) = mpsc::channel();
+        let registration = EngineRegistration {
+            name: options.name.clone(),
+            addresses,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        {
+            let (client, link, stop) = (client.clone(), link.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("controller-watch".into())
+                .spawn(move || watch(&client, &link, &stop, &registration, &tx))
+                .expect("spawning a thread");
+        }
+        {
+            let (reports, stop) = (reports.clone(), stop.clone());
+            let path = format!("/api/v1/service-engines/{}/report", options.name);
+            std::thread::Builder::new()
+                .name("controller-report".into())
+                .spawn(move || report(&client, &link, &stop, &reports, &path))
+                .expect("spawning a thread");
+        }
+        Follower {
+            updates,
+            reports,
+            stop,
+        }
+    }
+
+    /// Leaves `report` for the reporter, replacing one it has not sent yet.
+    pub fn report(&self, report: EngineReport) {
+        *self.reports.next.lock().expect("report slot") = Some(report);
+        self.reports.ready.notify_one();
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        // The threads end at their next tick; a long poll in flight ends with the process
+        // or within its wait.
+        self.stop.store(true, Ordering::SeqCst);
+        self.reports.ready.notify_one();
+    }
+}
+
+/// Sleeps `delay` unless `stop` is set first; whether to go on.
+fn pause(stop: &AtomicBool, delay: Duration) -> bool {
+    let mut left = delay;
+    while !left.is_zero() {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let step = left.min(TICK);
+        std::thread::sleep(step);
+        left -= step;
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+fn watch(
+    client: &Client,
+    link: &LinkState,
+    stop: &AtomicBool,
+    registration: &EngineRegistration,
+    updates: &mpsc::Sender<Desired>,
+) {
+    let body = serde_json::to_value(registration).expect("registrations serialize");
+    let name = &registration.name;
+    let mut delay = RETRY_FIRST;
+    let mut registered_once = false;
+    'connect: while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = client.call::<Value>("POST", "/api/v1/service-engines", Some(&body), &[]) {
+            link.failed("registering", &e);
+            if !pause(stop, delay) {
+                return;
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+            continue;
+        }
+        link.answered();
+        if !registered_once {
+            info!(engine = %name, "registered with the controller at {}", link.url);
+            registered_once = true;
+        }
+        // First the current configuration, whatever its revision: the catch-up.
+        let mut after: Option<u64> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let path = match after {
+                None => format!("/api/v1/desired?engine={name}"),
+                Some(r) => {
+                    format!("/api/v1/desired?after={r}&wait={POLL_WAIT_SECS}&engine={name}")
+                }
+            };
+            match client.get_unless_not_modified::<Desired>(&path) {
+                Ok(Some(desired)) => {
+                    link.answered();
+                    delay = RETRY_FIRST;
+                    after = Some(desired.revision);
+                    if updates.send(desired).is_err() {
+                        return; // the daemon is gone
+                    }
+                }
+                Ok(None) => {} // nothing new within the wait: poll again
+                Err(e) => {
+                    link.failed("watching the configuration", &e);
+                    if !pause(stop, delay) {
+                        return;
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                    // Register again: the controller may have lost us (a new store).
+                    continue 'connect;
+                }
+            }
+        }
+    }
+}
+
+fn report(client: &Client, link: &LinkState, stop: &AtomicBool, slot: &ReportSlot, path: &str) {
+    loop {
+        let next = {
+            let mut guard = slot.next.lock().expect("report slot");
+            while guard.is_none() && !stop.load(Ordering::SeqCst) {
+                guard = slot
+                    .ready
+                    .wait_timeout(guard, Duration::from_secs(1))
+                    .expect("report slot")
+                    .0;
+            }
+            guard.take()
+        };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(report) = next else { continue };
+        let body = serde_json::to_value(&report).expect("reports serialize");
+        match client.call::<Value>("POST", path, Some(&body), &[]) {
+            Ok(_) => link.answered(),
+            // Not registered (yet, or any more): the watcher registers; the next report
+            // comes within seconds.
+            Err(e) => link.failed("reporting", &e),
+        }
+    }
+}
+
+/// The last configuration applied from the controller, as kept on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persisted {
+    /// The controller's configuration revision.
+    pub revision: u64,
+    /// The controller it came from.
+    pub controller: String,
+    /// The configuration.
+    pub config: Config,
+}
+
+pub fn persisted_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(PERSISTED_FILE)
+}
+
+/// Reads the persisted configuration; `None` when there is none. A damaged file is
+/// reported and ignored (the engine then waits for the controller).
+pub fn load_persisted(state_dir: &Path) -> Option<Persisted> {
+    let path = persisted_path(state_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn!(
+                "cannot read {}: {e}; waiting for the controller",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(
+                "ignoring {}: {e}; waiting for the controller",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Writes the applied configuration so that a restart without the controller starts
+/// with it: temporary file, fsync, rename, so a crash leaves the old or the new one.
+pub fn save_persisted(state_dir: &Path, persisted: &Persisted) -> anyhow::Result<()> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let path = persisted_path(state_dir);
+    let tmp = path.with_extension("json.tmp");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(persisted)?)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The host name, the default engine name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ricochet-engine".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisted_configuration_round_trips_and_a_damaged_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_persisted(dir.path()), None);
+        let config =
+            Config::from_yaml_str(include_str!("../../config/examples/seed.yaml")).unwrap();
+        let p = Persisted {
+            revision: 42,
+            controller: "http://127.0.0.1:8480".into(),
+            config,
+        };
+        save_persisted(dir.path(), &p).unwrap();
+        assert_eq!(load_persisted(dir.path()), Some(p));
+        std::fs::write(persisted_path(dir.path()), b"{\"revision\": 4").unwrap();
+        assert_eq!(load_persisted(dir.path()), None);
+    }
+
+    #[test]
+    fn pause_stops_early() {
+        let stop = AtomicBool::new(true);
+        let t = std::time::Instant::now();
+        assert!(!pause(&stop, Duration::from_secs(5)));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        let go = AtomicBool::new(false);
+        assert!(pause(&go, Duration::from_millis(60)));
+    }
+}
