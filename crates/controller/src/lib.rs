@@ -17,7 +17,7 @@
 //! # }
 //! ```
 //!
-//! `ARCHITECTURE-controller.md` in this crate explains the design.
+//! ARCHITECTURE.md (section "The controller") explains the design.
 
 #![warn(missing_docs)]
 
