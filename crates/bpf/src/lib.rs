@@ -14,3 +14,8 @@ pub const DECAP_PROGRAM: &str = "ricochet_decap";
 /// Trivial XDP programs (`xdp_pass`, `xdp_tx`) for test beds and benchmark floors.
 pub static TRIVIAL: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-trivial"));
+
+/// XDP programs of the forwarding benchmark: `bench_gen` (a traffic generator for
+/// BPF_PROG_TEST_RUN's live-frames mode), `bench_sink` (counts and drops), `bench_drop`.
+pub static BENCH_XDP: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-bench-xdp"));
