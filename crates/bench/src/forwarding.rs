@@ -598,12 +598,21 @@ struct Window {
 }
 
 impl Window {
-    /// The forwarding rate of this configuration: frames the device transmitted (for the
-    /// ceiling, which transmits nothing, frames it received).
+    /// The rate of this configuration: frames the device's XDP program handled per second
+    /// (the bounce and Ricochet send every one of them back with XDP_TX, as the reason
+    /// counters show; whether the generator's veth then had room for it is the generator
+    /// side's business and shown apart as `dut_tx_errors_pps`).
     fn rate(&self) -> f64 {
-        match self.config.dut {
-            Dut::Drop => self.dut_rx_pps,
-            _ => self.dut_tx_pps,
+        self.dut_rx_pps
+    }
+
+    /// The rate per CPU-second of the device's NAPI thread: what the device would reach
+    /// with its CPU to itself (an estimate when the thread was not saturated).
+    fn rate_per_dut_cpu(&self) -> f64 {
+        if self.dut_napi_cpu > 0.0 {
+            self.dut_rx_pps / self.dut_napi_cpu
+        } else {
+            f64::NAN
         }
     }
 }
@@ -930,10 +939,27 @@ struct ConfigSummary {
     label: String,
     /// Forwarding rate (`Window::rate`), frames per second.
     rate: Summary,
+    rate_per_dut_cpu: Summary,
     dut_napi_cpu: Summary,
+    dut_cpu_busy: Summary,
+    offered_pps: Summary,
     ring_full_pps: Summary,
     generated_pps: Summary,
+    dut_tx_pps: Summary,
+    dut_tx_errors_pps: Summary,
     returned_pps: Summary,
+    gen_cpu_busy: Summary,
+    gen_napi_cpu: Summary,
+    /// New flows over all windows (0 when every window measured established flows only).
+    new_flows: u64,
+}
+
+impl ConfigSummary {
+    /// Whether the device under test was the bottleneck: its NAPI thread had its CPU (at
+    /// least 90 %) and its ring was full at times (the generator offered more).
+    fn saturated(&self) -> bool {
+        self.dut_napi_cpu.p50 >= 0.9 && self.ring_full_pps.p50 > 0.0
+    }
 }
 
 fn summarise(windows: &[Window]) -> Vec<ConfigSummary> {
@@ -952,10 +978,22 @@ fn summarise(windows: &[Window]) -> Vec<ConfigSummary> {
                 config,
                 label: config.label(),
                 rate: of(Window::rate)?,
+                rate_per_dut_cpu: of(Window::rate_per_dut_cpu)?,
                 dut_napi_cpu: of(|w| w.dut_napi_cpu)?,
+                dut_cpu_busy: of(|w| w.dut_cpu_busy)?,
+                offered_pps: of(|w| w.offered_pps)?,
                 ring_full_pps: of(|w| w.ring_full_pps)?,
                 generated_pps: of(|w| w.generated_pps)?,
+                dut_tx_pps: of(|w| w.dut_tx_pps)?,
+                dut_tx_errors_pps: of(|w| w.dut_tx_errors_pps)?,
                 returned_pps: of(|w| w.returned_pps)?,
+                gen_cpu_busy: of(|w| w.gen_cpu_busy)?,
+                gen_napi_cpu: of(|w| w.gen_napi_cpu)?,
+                new_flows: windows
+                    .iter()
+                    .filter(|w| w.config == config)
+                    .map(|w| w.new_flows)
+                    .sum(),
             })
         })
         .collect()
@@ -1057,9 +1095,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
 
 fn run_pinned(ctx: &Ctx) -> anyhow::Result<Section> {
     let (rounds, warmup, length) = if ctx.quick {
-        (1, Duration::from_millis(500), Duration::from_millis(1500))
+        (1, Duration::from_secs(1), Duration::from_millis(1500))
     } else {
-        (5, Duration::from_secs(1), Duration::from_secs(3))
+        // The warm-up lets the flow table learn every flow: with most frames refused by
+        // the full ring, the DUT sees a random subset of the sequence, and collecting all
+        // 65,536 flows takes about a million frames.
+        (5, Duration::from_secs(2), Duration::from_secs(3))
     };
     install_stop_handler()?;
     let mut bed = Bed::build()?;
@@ -1169,6 +1210,7 @@ fn report(
     )?;
 
     // Tables.
+    let yes_no = |b: bool| if b { "yes" } else { "**no**" };
     let main_rows: Vec<Vec<String>> = [ceiling, bounce, ricochet]
         .iter()
         .map(|s| {
@@ -1176,10 +1218,28 @@ fn report(
                 s.label.clone(),
                 mpps(s.rate.p50),
                 format!("{} – {}", mpps(s.rate.min), mpps(s.rate.max)),
-                mpps(s.generated_pps.p50),
-                mpps(s.ring_full_pps.p50),
-                mpps(s.returned_pps.p50),
                 percent(s.dut_napi_cpu.p50),
+                mpps(s.rate_per_dut_cpu.p50),
+                mpps(s.ring_full_pps.p50),
+                yes_no(s.saturated()).into(),
+            ]
+        })
+        .collect();
+    let side_rows: Vec<Vec<String>> = summaries
+        .iter()
+        .map(|s| {
+            vec![
+                s.label.clone(),
+                mpps(s.generated_pps.p50),
+                mpps(s.offered_pps.p50),
+                mpps(s.ring_full_pps.p50),
+                mpps(s.rate.p50),
+                mpps(s.dut_tx_pps.p50),
+                mpps(s.dut_tx_errors_pps.p50),
+                mpps(s.returned_pps.p50),
+                percent(s.gen_cpu_busy.p50),
+                percent(s.gen_napi_cpu.p50),
+                percent(s.dut_cpu_busy.p50),
             ]
         })
         .collect();
@@ -1187,12 +1247,14 @@ fn report(
         .iter()
         .map(|s| {
             vec![
-                s.config.services.to_string(),
+                short_services(s.config.services),
                 mpps(s.rate.p50),
                 format!("{} – {}", mpps(s.rate.min), mpps(s.rate.max)),
                 format!("{:.2}", s.rate.p50 / ricochet.rate.p50),
                 format!("{:.2}", s.rate.p50 / bounce.rate.p50),
                 percent(s.dut_napi_cpu.p50),
+                mpps(s.rate_per_dut_cpu.p50),
+                s.new_flows.to_string(),
             ]
         })
         .collect();
@@ -1206,6 +1268,22 @@ fn report(
         ""
     };
     let verdict = if target_met { "met" } else { "NOT met" };
+    let saturation_note = if bounce.saturated() && ricochet.saturated() {
+        "Both the bounce and Ricochet saturated the device's CPU while the generator offered \
+         more than they took (their rings refused frames): the rates are the devices' own."
+            .to_string()
+    } else {
+        format!(
+            "**Not every device was saturated** (bounce: NAPI thread {}, Ricochet: {}; a \
+             device is saturated when its NAPI thread has at least 90 % of its CPU and its \
+             ring refused frames). An unsaturated device was limited by the generator or by \
+             other load on its CPU, so its rate understates what it can do; the rate per \
+             DUT CPU-second estimates it, and gives the ratio {:.3}.",
+            percent(bounce.dut_napi_cpu.p50),
+            percent(ricochet.dut_napi_cpu.p50),
+            ricochet.rate_per_dut_cpu.p50 / bounce.rate_per_dut_cpu.p50
+        )
+    };
     let markdown = format!(
         "{quick_note}
 ### Method
@@ -1219,26 +1297,28 @@ generator's side of the link (permanent neighbour entries, forwarding on), so it
 encapsulates every frame in IP-in-IP and sends it back out with XDP_TX, like the bounce.
 
 The generator is the kernel's `BPF_PROG_TEST_RUN` in live-frames mode
-(`BPF_F_TEST_XDP_LIVE_FRAMES`) running `bench_gen` on the generator's veth: each run writes
-a whole {FRAME_LEN}-byte Ethernet/IPv4/TCP frame (live mode recycles pages that the DUT
-rewrote) and XDP_TXes it into the DUT. It cycles through {FLOWS} flows (client address and
-port), each flow to VIP `flow mod N` for N virtual services, so Ricochet's flow table holds
-every flow after the warm-up: the measured path is that of established flows. A sink on
-the generator's veth counts and drops what comes back.
+(`BPF_F_TEST_XDP_LIVE_FRAMES`) running `bench_gen` on the generator's veth, one call per
+measurement (stopped by a signal): each run of the program writes a whole {FRAME_LEN}-byte
+Ethernet/IPv4/TCP frame (live mode recycles pages that the DUT rewrote) and XDP_TXes it
+into the DUT. It cycles through {FLOWS} flows (client address and port), each flow to VIP
+`flow mod N` for N virtual services, so Ricochet's flow table holds every flow after the
+warm-up and the measured path is that of established flows (the new-flow counts below
+show how many were not). A sink on the generator's veth counts and drops what comes back.
 
-Every veth runs threaded NAPI. The DUTs' NAPI threads are pinned to CPU {DUT_CPU}; the
-generator, the generator-side NAPI threads and this benchmark to CPU {GEN_CPU}. The DUT
-therefore has a CPU of its own and is the bottleneck when the generator offers more than it
-takes: the frames its full ring refused and its NAPI thread's CPU share below show whether
-it was.
+Every veth runs threaded NAPI at nice -20. The DUTs' NAPI threads are pinned to CPU
+{DUT_CPU}; the generator, the generator-side NAPI threads and this benchmark to CPU
+{GEN_CPU}. The DUT therefore has a CPU of its own, and it is the bottleneck when its NAPI
+thread is busy all the time while its ring refuses frames (the generator offers more than
+it takes).
 
 Each round measures, back to back: the ceiling, the bounce, Ricochet with 1, 100 and
-10,000 virtual services (one VIP each, TCP port 80, one shared pool; the data plane is
-loaded once with room for 16,384 VIPs and services). {rounds} round(s); per measurement
-{warmup:?} of warm-up, then a {length:?} window over which counters are read: the
-veths' own (`ethtool -S`), the generator's and the sink's, and Ricochet's reason counters.
-The rate of a forwarding DUT is the frames it transmitted (veth `xdp_tx`) per second; the
-ceiling's is the frames the dropping DUT received. Medians over rounds; raw windows:
+10,000 virtual services (one VIP each, TCP port {SERVICE_PORT}, one shared pool; the data
+plane is loaded once with room for 16,384 VIPs and services). {rounds} round(s); per
+measurement {warmup:?} of warm-up, then a {length:?} window over which counters are read:
+the veths' own (`ethtool -S`), the generator's and the sink's, the CPU time of the NAPI
+threads and CPUs (`/proc`), and Ricochet's reason and service counters. The rate of a DUT
+is the frames its XDP program handled per second (veth `xdp_packets`); the bounce and
+Ricochet send every one back with XDP_TX. Medians over rounds; raw windows:
 [{raw_json}]({raw_json}), [{raw_csv}]({raw_csv}).
 
 ### Ricochet against an XDP_TX bounce
@@ -1246,8 +1326,18 @@ ceiling's is the frames the dropping DUT received. Medians over rounds; raw wind
 ![forwarding rate]({bars_name})
 
 {main_table}
-Ricochet / bounce = **{ratio:.3}** (ratio of medians; per round: {round_ratios}). Target
-at least 0.9: **{verdict}**.
+Ricochet / bounce = **{ratio:.3}** (ratio of medians; per round, each pair measured back to
+back: {round_ratios}). Target at least 0.9: **{verdict}**.
+
+{saturation_note}
+
+Where the frames went (medians, Mpps; CPU shares of the generator's CPU {GEN_CPU} and the
+DUT's CPU {DUT_CPU}):
+
+{side_table}
+\"Lost on the way back\" are frames the DUT sent with XDP_TX that the generator's veth had
+no room for (its NAPI thread shares CPU {GEN_CPU} with the generator); the DUT did the work
+for them all the same.
 
 ### Rate as the number of virtual services grows
 
@@ -1262,15 +1352,13 @@ at least 0.9: **{verdict}**.
 ### Caveats
 
 - veth, not a NIC: no DMA, no interrupts; both ends are software on the same machine, so
-  absolute rates say little about hardware, and the ratio to the bounce is the figure to
-  read.
-- The generator, its NAPI threads and the DUT share one physical machine (2 CPUs) and
-  its caches; the generator-side work of receiving returned frames runs on the generator's
-  CPU.
+  absolute rates say little about hardware; the ratio to the bounce is the figure to read.
+- Two CPUs: the generator and the sink share one, the DUT has the other; their caches and
+  memory bandwidth are shared.
 - No hardware performance counters in this VM: CPU shares come from `/proc` tick
   accounting (1/100 s resolution).
-- Flows are established after the warm-up; the rate of new flows (Maglev pick and flow
-  insertion on every packet) is not measured here.
+- Established flows only; the rate of new flows (Maglev pick and flow insertion on every
+  packet) is not measured here.
 ",
         bars_name = "forwarding.png",
         line_name = "forwarding-services.png",
@@ -1279,12 +1367,28 @@ at least 0.9: **{verdict}**.
                 "configuration",
                 "Mpps (median)",
                 "min – max",
-                "generated Mpps",
-                "refused by full DUT ring, Mpps",
-                "returned to generator, Mpps",
                 "DUT NAPI thread CPU",
+                "Mpps per DUT CPU-second",
+                "refused by the DUT's full ring, Mpps",
+                "DUT saturated",
             ],
             &main_rows
+        ),
+        side_table = table(
+            &[
+                "configuration",
+                "generated",
+                "into the DUT's ring",
+                "refused (ring full)",
+                "handled by the DUT",
+                "sent back",
+                "lost on the way back",
+                "back at the sink",
+                "CPU 0 busy",
+                "generator-side NAPI CPU",
+                "CPU 1 busy",
+            ],
+            &side_rows
         ),
         vs_table = table(
             &[
@@ -1294,6 +1398,8 @@ at least 0.9: **{verdict}**.
                 "vs 1 VS",
                 "vs bounce",
                 "DUT NAPI thread CPU",
+                "Mpps per DUT CPU-second",
+                "new flows in the windows",
             ],
             &vs_rows
         ),
@@ -1319,16 +1425,17 @@ at least 0.9: **{verdict}**.
         .join(", ");
     let headlines = vec![
         format!(
-            "Ricochet forwards {} Mpps through a veth vs {} Mpps for an XDP_TX bounce: ratio {ratio:.2} (target ≥ 0.9 {verdict})",
+            "Ricochet handles {} Mpps on a veth vs {} Mpps for an XDP_TX bounce: ratio {ratio:.2} (target ≥ 0.9 {verdict}; DUT saturated: bounce {}, Ricochet {})",
             mpps(ricochet.rate.p50),
-            mpps(bounce.rate.p50)
+            mpps(bounce.rate.p50),
+            if bounce.saturated() { "yes" } else { "no" },
+            if ricochet.saturated() { "yes" } else { "no" },
         ),
         format!("Ricochet by number of virtual services (VS: Mpps): {series}"),
         format!(
-            "Generator ceiling {} Mpps; DUT NAPI thread busy {} (bounce) / {} (Ricochet)",
+            "Generator ceiling {} Mpps into a dropping DUT ({} Mpps generated)",
             mpps(ceiling.rate.p50),
-            percent(bounce.dut_napi_cpu.p50),
-            percent(ricochet.dut_napi_cpu.p50)
+            mpps(ceiling.generated_pps.p50),
         ),
     ];
     Ok(Section {
@@ -1486,15 +1593,18 @@ mod tests {
     fn rates_ratios_and_summaries() {
         let windows = vec![
             window_of(0, Dut::Drop, 1, 0.0, 9e6),
-            window_of(0, Dut::Bounce, 1, 4e6, 4.5e6),
+            window_of(0, Dut::Bounce, 1, 3.5e6, 4e6),
             window_of(0, Dut::Ricochet, 1, 3e6, 3e6),
             window_of(0, Dut::Ricochet, 100, 2e6, 2e6),
             window_of(1, Dut::Bounce, 1, 5e6, 5e6),
             window_of(1, Dut::Ricochet, 1, 4e6, 4e6),
         ];
-        // The ceiling's rate is what it received, the forwarders' what they sent.
+        // The rate is what the device's program handled, sent back or not.
         assert_eq!(windows[0].rate(), 9e6);
         assert_eq!(windows[1].rate(), 4e6);
+        let mut half_busy = windows[1].clone();
+        half_busy.dut_napi_cpu = 0.5;
+        assert_eq!(half_busy.rate_per_dut_cpu(), 8e6);
         assert_eq!(per_round_ratios(&windows), vec![0.75, 0.8]);
         let s = summarise(&windows);
         // Configurations never measured (10,000 VS here) are left out.
