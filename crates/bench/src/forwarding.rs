@@ -373,6 +373,7 @@ struct Bed {
     gen_config: Array<MapData, GenConfig>,
     gen_count: PerCpuArray<MapData, u64>,
     sink_count: PerCpuArray<MapData, u64>,
+    sink_ipip: PerCpuArray<MapData, u64>,
     pairs: Vec<Pair>,
     gen: Netns,
     dut: Netns,
@@ -506,6 +507,11 @@ impl Bed {
                 .take_map("SINK_COUNT")
                 .ok_or_else(|| anyhow!("SINK_COUNT missing"))?,
         )?;
+        let sink_ipip = PerCpuArray::try_from(
+            bench
+                .take_map("SINK_IPIP")
+                .ok_or_else(|| anyhow!("SINK_IPIP missing"))?,
+        )?;
         Ok(Bed {
             bench,
             _trivial: trivial,
@@ -513,6 +519,7 @@ impl Bed {
             gen_config,
             gen_count,
             sink_count,
+            sink_ipip,
             pairs,
             gen,
             dut,
@@ -547,6 +554,16 @@ impl Bed {
         };
         let (gen_at, gen_side) = timed(&|| ethtool_stats(&self.gen, &pair.gen_if))?;
         let (dut_at, dut_side) = timed(&|| ethtool_stats(&self.dut, &pair.dut_if))?;
+        for (stats, name, iface) in [
+            (&gen_side, "tx_queue_0_xdp_xmit", &pair.gen_if),
+            (&dut_side, "rx_queue_0_xdp_packets", &pair.dut_if),
+        ] {
+            ensure!(
+                stats.contains_key(name),
+                "`ethtool -S {iface}` has no {name}: this kernel's veth statistics differ \
+                 from what the benchmark reads"
+            );
+        }
         let at = Instant::now();
         let cpus = parse_proc_stat(&std::fs::read_to_string("/proc/stat")?);
         Ok(Sample {
@@ -561,6 +578,7 @@ impl Bed {
             dut_prog_run: program_run_stats(pair.dut_prog)?,
             generated: Self::counter(&self.gen_count)?,
             sunk: Self::counter(&self.sink_count)?,
+            sunk_ipip: Self::counter(&self.sink_ipip)?,
             new_flows: if pair.dut == Dut::Ricochet {
                 let dp = self.engine.dataplane();
                 self.engine
@@ -599,6 +617,7 @@ struct Sample {
     dut_prog_run: (u64, u64),
     generated: u64,
     sunk: u64,
+    sunk_ipip: u64,
     /// New flows Ricochet recorded, summed over the configured services.
     new_flows: u64,
     reasons: BTreeMap<String, u64>,
@@ -624,6 +643,9 @@ struct Window {
     dut_drops_pps: f64,
     /// Frames the generator's sink counted coming back.
     returned_pps: f64,
+    /// Frames back at the sink in the window, and how many of them were IP-in-IP.
+    returned: u64,
+    returned_ipip: u64,
     /// Share of a CPU the DUT's NAPI thread used (1.0 = all of it).
     dut_napi_cpu: f64,
     sink_napi_cpu: f64,
@@ -718,6 +740,8 @@ fn window(round: usize, config: Config, a: &Sample, b: &Sample, gen_calls: u64) 
         ),
         dut_drops_pps: rate_between(&a.dut_side, &b.dut_side, "rx_queue_0_xdp_drops", dut_secs),
         returned_pps: b.sunk.saturating_sub(a.sunk) as f64 / secs,
+        returned: b.sunk.saturating_sub(a.sunk),
+        returned_ipip: b.sunk_ipip.saturating_sub(a.sunk_ipip),
         dut_napi_cpu: b.dut_napi_ns.saturating_sub(a.dut_napi_ns) as f64 / 1e9 / secs,
         sink_napi_cpu: b.sink_napi_ns.saturating_sub(a.sink_napi_ns) as f64 / 1e9 / secs,
         gen_cpu_busy: busy(GEN_CPU),
@@ -1237,6 +1261,12 @@ fn report(
         .sum();
     let yes_no = |b: bool| if b { "yes" } else { "**no**" };
     // The dropping DUT measures the generator: it is meant to keep up.
+    let (back, back_ipip) = windows
+        .iter()
+        .filter(|w| w.config.dut == Dut::Ricochet)
+        .fold((0, 0), |(n, ipip), w| {
+            (n + w.returned, ipip + w.returned_ipip)
+        });
     let all_saturated = summaries
         .iter()
         .filter(|s| s.config.dut != Dut::Drop)
@@ -1560,14 +1590,19 @@ rest (veth receive, XDP_TX into the sink's ring, page recycling). Raw:
             .map(|r| format!("{r:.3}"))
             .collect::<Vec<_>>()
             .join(", "),
-        path_note = if not_forwarded == 0 && forwarded > 0 {
-            "Every packet Ricochet saw in the windows was forwarded.".to_string()
-        } else {
-            format!(
-                "**{not_forwarded} packets were not forwarded** (see the reasons above): the \
-                 rates include them."
-            )
-        },
+        path_note = format!(
+            "{} Of the {back} frames that came back from Ricochet to the sink, {back_ipip} \
+             ({}) were IPv4 IP-in-IP (protocol 4), i.e. encapsulated to a server.",
+            if not_forwarded == 0 && forwarded > 0 {
+                "Every packet Ricochet saw in the windows was forwarded.".to_string()
+            } else {
+                format!(
+                    "**{not_forwarded} packets were not forwarded** (see the reasons above): \
+                     the rates include them."
+                )
+            },
+            percent(back_ipip as f64 / back as f64)
+        ),
     );
     let series = by_services
         .iter()
@@ -1746,6 +1781,8 @@ mod tests {
             dut_tx_errors_pps: 0.0,
             dut_drops_pps: 0.0,
             returned_pps: 0.0,
+            returned: 0,
+            returned_ipip: 0,
             dut_napi_cpu: 1.0,
             sink_napi_cpu: 0.5,
             gen_cpu_busy: 1.0,
@@ -1799,6 +1836,7 @@ mod tests {
             dut_prog_run: (secs * 1_000_000, secs * 10_000),
             generated: xmit,
             sunk: tx,
+            sunk_ipip: tx / 2,
             new_flows: 0,
             reasons: [("forwarded".to_string(), tx)].into(),
         };
@@ -1817,6 +1855,7 @@ mod tests {
         assert_eq!(w.offered_pps, 4.5e6);
         assert_eq!(w.dut_tx_pps, 3e6);
         assert_eq!(w.returned_pps, 3e6);
+        assert_eq!((w.returned, w.returned_ipip), (6_000_000, 3_000_000));
         assert_eq!(w.dut_cpu_busy, 0.9);
         assert_eq!(w.dut_napi_cpu, 0.95);
         assert_eq!(w.reasons.get("forwarded"), Some(&6_000_000));

@@ -9,7 +9,8 @@
 //!   port and goes to VIP `flow % vip_count`, so the set of five-tuples is exactly
 //!   `flow_count` whatever the number of VIPs.
 //! - `bench_sink` counts (per CPU) and drops what comes back to the generator's veth (a
-//!   veth delivers XDP_TX frames promptly only to a peer with an XDP program).
+//!   veth delivers XDP_TX frames promptly only to a peer with an XDP program), and counts
+//!   apart the IP-in-IP frames among them (Ricochet's output).
 //! - `bench_drop` drops everything: the device under test that measures the generator's
 //!   own ceiling.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -30,7 +31,9 @@ mod prog {
     };
     use ricochet_ebpf::{
         csum,
-        headers::{EthHdr, Ipv4Hdr, ETH_LEN, ETH_P_IP, IPPROTO_TCP, IPV4_LEN, IP_DF, TCP_LEN},
+        headers::{
+            EthHdr, Ipv4Hdr, ETH_LEN, ETH_P_IP, IPPROTO_IPIP, IPPROTO_TCP, IPV4_LEN, IP_DF, TCP_LEN,
+        },
     };
 
     /// The generator's parameters (entry 0 of `GEN_CONFIG`), written by the benchmark.
@@ -66,6 +69,9 @@ mod prog {
     /// Frames received by `bench_sink` (per CPU).
     #[map]
     static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+    /// Of those, IPv4 frames carrying IP-in-IP (protocol 4): what Ricochet sends.
+    #[map]
+    static SINK_IPIP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -168,12 +174,30 @@ mod prog {
     }
 
     #[xdp]
-    pub fn bench_sink(_ctx: XdpContext) -> u32 {
-        if let Some(c) = SINK_COUNT.get_ptr_mut(0) {
+    pub fn bench_sink(ctx: XdpContext) -> u32 {
+        count(&SINK_COUNT);
+        let start = ctx.data();
+        if start + ETH_LEN + IPV4_LEN <= ctx.data_end() {
+            // SAFETY: bounds checked just above; the header structs have alignment 1.
+            let (eth, ip) = unsafe {
+                (
+                    &*(start as *const EthHdr),
+                    &*((start + ETH_LEN) as *const Ipv4Hdr),
+                )
+            };
+            if eth.proto == ETH_P_IP.to_be_bytes() && ip.proto == IPPROTO_IPIP {
+                count(&SINK_IPIP);
+            }
+        }
+        xdp_action::XDP_DROP
+    }
+
+    #[inline(always)]
+    fn count(map: &PerCpuArray<u64>) {
+        if let Some(c) = map.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
             unsafe { *c += 1 };
         }
-        xdp_action::XDP_DROP
     }
 
     #[xdp]
