@@ -1446,6 +1446,19 @@ fn report(
          the measured rates understate what the devices can do."
             .to_string()
     };
+    let forwarded_note = if not_forwarded == 0 && forwarded > 0 {
+        "Every packet Ricochet saw in the windows was forwarded.".to_string()
+    } else {
+        format!(
+            "**{not_forwarded} packets were not forwarded** (see the reasons above): the \
+             rates include them."
+        )
+    };
+    let path_note = format!(
+        "{forwarded_note} Of the {back} frames that came back from Ricochet to the sink, \
+         {back_ipip} ({}) were IPv4 IP-in-IP (protocol 4), i.e. encapsulated to a server.",
+        percent(back_ipip as f64 / back as f64)
+    );
     let markdown = format!(
         "{quick_note}
 ### Method
@@ -1590,19 +1603,6 @@ rest (veth receive, XDP_TX into the sink's ring, page recycling). Raw:
             .map(|r| format!("{r:.3}"))
             .collect::<Vec<_>>()
             .join(", "),
-        path_note = format!(
-            "{} Of the {back} frames that came back from Ricochet to the sink, {back_ipip} \
-             ({}) were IPv4 IP-in-IP (protocol 4), i.e. encapsulated to a server.",
-            if not_forwarded == 0 && forwarded > 0 {
-                "Every packet Ricochet saw in the windows was forwarded.".to_string()
-            } else {
-                format!(
-                    "**{not_forwarded} packets were not forwarded** (see the reasons above): \
-                     the rates include them."
-                )
-            },
-            percent(back_ipip as f64 / back as f64)
-        ),
     );
     let series = by_services
         .iter()
