@@ -10,16 +10,18 @@
 //!
 //! The generator is the kernel's own: BPF_PROG_TEST_RUN in live-frames mode runs
 //! `bench_gen` (crates/ebpf/src/bin/bench.rs) on a frame "received" on the generator's
-//! veth, and its XDP_TX sends the frame into the device under test. Every veth runs
-//! threaded NAPI: the devices' NAPI threads are pinned to one CPU (the DUT CPU) and the
-//! generator, its veths' NAPI threads and this benchmark's own thread to the other, so
-//! the device under test has a CPU of its own and the rate it reaches is its limit (the
-//! report shows that CPU's load and the frames the full ring refused).
+//! veth, and its XDP_TX sends the frame into the device under test; `bench_sink` on the
+//! generator's veth counts and drops what comes back. Every veth runs threaded NAPI. The
+//! generator (and this benchmark's thread) has one CPU to itself; the DUTs' NAPI threads
+//! and the sink's share the other. The sink is not with the generator because receiving
+//! a frame costs about what bouncing it does: there, the generator could never outrun a
+//! bounce. Its cost per frame is the same for every DUT, so the primary figure is the
+//! DUT's rate per CPU-second of its own NAPI thread, measured while frames were waiting.
 //!
 //! Rates come from counters read before and after a fixed window: the veths' own
-//! (`ethtool -S`: frames the device received, transmitted, dropped, and what its full ring
-//! refused), the generator's and the sink's per-CPU counters, and Ricochet's reason
-//! counters, which must show the frames as forwarded.
+//! (`ethtool -S`: frames the device handled, sent back, and what the full rings refused),
+//! the generator's and the sink's per-CPU counters, the NAPI threads' run time, and
+//! Ricochet's reason counters, which must show the frames as forwarded.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -46,9 +48,9 @@ use crate::report::table;
 use crate::stats::Summary;
 use crate::{Ctx, Section};
 
-/// CPU of the generator (and of everything else this section runs).
+/// CPU of the generator (and of this section's own threads and tools).
 const GEN_CPU: usize = 0;
-/// CPU of the devices under test: nothing but their NAPI threads is put there.
+/// CPU of the devices under test: their NAPI threads and the sink's.
 const DUT_CPU: usize = 1;
 
 /// Frame length without FCS: the 64-byte minimum Ethernet frame.
@@ -267,10 +269,10 @@ fn napi_thread(iface: &str) -> anyhow::Result<i32> {
 enum Priority {
     /// CFS at nice -20: about 99 % of the CPU against ordinary (nice 0) tasks, so other
     /// load on the machine disturbs the measurement little.
-    Nice20,
+    NiceMinus20,
     /// SCHED_FIFO 1: runs as soon as it has work, ahead of every CFS task. For the
-    /// generator-side NAPI threads, which receive what the DUT sends back in short
-    /// bursts: they must not wait for the generator's time slice, or their ring overflows.
+    /// sink's NAPI threads, which receive what the DUT sends back in short bursts: if
+    /// they waited for the DUT's time slice, the DUT would find their ring full.
     Fifo,
 }
 
@@ -284,7 +286,7 @@ fn pin_task(pid: i32, cpu: usize, priority: Priority) -> anyhow::Result<()> {
     // SAFETY: plain system calls on a task id; `param` outlives the call.
     let rc = unsafe {
         match priority {
-            Priority::Nice20 => {
+            Priority::NiceMinus20 => {
                 let tid = if pid == 0 { libc::gettid() } else { pid };
                 libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, -20)
             }
@@ -358,6 +360,13 @@ fn ifindex(ns: &Netns, iface: &str) -> anyhow::Result<u32> {
         .ok_or_else(|| anyhow!("no ifindex in {text:?}"))
 }
 
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from its object"))?
+        .try_into()?)
+}
+
 fn attach_in(ns: &Netns, prog: &mut Xdp, iface: &str) -> anyhow::Result<()> {
     ns.run(|| prog.attach(iface, XdpMode::Driver).map(drop))?
         .with_context(|| format!("attaching native XDP to {iface} in {}", ns.name()))
@@ -387,17 +396,13 @@ impl Bed {
         let mut bench = Ebpf::load(ricochet_bpf::BENCH_XDP).context("loading bench XDP")?;
         let mut trivial = Ebpf::load(ricochet_bpf::TRIVIAL).context("loading trivial XDP")?;
         for name in ["bench_gen", "bench_sink", "bench_drop"] {
-            let prog: &mut Xdp = bench
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("{name} missing"))?
-                .try_into()?;
-            prog.load().with_context(|| format!("loading {name}"))?;
+            xdp_mut(&mut bench, name)?
+                .load()
+                .with_context(|| format!("loading {name}"))?;
         }
-        let bounce: &mut Xdp = trivial
-            .program_mut("xdp_tx")
-            .ok_or_else(|| anyhow!("xdp_tx missing"))?
-            .try_into()?;
-        bounce.load().context("loading xdp_tx")?;
+        xdp_mut(&mut trivial, "xdp_tx")?
+            .load()
+            .context("loading xdp_tx")?;
         let caps = Capacities {
             vips: 16_384,
             services: 16_384,
@@ -426,17 +431,11 @@ impl Bed {
             ])?;
             gen.ip(&["link", "set", &gen_if, "up"])?;
             dut.ip(&["link", "set", &dut_if, "up"])?;
-            let sink: &mut Xdp = bench.program_mut("bench_sink").unwrap().try_into()?;
-            attach_in(&gen, sink, &gen_if)?;
+            attach_in(&gen, xdp_mut(&mut bench, "bench_sink")?, &gen_if)?;
             match kind {
-                Dut::Drop => {
-                    let p: &mut Xdp = bench.program_mut("bench_drop").unwrap().try_into()?;
-                    attach_in(&dut, p, &dut_if)?;
-                }
-                Dut::Bounce => {
-                    let p: &mut Xdp = trivial.program_mut("xdp_tx").unwrap().try_into()?;
-                    attach_in(&dut, p, &dut_if)?;
-                }
+                Dut::Drop => attach_in(&dut, xdp_mut(&mut bench, "bench_drop")?, &dut_if)?,
+                Dut::Bounce => attach_in(&dut, xdp_mut(&mut trivial, "xdp_tx")?, &dut_if)?,
+                // Attached below, once its addresses and neighbours are in place.
                 Dut::Ricochet => {}
             }
             let gen_mac = gen.mac(&gen_if)?;
@@ -474,7 +473,7 @@ impl Bed {
             let dut_napi = napi_thread(&dut_if)?;
             let dut_prog = xdp_program_id(&dut, &dut_if)?;
             pin_task(sink_napi, DUT_CPU, Priority::Fifo)?;
-            pin_task(dut_napi, DUT_CPU, Priority::Nice20)?;
+            pin_task(dut_napi, DUT_CPU, Priority::NiceMinus20)?;
             pairs.push(Pair {
                 dut: kind,
                 gen_ifindex: ifindex(&gen, &gen_if)?,
@@ -859,7 +858,7 @@ fn generate(
         // SAFETY: pthread_self has no preconditions.
         *thread.lock().unwrap() = Some(unsafe { libc::pthread_self() });
         let result = (|| {
-            pin_task(0, GEN_CPU, Priority::Nice20)?;
+            pin_task(0, GEN_CPU, Priority::NiceMinus20)?;
             let frame = [0u8; FRAME_LEN as usize];
             // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
             // egress_ifindex. Live frames go out of the ingress device on XDP_TX.
@@ -1166,7 +1165,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                pin_task(0, GEN_CPU, Priority::Nice20)?;
+                pin_task(0, GEN_CPU, Priority::NiceMinus20)?;
                 run_pinned(ctx)
             })
             .join()
