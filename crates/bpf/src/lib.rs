@@ -21,3 +21,8 @@ pub static DSR_PROBE: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-dsr-probe"));
 /// Name of the TC program in [`DSR_PROBE`].
 pub const DSR_PROBE_PROGRAM: &str = "ricochet_dsr_probe";
+
+/// XDP programs of the forwarding benchmark: `bench_gen` (a traffic generator for
+/// BPF_PROG_TEST_RUN's live-frames mode), `bench_sink` (counts and drops), `bench_drop`.
+pub static BENCH_XDP: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ricochet-bench-xdp"));
