@@ -140,8 +140,8 @@ impl Monitoring {
             .map(|s| {
                 s.servers()
                     .into_iter()
-                    .filter(|(_, health, _, _)| *health == Health::Down)
-                    .map(|(key, _, _, _)| key)
+                    .filter(|s| s.health == Health::Down)
+                    .map(|s| (s.pool, s.server))
                     .collect()
             })
             .unwrap_or_default()
@@ -164,18 +164,18 @@ impl Monitoring {
                 }
                 let found = states
                     .iter()
-                    .find(|((p, ip), ..)| p == &pool.name && *ip == server.ip);
+                    .find(|s| s.pool == pool.name && s.server == server.ip);
                 out.push(match found {
-                    Some((_, health, reason, since)) => ServerHealth {
+                    Some(s) => ServerHealth {
                         pool: pool.name.clone(),
                         ip: server.ip,
-                        state: match health {
+                        state: match s.health {
                             Health::Up => HealthState::Up,
                             Health::Down => HealthState::Down,
                             Health::Unknown => HealthState::Unknown,
                         },
-                        reason: Some(reason.clone()),
-                        since: since.map(rfc3339),
+                        reason: Some(s.reason.clone()),
+                        since: s.since.map(rfc3339),
                     },
                     None => ServerHealth {
                         pool: pool.name.clone(),

@@ -57,6 +57,21 @@ pub struct MonitorStatus {
     pub since: Option<SystemTime>,
 }
 
+/// A server's state from its monitors, for status displays and the data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// The pool.
+    pub pool: String,
+    /// The server's own address.
+    pub server: IpAddr,
+    /// Down if any monitor is down.
+    pub health: Health,
+    /// Why (the reasons of the monitors that are down, or that all are up).
+    pub reason: String,
+    /// Since when (`None`: the initial state).
+    pub since: Option<SystemTime>,
+}
+
 /// Every monitor's state, and every server's, updated as outcomes arrive.
 #[derive(Debug)]
 pub struct Registry {
@@ -343,13 +358,19 @@ impl Scheduler {
         &self.checks
     }
 
-    /// Every server's state: ((pool, server), health, reason, since).
-    pub fn servers(&self) -> Vec<((String, IpAddr), Health, String, Option<SystemTime>)> {
+    /// Every server's state.
+    pub fn servers(&self) -> Vec<ServerStatus> {
         self.registry
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .servers()
-            .map(|(k, (h, r, s))| (k.clone(), *h, r.clone(), *s))
+            .map(|((pool, server), (health, reason, since))| ServerStatus {
+                pool: pool.clone(),
+                server: *server,
+                health: *health,
+                reason: reason.clone(),
+                since: *since,
+            })
             .collect()
     }
 
