@@ -28,7 +28,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use ricochet_config::{Config, Desired};
 use ricochet_controller::types::{
-    EngineCounters, EngineReport, EngineRunState, ServerCounters, ServiceCounters,
+    EngineCounters, EngineReport, EngineRunState, ServerCounters, ServerHealth, ServiceCounters,
 };
 use ricochet_dataplane::kernel::{AttachMode, KernelDataplane, LoadOptions};
 use ricochet_dataplane::{Capacities, Dataplane};
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::follow::{self, FollowOptions, Follower, Persisted};
+use crate::health::{self, Monitoring};
 use crate::{neighbours, net};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ricochet";
@@ -144,6 +145,9 @@ pub struct StateFile {
     /// The controller's configuration revision that runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_revision: Option<u64>,
+    /// The health of every enabled pool server, from the engine's monitors.
+    #[serde(default)]
+    pub health: Vec<ServerHealth>,
     pub pid: u32,
     pub status: ricochet_engine::status::Status,
 }
@@ -175,13 +179,13 @@ pub fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-fn load_desired(path: &Path) -> anyhow::Result<(Desired, Vec<u8>)> {
+fn load_desired(path: &Path) -> anyhow::Result<(Config, Desired, Vec<u8>)> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let config = Config::load(path)?;
     let desired = config
         .compile()
         .map_err(|e| anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display()))?;
-    Ok((desired, text))
+    Ok((config, desired, text))
 }
 
 fn server_ips(desired: &Desired) -> Vec<IpAddr> {
@@ -199,7 +203,7 @@ fn server_ips(desired: &Desired) -> Vec<IpAddr> {
 ///
 /// This is where server health feeds into the data plane: the engine applies the
 /// desired state minus these servers (`without_down_servers`), and re-applies when the
-/// set changes. Nothing fills it yet: health monitors (crates/health) will.
+/// set changes (see `health`).
 pub type DownServers = BTreeSet<(String, IpAddr)>;
 
 /// What the data plane runs: `desired` without the servers marked down. A down server
@@ -245,17 +249,52 @@ struct Runner {
     attached: bool,
     /// The desired state that runs (before removing down servers).
     current: Desired,
-    /// Servers marked down by health monitoring (none yet, see `DownServers`).
+    /// Servers marked down by health monitoring.
     down: DownServers,
+    /// The health monitors of the configuration that runs.
+    monitoring: Monitoring,
     config_file: Option<PathBuf>,
     controller: Option<String>,
     controller_revision: Option<u64>,
 }
 
 impl Runner {
+    /// Applies `config` (compiled: `desired`) and runs its health monitors.
+    fn apply(
+        &mut self,
+        config: &Config,
+        desired: &Desired,
+    ) -> anyhow::Result<ricochet_engine::ApplyReport> {
+        let report = self.apply_desired(desired)?;
+        self.monitoring.follow(config);
+        Ok(report)
+    }
+
+    /// Takes in what health monitoring says: when the set of down servers changed, the
+    /// running configuration is applied again without them. Whether a server changed
+    /// state (the controller should hear of it now).
+    fn health_turn(&mut self) -> bool {
+        let changed = self.monitoring.drain();
+        let down = self.monitoring.down();
+        if down == self.down {
+            return changed;
+        }
+        health::log_down_change(&self.down, &down, &self.current, &self.monitoring);
+        let before = std::mem::replace(&mut self.down, down);
+        let current = self.current.clone();
+        match self.apply_desired(&current) {
+            Ok(report) => info!(?report, "data plane updated for server health"),
+            Err(e) => {
+                error!("server health could not be applied to the data plane (retrying): {e:#}");
+                self.down = before;
+            }
+        }
+        true
+    }
+
     /// Applies `desired` (minus the down servers); attaches the program after the first
     /// apply, so that its first packet already finds the services.
-    fn apply(&mut self, desired: &Desired) -> anyhow::Result<ricochet_engine::ApplyReport> {
+    fn apply_desired(&mut self, desired: &Desired) -> anyhow::Result<ricochet_engine::ApplyReport> {
         check_sources(
             desired,
             self.source_v4,
@@ -289,6 +328,7 @@ impl Runner {
             config: self.config_file.clone(),
             controller: self.controller.clone(),
             controller_revision: self.controller_revision,
+            health: self.monitoring.report(&self.current),
             pid: std::process::id(),
             status: self.engine.status()?,
         };
@@ -387,9 +427,9 @@ pub fn run_engine(
     // one last applied from the controller, if any.
     let (first, file_text, follower, persisted) = match &source {
         Source::File { path, .. } => {
-            let (desired, text) = load_desired(path)?;
+            let (config, desired, text) = load_desired(path)?;
             check_sources(&desired, source_v4, source_v6, &args.interface)?;
-            (Some(desired), Some(text), None, None)
+            (Some((config, desired)), Some(text), None, None)
         }
         Source::Controller(options) => {
             let mut addresses: Vec<IpAddr> = v4.iter().copied().map(IpAddr::V4).collect();
@@ -399,6 +439,7 @@ pub fn run_engine(
             let first = match &persisted {
                 Some(p) => match p.config.compile() {
                     Ok(desired) => {
+                        let desired = (p.config.clone(), desired);
                         info!(
                             revision = p.revision,
                             "starting with the configuration last applied from the controller \
@@ -451,6 +492,7 @@ pub fn run_engine(
         args.hash_seed,
     ))?;
     info!(interface = %args.interface, ifindex, "data plane loaded");
+    let monitoring = Monitoring::new(&args.interface)?;
     let mut runner = Runner {
         args,
         state_dir,
@@ -460,6 +502,7 @@ pub fn run_engine(
         attached: false,
         current: Desired::default(),
         down: DownServers::new(),
+        monitoring,
         config_file: None,
         controller: None,
         controller_revision: None,
@@ -471,8 +514,10 @@ pub fn run_engine(
             watch_interval,
         } => {
             runner.config_file = Some(path.clone());
-            let first = first.expect("a file source has a first configuration");
-            let report = runner.apply(&first).context("applying the configuration")?;
+            let (config, first) = first.expect("a file source has a first configuration");
+            let report = runner
+                .apply(&config, &first)
+                .context("applying the configuration")?;
             info!(
                 ?report,
                 services = first.services.len(),
@@ -490,8 +535,8 @@ pub fn run_engine(
             runner.controller = Some(options.url.clone());
             let follower = follower.expect("started for a controller source");
             let mut running = None;
-            if let (Some(first), Some(p)) = (first, persisted) {
-                match runner.apply(&first) {
+            if let (Some((config, first)), Some(p)) = (first, persisted) {
+                match runner.apply(&config, &first) {
                     Ok(report) => {
                         info!(
                             ?report,
@@ -562,9 +607,9 @@ fn follow_file(runner: &mut Runner, path: &Path, watch_interval: Duration, mut t
         };
         if changed {
             match load_desired(path) {
-                Ok((desired, new_text)) => {
+                Ok((config, desired, new_text)) => {
                     text = new_text;
-                    match runner.apply(&desired) {
+                    match runner.apply(&config, &desired) {
                         Ok(report) => info!(
                             ?report,
                             revision = runner.engine.revision(),
@@ -584,6 +629,7 @@ fn follow_file(runner: &mut Runner, path: &Path, watch_interval: Duration, mut t
                 }
             }
         }
+        runner.health_turn();
         chores.run(runner);
     }
 }
@@ -620,7 +666,7 @@ fn follow_controller(
                         .config
                         .compile()
                         .map_err(|e| anyhow::anyhow!("it does not validate:\n{e}"))
-                        .and_then(|desired| runner.apply(&desired))
+                        .and_then(|desired| runner.apply(&received.config, &desired))
                     {
                         Ok(report) => {
                             info!(
@@ -663,6 +709,9 @@ fn follow_controller(
                 return;
             }
         }
+        if runner.health_turn() {
+            last_report = None; // the controller hears of it now
+        }
         if last_report.is_none_or(|t| t.elapsed() >= REPORT_INTERVAL) {
             let state = match (&refusal, &running) {
                 (Some(_), _) => EngineRunState::Degraded,
@@ -678,8 +727,7 @@ fn follow_controller(
                 } else {
                     EngineCounters::default()
                 },
-                // Server health joins here once monitors run (see `DownServers`).
-                servers: Vec::new(),
+                servers: runner.monitoring.report(&runner.current),
             });
             last_report = Some(Instant::now());
         }

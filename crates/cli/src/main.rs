@@ -15,6 +15,7 @@ mod api_client;
 mod controller;
 mod daemon;
 mod follow;
+mod health;
 mod neighbours;
 mod net;
 mod objects;

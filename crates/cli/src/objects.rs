@@ -17,7 +17,7 @@ use ricochet_controller::diff::{ConfigDiff, FieldChange};
 use ricochet_controller::kind::Kind;
 use ricochet_controller::types::{
     ApplyResult, Configuration, Deleted, EventList, ObjectList, ServiceEngine, ServiceEngineList,
-    Versioned,
+    StatusView, Versioned,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -35,6 +35,8 @@ pub enum Target {
     ServiceEngines,
     /// The whole configuration.
     Configuration,
+    /// Virtual services and servers up, degraded or down.
+    Status,
 }
 
 /// Kind names: plural, singular, without dashes, with underscores, and short aliases.
@@ -58,11 +60,12 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
         "service-engines" | "service-engine" | "serviceengines" | "serviceengine" | "engines"
         | "engine" | "se" => Target::ServiceEngines,
         "configuration" | "config" => Target::Configuration,
+        "status" | "health" => Target::Status,
         _ => {
             return Err(format!(
                 "unknown kind {text:?}: use virtual-services (vs), pools (pool), \
                  network-profiles (netprof), application-profiles (appprof), \
-                 health-monitors (hm), service-engines (se) or configuration"
+                 health-monitors (hm), service-engines (se), configuration or status"
             ))
         }
     };
@@ -79,6 +82,10 @@ fn object_kind(target: Target, verb: &str) -> anyhow::Result<Kind> {
         Target::Configuration => {
             bail!("the whole configuration is applied with `ricochet apply -f FILE`, not `{verb}`")
         }
+        Target::Status => bail!(
+            "the status comes from the engines' health monitors; `ricochet {verb}` works on \
+             virtual-services, pools, network-profiles, application-profiles and health-monitors"
+        ),
     }
 }
 
@@ -115,7 +122,8 @@ pub struct ApplyArgs {
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// virtual-services (vs), pools, network-profiles (netprof), application-profiles
-    /// (appprof), health-monitors (hm), service-engines (se), configuration.
+    /// (appprof), health-monitors (hm), service-engines (se), configuration, status
+    /// (virtual services up / degraded / down and their servers' health).
     #[arg(value_parser = parse_target)]
     pub kind: Target,
     /// One object; all when omitted.
@@ -294,6 +302,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         Target::Object(Kind::Pool) => get_objects::<Pool>(&client, &args),
         Target::Object(Kind::VirtualService) => get_objects::<VirtualService>(&client, &args),
         Target::ServiceEngines => get_engines(&client, &args),
+        Target::Status => get_status(&client, &args),
         Target::Configuration => {
             if args.name.is_some() {
                 bail!("`get configuration` takes no name");
@@ -362,6 +371,68 @@ fn get_objects<T: Row + DeserializeOwned + Serialize>(
             print!("{}", table(&header, &rows));
             if rows.is_empty() {
                 println!("(no {}s)", kind.noun());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `get status [VS]`: each virtual service's state and reason, then its servers'.
+fn get_status(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
+    let answer: Value = client.get("/api/v1/status")?;
+    let mut view: StatusView = serde_json::from_value(answer.clone())?;
+    if let Some(name) = &args.name {
+        view.virtual_services.retain(|vs| &vs.name == name);
+        if view.virtual_services.is_empty() {
+            bail!("virtual service {name:?} does not exist");
+        }
+    }
+    match args.output {
+        Output::Json => print_json(&serde_json::to_value(&view)?),
+        Output::Yaml => print_yaml(&view)?,
+        Output::Table => {
+            let mut rows = Vec::new();
+            for vs in &view.virtual_services {
+                rows.push(vec![
+                    vs.name.clone(),
+                    vs.vip.to_string(),
+                    vs.pool.clone(),
+                    vs.state.as_str().to_owned(),
+                    "-".to_owned(),
+                    vs.reason.clone(),
+                ]);
+                for server in &vs.servers {
+                    let state = if server.enabled {
+                        server.state.as_str()
+                    } else {
+                        "disabled"
+                    };
+                    rows.push(vec![
+                        format!("  {}", server.ip),
+                        String::new(),
+                        String::new(),
+                        state.to_owned(),
+                        server.since.clone().unwrap_or_else(|| "-".to_owned()),
+                        server.reason.clone().unwrap_or_default(),
+                    ]);
+                }
+            }
+            print!(
+                "{}",
+                table(
+                    &[
+                        "VIRTUAL SERVICE / SERVER",
+                        "VIP",
+                        "POOL",
+                        "STATE",
+                        "SINCE",
+                        "REASON"
+                    ],
+                    &rows
+                )
+            );
+            if view.virtual_services.is_empty() {
+                println!("(no virtual services)");
             }
         }
     }

@@ -107,18 +107,58 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             s.pool
         );
         if let Some(pool) = st.status.pools.iter().find(|p| p.name == s.pool) {
+            // Servers marked down are out of the data plane's pool: list them from the
+            // health report, with the reason.
             for srv in &pool.servers {
                 let c = srv.counters;
+                let health = st
+                    .health
+                    .iter()
+                    .find(|h| h.pool == pool.name && h.ip == srv.ip);
                 println!(
-                    "  -> {:<39} {:<7} {:>10} {:>12} {:>10}  {}",
+                    "  -> {:<39} {:<7} {:>10} {:>12} {:>10}  {}{}",
                     srv.ip.to_string(),
                     srv.ratio,
                     c.packets,
                     c.bytes,
                     c.new_flows,
-                    srv.state
+                    srv.state,
+                    health.map_or(String::new(), |h| format!(", health {}", h.state.as_str()))
                 );
             }
+            for h in st
+                .health
+                .iter()
+                .filter(|h| h.pool == pool.name && !pool.servers.iter().any(|srv| srv.ip == h.ip))
+            {
+                println!(
+                    "  -> {:<39} {:<7} {:>10} {:>12} {:>10}  out of the pool, health {}: {}",
+                    h.ip.to_string(),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    h.state.as_str(),
+                    h.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    let down: Vec<_> = st
+        .health
+        .iter()
+        .filter(|h| h.state == ricochet_controller::types::HealthState::Down)
+        .collect();
+    if !down.is_empty() {
+        println!("Servers down (health monitors):");
+        for h in down {
+            println!(
+                "  {} in {} since {}: {}",
+                h.ip,
+                h.pool,
+                h.since.as_deref().unwrap_or("-"),
+                h.reason.as_deref().unwrap_or("")
+            );
         }
     }
     println!("Packets by verdict:");

@@ -37,7 +37,8 @@ pub struct Config {
     /// declared; declaring it again is allowed (it can only be an L4 profile).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub application_profiles: Vec<ApplicationProfile>,
-    /// Avi `HealthMonitor` objects. Modelled and validated, not executed yet.
+    /// Avi `HealthMonitor` objects, run by every engine against the servers of the pools
+    /// that name them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_monitors: Vec<HealthMonitor>,
     /// Avi `Pool` objects.
@@ -346,7 +347,9 @@ impl Service {
 // Health monitor
 // ---------------------------------------------------------------------------------------
 
-/// Avi `HealthMonitor`. Modelled and validated only: Ricochet does not run monitors yet.
+/// Avi `HealthMonitor`: every engine runs it against each enabled server of each pool that
+/// names it; a server is down (out of its pool's Maglev table) while any of its monitors
+/// is down.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -380,6 +383,14 @@ pub struct HealthMonitor {
     /// Settings of an `http` monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_monitor: Option<HttpMonitor>,
+    /// Check through the VIP path (Ricochet's DSR-aware check; Avi has no such field):
+    /// the engine sends the check to VIP:port encapsulated to the server, the way client
+    /// traffic goes, so a server that answers on its own address but lacks the VIP on
+    /// `lo` or decapsulation is marked down with that reason (`DSR_PATH_BROKEN`).
+    /// Default false: the check goes to the server's own address. A pool that no enabled
+    /// virtual service uses has no VIP to go through and is checked directly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dsr_path: bool,
 }
 
 /// Avi's `HealthMonitorType` values Ricochet models.

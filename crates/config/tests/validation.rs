@@ -36,6 +36,7 @@ fn monitor(name: &str, kind: HealthMonitorType) -> HealthMonitor {
         tcp_monitor: None,
         udp_monitor: None,
         http_monitor: None,
+        dsr_path: false,
     }
 }
 

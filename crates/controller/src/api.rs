@@ -122,6 +122,7 @@ that last changed them, and the configuration the revision of its last change.",
         (name = "configuration", description = "The whole configuration: export and declarative apply"),
         (name = "service-engines", description = "Engines: registration, reports, desired state"),
         (name = "events", description = "State changes with time, reason and revision"),
+        (name = "status", description = "Virtual services up, degraded or down from their servers' health"),
         (name = "system", description = "Health and this document"),
     )
 )]
@@ -178,6 +179,7 @@ fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(get_configuration, put_configuration))
         .routes(routes!(list_events))
+        .routes(routes!(status))
         .routes(routes!(list_engines, register_engine))
         .routes(routes!(show_engine, unregister_engine))
         .routes(routes!(engine_report))
@@ -747,6 +749,27 @@ async fn list_events(
         .store(move |s| s.events(params.since, params.limit))
         .await?;
     Ok(Json(EventList { revision, events }))
+}
+
+/// The status of every virtual service and server.
+///
+/// Each virtual service is up, degraded, down, unknown or disabled, from the
+/// health of its pool's servers as the connected engines report it, with the reason (e.g.
+/// `1 of 2 servers down: 192.168.33.10 monitor web-tcp: connection refused ...`); each
+/// server with its state, reason and since when.
+#[utoipa::path(get, path = "/api/v1/status", tag = "status",
+    responses(
+        (status = 200, description = "Every virtual service, sorted by name", body = crate::types::StatusView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn status(State(state): State<AppState>) -> Result<Json<crate::types::StatusView>, ApiError> {
+    let snap = state.store(|s| s.snapshot()).await?;
+    let reports = state.engines.server_health();
+    Ok(Json(crate::status::status_view(
+        snap.config_revision,
+        &snap.config,
+        &reports,
+    )))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::store::{now, EngineRecord, NewEvent};
-use crate::types::{Connection, EngineReport, HealthState, ReceivedReport, ServiceEngine};
+use crate::types::{
+    Connection, EngineReport, HealthState, ReceivedReport, ServerHealth, ServiceEngine,
+};
 
 #[derive(Debug, Default)]
 struct Live {
@@ -124,10 +126,13 @@ impl Engines {
                     ),
                     state: server.state.as_str().into(),
                     previous: Some(before.as_str().into()),
-                    reason: server
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| format!("reported by engine {name}")),
+                    reason: match (&server.reason, &server.since) {
+                        (Some(reason), Some(since)) => {
+                            format!("{reason} (engine {name}, since {since})")
+                        }
+                        (Some(reason), None) => format!("{reason} (engine {name})"),
+                        (None, _) => format!("reported by engine {name}"),
+                    },
                 });
             }
         }
@@ -163,6 +168,19 @@ impl Engines {
             }
         }
         events
+    }
+
+    /// The server health reported by each connected engine: (engine, server).
+    pub fn server_health(&self) -> Vec<(String, ServerHealth)> {
+        let live = self.lock();
+        let mut all: Vec<(String, ServerHealth)> = live
+            .iter()
+            .filter(|(_, e)| e.connected)
+            .filter_map(|(name, e)| e.report.as_ref().map(|r| (name, &r.report.servers)))
+            .flat_map(|(name, servers)| servers.iter().map(|s| (name.clone(), s.clone())))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Forgets an engine (after it is unregistered).
@@ -211,7 +229,7 @@ impl Drop for PollGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{EngineCounters, EngineRunState, ServerHealth};
+    use crate::types::{EngineCounters, EngineRunState};
 
     fn report(state: EngineRunState, servers: &[(&str, HealthState)]) -> EngineReport {
         EngineReport {
@@ -227,6 +245,7 @@ mod tests {
                     state: *state,
                     reason: Some("connection refused".into())
                         .filter(|_| *state == HealthState::Down),
+                    since: Some("2025-01-01T00:00:00.000Z".into()),
                 })
                 .collect(),
         }
@@ -262,7 +281,10 @@ mod tests {
         assert_eq!(down.len(), 1);
         assert_eq!(down[0].state, "down");
         assert_eq!(down[0].previous.as_deref(), Some("up"));
-        assert_eq!(down[0].reason, "connection refused");
+        assert_eq!(
+            down[0].reason,
+            "connection refused (engine se1, since 2025-01-01T00:00:00.000Z)"
+        );
     }
 
     #[test]

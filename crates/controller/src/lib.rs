@@ -6,6 +6,7 @@
 //! - [`api`]: the routes under `/api/v1`, the OpenAPI document, JSON errors.
 //! - [`auth`]: bearer tokens (SHA-256 stored), the admin token created on first start.
 //! - [`engines`]: live state of service engines (connection, last report).
+//! - [`status`]: virtual services up, degraded or down from their servers' health.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), ricochet_controller::ControllerError> {
@@ -28,6 +29,7 @@ pub mod engines;
 pub mod error;
 pub mod extract;
 pub mod kind;
+pub mod status;
 pub mod store;
 pub mod types;
 

@@ -219,9 +219,14 @@ pub struct ServerHealth {
     pub ip: IpAddr,
     /// Its state.
     pub state: HealthState,
-    /// Why, e.g. `connection refused`, `VIP not configured on the server`.
+    /// Why, e.g. `monitor web-tcp: connection refused (connecting to 192.168.33.10:80)
+    /// (2 consecutive failed checks, failed_checks 2)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Since when it is in this state, RFC 3339 UTC, by the engine's clock (absent while
+    /// unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 /// A server's health.
@@ -327,4 +332,83 @@ pub struct Health {
     pub status: String,
     /// The store's revision.
     pub revision: u64,
+}
+
+/// The status of every virtual service and its servers (`GET /api/v1/status`), from the
+/// configuration and the health that connected engines report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusView {
+    /// The configuration revision the view is computed from.
+    pub revision: u64,
+    /// Virtual services, sorted by name.
+    pub virtual_services: Vec<VirtualServiceStatus>,
+}
+
+/// One virtual service's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VirtualServiceStatus {
+    /// The virtual service.
+    pub name: String,
+    /// Its VIP.
+    #[schema(value_type = String)]
+    pub vip: IpAddr,
+    /// Its pool.
+    pub pool: String,
+    /// Up, degraded, down, unknown or disabled.
+    pub state: ServiceState,
+    /// Why, e.g. `1 of 2 servers down: 192.168.33.10 connection refused (...)`.
+    pub reason: String,
+    /// Its pool's servers.
+    pub servers: Vec<ServerStatus>,
+}
+
+/// A virtual service's state from its servers'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Every enabled server is up (or unmonitored).
+    Up,
+    /// Some enabled servers are down, at least one is up.
+    Degraded,
+    /// No enabled server is up: every one is down, or none is enabled. The data plane
+    /// drops its new flows (`drop_no_server`).
+    Down,
+    /// No connected engine reports its servers yet.
+    Unknown,
+    /// The virtual service is disabled.
+    Disabled,
+}
+
+impl ServiceState {
+    /// The name used in JSON and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Degraded => "degraded",
+            Self::Down => "down",
+            Self::Unknown => "unknown",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// One server of a virtual service's pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServerStatus {
+    /// The server's own address.
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+    /// Whether the pool enables it (a disabled server is neither checked nor sent
+    /// new flows).
+    pub enabled: bool,
+    /// Its health: down if any connected engine reports it down, else up if one
+    /// reports it up, else unknown.
+    pub state: HealthState,
+    /// Why, as the engine reporting it says (prefixed by the engine's name when several
+    /// engines disagree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Since when, by the reporting engine's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }

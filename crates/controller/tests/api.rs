@@ -767,6 +767,7 @@ fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
         "GET /api/v1/configuration".to_owned(),
         "PUT /api/v1/configuration".to_owned(),
         "GET /api/v1/events".to_owned(),
+        "GET /api/v1/status".to_owned(),
         "GET /api/v1/desired".to_owned(),
         "GET /api/v1/service-engines".to_owned(),
         "POST /api/v1/service-engines".to_owned(),

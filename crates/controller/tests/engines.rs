@@ -177,7 +177,7 @@ fn registration_is_idempotent_and_reports_are_kept_and_logged() {
     let last = last.as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         last["reason"],
-        "VIP 192.168.35.241 not configured on the server"
+        "VIP 192.168.35.241 not configured on the server (engine se1)"
     );
 
     let list = ctl.get("/api/v1/service-engines").expect(200);

@@ -31,7 +31,7 @@ pub mod state;
 pub use check::{run_check, NetProber, Prober};
 pub use dsr::{DsrError, DsrPath, DEFAULT_MARK_BASE};
 pub use outcome::{Failure, FailureKind};
-pub use scheduler::{Event, MonitorStatus, Registry, Scheduler, SchedulerConfig};
+pub use scheduler::{Event, MonitorStatus, Registry, Scheduler, SchedulerConfig, ServerStatus};
 pub use spec::{
     plan_checks, Check, CheckKey, CheckPath, Monitor, PlannedCheck, ProbeSpec, SpecError,
 };

@@ -57,6 +57,21 @@ pub struct MonitorStatus {
     pub since: Option<SystemTime>,
 }
 
+/// A server's state from its monitors, for status displays and the data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// The pool.
+    pub pool: String,
+    /// The server's own address.
+    pub server: IpAddr,
+    /// Down if any monitor is down.
+    pub health: Health,
+    /// Why (the reasons of the monitors that are down, or that all are up).
+    pub reason: String,
+    /// Since when (`None`: the initial state).
+    pub since: Option<SystemTime>,
+}
+
 /// Every monitor's state, and every server's, updated as outcomes arrive.
 #[derive(Debug)]
 pub struct Registry {
@@ -88,6 +103,59 @@ impl Registry {
             registry.servers.insert(server, (health, reason, None));
         }
         registry
+    }
+
+    /// States for `checks` after a configuration change: a check identical to one of
+    /// `previous_checks` (same pool, server, monitor settings and path) keeps its state
+    /// from `previous`; others start as `initial`. A server whose combined state changes
+    /// by it (a monitor removed or added) changes at `at`; those events are returned.
+    pub fn keeping<'a>(
+        checks: impl IntoIterator<Item = &'a Check>,
+        initial: Initial,
+        previous: &Registry,
+        previous_checks: &[Check],
+        at: SystemTime,
+    ) -> (Self, Vec<Event>) {
+        let checks: Vec<&Check> = checks.into_iter().collect();
+        let mut registry = Self::new(checks.iter().copied(), initial);
+        for check in &checks {
+            if previous_checks.iter().any(|old| old == *check) {
+                if let Some(state) = previous.monitors.get(&check.key) {
+                    registry.monitors.insert(check.key.clone(), state.clone());
+                }
+            }
+        }
+        let mut events = Vec::new();
+        let servers: Vec<(String, IpAddr)> = registry.servers.keys().cloned().collect();
+        for server in servers {
+            let (health, reason) = registry.combined(&server.0, server.1);
+            let entry = match previous.servers.get(&server) {
+                Some((old, _, since)) if *old == health => (health, reason, *since),
+                Some((old, _, _)) => {
+                    events.push(Event::Server {
+                        pool: server.0.clone(),
+                        server: server.1,
+                        transition: Transition {
+                            from: *old,
+                            to: health,
+                            reason: format!("its monitors changed: {reason}"),
+                            at,
+                        },
+                    });
+                    (health, reason, Some(at))
+                }
+                None => (health, reason, None),
+            };
+            registry.servers.insert(server, entry);
+        }
+        (registry, events)
+    }
+
+    /// Every server's state: (pool, server) → (health, reason, since).
+    pub fn servers(
+        &self,
+    ) -> impl Iterator<Item = (&(String, IpAddr), &(Health, String, Option<SystemTime>))> {
+        self.servers.iter()
     }
 
     fn combined(&self, pool: &str, server: IpAddr) -> (Health, String) {
@@ -191,6 +259,7 @@ impl Default for SchedulerConfig {
 #[derive(Debug)]
 pub struct Scheduler {
     registry: Arc<Mutex<Registry>>,
+    checks: Vec<Check>,
     _tasks: JoinSet<()>,
 }
 
@@ -204,11 +273,50 @@ impl Scheduler {
         prober: P,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
-        let registry = Arc::new(Mutex::new(Registry::new(&checks, config.initial)));
+        let registry = Registry::new(&checks, config.initial);
+        Self::spawn(checks, registry, config, prober, events)
+    }
+
+    /// Replaces `self` (a configuration changed): its tasks stop, `checks` start; the
+    /// checks that did not change keep their states (rise/fall counts, since when), so a
+    /// configuration change elsewhere does not put healthy servers back to unknown. A
+    /// server whose state changes because its monitors changed is reported at once.
+    pub fn restart<P: Prober>(
+        self,
+        checks: Vec<Check>,
+        config: SchedulerConfig,
+        prober: P,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let previous_checks = self.checks.clone();
+        let previous = Arc::clone(&self.registry);
+        drop(self); // aborts the old tasks before the new ones start
+        let (registry, changes) = Registry::keeping(
+            &checks,
+            config.initial,
+            &previous.lock().unwrap_or_else(|e| e.into_inner()),
+            &previous_checks,
+            SystemTime::now(),
+        );
+        for event in changes {
+            log(&event);
+            let _ = events.send(event);
+        }
+        Self::spawn(checks, registry, config, prober, events)
+    }
+
+    fn spawn<P: Prober>(
+        checks: Vec<Check>,
+        registry: Registry,
+        config: SchedulerConfig,
+        prober: P,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let registry = Arc::new(Mutex::new(registry));
         let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
         let prober = Arc::new(prober);
         let mut tasks = JoinSet::new();
-        for check in checks {
+        for check in checks.clone() {
             let (registry, permits, prober, events) = (
                 registry.clone(),
                 permits.clone(),
@@ -240,8 +348,30 @@ impl Scheduler {
         }
         Self {
             registry,
+            checks,
             _tasks: tasks,
         }
+    }
+
+    /// The checks it runs.
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// Every server's state.
+    pub fn servers(&self) -> Vec<ServerStatus> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .servers()
+            .map(|((pool, server), (health, reason, since))| ServerStatus {
+                pool: pool.clone(),
+                server: *server,
+                health: *health,
+                reason: reason.clone(),
+                since: *since,
+            })
+            .collect()
     }
 
     /// Every monitor's state now.
@@ -478,5 +608,99 @@ mod tests {
         assert_eq!(peak.load(Ordering::SeqCst), 4);
         // 20 checks of 0.5 s, 4 at a time: the last completes after 2.5 s.
         assert_eq!(start.elapsed().as_millis() / 100, 25);
+    }
+
+    /// Fails the checks of the monitors named in it.
+    struct FailingMonitors(Vec<&'static str>);
+
+    impl Prober for FailingMonitors {
+        async fn check(&self, check: &Check) -> Result<(), Failure> {
+            if self.0.contains(&check.key.monitor.as_str()) {
+                Err(Failure::new(
+                    FailureKind::ConnectionRefused,
+                    "connection refused",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_keeps_the_states_of_unchanged_checks() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let scheduler = Scheduler::start(
+            vec![
+                check("192.168.33.10", "tcp", 10),
+                check("192.168.33.10", "http", 10),
+                check("192.168.34.10", "tcp", 10),
+            ],
+            SchedulerConfig::default(),
+            FailingMonitors(vec!["http"]),
+            tx.clone(),
+        );
+        // tcp up ×2, http down, server web01 down, server web02 up.
+        for _ in 0..5 {
+            rx.recv().await.unwrap();
+        }
+        let web01: IpAddr = "192.168.33.10".parse().unwrap();
+        let (health, _, down_since) = scheduler.server("web-pool", web01).unwrap();
+        assert_eq!(health, Health::Down);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        // Same checks plus one: nothing changes state, web01 stays down since then.
+        let scheduler = scheduler.restart(
+            vec![
+                check("192.168.33.10", "tcp", 10),
+                check("192.168.33.10", "http", 10),
+                check("192.168.34.10", "tcp", 10),
+                check("192.168.35.10", "tcp", 10),
+            ],
+            SchedulerConfig::default(),
+            FailingMonitors(vec!["http"]),
+            tx.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        assert!(
+            events.iter().all(|e| match e {
+                Event::Monitor { key, .. } => key.server.to_string() == "192.168.35.10",
+                Event::Server { server, .. } => server.to_string() == "192.168.35.10",
+            }),
+            "only the new server's first check: {events:?}"
+        );
+        assert_eq!(
+            scheduler.server("web-pool", web01).unwrap(),
+            (
+                Health::Down,
+                // The restarted check ran again: the newest cause, the same since.
+                "monitor http: connection refused".into(),
+                down_since
+            )
+        );
+
+        // The failing monitor removed: web01 is up at once, saying why.
+        let scheduler = scheduler.restart(
+            vec![
+                check("192.168.33.10", "tcp", 10),
+                check("192.168.34.10", "tcp", 10),
+            ],
+            SchedulerConfig::default(),
+            FailingMonitors(vec!["http"]),
+            tx,
+        );
+        let Event::Server {
+            server, transition, ..
+        } = rx.recv().await.unwrap()
+        else {
+            panic!("the server changes first");
+        };
+        assert_eq!(server, web01);
+        assert_eq!((transition.from, transition.to), (Health::Down, Health::Up));
+        assert_eq!(transition.reason, "its monitors changed: its monitor is up");
+        assert_eq!(scheduler.checks().len(), 2);
     }
 }

@@ -198,6 +198,8 @@ pub struct PlannedCheck {
     pub monitor: Arc<Monitor>,
     /// The VIP of the (first enabled) virtual service using the pool, for the VIP path.
     pub vip: Option<IpAddr>,
+    /// Whether the monitor asks to check through the VIP path (`dsr_path: true`).
+    pub dsr_path: bool,
 }
 
 impl PlannedCheck {
@@ -254,6 +256,7 @@ pub fn plan_checks(config: &Config) -> Result<Vec<PlannedCheck>, SpecError> {
                         key,
                         monitor: monitor.clone(),
                         vip: service.map(|vs| vs.vip),
+                        dsr_path: m.dsr_path,
                     });
                 }
             }
