@@ -30,8 +30,9 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::kind::{referrers, ConfigObject, Kind};
 use crate::store::{Store, StoreError};
 use crate::types::{
-    ApplyResult, Configuration, Deleted, Desired, EngineRegistration, EngineReport, EventList,
-    Health, ObjectList, ServiceEngine, ServiceEngineList, Versioned,
+    is_valid_engine_name, ApplyResult, Configuration, Deleted, Desired, EngineRegistration,
+    EngineReport, EventList, Health, ObjectList, ServiceEngine, ServiceEngineList, Versioned,
+    ENGINE_NAME_RULE,
 };
 
 /// Longest desired-state poll; longer waits are shortened to this.
@@ -648,7 +649,7 @@ struct ApplyParams {
 /// revision of a preview refuses the apply (412) if the configuration changed since.
 #[utoipa::path(put, path = "/api/v1/configuration", tag = "configuration",
     params(ApplyParams,
-        ("If-Match" = Option<String>, Header, description = "The configuration revision this apply expects, quoted or not")),
+        ("If-Match" = Option<String>, Header, description = "The configuration revision this apply expects, quoted or not; `*` for any")),
     request_body(content = Config, content_type = "application/json"),
     responses(
         (status = 200, description = "Applied, previewed, or nothing to change", body = ApplyResult),
@@ -667,6 +668,8 @@ async fn put_configuration(
 ) -> Result<Json<ApplyResult>, ApiError> {
     let expect = match headers.get(header::IF_MATCH) {
         None => None,
+        // `*`: whatever the current revision (RFC 9110), as without the header.
+        Some(v) if v.as_bytes().trim_ascii() == b"*" => None,
         Some(v) => {
             let text = v.to_str().unwrap_or_default().trim();
             let parsed = text
@@ -785,31 +788,27 @@ fn engine_not_registered(name: &str) -> ApiError {
     .with_detail(format!("service_engines[{name:?}]"), "no engine has this name")
 }
 
-/// Engine names go into URLs and event subjects: host-name characters only.
+/// Refuses a registration whose name is not a valid engine name.
 fn check_engine_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            format!("service engine name {name:?} is not valid: use 1 to 253 letters, digits, '-', '.' or '_' (a host name)"),
-        )
-        .with_detail("name", "letters, digits, '-', '.' or '_', 1 to 253 characters"))
+    if is_valid_engine_name(name) {
+        return Ok(());
     }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        format!("service engine name {name:?} is not valid: use {ENGINE_NAME_RULE}"),
+    )
+    .with_detail("name", ENGINE_NAME_RULE))
 }
 
+/// A registered engine as the API shows it (one key read: reports and polls of every
+/// engine come through here).
 async fn engine_view(state: &AppState, name: String) -> Result<ServiceEngine, ApiError> {
-    let engines = state.store(|s| s.engines()).await?;
-    let record = engines
-        .into_iter()
-        .find(|e| e.name == name)
-        .ok_or_else(|| engine_not_registered(&name))?;
+    let record = {
+        let name = name.clone();
+        state.store(move |s| s.engine(&name)).await?
+    };
+    let record = record.ok_or_else(|| engine_not_registered(&name))?;
     Ok(state.engines.view(record))
 }
 

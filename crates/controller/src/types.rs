@@ -100,6 +100,19 @@ pub struct EventList {
     pub events: Vec<Event>,
 }
 
+/// What an engine name may hold, as said in refusals.
+pub const ENGINE_NAME_RULE: &str = "1 to 253 letters, digits, '-', '.' or '_' (a host name)";
+
+/// Whether `name` is a valid engine name: engine names go into URLs and event subjects,
+/// so host-name characters only ([`ENGINE_NAME_RULE`]).
+pub fn is_valid_engine_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+}
+
 /// A service engine registering itself (`POST /api/v1/service-engines`). Registering
 /// again with the same name updates the addresses and version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -411,4 +424,55 @@ pub struct ServerStatus {
     /// Since when, by the reporting engine's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` is written out by hand next to serde's `snake_case`: the two must agree,
+    /// or events and tables would name a state differently from the JSON.
+    #[test]
+    fn state_names_are_their_json_names() {
+        fn json(value: impl Serialize) -> String {
+            serde_json::to_value(value)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+        for s in [HealthState::Unknown, HealthState::Up, HealthState::Down] {
+            assert_eq!(s.as_str(), json(s));
+        }
+        for s in [Connection::Connected, Connection::Disconnected] {
+            assert_eq!(s.as_str(), json(s));
+        }
+        for s in [
+            EngineRunState::Starting,
+            EngineRunState::Running,
+            EngineRunState::Degraded,
+            EngineRunState::Failed,
+        ] {
+            assert_eq!(s.as_str(), json(s));
+        }
+        for s in [
+            ServiceState::Up,
+            ServiceState::Degraded,
+            ServiceState::Down,
+            ServiceState::Unknown,
+            ServiceState::Disabled,
+        ] {
+            assert_eq!(s.as_str(), json(s));
+        }
+    }
+
+    #[test]
+    fn engine_names_are_host_names() {
+        for good in ["se1", "se-1.lab_a", &"a".repeat(253)] {
+            assert!(is_valid_engine_name(good), "{good}");
+        }
+        for bad in ["", "se 1", "se/1", "se?x", "é", &"a".repeat(254)] {
+            assert!(!is_valid_engine_name(bad), "{bad}");
+        }
+    }
 }
