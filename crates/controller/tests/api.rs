@@ -439,6 +439,65 @@ fn an_unknown_route_is_404() {
     ctl.refused(404, "not_found", |c| c.get("/"));
 }
 
+#[test]
+fn bad_query_parameters_headers_and_oversized_bodies_are_refused() {
+    let ctl = Ctl::start();
+    ctl.seed_web();
+    let before = ctl.get("/api/v1/configuration").body;
+
+    // Each refusal names the parameter.
+    for (path, parameter) in [
+        ("/api/v1/desired?after=abc", "after"),
+        ("/api/v1/desired?after=0&wait=-1", "wait"),
+        ("/api/v1/desired?after=0&wait=99999999999999999999", "wait"),
+        ("/api/v1/desired?after=0&colour=red", "colour"),
+        ("/api/v1/events?limit=-1", "limit"),
+        ("/api/v1/events?since=1&since=2", "since"),
+    ] {
+        let r = ctl.refused(400, "invalid_query", |c| c.get(path));
+        assert!(r.message().contains(parameter), "{path}: {}", r.message());
+    }
+    let r = ctl.refused(400, "invalid_query", |c| {
+        c.put("/api/v1/configuration?dry_run=maybe", seed_config())
+    });
+    assert!(r.message().contains("dry_run"), "{}", r.message());
+
+    let body = serde_json::to_vec(&seed_config()).unwrap();
+    let apply_if = |c: &Ctl, if_match: &str| {
+        let auth = format!("Bearer {}", c.token);
+        c.request(
+            "PUT",
+            "/api/v1/configuration",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+                ("If-Match", if_match),
+            ],
+            Some(body.clone()),
+        )
+    };
+    let r = ctl.refused(400, "invalid_header", |c| apply_if(c, "\"yesterday\""));
+    assert!(r.message().contains("If-Match"), "{}", r.message());
+
+    // A body over the limit (16 MiB) is refused before it is parsed.
+    let mut huge = b"{\"pools\": [".to_vec();
+    huge.resize((16 << 20) + 1, b' ');
+    ctl.refused(413, "payload_too_large", |c| {
+        c.raw(
+            "PUT",
+            "/api/v1/configuration",
+            Some(&c.token),
+            Some("application/json"),
+            Some(huge),
+        )
+    });
+    assert_eq!(ctl.get("/api/v1/configuration").body, before);
+
+    // `If-Match: *` is "whatever the revision": the apply goes through.
+    let r = apply_if(&ctl, "*").expect(200);
+    assert_eq!(r.body["committed"], true, "{:#}", r.body);
+}
+
 // ---------------------------------------------------------------------------------------
 // Authentication
 // ---------------------------------------------------------------------------------------
