@@ -235,23 +235,7 @@ impl Tx<'_> {
             config_revision: get_meta(&meta, "config_revision")?,
             ..Snapshot::default()
         };
-        load_kind::<NetworkProfile, _>(
-            &self.tx.open_table(objects(Kind::NetworkProfile))?,
-            &mut snap,
-        )?;
-        load_kind::<ApplicationProfile, _>(
-            &self.tx.open_table(objects(Kind::ApplicationProfile))?,
-            &mut snap,
-        )?;
-        load_kind::<HealthMonitor, _>(
-            &self.tx.open_table(objects(Kind::HealthMonitor))?,
-            &mut snap,
-        )?;
-        load_kind::<Pool, _>(&self.tx.open_table(objects(Kind::Pool))?, &mut snap)?;
-        load_kind::<VirtualService, _>(
-            &self.tx.open_table(objects(Kind::VirtualService))?,
-            &mut snap,
-        )?;
+        load_config(|kind| Ok(self.tx.open_table(objects(kind))?), &mut snap)?;
         Ok(snap)
     }
 }
@@ -273,6 +257,19 @@ fn load_kind<T: ConfigObject, R: ReadableTable<&'static str, &'static [u8]>>(
         list.push(record.object);
     }
     Ok(())
+}
+
+/// Loads every kind's objects into `snap`, each table opened by `open` (in a read or a
+/// write transaction).
+fn load_config<R: ReadableTable<&'static str, &'static [u8]>>(
+    open: impl Fn(Kind) -> Result<R, StoreError>,
+    snap: &mut Snapshot,
+) -> Result<(), StoreError> {
+    load_kind::<NetworkProfile, _>(&open(Kind::NetworkProfile)?, snap)?;
+    load_kind::<ApplicationProfile, _>(&open(Kind::ApplicationProfile)?, snap)?;
+    load_kind::<HealthMonitor, _>(&open(Kind::HealthMonitor)?, snap)?;
+    load_kind::<Pool, _>(&open(Kind::Pool)?, snap)?;
+    load_kind::<VirtualService, _>(&open(Kind::VirtualService)?, snap)
 }
 
 /// The built-in `System-L4-Application`.
@@ -440,14 +437,7 @@ impl Store {
             config_revision: get_meta(&meta, "config_revision")?,
             ..Snapshot::default()
         };
-        load_kind::<NetworkProfile, _>(&rtx.open_table(objects(Kind::NetworkProfile))?, &mut snap)?;
-        load_kind::<ApplicationProfile, _>(
-            &rtx.open_table(objects(Kind::ApplicationProfile))?,
-            &mut snap,
-        )?;
-        load_kind::<HealthMonitor, _>(&rtx.open_table(objects(Kind::HealthMonitor))?, &mut snap)?;
-        load_kind::<Pool, _>(&rtx.open_table(objects(Kind::Pool))?, &mut snap)?;
-        load_kind::<VirtualService, _>(&rtx.open_table(objects(Kind::VirtualService))?, &mut snap)?;
+        load_config(|kind| Ok(rtx.open_table(objects(kind))?), &mut snap)?;
         Ok(snap)
     }
 
@@ -559,19 +549,32 @@ impl Store {
             Err(TableError::TableDoesNotExist(_)) => return Ok((revision, Vec::new())),
             Err(e) => return Err(e.into()),
         };
-        // Ids and revisions grow together, so the newest events are at the end: walk back
-        // to the first one after `since`, then forward.
-        let mut newer = Vec::new();
-        for entry in table.iter()?.rev() {
+        // Ids and revisions grow together: bisect the ids for the first event after
+        // `since` (a few reads, not one per kept event), then read `limit` forward.
+        let revision_from = |id: u64| -> Result<Option<u64>, StoreError> {
+            let Some(entry) = table.range(id..)?.next() else {
+                return Ok(None);
+            };
             let (id, value) = entry?;
             let event: Event = parse(|| format!("event {}", id.value()), value.value())?;
-            if event.revision <= since {
-                break;
+            Ok(Some(event.revision))
+        };
+        let (mut lo, mut hi) = match (table.first()?, table.last()?) {
+            (Some((first, _)), Some((last, _))) => (first.value(), last.value() + 1),
+            _ => return Ok((revision, Vec::new())),
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match revision_from(mid)? {
+                Some(r) if r > since => hi = mid,
+                _ => lo = mid + 1,
             }
-            newer.push(event);
         }
-        newer.reverse();
-        newer.truncate(limit);
+        let mut newer = Vec::new();
+        for entry in table.range(lo..)?.take(limit) {
+            let (id, value) = entry?;
+            newer.push(parse(|| format!("event {}", id.value()), value.value())?);
+        }
         Ok((revision, newer))
     }
 
@@ -588,6 +591,16 @@ impl Store {
             )?);
         }
         Ok(all)
+    }
+
+    /// One registered engine.
+    pub fn engine(&self, name: &str) -> Result<Option<EngineRecord>, StoreError> {
+        let rtx = self.read()?;
+        let table = rtx.open_table(ENGINES)?;
+        let value = table.get(name)?;
+        value
+            .map(|v| parse(|| format!("service engine {name:?}"), v.value()))
+            .transpose()
     }
 
     /// Registers an engine, or updates its addresses and version; `connected` is the
@@ -842,5 +855,35 @@ mod tests {
         assert_eq!(store.events(1, 100).unwrap().1.len(), 1);
         assert_eq!(store.events(2, 100).unwrap().1.len(), 0);
         assert_eq!(store.events(0, 1).unwrap().1[0].revision, 1, "oldest first");
+    }
+
+    #[test]
+    fn events_after_every_revision_are_found_by_bisection() {
+        let (_dir, store) = store();
+        // Revisions 2..=40, some with two events (one revision, two ids).
+        for r in 2..=40u64 {
+            let event = |state: &str| NewEvent {
+                subject: format!("x/{r}"),
+                state: state.into(),
+                previous: None,
+                reason: "r".into(),
+            };
+            let mut events = vec![event("a")];
+            if r % 3 == 0 {
+                events.push(event("b"));
+            }
+            store.record(events).unwrap();
+        }
+        let (_, all) = store.events(0, usize::MAX).unwrap();
+        for since in 0..=41 {
+            let expected: Vec<&Event> = all.iter().filter(|e| e.revision > since).collect();
+            let (_, got) = store.events(since, usize::MAX).unwrap();
+            assert_eq!(got.iter().collect::<Vec<_>>(), expected, "since {since}");
+            let (_, two) = store.events(since, 2).unwrap();
+            assert_eq!(
+                two.iter().collect::<Vec<_>>(),
+                expected[..expected.len().min(2)]
+            );
+        }
     }
 }
