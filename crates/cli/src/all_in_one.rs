@@ -38,6 +38,7 @@ pub struct AllInOneArgs {
 }
 
 pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
+    let name = follow::engine_name(args.name.unwrap_or_else(follow::hostname))?;
     // Before the runtime starts: the engine's handlers decide when everything stops.
     daemon::install_signals();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -62,7 +63,6 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
         .admin_token_file()
         .map(PathBuf::from)
         .unwrap_or_else(|| args.state_dir.join("admin-token"));
-    let name = args.name.unwrap_or_else(follow::hostname);
     info!(
         "all-in-one: controller on http://{bound}, admin token in {} (the CLI's default \
          --token-file when the state directory is the default); engine {name} follows it",

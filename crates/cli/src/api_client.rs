@@ -107,6 +107,11 @@ impl Client {
         }
     }
 
+    /// Why no token is sent, if none is.
+    pub fn token_problem(&self) -> Option<&str> {
+        self.token.as_ref().err().map(String::as_str)
+    }
+
     /// GET `path`, decoded.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call("GET", path, None, &[]).map(|(v, _)| v)
@@ -158,25 +163,33 @@ impl Client {
         let result = match body {
             Some(body) => {
                 let bytes = serde_json::to_vec(body).expect("JSON values serialize");
-                let request = request
-                    .header("Content-Type", "application/json")
-                    .body(bytes)
-                    .map_err(|e| ClientError::Unexpected(format!("bad request to {url}: {e}")))?;
-                self.agent.run(request)
+                self.run(
+                    &url,
+                    request.header("Content-Type", "application/json"),
+                    bytes,
+                )
             }
-            None => {
-                let request = request
-                    .body(())
-                    .map_err(|e| ClientError::Unexpected(format!("bad request to {url}: {e}")))?;
-                self.agent.run(request)
-            }
+            None => self.run(&url, request, ()),
         };
-        let mut response = result.map_err(|e| self.unreachable(&e))?;
+        let mut response = result?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().map_err(|e| {
             ClientError::Unexpected(format!("reading the answer of {method} {url}: {e}"))
         })?;
         Ok((status, text))
+    }
+
+    /// Sends `request` (to `url`) with `body`.
+    fn run(
+        &self,
+        url: &str,
+        request: ureq::http::request::Builder,
+        body: impl ureq::AsSendBody,
+    ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+        let request = request
+            .body(body)
+            .map_err(|e| ClientError::Unexpected(format!("bad request to {url}: {e}")))?;
+        self.agent.run(request).map_err(|e| self.unreachable(&e))
     }
 
     /// Decodes a 2xx answer, or turns an error answer into a readable error.

@@ -395,10 +395,10 @@ pub fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
             watch_interval: Duration::from_millis(args.watch_interval_ms),
         },
         (None, Some(url)) => Source::Controller(FollowOptions {
-            url: url.trim_end_matches('/').to_owned(),
+            url: follow::controller_url(&url)?,
             token: args.token,
             token_file: args.token_file,
-            name: args.name.unwrap_or_else(follow::hostname),
+            name: follow::engine_name(args.name.unwrap_or_else(follow::hostname))?,
         }),
         _ => bail!("give either --config FILE or --controller URL"),
     };

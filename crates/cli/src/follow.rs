@@ -82,10 +82,15 @@ struct LinkState {
 impl LinkState {
     fn failed(&self, what: &str, e: &ClientError) {
         if !self.lost.swap(true, Ordering::SeqCst) {
+            // An answer that refuses (a wrong token, say) is not a lost controller: say
+            // which, so that the operator looks at the right thing.
+            let trouble = match e {
+                ClientError::Api { .. } => format!("the controller at {} refuses", self.url),
+                _ => format!("lost the controller at {}", self.url),
+            };
             warn!(
-                "lost the controller at {} ({what}: {e}); the data plane keeps forwarding with \
-                 the last configuration; retrying every {} s at most",
-                self.url,
+                "{trouble} ({what}: {e}); the data plane keeps forwarding with the last \
+                 configuration; retrying every {} s at most",
                 RETRY_MAX.as_secs()
             );
         }
@@ -106,6 +111,12 @@ impl Follower {
             token: options.token.clone(),
             token_file: options.token_file.clone(),
         }));
+        if let Some(why) = client.token_problem() {
+            warn!(
+                "no API token: {why}; the controller refuses this engine unless it runs \
+                 with --no-auth (pass --token or --token-file)"
+            );
+        }
         let link = Arc::new(LinkState {
             url: options.url.clone(),
             // Nothing logged until the first failure: "lost" then means "not reached".
@@ -314,6 +325,39 @@ pub fn save_persisted(state_dir: &Path, persisted: &Persisted) -> anyhow::Result
     Ok(())
 }
 
+/// Checks `--controller`: an `http://` or `https://` URL with a host (and perhaps a path
+/// prefix), without the trailing slash. Refused at start: the watcher would otherwise
+/// retry a URL that can never work, forever.
+pub fn controller_url(text: &str) -> anyhow::Result<String> {
+    let url = text.trim().trim_end_matches('/');
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--controller {text:?} is not a URL ({e}); give the controller's API, e.g. http://10.0.0.5:8480"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    if !scheme_ok || !host_ok || uri.query().is_some() {
+        anyhow::bail!(
+            "--controller {text:?} is not the controller's API: give http:// or https:// and \
+             its address, e.g. http://10.0.0.5:8480"
+        );
+    }
+    Ok(url.to_owned())
+}
+
+/// Checks an engine name (`--name`, or the host name) against the controller's rule, so
+/// that a name the controller would refuse stops the engine at start instead of failing
+/// every registration.
+pub fn engine_name(name: String) -> anyhow::Result<String> {
+    if ricochet_controller::types::is_valid_engine_name(&name) {
+        Ok(name)
+    } else {
+        anyhow::bail!(
+            "engine name {name:?} is not valid: use {} (--name, RICOCHET_ENGINE_NAME)",
+            ricochet_controller::types::ENGINE_NAME_RULE
+        )
+    }
+}
+
 /// The host name, the default engine name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -342,6 +386,33 @@ mod tests {
         assert_eq!(load_persisted(dir.path()), Some(p));
         std::fs::write(persisted_path(dir.path()), b"{\"revision\": 4").unwrap();
         assert_eq!(load_persisted(dir.path()), None);
+    }
+
+    #[test]
+    fn controller_urls_and_engine_names_are_checked() {
+        assert_eq!(
+            controller_url("http://10.0.0.5:8480/").unwrap(),
+            "http://10.0.0.5:8480"
+        );
+        assert_eq!(
+            controller_url("https://ctl.example/ricochet").unwrap(),
+            "https://ctl.example/ricochet"
+        );
+        for bad in [
+            "10.0.0.5:8480",
+            "ftp://10.0.0.5",
+            "http://",
+            "",
+            "http://h:8480/?x=1",
+        ] {
+            let e = controller_url(bad).unwrap_err().to_string();
+            assert!(e.contains("--controller"), "{bad:?}: {e}");
+        }
+        assert_eq!(engine_name("se-1.lab_a".into()).unwrap(), "se-1.lab_a");
+        for bad in ["", "se 1", "se/1", "se?1"] {
+            let e = engine_name(bad.into()).unwrap_err().to_string();
+            assert!(e.contains("--name"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

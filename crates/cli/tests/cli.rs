@@ -113,3 +113,40 @@ fn status_without_an_engine_says_so() {
     assert_ne!(code, 0);
     assert!(err.contains("is the engine running"), "{err}");
 }
+
+#[test]
+fn engine_source_flags_are_checked_before_anything_starts() {
+    let pins = std::env::temp_dir().join(format!("ricochet-cli-srcpins-{}", std::process::id()));
+    let pin_dir = pins.to_str().unwrap();
+    let engine = |extra: &[&str]| {
+        let mut args = vec!["engine", "--interface", "lo", "--pin-dir", pin_dir];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, _, err) = engine(&["--config", SEED, "--controller", "http://127.0.0.1:1"]);
+    assert_eq!(code, 2, "clap usage error: {err}");
+    assert!(
+        err.contains("--config") && err.contains("--controller"),
+        "{err}"
+    );
+    let (code, _, err) = engine(&[]);
+    assert_eq!(code, 2, "a source is required: {err}");
+    assert!(err.contains("--config"), "{err}");
+
+    let (code, _, err) = engine(&["--controller", "127.0.0.1:8480"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--controller \"127.0.0.1:8480\"") && err.contains("http://"),
+        "{err}"
+    );
+    let (code, _, err) = engine(&["--controller", "http://127.0.0.1:1", "--name", "se 1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("engine name \"se 1\" is not valid") && err.contains("--name"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["all-in-one", "--interface", "lo", "--name", "se/1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("engine name \"se/1\" is not valid"), "{err}");
+    assert!(!pins.exists(), "nothing pinned for refused flags");
+}
