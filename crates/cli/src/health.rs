@@ -17,14 +17,14 @@
 //! monitors check the server's own address and the error is logged: the engine never
 //! takes servers out because of its own limits.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ricochet_config::{Config, Desired};
 use ricochet_controller::types::{HealthState, ServerHealth};
 use ricochet_health::{
-    plan_checks, Check, DsrPath, Event, Health, NetProber, Scheduler, SchedulerConfig,
+    plan_checks, Check, DsrPath, Event, Health, NetProber, Scheduler, SchedulerConfig, ServerStatus,
 };
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -155,6 +155,11 @@ impl Monitoring {
             .as_ref()
             .map(|s| s.servers())
             .unwrap_or_default();
+        // Called every second or two (state file, report): a lookup, not a scan per server.
+        let states: HashMap<(&str, IpAddr), &ServerStatus> = states
+            .iter()
+            .map(|s| ((s.pool.as_str(), s.server), s))
+            .collect();
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         for pool in &desired.pools {
@@ -162,10 +167,7 @@ impl Monitoring {
                 if !seen.insert((pool.name.clone(), server.ip)) {
                     continue;
                 }
-                let found = states
-                    .iter()
-                    .find(|s| s.pool == pool.name && s.server == server.ip);
-                out.push(match found {
+                out.push(match states.get(&(pool.name.as_str(), server.ip)) {
                     Some(s) => ServerHealth {
                         pool: pool.name.clone(),
                         ip: server.ip,

@@ -38,29 +38,22 @@ pub fn probe(ip: IpAddr) -> std::io::Result<()> {
         msg[2..4].copy_from_slice(&c.to_be_bytes());
     } // The kernel fills in ICMPv6 checksums of raw sockets.
     let rc = match ip {
-        IpAddr::V4(a) => {
-            let sa = libc::sockaddr_in {
+        IpAddr::V4(a) => send_to(
+            fd,
+            &msg,
+            &libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: 0,
                 sin_addr: libc::in_addr {
                     s_addr: u32::from_ne_bytes(a.octets()),
                 },
                 sin_zero: [0; 8],
-            };
-            // SAFETY: valid buffer and address.
-            unsafe {
-                libc::sendto(
-                    fd,
-                    msg.as_ptr().cast(),
-                    msg.len(),
-                    libc::MSG_DONTWAIT,
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of_val(&sa) as u32,
-                )
-            }
-        }
-        IpAddr::V6(a) => {
-            let sa = libc::sockaddr_in6 {
+            },
+        ),
+        IpAddr::V6(a) => send_to(
+            fd,
+            &msg,
+            &libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as u16,
                 sin6_port: 0,
                 sin6_flowinfo: 0,
@@ -68,19 +61,8 @@ pub fn probe(ip: IpAddr) -> std::io::Result<()> {
                     s6_addr: a.octets(),
                 },
                 sin6_scope_id: 0,
-            };
-            // SAFETY: valid buffer and address.
-            unsafe {
-                libc::sendto(
-                    fd,
-                    msg.as_ptr().cast(),
-                    msg.len(),
-                    libc::MSG_DONTWAIT,
-                    (&sa as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of_val(&sa) as u32,
-                )
-            }
-        }
+            },
+        ),
     };
     let err = (rc < 0).then(std::io::Error::last_os_error);
     // SAFETY: fd is ours.
@@ -88,6 +70,27 @@ pub fn probe(ip: IpAddr) -> std::io::Result<()> {
     match err {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The socket addresses `probe` sends to.
+trait SockAddr {}
+impl SockAddr for libc::sockaddr_in {}
+impl SockAddr for libc::sockaddr_in6 {}
+
+/// `sendto(2)` without blocking; its return value.
+fn send_to<A: SockAddr>(fd: libc::c_int, msg: &[u8], addr: &A) -> isize {
+    // SAFETY: a valid buffer, and a socket address of the size given (the trait admits
+    // only libc's sockaddr types).
+    unsafe {
+        libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            libc::MSG_DONTWAIT,
+            (addr as *const A).cast(),
+            std::mem::size_of::<A>() as libc::socklen_t,
+        )
     }
 }
 
