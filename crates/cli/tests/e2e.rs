@@ -246,7 +246,15 @@ fn dsr_end_to_end_ipv4_ipv6_udp() {
     let status = bed.status();
     assert!(status.contains("192.168.35.241:80"), "{status}");
     assert!(status.contains("web-vs / web-pool"), "{status}");
-    assert!(status.contains("forwarded"), "{status}");
+    // At least one packet for each of the 80 HTTP requests and 20 DNS queries above.
+    let forwarded: u64 = status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("forwarded "))
+        .unwrap_or_else(|| panic!("no forwarded count: {status}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(forwarded >= 100, "{status}");
 }
 
 #[test]
@@ -359,4 +367,27 @@ fn engine_restart_keeps_established_connections() {
         .output(&["curl", "-s", "-m", "2", "http://192.168.35.241/"])
         .unwrap();
     assert!(!r.status.success(), "after detach the VIP must not answer");
+}
+
+#[test]
+fn a_panicking_test_undoes_the_servers() {
+    let left = std::sync::Mutex::new(Vec::new());
+    let result = std::panic::catch_unwind(|| {
+        let bed = seed_bed("panic", &[VIP_V4.into()]);
+        for host in ["web01", "web02"] {
+            let pin = bed.pin_dir(host);
+            let record = ricochet_server::state_path(&pin);
+            assert!(pin.exists(), "{} pinned by setup", pin.display());
+            assert!(record.exists(), "{} written by setup", record.display());
+            left.lock().unwrap().extend([pin, record]);
+        }
+        left.lock().unwrap().push(bed.dir().to_owned());
+        panic!("a test fails with both servers set up");
+    });
+    assert!(result.is_err());
+    let left = left.into_inner().unwrap();
+    assert_eq!(left.len(), 5);
+    for path in left {
+        assert!(!path.exists(), "{} left after the panic", path.display());
+    }
 }
