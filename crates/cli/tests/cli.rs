@@ -17,12 +17,12 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ricochet-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+/// A file holding `text` in a temporary directory removed when the guard drops.
+fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
     std::fs::write(&p, text).unwrap();
-    p
+    (dir, p)
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn check_config_accepts_the_seed() {
 fn check_config_names_the_object_and_field() {
     let seed = std::fs::read_to_string(SEED).unwrap();
     let bad = seed.replacen("pool: web-pool\n", "pool: web-pol\n", 1);
-    let p = temp_file("dangling.yaml", &bad);
+    let (_dir, p) = temp_file("dangling.yaml", &bad);
     let (code, _, err) = run(&["check-config", p.to_str().unwrap()]);
     assert_eq!(code, 2, "invalid configuration exits 2: {err}");
     assert!(err.contains(r#"virtual_services["web-vs"].pool"#), "{err}");
@@ -49,7 +49,7 @@ fn check_config_names_the_object_and_field() {
 
 #[test]
 fn check_config_reports_syntax_errors_with_line() {
-    let p = temp_file(
+    let (_dir, p) = temp_file(
         "syntax.yaml",
         "pools:\n  - name: p\n    servers: [{ ip: 10.0.0.1, wieght: 2 }]\n",
     );
@@ -66,8 +66,8 @@ fn engine_refuses_an_invalid_config_before_touching_the_kernel() {
     let seed = std::fs::read_to_string(SEED).unwrap();
     // A server that is also a VIP.
     let bad = seed.replacen("{ ip: 192.168.33.10 }", "{ ip: 192.168.35.241 }", 1);
-    let p = temp_file("server-is-vip.yaml", &bad);
-    let pins = std::env::temp_dir().join(format!("ricochet-cli-pins-{}", std::process::id()));
+    let (dir, p) = temp_file("server-is-vip.yaml", &bad);
+    let pins = dir.path().join("pins");
     let (code, _, err) = run(&[
         "engine",
         "--config",

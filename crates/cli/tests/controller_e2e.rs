@@ -6,19 +6,17 @@
 //! seed.yaml`, then `ricochet replace pool`, `create vs`, `delete vs`), and every claim
 //! is checked with real traffic from the client. Needs root.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+mod support;
+
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ricochet_testbed::{self as tb, Process, Topology, VIP_V4, VIP_V6};
+use ricochet_testbed::{self as tb, Process, SeedBed, Topology, VIP_V4, VIP_V6};
 use serde_json::Value;
+use support::seed::{get_new, seed_bed, started, Conn, Controlled as _, CONTROLLER};
+use support::RICOCHET;
 
-const RICOCHET: &str = env!("CARGO_BIN_EXE_ricochet");
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/seed.yaml");
-/// The controller's address inside se1's namespace (the namespace is the run's own, so
-/// the fixed port collides with nothing, and a restarted controller is found again).
-const CONTROLLER: &str = "127.0.0.1:8480";
 const WEB01: &str = "192.168.33.10";
 const WEB02: &str = "192.168.34.10";
 
@@ -48,227 +46,66 @@ fn server_ip(name: &str) -> &'static str {
     }
 }
 
-/// Removes the bpffs pins of the run even when a test panics.
-struct Pins(Vec<PathBuf>);
-impl Drop for Pins {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
+fn seed(test: &str) -> SeedBed {
+    seed_bed(test, &[VIP_V4.into(), VIP_V6.into()])
 }
 
-struct Bed {
-    topo: Topology,
-    dir: PathBuf,
-    se_pins: PathBuf,
-    _pins: Pins,
-    _servers: Vec<Process>,
+/// `ricochet engine --controller` on se1, with at most 2 VIPs (the seed has two) so that
+/// a third one is refused for capacity.
+fn start_engine(bed: &SeedBed) -> Process {
+    bed.start_engine(&["--max-vips", "2"])
 }
 
-impl Drop for Bed {
-    /// Undoes `ricochet server setup` on the servers (its undo record lives in /run,
-    /// outside the namespaces), before the topology and the pins go.
-    fn drop(&mut self) {
-        for host in [&self.topo.web01, &self.topo.web02] {
-            let pin = format!("/sys/fs/bpf/{}-{}", self.topo.prefix(), host.name);
-            let _ = host.ns.output(&[
-                RICOCHET,
-                "server",
-                "undo",
-                "--interface",
-                host.iface,
-                "--pin-dir",
-                &pin,
-            ]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn write(bed: &SeedBed, name: &str, text: &str) -> String {
+    let path = bed.path(name);
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
-impl Bed {
-    fn new(test: &str) -> Bed {
-        tb::require_root().unwrap();
-        let topo = Topology::seed().expect("building the seed topology");
-        let dir = std::env::temp_dir().join(format!("{}-{test}", topo.prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let se_pins = PathBuf::from(format!("/sys/fs/bpf/{}-se1", topo.prefix()));
-        let mut pins = vec![se_pins.clone()];
-        let mut servers = Vec::new();
-        for host in [&topo.web01, &topo.web02] {
-            let pin = PathBuf::from(format!("/sys/fs/bpf/{}-{}", topo.prefix(), host.name));
-            pins.push(pin.clone());
-            let out = host
-                .ns
-                .output(&[
-                    RICOCHET,
-                    "server",
-                    "setup",
-                    "--vip",
-                    "192.168.35.241",
-                    "--vip",
-                    "fc00:3::24a",
-                    "--interface",
-                    host.iface,
-                    "--pin-dir",
-                    pin.to_str().unwrap(),
-                ])
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "server setup on {}: {}",
-                host.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            servers.push(tb::start_nginx(&host.ns, host.name).unwrap());
+fn config_revision(bed: &SeedBed) -> u64 {
+    let v: Value = serde_json::from_str(&bed.cli(&["get", "configuration", "-o", "json"])).unwrap();
+    v["revision"].as_u64().unwrap()
+}
+
+/// Waits until the engine's report, as the controller shows it, satisfies `check`.
+fn wait_for_report(bed: &SeedBed, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let engine: Value =
+            serde_json::from_str(&bed.cli(&["get", "se", "se1", "-o", "json"])).unwrap();
+        let report = &engine["report"]["report"];
+        if check(report) {
+            return engine;
         }
-        Bed {
-            topo,
-            dir,
-            se_pins,
-            _pins: Pins(pins),
-            _servers: servers,
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_str().unwrap().to_owned()
-    }
-
-    fn start_controller(&self) -> Process {
-        let mut p = self
-            .topo
-            .se1
-            .ns
-            .spawn(&[
-                RICOCHET,
-                "controller",
-                "--listen",
-                CONTROLLER,
-                "--state-dir",
-                &self.path("controller"),
-            ])
-            .unwrap();
-        p.wait_for_output("controller listening on")
-            .unwrap_or_else(|e| panic!("controller did not start: {e:#}\n{}", p.report()));
-        p
-    }
-
-    /// `ricochet engine --controller` on se1, with at most 2 VIPs (the seed has two) so
-    /// that a third one is refused for capacity.
-    fn spawn_engine(&self) -> Process {
-        self.topo
-            .se1
-            .ns
-            .spawn(&[
-                RICOCHET,
-                "engine",
-                "--controller",
-                &format!("http://{CONTROLLER}"),
-                "--token-file",
-                &self.path("controller/admin-token"),
-                "--name",
-                "se1",
-                "--interface",
-                self.topo.se1.iface,
-                "--pin-dir",
-                self.se_pins.to_str().unwrap(),
-                "--state-dir",
-                &self.path("engine"),
-                "--flows",
-                "65536",
-                "--max-vips",
-                "2",
-            ])
-            .unwrap()
-    }
-
-    fn start_engine(&self) -> Process {
-        let mut p = self.spawn_engine();
-        p.wait_for_output("engine running")
-            .unwrap_or_else(|e| panic!("engine did not start: {e:#}\n{}", p.report()));
-        p
-    }
-
-    /// Runs the CLI in se1's namespace against the controller; stdout, or a panic with
-    /// its stderr.
-    fn cli(&self, args: &[&str]) -> String {
-        let mut full = vec![RICOCHET];
-        full.extend_from_slice(args);
-        let url = format!("http://{CONTROLLER}");
-        let token = self.path("controller/admin-token");
-        full.extend_from_slice(&["--url", &url, "--token-file", &token]);
-        let out = self.topo.se1.ns.output(&full).unwrap();
         assert!(
-            out.status.success(),
-            "ricochet {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            Instant::now() < deadline,
+            "the engine's report never showed {what}: {engine:#}"
         );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.path(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn config_revision(&self) -> u64 {
-        let v: Value =
-            serde_json::from_str(&self.cli(&["get", "configuration", "-o", "json"])).unwrap();
-        v["revision"].as_u64().unwrap()
-    }
-
-    /// Waits until the engine's report, as the controller shows it, satisfies `check`.
-    fn wait_for_report(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(6);
-        loop {
-            let engine: Value =
-                serde_json::from_str(&self.cli(&["get", "se", "se1", "-o", "json"])).unwrap();
-            let report = &engine["report"]["report"];
-            if check(report) {
-                return engine;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the engine's report never showed {what}: {engine:#}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn detach(&self) {
-        let out = self
-            .topo
-            .se1
-            .ns
-            .output(&[
-                RICOCHET,
-                "detach",
-                "--interface",
-                self.topo.se1.iface,
-                "--pin-dir",
-                self.se_pins.to_str().unwrap(),
-                "--state-dir",
-                &self.path("engine"),
-            ])
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// One HTTP GET on a new connection from the client; the body (the server's name).
-fn get_new(topo: &Topology, vip: IpAddr) -> std::io::Result<String> {
-    topo.client
+fn detach(bed: &SeedBed) {
+    let out = bed
+        .topo
+        .se1
         .ns
-        .run(move || Conn::open(vip).and_then(|mut c| c.get()))
-        .unwrap()
+        .output(&[
+            RICOCHET,
+            "detach",
+            "--interface",
+            bed.topo.se1.iface,
+            "--pin-dir",
+            bed.pin_dir("se1").to_str().unwrap(),
+            "--state-dir",
+            &bed.path("engine"),
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Opens new connections until one is answered by a server other than `from`; the time
@@ -292,61 +129,6 @@ fn until_served_by_other(topo: &Topology, from: &str, since: Instant) -> Duratio
         .unwrap()
 }
 
-/// An HTTP/1.1 keep-alive connection to the VIP (created inside the client's namespace).
-struct Conn {
-    stream: TcpStream,
-}
-
-impl Conn {
-    fn open(vip: IpAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&SocketAddr::new(vip, 80), Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        Ok(Conn { stream })
-    }
-
-    fn open_in(topo: &Topology, vip: IpAddr) -> Conn {
-        topo.client
-            .ns
-            .run(move || Conn::open(vip))
-            .unwrap()
-            .expect("connect to the VIP")
-    }
-
-    /// Sends a GET on the open connection and returns the body (the server's name).
-    fn get(&mut self) -> std::io::Result<String> {
-        self.stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf);
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len: usize = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .expect("content-length");
-                if buf.len() >= end + 4 + len {
-                    return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len])
-                        .trim()
-                        .to_owned());
-                }
-            }
-        }
-    }
-}
-
 fn other(server: &str) -> &'static str {
     if server == "web01" {
         "web02"
@@ -357,7 +139,7 @@ fn other(server: &str) -> &'static str {
 
 #[test]
 fn engine_follows_the_controller_within_a_second() {
-    let bed = Bed::new("follow");
+    let bed = seed("follow");
     let topo = &bed.topo;
     let _controller = bed.start_controller();
     let applied = bed.cli(&["apply", "-f", SEED, "--yes"]);
@@ -365,15 +147,15 @@ fn engine_follows_the_controller_within_a_second() {
         applied.contains("Applied: configuration revision"),
         "{applied}"
     );
-    let engine = bed.start_engine();
+    let engine = start_engine(&bed);
 
     // The seed's services, as configured through the CLI, answer.
     let first = get_new(topo, IpAddr::V4(VIP_V4)).expect("curl to the IPv4 VIP");
     assert!(first == "web01" || first == "web02", "{first}");
     let v6 = tb::http_get_text(&topo.client.ns, &tb::http_url(IpAddr::V6(VIP_V6), "/")).unwrap();
     assert!(matches!(v6.trim(), "web01" | "web02"), "{v6}");
-    let revision = bed.config_revision();
-    bed.wait_for_report("running the configuration with counters", |r| {
+    let revision = config_revision(&bed);
+    wait_for_report(&bed, "running the configuration with counters", |r| {
         r["state"] == "running"
             && r["revision"] == revision
             && r["counters"]["reasons"]["forwarded"].as_u64() > Some(0)
@@ -387,7 +169,7 @@ fn engine_follows_the_controller_within_a_second() {
     // bound: it includes the CLI's start and the API's commit). Then back the other way.
     let mut serving = first;
     for round in 1..=2 {
-        let pool = bed.write("pool.yaml", &web_pool(Some(server_ip(&serving))));
+        let pool = write(&bed, "pool.yaml", &web_pool(Some(server_ip(&serving))));
         let start = Instant::now();
         bed.cli(&["replace", "pool", "-f", &pool]);
         let answered = start.elapsed();
@@ -411,15 +193,16 @@ fn engine_follows_the_controller_within_a_second() {
 
     // A change the engine cannot run (a third VIP beyond --max-vips 2) is refused and
     // reported; the running configuration keeps forwarding.
-    let extra = bed.write(
+    let extra = write(
+        &bed,
         "extra-vs.yaml",
         "name: extra-vs\nvip: 192.168.35.242\nservices: [{ port: 80 }]\n\
          network_profile: dsr-l3-tcp\npool: web-pool\n",
     );
-    let before = bed.config_revision();
+    let before = config_revision(&bed);
     bed.cli(&["create", "vs", "-f", &extra]);
-    let refused = bed.config_revision();
-    let engine_view = bed.wait_for_report("the refusal", |r| r["state"] == "degraded");
+    let refused = config_revision(&bed);
+    let engine_view = wait_for_report(&bed, "the refusal", |r| r["state"] == "degraded");
     let report = &engine_view["report"]["report"];
     assert_eq!(report["revision"], before, "{engine_view:#}");
     let message = report["message"].as_str().unwrap();
@@ -434,19 +217,19 @@ fn engine_follows_the_controller_within_a_second() {
     );
 
     bed.cli(&["delete", "vs", "extra-vs"]);
-    let fixed = bed.config_revision();
-    bed.wait_for_report("running again", |r| {
+    let fixed = config_revision(&bed);
+    wait_for_report(&bed, "running again", |r| {
         r["state"] == "running" && r["revision"] == fixed
     });
 }
 
 #[test]
 fn engine_outlives_the_controller_and_catches_up() {
-    let bed = Bed::new("outage");
+    let bed = seed("outage");
     let topo = &bed.topo;
     let mut controller = bed.start_controller();
     bed.cli(&["apply", "-f", SEED, "--yes"]);
-    let mut engine = bed.start_engine();
+    let mut engine = start_engine(&bed);
     let vip = IpAddr::V4(VIP_V4);
     let mut established = Conn::open_in(topo, vip);
     let serving = established.get().unwrap();
@@ -482,12 +265,12 @@ fn engine_outlives_the_controller_and_catches_up() {
 
     // Without its data plane and without the controller, a restarted engine runs the
     // configuration it persisted.
-    bed.detach();
+    detach(&bed);
     assert!(
         get_new(topo, vip).is_err(),
         "detached: the VIP must not answer"
     );
-    let engine = bed.start_engine();
+    let engine = start_engine(&bed);
     assert!(
         engine
             .stderr()
@@ -502,7 +285,7 @@ fn engine_outlives_the_controller_and_catches_up() {
 
     // The controller returns; a change made through it reaches the engine.
     let _controller = bed.start_controller();
-    let pool = bed.write("pool.yaml", &web_pool(Some(server_ip(&serving))));
+    let pool = write(&bed, "pool.yaml", &web_pool(Some(server_ip(&serving))));
     let start = Instant::now();
     bed.cli(&["replace", "pool", "-f", &pool]);
     let caught_up = until_served_by_other(topo, &serving, start);
@@ -521,17 +304,17 @@ fn engine_outlives_the_controller_and_catches_up() {
         "{}",
         engine.report()
     );
-    let revision = bed.config_revision();
-    bed.wait_for_report("the new revision", |r| {
+    let revision = config_revision(&bed);
+    wait_for_report(&bed, "the new revision", |r| {
         r["state"] == "running" && r["revision"] == revision
     });
 }
 
 #[test]
 fn all_in_one_serves_the_seed() {
-    let bed = Bed::new("aio");
+    let bed = seed("aio");
     let topo = &bed.topo;
-    let mut aio = topo
+    let aio = topo
         .se1
         .ns
         .spawn(&[
@@ -546,15 +329,14 @@ fn all_in_one_serves_the_seed() {
             "--engine-state-dir",
             &bed.path("engine"),
             "--pin-dir",
-            bed.se_pins.to_str().unwrap(),
+            bed.pin_dir("se1").to_str().unwrap(),
             "--name",
             "se1",
             "--flows",
             "65536",
         ])
         .unwrap();
-    aio.wait_for_output("engine running")
-        .unwrap_or_else(|e| panic!("all-in-one did not start: {e:#}"));
+    let mut aio = started(aio, "engine running");
     assert!(
         aio.stderr().contains(&format!(
             "admin token in {}",
@@ -564,8 +346,8 @@ fn all_in_one_serves_the_seed() {
         aio.report()
     );
     bed.cli(&["apply", "-f", SEED, "--yes"]);
-    let revision = bed.config_revision();
-    bed.wait_for_report("the seed running", |r| {
+    let revision = config_revision(&bed);
+    wait_for_report(&bed, "the seed running", |r| {
         r["state"] == "running" && r["revision"] == revision
     });
     let who = get_new(topo, IpAddr::V4(VIP_V4)).expect("curl to the VIP");

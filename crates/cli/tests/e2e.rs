@@ -3,19 +3,20 @@
 //! segment and web02 one router hop away, both made DSR-ready by `ricochet server
 //! setup` and serving with nginx and dnsmasq. Needs root.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ricochet_testbed::{self as tb, Process, Topology, VIP_V4, VIP_V6};
-
-const RICOCHET: &str = env!("CARGO_BIN_EXE_ricochet");
+use ricochet_testbed::{self as tb, Process, SeedBed, Topology, VIP_V4, VIP_V6};
+use support::seed::{seed_bed, started, Conn};
+use support::RICOCHET;
 
 /// The seed's configuration, with source-IP-and-port hashing so that one client's
 /// connections spread over both servers (the seed's source-IP hashing would pin the
 /// single test client to one server).
-pub fn config(web01: &str, web01_v6: &str) -> String {
+fn config_text(web01: &str, web01_v6: &str) -> String {
     format!(
         "network_profiles:
   - name: dsr-l3-tcp
@@ -63,96 +64,23 @@ const WEB01: &str = "      - { ip: 192.168.33.10 }\n";
 const WEB01_V6: &str = "      - { ip: 'fc00::10' }\n";
 const WEB01_DRAINED: &str = "      - { ip: 192.168.33.10, enabled: false }\n";
 
-/// Removes the bpffs pins of the run even when a test panics.
-struct Pins(Vec<PathBuf>);
-impl Drop for Pins {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
-
-pub struct Bed {
-    pub topo: Topology,
-    dir: PathBuf,
+struct Bed {
+    seed: SeedBed,
     config: PathBuf,
-    se_pins: PathBuf,
-    _pins: Pins,
-    _servers: Vec<Process>,
-}
-
-impl Drop for Bed {
-    /// Undoes `ricochet server setup` on the servers (its undo record lives in /run,
-    /// outside the namespaces), before the topology and the pins go.
-    fn drop(&mut self) {
-        for host in [&self.topo.web01, &self.topo.web02] {
-            let pin = format!("/sys/fs/bpf/{}-{}", self.topo.prefix(), host.name);
-            let _ = host.ns.output(&[
-                RICOCHET,
-                "server",
-                "undo",
-                "--interface",
-                host.iface,
-                "--pin-dir",
-                &pin,
-            ]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Bed {
-    pub fn new(test: &str) -> Bed {
-        tb::require_root().unwrap();
-        let topo = Topology::seed().expect("building the seed topology");
-        let dir = std::env::temp_dir().join(format!("{}-{test}", topo.prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let se_pins = PathBuf::from(format!("/sys/fs/bpf/{}-se1", topo.prefix()));
-        let mut pins = vec![se_pins.clone()];
-        let mut servers = Vec::new();
-        for host in [&topo.web01, &topo.web02] {
-            let pin = PathBuf::from(format!("/sys/fs/bpf/{}-{}", topo.prefix(), host.name));
-            pins.push(pin.clone());
-            let out = host
-                .ns
-                .output(&[
-                    RICOCHET,
-                    "server",
-                    "setup",
-                    "--vip",
-                    "192.168.35.241",
-                    "--vip",
-                    "fc00:3::24a",
-                    "--interface",
-                    host.iface,
-                    "--pin-dir",
-                    pin.to_str().unwrap(),
-                ])
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "server setup on {}: {}",
-                host.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            servers.push(tb::start_nginx(&host.ns, host.name).unwrap());
-            servers.push(tb::start_dns(&host.ns, host.name).unwrap());
-        }
-        let config = dir.join("ricochet.yaml");
+    fn new(test: &str) -> Bed {
+        let mut seed = seed_bed(test, &[VIP_V4.into(), VIP_V6.into()]);
+        seed.start_dns().expect("starting dnsmasq on the servers");
+        let config = seed.dir().join("ricochet.yaml");
         std::fs::write(&config, config_text(WEB01, WEB01_V6)).unwrap();
-        Bed {
-            topo,
-            dir,
-            config,
-            se_pins,
-            _pins: Pins(pins),
-            _servers: servers,
-        }
+        Bed { seed, config }
     }
 
-    pub fn start_engine(&self) -> Process {
-        let mut p = self
+    fn start_engine(&self) -> Process {
+        let p = self
+            .seed
             .topo
             .se1
             .ns
@@ -162,33 +90,27 @@ impl Bed {
                 "--config",
                 self.config.to_str().unwrap(),
                 "--interface",
-                self.topo.se1.iface,
+                self.seed.topo.se1.iface,
                 "--pin-dir",
-                self.se_pins.to_str().unwrap(),
+                self.seed.pin_dir("se1").to_str().unwrap(),
                 "--state-dir",
-                self.dir.join("state").to_str().unwrap(),
+                &self.seed.path("state"),
                 "--flows",
                 "65536",
                 "--watch-interval-ms",
                 "100",
             ])
             .unwrap();
-        p.wait_for_output("engine running")
-            .unwrap_or_else(|e| panic!("engine did not start: {e:#}\n{}", p.report()));
-        p
+        started(p, "engine running")
     }
 
-    pub fn status(&self) -> String {
+    fn status(&self) -> String {
         let out = self
+            .seed
             .topo
             .se1
             .ns
-            .output(&[
-                RICOCHET,
-                "status",
-                "--state-dir",
-                self.dir.join("state").to_str().unwrap(),
-            ])
+            .output(&[RICOCHET, "status", "--state-dir", &self.seed.path("state")])
             .unwrap();
         assert!(
             out.status.success(),
@@ -218,10 +140,6 @@ impl Bed {
     }
 }
 
-fn config_text(web01: &str, web01_v6: &str) -> String {
-    config(web01, web01_v6)
-}
-
 fn curl(topo: &Topology, vip: IpAddr) -> String {
     tb::http_get_text(&topo.client.ns, &tb::http_url(vip, "/"))
         .unwrap()
@@ -229,67 +147,11 @@ fn curl(topo: &Topology, vip: IpAddr) -> String {
         .to_owned()
 }
 
-/// An HTTP/1.1 keep-alive connection from the client namespace.
-struct Conn {
-    stream: TcpStream,
-}
-
-impl Conn {
-    fn open(topo: &Topology, vip: IpAddr) -> Conn {
-        let stream = topo
-            .client
-            .ns
-            .run(move || {
-                TcpStream::connect_timeout(&SocketAddr::new(vip, 80), Duration::from_secs(3))
-            })
-            .unwrap()
-            .expect("connect to the VIP");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        Conn { stream }
-    }
-
-    /// Sends a GET on the open connection and returns the body (the server's name).
-    fn get(&mut self) -> std::io::Result<String> {
-        self.stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf);
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len: usize = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .expect("content-length");
-                if buf.len() >= end + 4 + len {
-                    return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len])
-                        .trim()
-                        .to_owned());
-                }
-            }
-        }
-    }
-}
-
 /// Opens connections until both servers have at least `per_server` of them.
 fn connections_on_both(topo: &Topology, vip: IpAddr, per_server: usize) -> Vec<(String, Conn)> {
     let mut conns = Vec::new();
     for _ in 0..200 {
-        let mut c = Conn::open(topo, vip);
+        let mut c = Conn::open_in(topo, vip);
         let who = c.get().expect("first request");
         conns.push((who, c));
         let n1 = conns.iter().filter(|(w, _)| w == "web01").count();
@@ -301,14 +163,10 @@ fn connections_on_both(topo: &Topology, vip: IpAddr, per_server: usize) -> Vec<(
     panic!("200 connections did not reach both servers");
 }
 
-fn pcap_lines(p: tb::Pcap) -> Vec<String> {
-    p.lines().unwrap()
-}
-
 #[test]
 fn dsr_end_to_end_ipv4_ipv6_udp() {
     let bed = Bed::new("dsr");
-    let topo = &bed.topo;
+    let topo = &bed.seed.topo;
     // On the router's port facing se1: XDP_TX'd frames bypass se1's own taps, and this
     // port sees everything se1 sends and everything sent to it.
     let encap = tb::Capture::start(
@@ -354,7 +212,7 @@ fn dsr_end_to_end_ipv4_ipv6_udp() {
         "DNS over UDP reaches both servers"
     );
 
-    let encap = pcap_lines(encap.stop().unwrap());
+    let encap = encap.stop().unwrap().lines().unwrap();
     let has = |needles: &[&str]| encap.iter().any(|l| needles.iter().all(|n| l.contains(n)));
     let dump = encap.join("\n");
     // Outer source the engine, outer destination the server; inner client to VIP.
@@ -378,7 +236,7 @@ fn dsr_end_to_end_ipv4_ipv6_udp() {
         has(&["192.168.33.7 > ", "> 192.168.35.241.53:"]),
         "UDP to the VIP is encapsulated too:\n{dump}"
     );
-    let replies = pcap_lines(replies.stop().unwrap());
+    let replies = replies.stop().unwrap().lines().unwrap();
     assert!(
         replies.is_empty(),
         "replies must not cross the engine:\n{}",
@@ -388,13 +246,21 @@ fn dsr_end_to_end_ipv4_ipv6_udp() {
     let status = bed.status();
     assert!(status.contains("192.168.35.241:80"), "{status}");
     assert!(status.contains("web-vs / web-pool"), "{status}");
-    assert!(status.contains("forwarded"), "{status}");
+    // At least one packet for each of the 80 HTTP requests and 20 DNS queries above.
+    let forwarded: u64 = status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("forwarded "))
+        .unwrap_or_else(|| panic!("no forwarded count: {status}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(forwarded >= 100, "{status}");
 }
 
 #[test]
 fn removing_and_draining_servers_live() {
     let bed = Bed::new("live");
-    let topo = &bed.topo;
+    let topo = &bed.seed.topo;
     let mut engine = bed.start_engine();
     let vip = IpAddr::V4(VIP_V4);
 
@@ -450,7 +316,7 @@ fn removing_and_draining_servers_live() {
 #[test]
 fn engine_restart_keeps_established_connections() {
     let bed = Bed::new("restart");
-    let topo = &bed.topo;
+    let topo = &bed.seed.topo;
     let mut engine = bed.start_engine();
     let vip = IpAddr::V4(VIP_V4);
     let mut conns = connections_on_both(topo, vip, 2);
@@ -476,6 +342,7 @@ fn engine_restart_keeps_established_connections() {
 
     // Detach removes the pins; the VIP stops answering.
     engine.stop().unwrap();
+    let se_pins = bed.seed.pin_dir("se1");
     let out = topo
         .se1
         .ns
@@ -485,7 +352,7 @@ fn engine_restart_keeps_established_connections() {
             "--interface",
             topo.se1.iface,
             "--pin-dir",
-            bed.se_pins.to_str().unwrap(),
+            se_pins.to_str().unwrap(),
         ])
         .unwrap();
     assert!(
@@ -493,11 +360,34 @@ fn engine_restart_keeps_established_connections() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!Path::new(&bed.se_pins).exists());
+    assert!(!se_pins.exists());
     let r = topo
         .client
         .ns
         .output(&["curl", "-s", "-m", "2", "http://192.168.35.241/"])
         .unwrap();
     assert!(!r.status.success(), "after detach the VIP must not answer");
+}
+
+#[test]
+fn a_panicking_test_undoes_the_servers() {
+    let left = std::sync::Mutex::new(Vec::new());
+    let result = std::panic::catch_unwind(|| {
+        let bed = seed_bed("panic", &[VIP_V4.into()]);
+        for host in ["web01", "web02"] {
+            let pin = bed.pin_dir(host);
+            let record = ricochet_server::state_path(&pin);
+            assert!(pin.exists(), "{} pinned by setup", pin.display());
+            assert!(record.exists(), "{} written by setup", record.display());
+            left.lock().unwrap().extend([pin, record]);
+        }
+        left.lock().unwrap().push(bed.dir().to_owned());
+        panic!("a test fails with both servers set up");
+    });
+    assert!(result.is_err());
+    let left = left.into_inner().unwrap();
+    assert_eq!(left.len(), 5);
+    for path in left {
+        assert!(!path.exists(), "{} left after the panic", path.display());
+    }
 }

@@ -3,7 +3,9 @@
 //! End-to-end tests and the demo build the seed's topology ([`Topology::seed`]: a client, a
 //! router, two service engines and two servers, with the addresses of the seed's blog post), run
 //! real servers in it ([`start_nginx`], [`start_dns`]), real clients ([`http_get`],
-//! [`dns_txt`], [`ping`]) and captures ([`Capture`]).
+//! [`dns_txt`], [`ping`]) and captures ([`Capture`]). [`SeedBed`] adds what every
+//! end-to-end scenario starts from: both servers made DSR-ready by `ricochet server setup` and
+//! serving with nginx, undone on drop.
 //!
 //! Rules this crate keeps (see TESTBED.md):
 //! - Every namespace, veth and process it creates is removed when its guard ([`Topology`],
@@ -23,6 +25,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+mod bed;
 mod capture;
 mod clients;
 mod cmd;
@@ -34,6 +37,7 @@ mod topology;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+pub use bed::SeedBed;
 pub use capture::{Capture, Pcap};
 pub use clients::{dns_txt, http_get, http_get_text, http_url, ping, DnsTransport};
 pub use names::TERM_GRACE;

@@ -1,6 +1,8 @@
 //! The real `ricochet controller` as a child process on a free port, for the CLI and
-//! crash tests.
+//! crash tests; [`seed`]: the seed's network for the end-to-end tests.
 #![allow(dead_code, reason = "each test crate uses a different subset")]
+
+pub mod seed;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

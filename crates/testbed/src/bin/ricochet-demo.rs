@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
-use ricochet_testbed::{self as tb, Capture, Process, Topology};
+use ricochet_testbed::{self as tb, Capture, SeedBed};
 
 const USAGE: &str = "usage: ricochet-demo --ricochet PATH";
 
@@ -71,16 +71,6 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<PathBuf, String>
     ricochet.ok_or_else(|| format!("missing --ricochet PATH\n{USAGE}"))
 }
 
-/// Removes the demo's bpffs pins on the way out, also on failure.
-struct Pins(Vec<PathBuf>);
-impl Drop for Pins {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
-
 fn step(n: u32, text: &str) {
     println!("\n== Step {n}: {text}");
 }
@@ -118,37 +108,40 @@ fn demo(ricochet: &Path) -> Result<()> {
     println!("Ricochet demo: the seed's L3 DSR scenario, with Ricochet in the place of Avi.");
 
     step(1, "build the seed's network in namespaces");
-    let topo = Topology::seed()?;
+    let mut bed = SeedBed::new(ricochet, "demo", &[tb::VIP_V4.into(), tb::VIP_V6.into()])?;
+    let topo = &bed.topo;
     for h in topo.hosts() {
         println!("  {:<7} {:<15} {}", h.name, h.ipv4, h.ipv6);
     }
     println!("  router  192.168.11.1 | 192.168.33.1 | 192.168.34.1 (uRPF off); VIP 192.168.35.241 and fc00:3::24a routed to se1");
-    let dir = std::env::temp_dir().join(format!("{}-demo", topo.prefix()));
-    std::fs::create_dir_all(&dir)?;
-    let se_pins = PathBuf::from(format!("/sys/fs/bpf/{}-se1", topo.prefix()));
-    let mut pins = Pins(vec![se_pins.clone()]);
+    let dir = bed.dir();
+    let se_pins = bed.pin_dir("se1");
 
     step(2, "configure the servers (the seed's sysctl.conf and netplan, done by `ricochet server setup`)");
-    let mut servers: Vec<Process> = Vec::new();
-    for host in [&topo.web01, &topo.web02] {
-        let pin = PathBuf::from(format!("/sys/fs/bpf/{}-{}", topo.prefix(), host.name));
-        pins.0.push(pin.clone());
-        let pin = pin.to_str().context("pin path")?;
-        let vips = ["--vip", "192.168.35.241", "--vip", "fc00:3::24a"];
-        let mut args = vec![ricochet, "server", "setup"];
-        args.extend(vips);
-        args.extend(["--interface", host.iface, "--pin-dir", pin]);
-        let out = run_ok(&host.ns, &args)?;
+    for (host, out) in [&topo.web01, &topo.web02]
+        .into_iter()
+        .zip(&bed.setup_output)
+    {
         println!(
             "  {}: {}",
             host.name,
             out.lines().last().unwrap_or("set up").trim()
         );
-        let mut check = vec![ricochet, "server", "check"];
-        check.extend(vips);
-        check.extend(["--interface", host.iface, "--pin-dir", pin]);
+        let pin = bed.pin_dir(host.name);
+        let check = [
+            ricochet,
+            "server",
+            "check",
+            "--vip",
+            "192.168.35.241",
+            "--vip",
+            "fc00:3::24a",
+            "--interface",
+            host.iface,
+            "--pin-dir",
+            pin.to_str().context("pin path")?,
+        ];
         run_ok(&host.ns, &check).with_context(|| format!("{} is not DSR-ready", host.name))?;
-        servers.push(tb::start_nginx(&host.ns, host.name)?);
         println!(
             "  {}: nginx serving \"{}\" on port 80",
             host.name, host.name
@@ -278,36 +271,19 @@ fn demo(ricochet: &Path) -> Result<()> {
 
     step(8, "clean up");
     engine.stop()?;
-    for host in [&topo.web01, &topo.web02] {
-        let pin = format!("/sys/fs/bpf/{}-{}", topo.prefix(), host.name);
-        run_ok(
-            &host.ns,
-            &[
-                ricochet,
-                "server",
-                "undo",
-                "--interface",
-                host.iface,
-                "--pin-dir",
-                &pin,
-            ],
-        )?;
-    }
+    bed.undo_servers()?;
     run_ok(
-        &topo.se1.ns,
+        &bed.topo.se1.ns,
         &[
             ricochet,
             "detach",
             "--interface",
-            topo.se1.iface,
+            bed.topo.se1.iface,
             "--pin-dir",
             se_pins.to_str().context("path")?,
         ],
     )?;
-    drop(servers);
-    drop(topo);
-    drop(pins);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(bed);
     println!("  namespaces, processes and pins removed");
     if answers.len() < 2 {
         bail!("only one server answered: {answers:?}");

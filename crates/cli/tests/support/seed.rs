@@ -1,0 +1,174 @@
+//! The seed's scenario for the end-to-end tests (shared/TESTBED.md): the bed itself
+//! ([`seed_bed`], a [`SeedBed`] that undoes everything on drop, also on panic), a controller
+//! and controller-following engine in se1's namespace, the CLI against it, and HTTP
+//! connections from the client to the VIP.
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ricochet_testbed::{Process, SeedBed, Topology};
+
+use super::RICOCHET;
+
+/// The controller's address inside se1's namespace (the namespace is the run's own, so
+/// the fixed port collides with nothing, and a restarted controller is found again).
+pub const CONTROLLER: &str = "127.0.0.1:8480";
+
+/// The seed's network with web01 and web02 DSR-ready for `vips` and serving with nginx.
+pub fn seed_bed(test: &str, vips: &[IpAddr]) -> SeedBed {
+    SeedBed::new(RICOCHET, test, vips).unwrap_or_else(|e| panic!("building the seed bed: {e:#}"))
+}
+
+/// Waits for `ready` in the process's output; a panic with its report otherwise.
+pub fn started(mut p: Process, ready: &str) -> Process {
+    p.wait_for_output(ready)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", p.report()));
+    p
+}
+
+/// The controller side of the seed: `ricochet controller` and `ricochet engine
+/// --controller` on se1, and the CLI against the controller.
+pub trait Controlled {
+    /// `ricochet controller` on se1 at [`CONTROLLER`], state in `controller/`.
+    fn start_controller(&self) -> Process;
+    /// `ricochet engine --controller` on se1 named se1, state in `engine/`, pins in
+    /// se1's pin directory, with `extra` flags; waits until it runs.
+    fn start_engine(&self, extra: &[&str]) -> Process;
+    /// Runs the CLI in se1's namespace against the controller; stdout, or a panic with
+    /// its output.
+    fn cli(&self, args: &[&str]) -> String;
+}
+
+impl Controlled for SeedBed {
+    fn start_controller(&self) -> Process {
+        let p = self
+            .topo
+            .se1
+            .ns
+            .spawn(&[
+                RICOCHET,
+                "controller",
+                "--listen",
+                CONTROLLER,
+                "--state-dir",
+                &self.path("controller"),
+            ])
+            .unwrap();
+        started(p, "controller listening on")
+    }
+
+    fn start_engine(&self, extra: &[&str]) -> Process {
+        let url = format!("http://{CONTROLLER}");
+        let token = self.path("controller/admin-token");
+        let pins = self.pin_dir("se1");
+        let state = self.path("engine");
+        let mut args = vec![
+            RICOCHET,
+            "engine",
+            "--controller",
+            &url,
+            "--token-file",
+            &token,
+            "--name",
+            "se1",
+            "--interface",
+            self.topo.se1.iface,
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "--state-dir",
+            &state,
+            "--flows",
+            "65536",
+        ];
+        args.extend_from_slice(extra);
+        started(self.topo.se1.ns.spawn(&args).unwrap(), "engine running")
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let url = format!("http://{CONTROLLER}");
+        let token = self.path("controller/admin-token");
+        let mut full = vec![RICOCHET];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--url", &url, "--token-file", &token]);
+        let out = self.topo.se1.ns.output(&full).unwrap();
+        assert!(
+            out.status.success(),
+            "ricochet {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// An HTTP/1.1 keep-alive connection to port 80 of a VIP. [`Conn::open`] must run in
+/// the client's namespace ([`Conn::open_in`] does that).
+pub struct Conn {
+    stream: TcpStream,
+}
+
+impl Conn {
+    pub fn open(vip: IpAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&SocketAddr::new(vip, 80), Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        Ok(Conn { stream })
+    }
+
+    /// Opens a connection from the client's namespace; a panic if it fails.
+    pub fn open_in(topo: &Topology, vip: IpAddr) -> Conn {
+        topo.client
+            .ns
+            .run(move || Conn::open(vip))
+            .unwrap()
+            .expect("connect to the VIP")
+    }
+
+    /// Sends a GET on the open connection and returns the body (the server's name).
+    pub fn get(&mut self) -> std::io::Result<String> {
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .and_then(|v| v.trim().parse().ok())
+                    })
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("no Content-Length in {:?}", &text[..end]),
+                        )
+                    })?;
+                if buf.len() >= end + 4 + len {
+                    return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len])
+                        .trim()
+                        .to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// One HTTP GET on a new connection from the client; the body (the server's name).
+pub fn get_new(topo: &Topology, vip: IpAddr) -> std::io::Result<String> {
+    topo.client
+        .ns
+        .run(move || Conn::open(vip).and_then(|mut c| c.get()))
+        .unwrap()
+}
