@@ -433,52 +433,45 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf
     Ok(removed)
 }
 
+/// The `bpf(2)` system call with `attr`, a prefix of `union bpf_attr` for `cmd`.
+fn bpf_syscall(cmd: libc::c_long, attr: &mut [u64]) -> std::io::Result<libc::c_long> {
+    // SAFETY: attr is a valid, correctly sized bpf_attr prefix that outlives the call; any
+    // pointer it holds is the caller's to keep valid for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
 /// Detaches the link pinned at `path` from its hook now (BPF_LINK_DETACH); the pin stays.
 fn force_detach_link(path: &Path) -> anyhow::Result<()> {
-    use std::os::fd::{FromRawFd as _, OwnedFd};
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_LINK_DETACH: libc::c_long = 34;
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .with_context(|| format!("pin path {} contains a NUL byte", path.display()))?;
-    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32).
-    let mut attr = [0u64; 2];
-    attr[0] = c_path.as_ptr() as u64;
-    // SAFETY: attr is a valid, correctly sized bpf_attr prefix that outlives the call; the
-    // path pointer is valid for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("opening the pinned link {}", path.display()));
-    }
+    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32);
+    // c_path outlives the call.
+    let fd = bpf_syscall(BPF_OBJ_GET, &mut [c_path.as_ptr() as u64, 0])
+        .with_context(|| format!("opening the pinned link {}", path.display()))?;
     // SAFETY: the kernel just returned this descriptor and nothing else owns it.
     let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     // union bpf_attr for BPF_LINK_DETACH: link_fd (u32).
-    let mut attr = [0u64; 1];
-    attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&link) as u32);
-    // SAFETY: as above.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if rc < 0 {
-        let err = std::io::Error::last_os_error();
+    match bpf_syscall(BPF_LINK_DETACH, &mut [u64::from(link.as_raw_fd() as u32)]) {
+        Ok(_) => Ok(()),
         // ENOLINK: already detached (its interface went away).
-        if err.raw_os_error() != Some(libc::ENOLINK) {
-            return Err(err).with_context(|| format!("detaching the link {}", path.display()));
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("detaching the link {}", path.display())),
     }
-    Ok(())
 }
 
 fn sum<T: aya::Pod + Copy + Default>(

@@ -46,3 +46,39 @@ fn verifier_accepts_program_and_maps_round_trip() {
         1
     );
 }
+
+/// The verifier accepts every program of the other embedded objects too: the
+/// decapsulator and the DSR probe encapsulator (TC), the trivial XDP programs and the
+/// forwarding benchmark's. Their own users load them only in namespace tests and
+/// benchmarks; a change to the shared packet code is caught here first.
+#[test]
+fn verifier_accepts_the_other_programs() {
+    use aya::programs::Program;
+    need_root();
+    let objects: [(&str, &[u8], &[&str]); 4] = [
+        ("decap", ricochet_bpf::DECAP, &[ricochet_bpf::DECAP_PROGRAM]),
+        (
+            "dsr-probe",
+            ricochet_bpf::DSR_PROBE,
+            &[ricochet_bpf::DSR_PROBE_PROGRAM],
+        ),
+        ("trivial", ricochet_bpf::TRIVIAL, &["xdp_pass", "xdp_tx"]),
+        (
+            "bench-xdp",
+            ricochet_bpf::BENCH_XDP,
+            &["bench_gen", "bench_sink", "bench_drop"],
+        ),
+    ];
+    for (object, bytes, programs) in objects {
+        let mut ebpf = aya::Ebpf::load(bytes).unwrap_or_else(|e| panic!("loading {object}: {e}"));
+        for &name in programs {
+            let loaded = match ebpf.program_mut(name) {
+                Some(Program::Xdp(p)) => p.load(),
+                Some(Program::SchedClassifier(p)) => p.load(),
+                Some(other) => panic!("{object}: {name} is a {:?} program", other.prog_type()),
+                None => panic!("{object} has no program {name}"),
+            };
+            loaded.unwrap_or_else(|e| panic!("{object}: the verifier refused {name}: {e:?}"));
+        }
+    }
+}

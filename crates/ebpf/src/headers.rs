@@ -134,6 +134,12 @@ pub struct IcmpHdr {
     pub rest: [u8; 4],
 }
 
+// The `*_LEN` constants are the structs' sizes: programs use either for offsets.
+const _: () = assert!(core::mem::size_of::<EthHdr>() == ETH_LEN);
+const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == IPV4_LEN);
+const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == IPV6_LEN);
+const _: () = assert!(core::mem::size_of::<IcmpHdr>() == ICMP_LEN);
+
 /// The outer IPv4 header of an IPv4-in-IPv4 packet (RFC 2003): TOS (DSCP and ECN) and
 /// DF copied from the inner header, protocol 4, checksum filled in.
 pub fn ipip_outer_v4(inner: &Ipv4Hdr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Ipv4Hdr {

@@ -5,6 +5,7 @@
 
 pub mod csum;
 pub mod headers;
+pub mod packet;
 
 #[cfg(test)]
 extern crate std;

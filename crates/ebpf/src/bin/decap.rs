@@ -13,8 +13,6 @@ fn main() {
 
 #[cfg(target_arch = "bpf")]
 mod prog {
-    use core::mem::size_of;
-
     use aya_ebpf::{
         bindings::{TC_ACT_OK, TC_ACT_SHOT},
         helpers::bpf_skb_adjust_room,
@@ -23,7 +21,7 @@ mod prog {
         programs::TcContext,
     };
     use ricochet_common::{limits, DecapReason, VipKey, FAMILY_V4, FAMILY_V6};
-    use ricochet_ebpf::headers::*;
+    use ricochet_ebpf::{headers::*, packet::ptr_at};
 
     #[map]
     static DECAP_VIPS: HashMap<VipKey, u32> = HashMap::with_max_entries(limits::MAX_DECAP_VIPS, 0);
@@ -41,16 +39,6 @@ mod prog {
             unsafe { *c += 1 };
         }
         action
-    }
-
-    #[inline(always)]
-    fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
-        let start = ctx.data();
-        let end = ctx.data_end();
-        if start + offset + size_of::<T>() > end {
-            return None;
-        }
-        Some((start + offset) as *const T)
     }
 
     #[inline(always)]

@@ -36,7 +36,7 @@ mod prog {
         NEXT_HOP_MAX_AGE_JIFFIES, SERVER_ACTIVE, SERVER_FREE, SERVICE_HASH_SRC_PORT,
         SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS, VIP_UDP_ALL_PORTS,
     };
-    use ricochet_ebpf::{csum, headers::*};
+    use ricochet_ebpf::{csum, headers::*, packet::ptr_at};
 
     #[map]
     static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(limits::MAX_VIPS, 0);
@@ -118,21 +118,6 @@ mod prog {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
             unsafe { *c += 1 };
         }
-    }
-
-    /// Bounds-checked pointer to a `T` at `offset` bytes into the packet.
-    ///
-    /// # Safety
-    /// The pointer is valid only until the next call that changes the packet's head or
-    /// tail (`bpf_xdp_adjust_head`/`_tail`).
-    #[inline(always)]
-    fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-        let start = ctx.data();
-        let end = ctx.data_end();
-        if start + offset + size_of::<T>() > end {
-            return None;
-        }
-        Some((start + offset) as *mut T)
     }
 
     /// What the parser learnt about a packet addressed to a VIP.
@@ -664,6 +649,33 @@ mod prog {
         }
     }
 
+    /// Prepends `outer` (the IPv4 or IPv6 outer header) at `l3_off`, moving the L2 header
+    /// in front of it with the next hop's MACs, and sends the frame out of `ifindex`.
+    #[inline(always)]
+    fn push_outer<H: Copy>(
+        ctx: &XdpContext,
+        l3_off: usize,
+        outer: H,
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    ) -> Verdict {
+        let len = size_of::<H>();
+        // SAFETY: plain helper call; every pointer is re-derived afterwards.
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(len as i32)) } != 0 {
+            return drop(Reason::DropAdjustFailed);
+        }
+        if write_l2(ctx, l3_off, len, dmac, smac).is_none() {
+            return drop(Reason::DropAdjustFailed);
+        }
+        let Some(o) = ptr_at::<H>(ctx, l3_off) else {
+            return drop(Reason::DropAdjustFailed);
+        };
+        // SAFETY: bounds checked.
+        unsafe { *o = outer };
+        transmit(ctx, ifindex)
+    }
+
     // A subprogram of its own: inlined, its stack would add to the caller's 512 bytes.
     #[inline(never)]
     fn encap_v4(
@@ -724,19 +736,7 @@ mod prog {
             let id = unsafe { bpf_get_prandom_u32() } as u16;
             outer.set_id(id);
         }
-        // SAFETY: plain helper call; every pointer is re-derived afterwards.
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPV4_LEN as i32)) } != 0 {
-            return drop(Reason::DropAdjustFailed);
-        }
-        if write_l2(ctx, p.l3_off, IPV4_LEN, dmac, smac).is_none() {
-            return drop(Reason::DropAdjustFailed);
-        }
-        let Some(o) = ptr_at::<Ipv4Hdr>(ctx, p.l3_off) else {
-            return drop(Reason::DropAdjustFailed);
-        };
-        // SAFETY: bounds checked.
-        unsafe { *o = outer };
-        transmit(ctx, ifindex)
+        push_outer(ctx, p.l3_off, outer, ifindex, smac, dmac)
     }
 
     // A subprogram of its own: inlined, its stack would add to the caller's 512 bytes.
@@ -783,19 +783,7 @@ mod prog {
             flow_label,
             limits::OUTER_TTL,
         );
-        // SAFETY: plain helper call; every pointer is re-derived afterwards.
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPV6_LEN as i32)) } != 0 {
-            return drop(Reason::DropAdjustFailed);
-        }
-        if write_l2(ctx, p.l3_off, IPV6_LEN, dmac, smac).is_none() {
-            return drop(Reason::DropAdjustFailed);
-        }
-        let Some(o) = ptr_at::<Ipv6Hdr>(ctx, p.l3_off) else {
-            return drop(Reason::DropAdjustFailed);
-        };
-        // SAFETY: bounds checked.
-        unsafe { *o = outer };
-        transmit(ctx, ifindex)
+        push_outer(ctx, p.l3_off, outer, ifindex, smac, dmac)
     }
 
     /// Bytes of the offending packet quoted in an ICMP error: its IP header and the
