@@ -6,17 +6,14 @@ use ricochet_config::HttpResponseCode;
 
 /// The bytes of the request for Avi's `http_request` (e.g. `GET /health HTTP/1.0`).
 ///
-/// Avi lets the field carry headers after the request line, separated by `\r\n`; both a
-/// real CR LF and the four characters `\r\n` (as typed in a UI or a single-quoted YAML
-/// string) separate lines. A request line without a version gets `HTTP/1.0`. Added when
-/// missing: `Host` (the address checked, required by HTTP/1.1), `User-Agent` and
-/// `Connection: close` (so the server ends the response by closing).
+/// Avi lets the field carry headers after the request line
+/// ([`ricochet_config::http_request_lines`] splits them, as validation does). A request
+/// line without a version gets `HTTP/1.0`. Added when missing: `Host` (the address
+/// checked, required by HTTP/1.1), `User-Agent` and `Connection: close` (so the server
+/// ends the response by closing).
 pub fn build_request(http_request: &str, host: &str) -> Vec<u8> {
-    let text = http_request.replace("\\r\\n", "\r\n").replace("\\n", "\n");
-    let mut lines = text
-        .split('\n')
-        .map(|line| line.trim_end_matches('\r').trim())
-        .filter(|line| !line.is_empty());
+    let lines = ricochet_config::http_request_lines(http_request);
+    let mut lines = lines.iter().map(String::as_str);
     let first = lines.next().unwrap_or("GET /");
     let mut request = String::new();
     request.push_str(first);
