@@ -95,9 +95,19 @@ fn not_http(response: &[u8]) -> String {
 }
 
 /// The body of a complete response (after the blank line), if the headers are complete.
+/// Lines may end in bare LF (RFC 9112 section 2.2 lets a recipient accept them, and some
+/// small servers send them).
 pub fn body(response: &[u8]) -> Option<&[u8]> {
-    let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some(&response[end + 4..])
+    let mut at = 0;
+    while let Some(lf) = response[at..].iter().position(|&b| b == b'\n') {
+        let next = at + lf + 1;
+        match response.get(next..) {
+            Some([b'\n', ..]) => return Some(&response[next + 1..]),
+            Some([b'\r', b'\n', ..]) => return Some(&response[next + 2..]),
+            _ => at = next,
+        }
+    }
+    None
 }
 
 /// Whether `code` is in one of the expected classes.
@@ -202,6 +212,12 @@ mod tests {
             Some(&b"web01\n"[..])
         );
         assert_eq!(body(b"HTTP/1.0 200 OK\r\nA: b\r\n"), None);
+        assert_eq!(
+            body(b"HTTP/1.0 200 OK\nA: b\n\nweb01\n"),
+            Some(&b"web01\n"[..])
+        );
+        assert_eq!(body(b"HTTP/1.0 200 OK\n\r\n"), Some(&b""[..]));
+        assert_eq!(body(b"HTTP/1.0 200 OK\r\nA: b\r\n\r"), None, "incomplete");
     }
 
     #[test]
