@@ -384,8 +384,8 @@ pub struct HealthMonitor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_monitor: Option<HttpMonitor>,
     /// Check through the VIP path (Ricochet's DSR-aware check; Avi has no such field):
-    /// the engine sends the check to VIP:port encapsulated to the server, the way client
-    /// traffic goes, so a server that answers on its own address but lacks the VIP on
+    /// the engine sends the check to VIP:port (an `icmp` monitor: an echo request to the
+    /// VIP) encapsulated to the server, the way client traffic goes, so a server that answers on its own address but lacks the VIP on
     /// `lo` or decapsulation is marked down with that reason (`DSR_PATH_BROKEN`).
     /// Default false: the check goes to the server's own address. A pool that no enabled
     /// virtual service uses has no VIP to go through and is checked directly.
@@ -454,7 +454,9 @@ pub struct UdpMonitor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpMonitor {
-    /// Request line, default `GET / HTTP/1.0`.
+    /// Request line, default `GET / HTTP/1.0`, optionally followed by headers (see
+    /// [`HttpMonitor::request_lines`]). The version, when given, is `HTTP/1.0` or
+    /// `HTTP/1.1`; each header is `Name: value`.
     #[serde(default = "default_http_request")]
     pub http_request: String,
     /// Acceptable status classes, default `[http_2xx, http_3xx]`; must not be empty.
@@ -463,6 +465,28 @@ pub struct HttpMonitor {
     /// Text the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_response: Option<String>,
+}
+
+impl HttpMonitor {
+    /// The lines of `http_request`: the request line, then headers. Avi lets the field
+    /// carry headers after the request line; both a real CR LF (or LF) and the four
+    /// characters `\r\n` (as typed in a UI or a single-quoted YAML string) separate
+    /// lines. Lines are trimmed; empty ones are dropped.
+    pub fn request_lines(&self) -> Vec<String> {
+        http_request_lines(&self.http_request)
+    }
+}
+
+/// [`HttpMonitor::request_lines`] of a raw `http_request` (the health checker's copy).
+pub fn http_request_lines(http_request: &str) -> Vec<String> {
+    http_request
+        .replace("\\r\\n", "\n")
+        .replace("\\n", "\n")
+        .split('\n')
+        .map(|line| line.trim_end_matches('\r').trim())
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Default for HttpMonitor {

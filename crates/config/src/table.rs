@@ -3,8 +3,9 @@
 //! Maglev needs a prime table size M so that every server's permutation (offset + j ×
 //! skip mod M) visits every slot, and M much larger than the number of servers N so that
 //! servers get close to equal shares: with M ≥ 100·N the imbalance stays within about
-//! 1% (Maglev paper, section 5.3). The sizing rules live here, independent of the
-//! Maglev implementation, because they are configuration rules.
+//! 1% (Maglev paper, section 5.3). The sizing rules live here because they are
+//! configuration rules; primality is `ricochet_maglev`'s, so the configuration accepts
+//! exactly the sizes the table builder does.
 
 /// Default table size: the prime the Maglev paper uses for small pools.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -23,31 +24,13 @@ pub const MAX_TABLE_SIZE: u32 = 1_048_573;
 /// Largest number of servers a pool may hold (100 slots each within [`MAX_TABLE_SIZE`]).
 pub const MAX_SERVERS_PER_POOL: usize = (MAX_TABLE_SIZE / SLOTS_PER_SERVER) as usize;
 
-/// Whether `n` is prime (trial division; fast enough for table sizes).
-pub fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
-    }
-    if n < 4 {
-        return true;
-    }
-    if n.is_multiple_of(2) || n.is_multiple_of(3) {
-        return false;
-    }
-    let n = u64::from(n);
-    let mut d = 5u64;
-    while d * d <= n {
-        if n.is_multiple_of(d) || n.is_multiple_of(d + 2) {
-            return false;
-        }
-        d += 6;
-    }
-    true
-}
+/// Whether `n` is prime: the Maglev crate's test, so configuration and table builder
+/// agree on what a valid size is.
+pub use ricochet_maglev::is_prime;
 
 /// The smallest prime `>= n`, or `None` if there is none in `u32`.
 pub fn next_prime(n: u32) -> Option<u32> {
-    (n..=u32::MAX).find(|&candidate| is_prime(candidate))
+    (n <= ricochet_maglev::LARGEST_PRIME).then(|| ricochet_maglev::next_prime(n))
 }
 
 /// The smallest acceptable table size for `servers` servers: `SLOTS_PER_SERVER × servers`,
@@ -74,19 +57,6 @@ pub fn default_table_size(servers: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn primes() {
-        let small: Vec<u32> = (0..30).filter(|&n| is_prime(n)).collect();
-        assert_eq!(small, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
-        assert!(is_prime(65_537));
-        assert!(!is_prime(65_536));
-        assert!(!is_prime(65_535));
-        assert!(is_prime(4_294_967_291), "largest u32 prime");
-        assert!(!is_prime(u32::MAX));
-        assert!(!is_prime(25));
-        assert!(!is_prime(49));
-    }
 
     #[test]
     fn max_table_size_is_the_largest_prime_below_2_pow_20() {

@@ -400,18 +400,10 @@ impl<'a> Validator<'a> {
         }
 
         if let (HealthMonitorType::Http, Some(http)) = (m.kind, &m.http_monitor) {
-            let mut words = http.http_request.split_whitespace();
-            let method_ok = words
-                .next()
-                .is_some_and(|w| w.bytes().all(|b| b.is_ascii_uppercase()));
-            let target_ok = words.next().is_some_and(|w| w.starts_with('/'));
-            if !(method_ok && target_ok) {
+            if let Some(problem) = http_request_problem(&http.request_lines()) {
                 self.error(
                     format!("{at}.http_monitor.http_request"),
-                    format!(
-                        "http_request {:?} is not a request line such as \"GET /health HTTP/1.0\"",
-                        http.http_request
-                    ),
+                    format!("http_request {:?} {problem}", http.http_request),
                 );
             }
             if http.http_response_code.is_empty() {
@@ -802,4 +794,37 @@ fn index_names<'a, T>(
         ordered.push(name);
     }
     Names { by_name, ordered }
+}
+
+/// What is wrong with an HTTP monitor's request (its lines: request line, then headers),
+/// phrased to follow the quoted request.
+fn http_request_problem(lines: &[String]) -> Option<String> {
+    let Some((request_line, headers)) = lines.split_first() else {
+        return Some("is not a request line such as \"GET /health HTTP/1.0\"".to_owned());
+    };
+    let words: Vec<&str> = request_line.split_whitespace().collect();
+    let method_ok = words
+        .first()
+        .is_some_and(|w| w.bytes().all(|b| b.is_ascii_uppercase()));
+    let target_ok = words.get(1).is_some_and(|w| w.starts_with('/'));
+    if !(method_ok && target_ok) || words.len() > 3 {
+        return Some("is not a request line such as \"GET /health HTTP/1.0\"".to_owned());
+    }
+    if let Some(version) = words.get(2) {
+        if !matches!(*version, "HTTP/1.0" | "HTTP/1.1") {
+            return Some(format!(
+                "asks for {version}: the monitor speaks HTTP/1.0 or HTTP/1.1 (or omit the \
+                 version for HTTP/1.0)"
+            ));
+        }
+    }
+    headers.iter().find_map(|header| {
+        let name_ok = header.split_once(':').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && !name
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        });
+        (!name_ok).then(|| format!("has a header line {header:?} that is not \"Name: value\""))
+    })
 }

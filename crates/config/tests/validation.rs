@@ -825,6 +825,63 @@ fn monitor_http_request_and_codes() {
     );
 }
 
+#[test]
+fn monitor_http_request_lines_are_checked_as_the_checker_sends_them() {
+    let cases = [
+        ("GET /health HTTP/1.1\\r\\nHost: www.example.com", None),
+        ("GET /health\r\nHost: www.example.com\r\n", None),
+        ("HEAD /", None),
+        (
+            "",
+            Some(r#"http_request "" is not a request line such as "GET /health HTTP/1.0""#),
+        ),
+        (
+            "GET / HTTP/1.1 extra",
+            Some(
+                r#"http_request "GET / HTTP/1.1 extra" is not a request line such as "GET /health HTTP/1.0""#,
+            ),
+        ),
+        (
+            "GET / HTTP/2",
+            Some(
+                r#"http_request "GET / HTTP/2" asks for HTTP/2: the monitor speaks HTTP/1.0 or HTTP/1.1 (or omit the version for HTTP/1.0)"#,
+            ),
+        ),
+        (
+            "GET / HTTP/1.1\\r\\nHost www.example.com",
+            Some(
+                r#"http_request "GET / HTTP/1.1\\r\\nHost www.example.com" has a header line "Host www.example.com" that is not "Name: value""#,
+            ),
+        ),
+        (
+            "GET /\r\n: empty-name",
+            Some(
+                r#"http_request "GET /\r\n: empty-name" has a header line ": empty-name" that is not "Name: value""#,
+            ),
+        ),
+    ];
+    for (request, expected) in cases {
+        let mut config = base();
+        let mut m = monitor("hm-http", HealthMonitorType::Http);
+        m.http_monitor = Some(HttpMonitor {
+            http_request: request.into(),
+            ..HttpMonitor::default()
+        });
+        config.health_monitors.push(m);
+        match expected {
+            None => assert_eq!(config.validate(), Ok(()), "for {request:?}"),
+            Some(message) => assert_eq!(
+                errors(&config),
+                [(
+                    r#"health_monitors["hm-http"].http_monitor.http_request"#.to_owned(),
+                    message.to_owned()
+                )],
+                "for {request:?}"
+            ),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Reporting
 // ---------------------------------------------------------------------------------------

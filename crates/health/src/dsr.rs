@@ -11,7 +11,7 @@
 //! destination the engine's own address) comes straight back to the engine's socket: the
 //! XDP load balancer passes it because the engine's address is not a VIP.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Mutex;
@@ -59,7 +59,66 @@ pub enum DsrError {
 /// `PROBE_TARGETS` and the marks written to it, changed together.
 struct Targets {
     map: HashMap<MapData, u32, ProbeTarget>,
-    marks: BTreeMap<IpAddr, u32>,
+    marks: Marks,
+}
+
+/// Which mark index (1..=0xffff, added to the mark base) each server holds. Released
+/// indexes are reused, lowest first, so an engine whose pools change for months never
+/// runs out while it checks fewer than 65535 servers at once.
+#[derive(Debug, Default)]
+struct Marks {
+    by_server: BTreeMap<IpAddr, u32>,
+    /// Indexes released, below `next`.
+    free: BTreeSet<u32>,
+    /// The highest index handed out so far (0: none).
+    next: u32,
+}
+
+impl Marks {
+    const LAST: u32 = 0xffff;
+
+    fn get(&self, server: IpAddr) -> Option<u32> {
+        self.by_server.get(&server).copied()
+    }
+
+    /// `server`'s index, assigning the lowest free one on first use (`None`: all are in
+    /// use).
+    fn assign(&mut self, server: IpAddr) -> Option<u32> {
+        if let Some(index) = self.get(server) {
+            return Some(index);
+        }
+        let index = match self.free.pop_first() {
+            Some(index) => index,
+            None if self.next < Self::LAST => {
+                self.next += 1;
+                self.next
+            }
+            None => return None,
+        };
+        self.by_server.insert(server, index);
+        Some(index)
+    }
+
+    /// Releases `server`'s index, if it holds one.
+    fn release(&mut self, server: IpAddr) -> Option<u32> {
+        let index = self.by_server.remove(&server)?;
+        self.free.insert(index);
+        Some(index)
+    }
+
+    /// Releases every server not in `keep`; returns them with their indexes.
+    fn release_except(&mut self, keep: &BTreeSet<IpAddr>) -> Vec<(IpAddr, u32)> {
+        let gone: Vec<(IpAddr, u32)> = self
+            .by_server
+            .iter()
+            .filter(|(server, _)| !keep.contains(server))
+            .map(|(server, index)| (*server, *index))
+            .collect();
+        for (server, _) in &gone {
+            self.release(*server);
+        }
+        gone
+    }
 }
 
 /// The DSR probe encapsulator attached to one interface's egress, and the marks of the
@@ -128,7 +187,7 @@ impl DsrPath {
             mark_base,
             targets: Mutex::new(Targets {
                 map: targets,
-                marks: BTreeMap::new(),
+                marks: Marks::default(),
             }),
             stats,
             _ebpf: ebpf,
@@ -145,29 +204,61 @@ impl DsrPath {
     pub fn register(&self, server: IpAddr) -> Result<u32, DsrError> {
         let mut guard = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let Targets { map, marks } = &mut *guard;
-        if let Some(&mark) = marks.get(&server) {
-            return Ok(mark);
+        if let Some(index) = marks.get(server) {
+            return Ok(self.mark_base + index);
         }
         let source =
             source_toward(server).map_err(|source| DsrError::NoSource { server, source })?;
-        let index = u32::try_from(marks.len() + 1).unwrap_or(u32::MAX);
-        if index > 0xffff {
-            return Err(DsrError::Map {
-                server,
-                detail: "all 65535 marks are in use".to_owned(),
-            });
-        }
-        let mark = self.mark_base + index;
         let target = ProbeTarget::new(server, source).ok_or_else(|| DsrError::Map {
             server,
             detail: format!("source {source} is of another family"),
         })?;
-        map.insert(mark, target, 0).map_err(|e| DsrError::Map {
-            server,
-            detail: e.to_string(),
-        })?;
-        marks.insert(server, mark);
+        let Some(index) = marks.assign(server) else {
+            return Err(DsrError::Map {
+                server,
+                detail: "all 65535 marks are in use".to_owned(),
+            });
+        };
+        let mark = self.mark_base + index;
+        if let Err(e) = map.insert(mark, target, 0) {
+            marks.release(server);
+            return Err(DsrError::Map {
+                server,
+                detail: e.to_string(),
+            });
+        }
         Ok(mark)
+    }
+
+    /// Releases the marks of every registered server not in `servers` (those no check
+    /// goes through the VIP path to any more): their `PROBE_TARGETS` entries are removed
+    /// and their marks are given to servers registered later. Call it when the checks
+    /// change, before registering the new ones; a check still running with a released
+    /// mark goes unencapsulated and fails, which only matters to a check being replaced.
+    pub fn retain(&self, servers: &BTreeSet<IpAddr>) -> Result<(), DsrError> {
+        let mut guard = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let Targets { map, marks } = &mut *guard;
+        let mut first_error = None;
+        for (server, index) in marks.release_except(servers) {
+            if let Err(e) = map.remove(&(self.mark_base + index)) {
+                first_error.get_or_insert(DsrError::Map {
+                    server,
+                    detail: format!("removing its mark: {e}"),
+                });
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The servers registered now, with their marks.
+    pub fn registered(&self) -> Vec<(IpAddr, u32)> {
+        let guard = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .marks
+            .by_server
+            .iter()
+            .map(|(server, index)| (*server, self.mark_base + index))
+            .collect()
     }
 
     /// The encapsulator's counters, summed over CPUs: (reason name, packets).
@@ -197,4 +288,46 @@ fn source_toward(server: IpAddr) -> io::Result<IpAddr> {
     let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
     socket.connect(SocketAddr::new(server, 9))?;
     Ok(socket.local_addr()?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 168, 33, last])
+    }
+
+    #[test]
+    fn released_marks_are_reused_lowest_first_and_kept_ones_stay() {
+        let mut marks = Marks::default();
+        let got: Vec<_> = (1..=4).map(|i| marks.assign(ip(i))).collect();
+        assert_eq!(got, [Some(1), Some(2), Some(3), Some(4)]);
+        assert_eq!(marks.assign(ip(2)), Some(2), "one mark per server");
+
+        let keep: BTreeSet<IpAddr> = [ip(1), ip(4)].into();
+        assert_eq!(marks.release_except(&keep), [(ip(2), 2), (ip(3), 3)]);
+        assert_eq!(marks.get(ip(1)), Some(1), "kept servers keep their marks");
+        assert_eq!(marks.get(ip(4)), Some(4));
+        assert_eq!(marks.get(ip(2)), None);
+        assert_eq!(marks.assign(ip(5)), Some(2));
+        assert_eq!(marks.assign(ip(6)), Some(3));
+        assert_eq!(marks.assign(ip(7)), Some(5));
+    }
+
+    #[test]
+    fn marks_run_out_at_65535_servers_in_use_and_come_back_when_released() {
+        let mut marks = Marks::default();
+        let servers: Vec<IpAddr> = (1..=0xffff_u32)
+            .map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes()))
+            .collect();
+        for server in &servers {
+            assert!(marks.assign(*server).is_some());
+        }
+        let one_more = IpAddr::from([10, 1, 0, 0]);
+        assert_eq!(marks.assign(one_more), None, "all 65535 in use");
+        let keep: BTreeSet<IpAddr> = servers[1..].iter().copied().collect();
+        assert_eq!(marks.release_except(&keep), [(servers[0], 1)]);
+        assert_eq!(marks.assign(one_more), Some(1));
+    }
 }

@@ -6,17 +6,14 @@ use ricochet_config::HttpResponseCode;
 
 /// The bytes of the request for Avi's `http_request` (e.g. `GET /health HTTP/1.0`).
 ///
-/// Avi lets the field carry headers after the request line, separated by `\r\n`; both a
-/// real CR LF and the four characters `\r\n` (as typed in a UI or a single-quoted YAML
-/// string) separate lines. A request line without a version gets `HTTP/1.0`. Added when
-/// missing: `Host` (the address checked, required by HTTP/1.1), `User-Agent` and
-/// `Connection: close` (so the server ends the response by closing).
+/// Avi lets the field carry headers after the request line
+/// ([`ricochet_config::http_request_lines`] splits them, as validation does). A request
+/// line without a version gets `HTTP/1.0`. Added when missing: `Host` (the address
+/// checked, required by HTTP/1.1), `User-Agent` and `Connection: close` (so the server
+/// ends the response by closing).
 pub fn build_request(http_request: &str, host: &str) -> Vec<u8> {
-    let text = http_request.replace("\\r\\n", "\r\n").replace("\\n", "\n");
-    let mut lines = text
-        .split('\n')
-        .map(|line| line.trim_end_matches('\r').trim())
-        .filter(|line| !line.is_empty());
+    let lines = ricochet_config::http_request_lines(http_request);
+    let mut lines = lines.iter().map(String::as_str);
     let first = lines.next().unwrap_or("GET /");
     let mut request = String::new();
     request.push_str(first);
@@ -98,9 +95,19 @@ fn not_http(response: &[u8]) -> String {
 }
 
 /// The body of a complete response (after the blank line), if the headers are complete.
+/// Lines may end in bare LF (RFC 9112 section 2.2 lets a recipient accept them, and some
+/// small servers send them).
 pub fn body(response: &[u8]) -> Option<&[u8]> {
-    let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some(&response[end + 4..])
+    let mut at = 0;
+    while let Some(lf) = response[at..].iter().position(|&b| b == b'\n') {
+        let next = at + lf + 1;
+        match response.get(next..) {
+            Some([b'\n', ..]) => return Some(&response[next + 1..]),
+            Some([b'\r', b'\n', ..]) => return Some(&response[next + 2..]),
+            _ => at = next,
+        }
+    }
+    None
 }
 
 /// Whether `code` is in one of the expected classes.
@@ -205,6 +212,12 @@ mod tests {
             Some(&b"web01\n"[..])
         );
         assert_eq!(body(b"HTTP/1.0 200 OK\r\nA: b\r\n"), None);
+        assert_eq!(
+            body(b"HTTP/1.0 200 OK\nA: b\n\nweb01\n"),
+            Some(&b"web01\n"[..])
+        );
+        assert_eq!(body(b"HTTP/1.0 200 OK\n\r\n"), Some(&b""[..]));
+        assert_eq!(body(b"HTTP/1.0 200 OK\r\nA: b\r\n\r"), None, "incomplete");
     }
 
     #[test]

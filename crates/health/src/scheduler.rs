@@ -9,7 +9,7 @@
 //! millisecond. State lives in one [`Registry`] under a mutex held only to record an
 //! outcome (never across an await), so the order of events is the order of outcomes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -118,8 +118,10 @@ impl Registry {
     ) -> (Self, Vec<Event>) {
         let checks: Vec<&Check> = checks.into_iter().collect();
         let mut registry = Self::new(checks.iter().copied(), initial);
+        let previous_checks: HashMap<&CheckKey, &Check> =
+            previous_checks.iter().map(|c| (&c.key, c)).collect();
         for check in &checks {
-            if previous_checks.iter().any(|old| old == *check) {
+            if previous_checks.get(&check.key) == Some(check) {
                 if let Some(state) = previous.monitors.get(&check.key) {
                     registry.monitors.insert(check.key.clone(), state.clone());
                 }
@@ -158,11 +160,19 @@ impl Registry {
         self.servers.iter()
     }
 
+    /// A server's state from its monitors. Keys sort by pool, server, monitor, so the
+    /// server's monitors are one range of the map (outcomes arrive all the time; a scan
+    /// of every check would cost the whole registry each).
     fn combined(&self, pool: &str, server: IpAddr) -> (Health, String) {
+        let first = CheckKey {
+            pool: pool.to_owned(),
+            server,
+            monitor: String::new(),
+        };
         combine(
             self.monitors
-                .iter()
-                .filter(|(k, _)| k.pool == pool && k.server == server)
+                .range(first..)
+                .take_while(|(k, _)| k.pool == pool && k.server == server)
                 .map(|(k, s)| (k.monitor.as_str(), s)),
         )
     }
@@ -415,7 +425,6 @@ fn log(event: &Event) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 

@@ -405,6 +405,11 @@ fn dsr_check_goes_down_when_the_vip_leaves_lo_while_direct_stays_up() {
             Ok(())
         );
         assert_eq!(run_check(&check(web01, &dns, via_vip)).await, Ok(()));
+        // ICMP through the VIP path: an echo request to the VIP, encapsulated; web01
+        // answers from the VIP on its lo.
+        let ping = monitor("icmp-vip", ProbeSpec::Icmp, 1000, 500);
+        assert_eq!(run_check(&check(web01, &ping, via_vip)).await, Ok(()));
+        assert_eq!(run_check(&check(web01_v6, &ping, via_vip_v6)).await, Ok(()));
         let encapsulated = |path: &DsrPath| path.stats()[0];
         assert_eq!(encapsulated(&path).0, "encapsulated");
         assert!(encapsulated(&path).1 >= 3, "{:?}", path.stats());
@@ -479,6 +484,16 @@ fn dsr_check_goes_down_when_the_vip_leaves_lo_while_direct_stays_up() {
         assert_eq!(health, Health::Up, "{reason}");
         eprintln!("VIP restored: DSR check up after {:?}", restored.elapsed());
         drop(scheduler);
+
+        // Only web01 still checked through the VIP path: web01_v6's mark is released, its
+        // packets are no longer encapsulated (the check fails), and its mark is reused.
+        path.retain(&[web01].into()).unwrap();
+        assert_eq!(path.registered(), [(web01, mark)]);
+        assert!(run_check(&check(web01_v6, &probe_http, via_vip_v6))
+            .await
+            .is_err());
+        let web02_v6 = IpAddr::from(topo.web02.ipv6);
+        assert_eq!(path.register(web02_v6).unwrap(), mark_v6, "reused");
         drop(path);
     });
 }

@@ -28,6 +28,12 @@ fn spec(t: &Topo, vips: &[IpAddr]) -> ServerSpec {
     }
 }
 
+/// `setup`, `check` or `undo` of (a copy of) `spec`, run inside `ns`.
+fn in_ns<R: Send + 'static>(ns: &Ns, spec: &ServerSpec, f: fn(&ServerSpec) -> R) -> R {
+    let spec = spec.clone();
+    ns.run(move || f(&spec))
+}
+
 fn v4() -> IpAddr {
     IpAddr::V4(VIP_V4)
 }
@@ -136,13 +142,7 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
 
     // More VIPs: added to lo and to the pinned map the attached program already reads.
     let both = spec(&t, &[v4(), v6()]);
-    let r2 = t
-        .server
-        .run({
-            let s = both.clone();
-            move || setup(&s)
-        })
-        .expect("setup with one more VIP");
+    let r2 = in_ns(&t.server, &both, setup).expect("setup with one more VIP");
     println!("{r2}");
     assert!(has(&r2, "added fc00:3::24a/128 to lo"), "{r2}");
     assert!(
@@ -163,13 +163,7 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
             .run(move || std::fs::read_to_string(&p).expect("state file"))
     };
     let before = record(&t);
-    let r3 = t
-        .server
-        .run({
-            let s = both.clone();
-            move || setup(&s)
-        })
-        .expect("repeated setup");
+    let r3 = in_ns(&t.server, &both, setup).expect("repeated setup");
     assert!(!r3.changed(), "a repeated setup changed things: {r3}");
     assert!(r3.to_string().contains("nothing changed"));
     assert_eq!(record(&t), before, "a repeated setup rewrote the record");
@@ -201,13 +195,7 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
     }
 
     // check agrees, with the given VIPs and with the recorded ones.
-    let report = t
-        .server
-        .run({
-            let s = both.clone();
-            move || check(&s)
-        })
-        .expect("check");
+    let report = in_ns(&t.server, &both, check).expect("check");
     println!("{report}");
     assert!(report.is_ok(), "{report}");
     let oks: Vec<&str> = report
@@ -254,13 +242,7 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
             std::fs::remove_file(pin_dir.join(m)).expect("remove a map pin");
         }
     });
-    let report = t
-        .server
-        .run({
-            let s = both.clone();
-            move || check(&s)
-        })
-        .expect("check");
+    let report = in_ns(&t.server, &both, check).expect("check");
     assert!(
         report.is_ok(),
         "the attached program still decapsulates: {report}"
@@ -271,24 +253,12 @@ fn setup_is_idempotent_adds_vips_and_check_passes() {
             .any(|i| i.summary.contains("does not use the map pinned")),
         "{report}"
     );
-    let r4 = t
-        .server
-        .run({
-            let s = both.clone();
-            move || setup(&s)
-        })
-        .expect("setup after the map pins were removed");
+    let r4 = in_ns(&t.server, &both, setup).expect("setup after the map pins were removed");
     println!("{r4}");
     assert!(has(&r4, "created the decapsulator maps"), "{r4}");
     assert!(has(&r4, "replaced the decapsulator program"), "{r4}");
     assert_eq!(attached_decaps(&t), 1, "replaced, not added");
-    let report = t
-        .server
-        .run({
-            let s = both.clone();
-            move || check(&s)
-        })
-        .expect("check");
+    let report = in_ns(&t.server, &both, check).expect("check");
     assert!(report.is_ok(), "{report}");
     assert!(
         !report
@@ -345,12 +315,7 @@ fn tunnelled_traffic_is_decapsulated_and_answered_from_the_vip() {
     let t = Topo::new("b");
     arp_defaults(&t);
     let s = spec(&t, &[v4(), v6()]);
-    t.server
-        .run({
-            let s = s.clone();
-            move || setup(&s)
-        })
-        .expect("setup");
+    in_ns(&t.server, &s, setup).expect("setup");
     // From here on no loader is open: the decapsulator lives on through its pinned link.
 
     let raw4 = t.sender.run(|| raw_socket(false, libc::IPPROTO_IPIP));
@@ -480,13 +445,7 @@ fn check_lists_what_is_missing_with_fixes() {
         decap: DecapMode::Auto,
         ..spec(&t, &[v4(), v6()])
     };
-    let report = t
-        .server
-        .run({
-            let s = s.clone();
-            move || check(&s)
-        })
-        .expect("check");
+    let report = in_ns(&t.server, &s, check).expect("check");
     println!("{report}");
     assert!(!report.is_ok());
     let problem = |start: &str| {
@@ -546,13 +505,7 @@ fn check_lists_what_is_missing_with_fixes() {
         .count();
     assert_eq!(mtu_warnings, 2, "one MTU warning per family:\n{report}");
     t.server.sh(&format!("ip link set {iface} mtu 1540"));
-    let report = t
-        .server
-        .run({
-            let s = s.clone();
-            move || check(&s)
-        })
-        .expect("check");
+    let report = in_ns(&t.server, &s, check).expect("check");
     assert_eq!(
         report
             .with_severity(Severity::Warning)
@@ -579,13 +532,7 @@ fn check_lists_what_is_missing_with_fixes() {
     t.server
         .sysctl_set(&format!("net.ipv4.conf.{iface}.arp_ignore"), "2");
     t.server.sysctl_set("net.ipv4.conf.all.arp_announce", "2");
-    let report = t
-        .server
-        .run({
-            let s = s.clone();
-            move || check(&s)
-        })
-        .expect("check");
+    let report = in_ns(&t.server, &s, check).expect("check");
     let oks: Vec<&str> = report
         .with_severity(Severity::Ok)
         .map(|i| i.summary.as_str())
@@ -600,13 +547,7 @@ fn check_lists_what_is_missing_with_fixes() {
     t.server.sysctl_set("net.ipv4.conf.all.arp_ignore", "3");
     t.server
         .sysctl_set(&format!("net.ipv4.conf.{iface}.arp_announce"), "3");
-    let report = t
-        .server
-        .run({
-            let s = s.clone();
-            move || check(&s)
-        })
-        .expect("check");
+    let report = in_ns(&t.server, &s, check).expect("check");
     for start in [
         format!("{iface} answers ARP for the VIPs on lo: arp_ignore effective max(all=3, {iface}=2) = 3"),
         format!("ARP requests from {iface} can use a VIP as sender address: arp_announce effective max(all=2, {iface}=3) = 3"),
@@ -678,10 +619,7 @@ fn undo_restores_exactly_what_setup_changed() {
     t.server.sh("ip addr add 192.168.35.250/32 dev lo");
     let theirs: IpAddr = "192.168.35.250".parse().unwrap();
     let s = spec(&t, &[v4(), theirs, v6()]);
-    let setup_again = |t: &Topo| {
-        let s = s.clone();
-        t.server.run(move || setup(&s)).expect("setup")
-    };
+    let setup_again = |t: &Topo| in_ns(&t.server, &s, setup).expect("setup");
     let r = setup_again(&t);
     assert_eq!(attached_decaps(&t), 1);
     for (k, v) in [
@@ -709,13 +647,7 @@ fn undo_restores_exactly_what_setup_changed() {
         .expect("undo one VIP");
     assert!(!t.server.addrs("lo").contains(&"fc00:3::24a/128".to_owned()));
     assert_eq!(attached_decaps(&t), 1, "still attached for the other VIPs");
-    let report = t
-        .server
-        .run({
-            let s = s.clone();
-            move || check(&s)
-        })
-        .unwrap();
+    let report = in_ns(&t.server, &s, check).unwrap();
     assert!(
         report
             .problems()
@@ -730,12 +662,7 @@ fn undo_restores_exactly_what_setup_changed() {
     );
 
     // Full undo.
-    t.server
-        .run({
-            let s = s.clone();
-            move || undo(&s)
-        })
-        .expect("undo");
+    in_ns(&t.server, &s, undo).expect("undo");
     for (k, v) in previous {
         assert_eq!(t.server.sysctl_get(k), v, "{k} restored");
     }
@@ -762,32 +689,16 @@ fn undo_restores_exactly_what_setup_changed() {
         !exists_in_server(&t, state_path(&t.pin_dir)),
         "state file left behind"
     );
-    let report = t
-        .server
-        .run({
-            let s = s.clone();
-            move || check(&s)
-        })
-        .unwrap();
+    let report = in_ns(&t.server, &s, check).unwrap();
     assert!(!report.is_ok(), "{report}");
     // Nothing recorded: a second undo is a no-op.
-    t.server
-        .run({
-            let s = s.clone();
-            move || undo(&s)
-        })
-        .expect("second undo");
+    in_ns(&t.server, &s, undo).expect("second undo");
 
     // A sysctl someone changed after setup is left as they set it.
     setup_again(&t);
     t.server.sysctl_set(&lo, "2");
     t.server.sysctl_set(&ignore_all, "8");
-    t.server
-        .run({
-            let s = s.clone();
-            move || undo(&s)
-        })
-        .expect("undo");
+    in_ns(&t.server, &s, undo).expect("undo");
     assert_eq!(
         t.server.sysctl_get(&lo),
         "2",
