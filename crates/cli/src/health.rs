@@ -98,6 +98,18 @@ impl Monitoring {
         } else if !wants_vip_path && self.dsr.take().is_some() {
             info!(interface = %self.interface, "no monitor checks through the VIP path any more: DSR probe encapsulator detached");
         }
+        if let Some(dsr) = &self.dsr {
+            // Give back the marks of servers no check reaches through the VIP path any more,
+            // so that a long-lived engine never runs out of them.
+            let through_vip: BTreeSet<IpAddr> = planned
+                .iter()
+                .filter(|p| p.dsr_path && p.vip.is_some())
+                .map(|p| p.key.server)
+                .collect();
+            if let Err(e) = dsr.retain(&through_vip) {
+                warn!("releasing DSR probe marks: {e:#}");
+            }
+        }
         let checks: Vec<Check> = planned
             .iter()
             .map(|p| match (&self.dsr, p.dsr_path && p.vip.is_some()) {
