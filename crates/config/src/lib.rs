@@ -29,7 +29,7 @@
 //!
 //! What Ricochet does not implement is refused by validation rather than ignored: L2
 //! DSR, GRE encapsulation, proxy (non-fast-path) network profiles, virtual services
-//! without DSR. Health monitors are modelled and validated but not executed yet.
+//! without DSR. Health monitors are run by the engines (`ricochet-health`).
 //!
 //! Choices where Avi leaves room:
 //!

@@ -236,7 +236,8 @@ pub struct Pool {
     /// 100 × servers if that is larger. Not an Avi field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_size: Option<u32>,
-    /// Names of health monitors. Kept and checked, but not executed yet.
+    /// Names of health monitors, run against every enabled server by each engine (a server
+    /// is down while any of them is down).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_monitors: Vec<String>,
 }
