@@ -75,8 +75,8 @@ fn passthrough<'a>(command: &str, rest: &'a [String]) -> Result<&'a [String], Fa
         None => Ok(&[]),
         Some((first, extra)) if first == "--" => Ok(extra),
         Some((first, _)) => Err(Failure::new(format!(
-            "unexpected argument `{first}` for `cargo xtask {command}`: put arguments for \
-             cargo after `--`, e.g. `cargo xtask {command} -- ...`"
+            "unexpected argument `{first}` for `cargo xtask {command}`: put its arguments \
+             after `--`, e.g. `cargo xtask {command} -- ...`"
         ))),
     }
 }
@@ -223,20 +223,23 @@ fn bench(extra: &[String]) -> Result<(), Failure> {
             ]))
         },
     )?;
-    let release = target_dir(root)?.join("release");
-    let mut args: Vec<String> = extra.to_vec();
-    if !extra
-        .iter()
-        .any(|a| a == "--out" || a == "-o" || a.starts_with("--out="))
-    {
-        let out = target_dir(root)?.join("bench").join(timestamp()?);
-        args.splice(0..0, ["--out".to_owned(), out.display().to_string()]);
+    let target = target_dir(root)?;
+    let release = target.join("release");
+    let mut defaults = Vec::new();
+    if !gives_option(extra, "--out", Some('o')) {
+        let out = target.join("bench").join(timestamp()?);
+        defaults.extend(["--out".to_owned(), out.display().to_string()]);
+    }
+    if !gives_option(extra, "--ricochet", None) {
+        defaults.extend([
+            "--ricochet".to_owned(),
+            release.join("ricochet").display().to_string(),
+        ]);
     }
     step(3, TOTAL, "ricochet-bench", || {
         run(std::process::Command::new(release.join("ricochet-bench"))
-            .arg("--ricochet")
-            .arg(release.join("ricochet"))
-            .args(&args))
+            .args(&defaults)
+            .args(extra))
         .map_err(|f| f.hint("the report lists what was measured and why a section failed"))
     })?;
     println!(
@@ -244,6 +247,22 @@ fn bench(extra: &[String]) -> Result<(), Failure> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Whether `args` give option `long` (`--out X`, `--out=X`) or its `short` form (`-o X`,
+/// `-oX`, `-o=X`), so that a default is not added beside it (clap rejects the same option
+/// twice).
+fn gives_option(args: &[String], long: &str, short: Option<char>) -> bool {
+    args.iter().take_while(|a| *a != "--").any(|a| {
+        a == long
+            || a.strip_prefix(long)
+                .is_some_and(|rest| rest.starts_with('='))
+            || short.is_some_and(|c| {
+                a.strip_prefix('-')
+                    .and_then(|rest| rest.strip_prefix(c))
+                    .is_some()
+            })
+    })
 }
 
 /// `YYYY-MM-DD-HHMMSS` in UTC, for the report's directory name.
@@ -260,4 +279,59 @@ fn target_dir(root: &Path) -> Result<PathBuf, Failure> {
     cmd::json_string_field(&json, "target_directory")
         .map(PathBuf::from)
         .ok_or_else(|| Failure::new("`cargo metadata` printed no target_directory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn bench_options_given_by_the_user_are_recognised() {
+        for given in [
+            &["--out", "/r"][..],
+            &["--out=/r"],
+            &["-o", "/r"],
+            &["-o/r"],
+            &["-o=/r"],
+            &["--quick", "maglev", "--out", "/r"],
+        ] {
+            assert!(
+                gives_option(&strings(given), "--out", Some('o')),
+                "{given:?}"
+            );
+        }
+        for not_given in [
+            &[][..],
+            &["--quick", "maglev"],
+            &["--outdir"],
+            &["--", "--out"],
+            &["--ricochet", "/bin/ricochet"],
+        ] {
+            assert!(
+                !gives_option(&strings(not_given), "--out", Some('o')),
+                "{not_given:?}"
+            );
+        }
+        assert!(gives_option(
+            &strings(&["--ricochet=/x"]),
+            "--ricochet",
+            None
+        ));
+        assert!(!gives_option(&strings(&["-r", "/x"]), "--ricochet", None));
+    }
+
+    #[test]
+    fn passthrough_takes_what_follows_the_separator() {
+        let rest = strings(&["--", "--quick", "maglev"]);
+        assert_eq!(passthrough("bench", &rest).unwrap(), &rest[1..]);
+        assert!(passthrough("bench", &[]).unwrap().is_empty());
+        let error = passthrough("bench", &strings(&["--quick"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unexpected argument `--quick`"), "{error}");
+    }
 }

@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::plot::{self, Axes, BarGroup, Series};
 use crate::report::table;
 use crate::stats::Summary;
-use crate::{Ctx, Section};
+use crate::{Body, Ctx};
 
 // ---------------------------------------------------------------------------------------
 // Configurations
@@ -656,25 +656,6 @@ fn check_config_ms(bin: &Path, file: &Path, reps: usize) -> anyhow::Result<Vec<f
 // ---------------------------------------------------------------------------------------
 // (b) the daemon, end to end
 
-/// The `ricochet` binary: the one given, or the one next to this executable.
-fn ricochet_bin(ctx: &Ctx) -> anyhow::Result<PathBuf> {
-    let path = match &ctx.ricochet_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .context("locating the benchmark executable")?
-            .parent()
-            .context("the benchmark executable has no directory")?
-            .join("ricochet"),
-    };
-    ensure!(
-        path.is_file(),
-        "the ricochet binary is missing at {}: build it (`cargo build --release -p ricochet`) \
-         or pass --ricochet PATH",
-        path.display()
-    );
-    Ok(path)
-}
-
 /// Removes a directory tree when dropped.
 struct RemoveDir(PathBuf);
 impl Drop for RemoveDir {
@@ -1076,8 +1057,8 @@ fn med(v: &[f64]) -> f64 {
     Summary::of(v).p50
 }
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
-    let bin = ricochet_bin(ctx)?;
+pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
+    let bin = ctx.ricochet_binary()?;
     let quick = ctx.quick;
     let (lib_reps, scale_reps, daemon_reps) = if quick { (3, 1, 3) } else { (20, 3, 20) };
     let scale_ns: &[usize] = &[10, 100, 1000, 10_000];
@@ -1415,12 +1396,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         fmt_ms(med(&last.kernel_change_ms))
     ));
 
-    Ok(Section {
-        id: "control-plane".into(),
-        title: "Control plane".into(),
+    Ok(Body {
         markdown: md,
         headlines,
-        seconds: 0.0,
     })
 }
 

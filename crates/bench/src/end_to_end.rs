@@ -10,21 +10,19 @@
 //! whose run time /proc reports. The router's port toward se1 gets a NAPI thread too, so that
 //! se1's threads never do the router's work inline.
 
-mod cpu;
 mod render;
 mod wrk;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use ricochet_testbed::{self as tb, Netns, Process, Topology, HTTP_BYTES_PATHS, VIP_V4};
 use serde::Serialize;
 
-use crate::{Ctx, Section};
-use cpu::{LinkCounters, MachineTicks, PerProcess};
+use crate::sys::{self, LinkCounters, MachineTicks, NapiThread, PerProcess};
+use crate::{Body, Ctx};
 use render::{draw, headlines, markdown, runs_csv};
 use wrk::WrkReport;
 
@@ -313,23 +311,6 @@ pub fn aggregate(runs: &[Run]) -> Vec<Aggregate> {
     out
 }
 
-/// The `ricochet` binary: the one given, else the one beside this executable.
-fn ricochet_binary(ctx: &Ctx) -> anyhow::Result<PathBuf> {
-    let path = match &ctx.ricochet_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .with_file_name("ricochet"),
-    };
-    ensure!(
-        path.is_file(),
-        "the ricochet binary {} does not exist: build it (`cargo build --release -p ricochet`) \
-         or pass --ricochet PATH (`cargo xtask bench` does)",
-        path.display()
-    );
-    Ok(path)
-}
-
 /// Fails with what to install when a program is not on the PATH.
 fn require_program(name: &str, package: &str) -> anyhow::Result<()> {
     let found = std::env::var_os("PATH")
@@ -366,13 +347,6 @@ pools:
     pool: web-pool
 "
     )
-}
-
-/// A NAPI kernel thread we read the run time of.
-#[derive(Clone, Debug, Serialize)]
-struct NapiThread {
-    pid: u32,
-    name: String,
 }
 
 /// The seed's network with web01 and web02 DSR-ready and serving, se1 ready for either
@@ -503,8 +477,8 @@ impl Bed {
         se1.ns
             .ip(&["addr", "add", &format!("{PROXY_V4}/32"), "dev", "lo"])?;
         self.topo.route_vip(PROXY_V4.into(), se1.ipv4.into())?;
-        self.lb_napi = threaded_napi(&se1.ns, se1.iface)?;
-        self.router_napi = threaded_napi(&self.topo.router.ns, se1.router_port)?;
+        self.lb_napi = sys::threaded_napi(&se1.ns, se1.iface)?;
+        self.router_napi = sys::threaded_napi(&self.topo.router.ns, se1.router_port)?;
         std::fs::write(
             self.dir.join("ricochet.yaml"),
             ricochet_config(VIP_V4, &[self.topo.web01.ipv4, self.topo.web02.ipv4]),
@@ -592,13 +566,13 @@ impl Bed {
         let mut total = 0;
         for t in threads {
             ensure!(
-                cpu::thread_is(t.pid, &t.name),
+                sys::thread_is(t.pid, &t.name),
                 "the NAPI thread {} (pid {}) is gone: the kernel re-created the device's NAPI \
                  instance, so the attribution would be wrong",
                 t.name,
                 t.pid
             );
-            total += cpu::task_cpu_ns(t.pid)?;
+            total += sys::task_cpu_ns(t.pid)?;
         }
         Ok(total)
     }
@@ -609,13 +583,13 @@ impl Bed {
             servers.extend(host.ns.pids()?);
         }
         Ok(Snapshot {
-            lb_processes: cpu::processes_cpu_ns(&self.topo.se1.ns.pids()?),
-            servers: cpu::processes_cpu_ns(&servers),
+            lb_processes: sys::processes_cpu_ns(&self.topo.se1.ns.pids()?),
+            servers: sys::processes_cpu_ns(&servers),
             lb_napi_ns: Self::napi_ns(&self.lb_napi)?,
             router_napi_ns: Self::napi_ns(&self.router_napi)?,
-            ksoftirqd: cpu::processes_cpu_ns(&cpu::ksoftirqd_threads()),
+            ksoftirqd: sys::processes_cpu_ns(&sys::ksoftirqd_threads()),
             machine: MachineTicks::read()?,
-            children_s: cpu::reaped_children_seconds(),
+            children_s: sys::reaped_children_seconds(),
             at: Instant::now(),
         })
     }
@@ -627,7 +601,7 @@ impl Bed {
             .se1
             .ns
             .exec(&["ethtool", "-S", self.topo.se1.iface])?;
-        Ok(cpu::parse_ethtool_stats(&String::from_utf8_lossy(
+        Ok(sys::parse_ethtool_stats(&String::from_utf8_lossy(
             &out.stdout,
         )))
     }
@@ -671,8 +645,8 @@ impl Bed {
         let veth_after = self.lb_veth_stats()?;
         let links_after = self.link_counters()?;
         let veth = |what: &str| {
-            cpu::veth_rx_queue_sum(&veth_after, what)
-                .saturating_sub(cpu::veth_rx_queue_sum(&veth_before, what))
+            sys::veth_rx_queue_sum(&veth_after, what)
+                .saturating_sub(sys::veth_rx_queue_sum(&veth_before, what))
         };
         let text = format!(
             "{}{}",
@@ -770,12 +744,12 @@ impl Snapshot {
         let (busy, softirq) = self.machine.busy_and_softirq_seconds(&later.machine);
         let ns = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9;
         CpuUse {
-            lb_processes: cpu::delta_seconds(&self.lb_processes, &later.lb_processes),
+            lb_processes: sys::delta_seconds(&self.lb_processes, &later.lb_processes),
             lb_napi: ns(self.lb_napi_ns, later.lb_napi_ns),
             router_napi: ns(self.router_napi_ns, later.router_napi_ns),
-            servers: cpu::delta_seconds(&self.servers, &later.servers),
+            servers: sys::delta_seconds(&self.servers, &later.servers),
             client: later.children_s - self.children_s,
-            ksoftirqd: cpu::delta_seconds(&self.ksoftirqd, &later.ksoftirqd),
+            ksoftirqd: sys::delta_seconds(&self.ksoftirqd, &later.ksoftirqd),
             machine_busy: busy,
             machine_softirq: softirq,
             wall: (later.at - self.at).as_secs_f64(),
@@ -826,47 +800,8 @@ fn run_checked(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Turns on threaded NAPI for `dev` in `ns` and returns the kernel thread(s) it created.
-///
-/// The `threaded` attribute is in sysfs, and a process that only joined the namespace still
-/// sees the root's sysfs; `ip netns exec` mounts the namespace's own in a private mount
-/// namespace. The device must already have NAPI (veth: GRO on or an XDP program).
-fn threaded_napi(ns: &Netns, dev: &str) -> anyhow::Result<Vec<NapiThread>> {
-    let before = cpu::napi_threads(dev);
-    let mut command = Command::new("ip");
-    command.args([
-        "netns",
-        "exec",
-        ns.name(),
-        "sh",
-        "-c",
-        &format!("echo 1 > /sys/class/net/{dev}/threaded"),
-    ]);
-    let out = command
-        .output()
-        .context("running `ip netns exec ... sh` to write sysfs")?;
-    ensure!(
-        out.status.success(),
-        "turning on threaded NAPI for {dev} in {}: {} (the device needs NAPI: GRO on or an \
-         XDP program)",
-        ns.name(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let new: Vec<NapiThread> = cpu::napi_threads(dev)
-        .into_iter()
-        .filter(|t| !before.contains(t))
-        .map(|(pid, name)| NapiThread { pid, name })
-        .collect();
-    ensure!(
-        !new.is_empty(),
-        "threaded NAPI is on for {dev} in {} but no napi/{dev}-* kernel thread appeared",
-        ns.name()
-    );
-    Ok(new)
-}
-
-pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
-    let ricochet = ricochet_binary(ctx)?;
+pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
+    let ricochet = ctx.ricochet_binary()?;
     require_program("wrk", "wrk")?;
     require_program("nginx", "nginx")?;
     ensure!(
@@ -944,12 +879,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         &csv,
         &plots,
     );
-    Ok(Section {
-        id: "end-to-end".to_owned(),
-        title: String::new(),
+    Ok(Body {
         markdown,
         headlines: headlines(&aggregates),
-        seconds: 0.0,
     })
 }
 

@@ -46,7 +46,8 @@ use serde::Serialize;
 use crate::plot::{self, Axes, BarGroup, Series};
 use crate::report::table;
 use crate::stats::Summary;
-use crate::{Ctx, Section};
+use crate::sys;
+use crate::{Body, Ctx};
 
 /// CPU of the generator (and of this section's own threads and tools).
 const GEN_CPU: usize = 0;
@@ -152,20 +153,10 @@ struct Pair {
     gen_ifindex: u32,
     gen_mac: [u8; 6],
     dut_mac: [u8; 6],
-    sink_napi: i32,
-    dut_napi: i32,
+    sink_napi: u32,
+    dut_napi: u32,
     /// Id of the XDP program on the DUT's end (for its run-time statistics).
     dut_prog: u32,
-}
-
-/// `ethtool -S` output: counter name to value.
-fn parse_ethtool_stats(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            Some((name.trim().to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 /// Busy and total clock ticks of each CPU, from `/proc/stat` (`cpuN` lines; idle and
@@ -182,17 +173,6 @@ fn parse_proc_stat(text: &str) -> BTreeMap<usize, (u64, u64)> {
             Some((cpu, (total - idle, total)))
         })
         .collect()
-}
-
-/// Nanoseconds a task has run on a CPU: the first field of `/proc/<pid>/schedstat`.
-fn parse_schedstat(text: &str) -> Option<u64> {
-    text.split_whitespace().next()?.parse().ok()
-}
-
-fn task_cpu_ns(pid: i32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/schedstat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_schedstat(&text).ok_or_else(|| anyhow!("cannot parse {path}: {text:?}"))
 }
 
 /// The address `index` places after `base`.
@@ -233,34 +213,11 @@ fn desired(count: u32) -> Desired {
     }
 }
 
-/// The kernel thread of the (single) NAPI instance of `iface` (`napi/<iface>-<id>`),
-/// which exists once threaded NAPI is on.
-fn napi_thread(iface: &str) -> anyhow::Result<i32> {
-    let prefix = format!("napi/{iface}-");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
-            if comm.trim_end().starts_with(&prefix) {
-                found.push(pid);
-            }
-        }
-    }
-    match found.as_slice() {
-        [pid] => Ok(*pid),
-        [] => bail!(
-            "no NAPI thread {prefix}* after enabling threaded NAPI on {iface}: this kernel's \
-             veth needs threaded NAPI (Linux 5.12+) for the generator and the device under \
-             test to run on separate CPUs"
-        ),
-        many => bail!("several NAPI threads match {prefix}*: {many:?}"),
+/// Turns on threaded NAPI for `iface` (a veth: one NAPI instance) and returns its thread.
+fn only_napi_thread(ns: &Netns, iface: &str) -> anyhow::Result<u32> {
+    match sys::threaded_napi(ns, iface)?.as_slice() {
+        [thread] => Ok(thread.pid),
+        many => bail!("several NAPI threads appeared for {iface}: {many:?}"),
     }
 }
 
@@ -278,11 +235,9 @@ enum Priority {
 
 /// Pins a task (a NAPI thread, or 0 for the calling thread) to `cpu` and sets its
 /// priority.
-fn pin_task(pid: i32, cpu: usize, priority: Priority) -> anyhow::Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu)?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set)
-        .with_context(|| format!("pinning task {pid} to CPU {cpu}"))?;
+fn pin_task(pid: u32, cpu: usize, priority: Priority) -> anyhow::Result<()> {
+    sys::pin_task_to_cpu(pid, cpu)?;
+    let pid = pid as libc::pid_t;
     // SAFETY: plain system calls on a task id; `param` outlives the call.
     let rc = unsafe {
         match priority {
@@ -300,25 +255,6 @@ fn pin_task(pid: i32, cpu: usize, priority: Priority) -> anyhow::Result<()> {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("setting the priority of task {pid} to {priority:?}"));
     }
-    Ok(())
-}
-
-/// Turns on threaded NAPI for `iface` in `ns`. `/sys/class/net` shows the namespace of
-/// the process that mounted sysfs, so this goes through `ip netns exec`, which mounts a
-/// fresh sysfs for the namespace in a private mount namespace.
-fn set_threaded_napi(ns: &Netns, iface: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.name(), "sh", "-c"])
-        .arg(format!("echo 1 > /sys/class/net/{iface}/threaded"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("running ip netns exec")?;
-    ensure!(
-        out.status.success(),
-        "enabling threaded NAPI on {iface} in {}: {}",
-        ns.name(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
     Ok(())
 }
 
@@ -348,7 +284,9 @@ fn program_run_stats(id: u32) -> anyhow::Result<(u64, u64)> {
 
 fn ethtool_stats(ns: &Netns, iface: &str) -> anyhow::Result<BTreeMap<String, u64>> {
     let out = ns.exec(&["ethtool", "-S", iface])?;
-    Ok(parse_ethtool_stats(&String::from_utf8_lossy(&out.stdout)))
+    Ok(sys::parse_ethtool_stats(&String::from_utf8_lossy(
+        &out.stdout,
+    )))
 }
 
 fn ifindex(ns: &Netns, iface: &str) -> anyhow::Result<u32> {
@@ -466,11 +404,8 @@ impl Bed {
                 let iface = dut_if.clone();
                 dut.run(|| dp.attach(&iface, AttachMode::Native))??;
             }
-            for (ns, iface) in [(&gen, &gen_if), (&dut, &dut_if)] {
-                set_threaded_napi(ns, iface)?;
-            }
-            let sink_napi = napi_thread(&gen_if)?;
-            let dut_napi = napi_thread(&dut_if)?;
+            let sink_napi = only_napi_thread(&gen, &gen_if)?;
+            let dut_napi = only_napi_thread(&dut, &dut_if)?;
             let dut_prog = xdp_program_id(&dut, &dut_if)?;
             pin_task(sink_napi, DUT_CPU, Priority::Fifo)?;
             pin_task(dut_napi, DUT_CPU, Priority::NiceMinus20)?;
@@ -491,26 +426,15 @@ impl Bed {
         engine.set_settings(&ricochet_engine::settings(Some(DUT_ADDR), None, 0x5eed))?;
         engine.apply(&desired(1))?;
 
-        let gen_config = Array::try_from(
+        let mut take = |name: &str| {
             bench
-                .take_map("GEN_CONFIG")
-                .ok_or_else(|| anyhow!("GEN_CONFIG missing"))?,
-        )?;
-        let gen_count = PerCpuArray::try_from(
-            bench
-                .take_map("GEN_COUNT")
-                .ok_or_else(|| anyhow!("GEN_COUNT missing"))?,
-        )?;
-        let sink_count = PerCpuArray::try_from(
-            bench
-                .take_map("SINK_COUNT")
-                .ok_or_else(|| anyhow!("SINK_COUNT missing"))?,
-        )?;
-        let sink_ipip = PerCpuArray::try_from(
-            bench
-                .take_map("SINK_IPIP")
-                .ok_or_else(|| anyhow!("SINK_IPIP missing"))?,
-        )?;
+                .take_map(name)
+                .ok_or_else(|| anyhow!("{name} missing from the bench object"))
+        };
+        let gen_config = Array::try_from(take("GEN_CONFIG")?)?;
+        let gen_count = PerCpuArray::try_from(take("GEN_COUNT")?)?;
+        let sink_count = PerCpuArray::try_from(take("SINK_COUNT")?)?;
+        let sink_ipip = PerCpuArray::try_from(take("SINK_IPIP")?)?;
         Ok(Bed {
             bench,
             _trivial: trivial,
@@ -572,8 +496,8 @@ impl Bed {
             gen_side,
             dut_side,
             cpus,
-            sink_napi_ns: task_cpu_ns(pair.sink_napi)?,
-            dut_napi_ns: task_cpu_ns(pair.dut_napi)?,
+            sink_napi_ns: sys::task_cpu_ns(pair.sink_napi)?,
+            dut_napi_ns: sys::task_cpu_ns(pair.dut_napi)?,
             dut_prog_run: program_run_stats(pair.dut_prog)?,
             generated: Self::counter(&self.gen_count)?,
             sunk: Self::counter(&self.sink_count)?,
@@ -1150,7 +1074,7 @@ fn reason_totals(windows: &[Window]) -> BTreeMap<String, u64> {
     totals
 }
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
+pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let cpus = parse_proc_stat(&stat);
     ensure!(
@@ -1173,7 +1097,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     })
 }
 
-fn run_pinned(ctx: &Ctx) -> anyhow::Result<Section> {
+fn run_pinned(ctx: &Ctx) -> anyhow::Result<Body> {
     let (rounds, warmup, length) = if ctx.quick {
         (1, Duration::from_secs(1), Duration::from_millis(1500))
     } else {
@@ -1227,7 +1151,7 @@ fn report(
     rounds: usize,
     warmup: Duration,
     length: Duration,
-) -> anyhow::Result<Section> {
+) -> anyhow::Result<Body> {
     let raw_json = ctx.write_raw_json("forwarding-windows.json", &windows)?;
     let raw_csv = ctx.write_raw_text("forwarding-windows.csv", &windows_csv(windows))?;
     let raw_profiled = ctx.write_raw_json("forwarding-profiled-windows.json", &profiled)?;
@@ -1540,7 +1464,7 @@ rest (veth receive, XDP_TX into the sink's ring, page recycling). Raw:
   absolute rates say little about hardware, the ratio to the bounce is the figure to read.
 - Two CPUs: the generator has one, the DUT and the sink share the other; caches and memory
   bandwidth are shared by all.
-- No hardware performance counters in this VM: the split of the DUT's time comes from the
+- No hardware performance counters are read: the split of the DUT's time comes from the
   kernel's BPF run-time statistics, which themselves cost a little per run.
 - Established flows only; the rate of new flows (a Maglev pick and a flow-table insertion
   per packet) is not measured here.
@@ -1629,12 +1553,9 @@ rest (veth receive, XDP_TX into the sink's ring, page recycling). Raw:
             if all_saturated { "all" } else { "NOT all" }
         ),
     ];
-    Ok(Section {
-        id: "forwarding".into(),
-        title: "Forwarding rate through a veth".into(),
+    Ok(Body {
         markdown,
         headlines,
-        seconds: 0.0,
     })
 }
 
@@ -1651,19 +1572,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ethtool_output_parses_to_counters() {
-        let text =
-            "NIC statistics:\n     peer_ifindex: 5\n     rx_queue_0_xdp_packets: 1234\n     \
-                    tx_queue_0_xdp_xmit_errors: 7\n     weird: n/a\n";
-        let stats = parse_ethtool_stats(text);
-        assert_eq!(stats.get("rx_queue_0_xdp_packets"), Some(&1234));
-        assert_eq!(stats.get("tx_queue_0_xdp_xmit_errors"), Some(&7));
-        assert_eq!(stats.get("peer_ifindex"), Some(&5));
-        assert!(!stats.contains_key("weird"));
-        assert!(!stats.contains_key("NIC statistics"));
-    }
-
-    #[test]
     fn proc_stat_gives_busy_and_total_ticks_per_cpu() {
         let text = "cpu  10 0 10 100 0 0 0 0 0 0\n\
                     cpu0 1 2 3 40 5 6 7 8 9 10\n\
@@ -1673,15 +1581,6 @@ mod tests {
         assert_eq!(cpus.get(&0), Some(&(27, 72)));
         assert_eq!(cpus.get(&1), Some(&(50, 100)));
         assert_eq!(cpus.len(), 2);
-    }
-
-    #[test]
-    fn schedstat_gives_the_run_time() {
-        assert_eq!(
-            parse_schedstat("194883787 7992678 541\n"),
-            Some(194_883_787)
-        );
-        assert_eq!(parse_schedstat("garbage"), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod per_packet;
 pub mod plot;
 pub mod report;
 pub mod stats;
+pub mod sys;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -65,6 +66,24 @@ impl Ctx {
         Ok(format!("raw/{name}"))
     }
 
+    /// The `ricochet` binary for the sections that run the daemon: the one given, else the
+    /// one beside this executable (both are in `target/release`).
+    pub fn ricochet_binary(&self) -> anyhow::Result<PathBuf> {
+        let path = match &self.ricochet_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("locating this executable")?
+                .with_file_name("ricochet"),
+        };
+        anyhow::ensure!(
+            path.is_file(),
+            "the ricochet binary {} does not exist: build it (`cargo build --release -p \
+             ricochet`) or pass --ricochet PATH (`cargo xtask bench` does)",
+            path.display()
+        );
+        Ok(path)
+    }
+
     /// The path of a plot in the report directory.
     pub fn plot_path(&self, name: &str) -> PathBuf {
         self.out_dir.join(name)
@@ -87,9 +106,20 @@ pub struct Section {
     pub seconds: f64,
 }
 
-/// The sections in report order: id, title, runner.
-pub type Runner = fn(&Ctx) -> anyhow::Result<Section>;
+/// What a section's runner measured: its body. The id, title and time come from
+/// [`run_section`], so a runner cannot mislabel its section.
+#[derive(Clone, Debug)]
+pub struct Body {
+    /// See [`Section::markdown`].
+    pub markdown: String,
+    /// See [`Section::headlines`].
+    pub headlines: Vec<String>,
+}
 
+/// Measures one section.
+pub type Runner = fn(&Ctx) -> anyhow::Result<Body>;
+
+/// The sections in report order: id, title, runner.
 pub const SECTIONS: &[(&str, &str, Runner)] = &[
     (
         "per-packet",
@@ -110,20 +140,76 @@ pub const SECTIONS: &[(&str, &str, Runner)] = &[
     ),
 ];
 
-/// Runs one section, timing it and saving its result as `raw/<id>.section.json` so that the
-/// report can be assembled again without measuring.
-pub fn run_section(ctx: &Ctx, id: &str, runner: Runner) -> anyhow::Result<Section> {
+/// Runs one section, labelling it with its id and title, timing it and saving it as
+/// `raw/<id>.section.json` (the section as it appears in the report, for other tools).
+pub fn run_section(ctx: &Ctx, id: &str, title: &str, runner: Runner) -> anyhow::Result<Section> {
     let start = Instant::now();
-    let mut section = runner(ctx).with_context(|| format!("benchmark section {id}"))?;
-    section.seconds = start.elapsed().as_secs_f64();
+    let body = runner(ctx).with_context(|| format!("benchmark section {id}"))?;
+    let section = Section {
+        id: id.to_owned(),
+        title: title.to_owned(),
+        markdown: body.markdown,
+        headlines: body.headlines,
+        seconds: start.elapsed().as_secs_f64(),
+    };
     ctx.write_raw_json(&format!("{id}.section.json"), &section)?;
     Ok(section)
 }
 
-/// Pins the calling thread to one CPU (measurements that must not migrate).
-pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).context("CPU index out of range")?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .with_context(|| format!("pinning to CPU {cpu}"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_ids_are_unique_and_titled() {
+        let mut ids: Vec<&str> = SECTIONS.iter().map(|(id, _, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), SECTIONS.len());
+        assert!(SECTIONS.iter().all(|(_, title, _)| !title.is_empty()));
+    }
+
+    #[test]
+    fn a_section_is_labelled_by_the_table_and_saved_raw() {
+        let dir = std::env::temp_dir().join(format!("ricochet-bench-test-{}", std::process::id()));
+        let ctx = Ctx::new(&dir, true, None).unwrap();
+        let runner: Runner = |_| {
+            Ok(Body {
+                markdown: "body\n".into(),
+                headlines: vec!["42 things".into()],
+            })
+        };
+        let section = run_section(&ctx, "maglev", "Maglev tables", runner).unwrap();
+        assert_eq!(
+            (section.id.as_str(), section.title.as_str()),
+            ("maglev", "Maglev tables")
+        );
+        let raw = std::fs::read_to_string(dir.join("raw/maglev.section.json")).unwrap();
+        let saved: Section = serde_json::from_str(&raw).unwrap();
+        assert_eq!(saved.title, "Maglev tables");
+        assert_eq!(saved.headlines, ["42 things"]);
+
+        let failing: Runner = |_| anyhow::bail!("no kernel");
+        let error = run_section(&ctx, "forwarding", "F", failing).unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "benchmark section forwarding: no kernel"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_ricochet_binary_is_named() {
+        let ctx = Ctx {
+            out_dir: PathBuf::new(),
+            raw_dir: PathBuf::new(),
+            quick: true,
+            ricochet_bin: Some("/nonexistent/ricochet".into()),
+        };
+        let error = ctx.ricochet_binary().unwrap_err().to_string();
+        assert!(
+            error.contains("/nonexistent/ricochet does not exist"),
+            "{error}"
+        );
+    }
 }

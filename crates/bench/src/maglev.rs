@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::plot::{self, Axes, Series};
 use crate::report::table;
 use crate::stats::Summary;
-use crate::{Ctx, Section};
+use crate::{Body, Ctx};
 
 const SERVER_COUNTS: [usize; 3] = [10, 100, 1000];
 const TABLE_SIZES: [u32; 2] = [65_537, 655_373];
@@ -254,14 +254,6 @@ fn disruption(servers: usize, size: u32, removals: usize) -> anyhow::Result<Disr
     })
 }
 
-/// Restores the thread's CPU affinity when dropped.
-struct Affinity(nix::sched::CpuSet);
-impl Drop for Affinity {
-    fn drop(&mut self) {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.0);
-    }
-}
-
 fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
@@ -280,7 +272,7 @@ fn bytes(b: u64) -> String {
     }
 }
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
+pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
     let grid: Vec<(usize, u32)> = TABLE_SIZES
         .iter()
         .flat_map(|&m| SERVER_COUNTS.iter().map(move |&n| (n, m)))
@@ -289,10 +281,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
 
     // Build times: one build of every (N, M) per round, rounds repeated, so that drift and
     // noise from other processes spread over every cell alike. Pinned to one CPU.
-    let saved = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-        .context("reading the CPU affinity")?;
-    let _restore = Affinity(saved);
-    crate::pin_to_cpu(1).or_else(|_| crate::pin_to_cpu(0))?;
+    let _pinned = crate::sys::pin_thread(&[1, 0])?;
     let inputs: Vec<Vec<Vec<u8>>> = grid.iter().map(|&(n, _)| server_keys(n)).collect();
     let mut samples = vec![Vec::new(); grid.len()];
     for round in 0..=build_reps {
@@ -580,12 +569,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         ));
     }
 
-    Ok(Section {
-        id: "maglev".into(),
-        title: "Maglev tables".into(),
+    Ok(Body {
         markdown: md,
         headlines,
-        seconds: 0.0,
     })
 }
 

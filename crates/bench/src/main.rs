@@ -19,9 +19,18 @@ struct Args {
     /// The `ricochet` binary (for sections that run the engine daemon).
     #[arg(long)]
     ricochet: Option<PathBuf>,
-    /// Sections to run (default: all): per-packet, forwarding, maglev, control-plane, end-to-end.
+    /// Sections to run, in report order whatever the order given (default: all).
+    #[arg(value_parser = section_ids())]
     sections: Vec<String>,
 }
+
+/// The ids of [`SECTIONS`], which clap lists in `--help` and checks every section against.
+fn section_ids() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(SECTIONS.iter().map(|(id, _, _)| *id))
+}
+
+/// The sections that run the `ricochet` daemon, so need its binary.
+const DAEMON_SECTIONS: [&str; 2] = ["control-plane", "end-to-end"];
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -31,29 +40,27 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    for wanted in &args.sections {
-        if !SECTIONS.iter().any(|(id, _, _)| id == wanted) {
-            let ids: Vec<&str> = SECTIONS.iter().map(|(id, _, _)| *id).collect();
-            anyhow::bail!(
-                "unknown section {wanted:?}: expected one of {}",
-                ids.join(", ")
-            );
-        }
-    }
     ricochet_testbed::require_root()
         .context("the benchmarks load XDP programs and build namespaces")?;
-    let ctx = Ctx::new(&args.out, args.quick, args.ricochet.clone())?;
-    let machine = Machine::probe();
+    let ctx = Ctx::new(&args.out, args.quick, args.ricochet.clone())
+        .context("--out: cannot create the report directory")?;
     let selected: Vec<_> = SECTIONS
         .iter()
         .filter(|(id, _, _)| args.sections.is_empty() || args.sections.iter().any(|s| s == id))
         .collect();
+    // A missing binary would otherwise surface only after the sections before it ran.
+    if selected
+        .iter()
+        .any(|(id, _, _)| DAEMON_SECTIONS.contains(id))
+    {
+        ctx.ricochet_binary()?;
+    }
+    let machine = Machine::probe();
     let (mut sections, mut failures) = (Vec::new(), Vec::new());
     for (i, (id, title, runner)) in selected.iter().enumerate() {
         println!("--> [{}/{}] {title}", i + 1, selected.len());
-        match run_section(&ctx, id, *runner) {
-            Ok(mut section) => {
-                section.title = title.to_string();
+        match run_section(&ctx, id, title, *runner) {
+            Ok(section) => {
                 println!(
                     "--> [{}/{}] {title}: done in {:.0} s",
                     i + 1,
@@ -85,4 +92,30 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_checked_against_the_table() {
+        let args =
+            Args::try_parse_from(["ricochet-bench", "--out", "/tmp/x", "maglev", "per-packet"])
+                .unwrap();
+        assert_eq!(args.sections, ["maglev", "per-packet"]);
+        let error = Args::try_parse_from(["ricochet-bench", "--out", "/tmp/x", "maglve"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("invalid value 'maglve'"), "{error}");
+        assert!(error.contains("end-to-end"), "{error}");
+        assert!(Args::try_parse_from(["ricochet-bench", "maglev"]).is_err());
+    }
+
+    #[test]
+    fn daemon_sections_exist() {
+        for id in DAEMON_SECTIONS {
+            assert!(SECTIONS.iter().any(|(s, _, _)| *s == id), "{id}");
+        }
+    }
 }

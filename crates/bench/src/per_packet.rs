@@ -36,7 +36,7 @@ use serde::Serialize;
 use crate::plot::{self, Axes, BarGroup, Series};
 use crate::report::table;
 use crate::stats::{percentile_sorted, Summary};
-use crate::{pin_to_cpu, Ctx, Section};
+use crate::{Body, Ctx};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -1078,7 +1078,7 @@ fn measure(
     rounds: u32,
     repeat_calls: u32,
 ) -> anyhow::Result<Measured> {
-    pin_to_cpu(cpu)?;
+    let _pinned = crate::sys::pin_thread(&[cpu])?;
     let start = Instant::now();
     let mut bench = set_up(ifindex)?;
     eprintln!(
@@ -1565,14 +1565,16 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         ],
         &step_rows,
     ));
-    md.push_str(
-        "\nWhat a million flows add to each path (1M-flow median − empty-table median). An \
-         established packet's lookup then reads a random bucket and element among ~1M \
-         preallocated elements spread over a large memory area (most likely cache and TLB \
-         misses: this VM has no counters to show them), while a new flow's lookup reads a bucket and at most a short chain before it takes an element \
-         from the free list; this is why a hit can cost more than a new flow there. The \
-         diagnostics hit their own few flows in both states.\n\n",
-    );
+    md.push_str(&format!(
+        "\nWhat {full} flows add to each path ({full}-flow median − empty-table median). An \
+             established packet's lookup then reads a random bucket and element among {full} \
+             preallocated elements spread over a large memory area (most likely cache and TLB \
+             misses, which this benchmark does not count), while a new flow's lookup reads a \
+             bucket and at most a short chain before it takes an element from the free list, \
+             so a hit can cost more than a new flow there. The diagnostics hit their own few \
+             flows in both states.\n\n",
+        full = grouped(FULL_FLOWS as usize),
+    ));
     let growth: Vec<Vec<String>> = Path::ALL
         .iter()
         .map(|&p| {
@@ -1637,11 +1639,11 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
          - BPF_PROG_TEST_RUN does not transmit: XDP_TX is a return code here. The driver, DMA \
          and the veth's transmit are not in these figures (the forwarding section measures \
          them).\n\
-         - The machine is a VM with two vCPUs and no hardware performance counters: the steps \
-         above come from differences of medians, not from cycle counts, and the CPU is pinned \
-         but not isolated, so the tails (p99) include host and interrupt noise. Other load on \
-         the machine (the other vCPU, the host) moves every median of a run together: compare \
-         paths within one run rather than across runs.{}\n\
+         - No hardware performance counters are read: the steps above come from differences \
+         of medians, not from cycle counts, and the CPU is pinned but not isolated, so the \
+         tails (p99) include interrupt noise (and, on a virtual machine, the host's). Other load \
+         on the machine (the other CPUs, a hypervisor's host) moves every median of a run \
+         together: compare paths within one run rather than across runs.{}\n\
          - With `repeat` above 1 the kernel installs the program in its XDP dispatcher for the \
          call and removes it after (a direct call instead of an indirect one: one reason why the \
          hot loop's floor is lower). That set-up is slow, {:.0} ms per call here, hence few \
@@ -1675,7 +1677,7 @@ struct Links {
     json: String,
 }
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
+pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
     let (warmup, rounds, repeat_calls) = if ctx.quick {
         (200, 2_000, 10)
     } else {
@@ -1825,12 +1827,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             both(Path::Malformed4)
         ),
     ];
-    Ok(Section {
-        id: "per-packet".to_owned(),
-        title: String::new(),
+    Ok(Body {
         markdown,
         headlines,
-        seconds: 0.0,
     })
 }
 

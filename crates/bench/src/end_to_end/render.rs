@@ -229,7 +229,7 @@ pub(super) fn markdown(
     let _ = writeln!(
         md,
         "### How the load balancer host's CPU is counted\n\n\
-         All namespaces share one kernel and two CPUs, so the rule is: the run time \
+         All namespaces share one kernel and {cpus} CPUs, so the rule is: the run time \
          (`/proc/<pid>/task/*/schedstat`) of every process in se1's namespace (nginx's master \
          and workers, or Ricochet's engine daemon), plus the kernel's receive processing on \
          se1's interface. That work normally runs in softirq context in whatever task it \
@@ -244,7 +244,8 @@ pub(super) fn markdown(
          counters). Not counted for se1: what its packets cost their receivers. The kernel \
          has no `IRQ_TIME_ACCOUNTING`, so softirq work done inline in a task is charged to \
          that task. CPU per 1000 requests = CPU seconds during the run / (requests / 1000), \
-         which is also milliseconds per request.\n"
+         which is also milliseconds per request.\n",
+        cpus = crate::sys::cpus(),
     );
 
     let _ = writeln!(md, "### Results\n");
@@ -345,13 +346,14 @@ pub(super) fn markdown(
     let _ = writeln!(
         md,
         "### Caveats\n\n\
-         Client, router, servers and load balancer share the machine's two CPUs: requests \
+         Client, router, servers and load balancer share the machine's {} CPUs: requests \
          per second measure the whole bed, and a load balancer that uses less CPU leaves more \
          to the servers and the client. The load balancer host's CPU per request is the figure \
          that carries over to separate machines. veth is not a NIC: no interrupts, no DMA, \
          no TSO on se1 (see above), and XDP_TX into a veth costs what the peer's NAPI costs; \
          its 256-frame ring drops XDP_TX frames when the router's thread falls behind, where \
          a NIC has a deeper TX ring.{}\n",
+        crate::sys::cpus(),
         if ctx.quick {
             " This was a quick run (short runs, one per system and size): the figures are \
              noisy."

@@ -1,10 +1,14 @@
-//! CPU time from /proc: per task (`schedstat`, nanoseconds), per namespace, kernel NAPI threads,
-//! and the whole machine (`/proc/stat`); and interface byte counters (`ip -s -j link`).
+//! What the sections read from the system, in one place: CPU time from /proc (per task from
+//! `schedstat`, in nanoseconds; per namespace; kernel NAPI threads; the whole machine from
+//! `/proc/stat`), interface counters (`ip -s -j link`, `ethtool -S`), threaded NAPI, and CPU
+//! pinning.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 
-use anyhow::{bail, Context as _};
+use anyhow::{bail, ensure, Context as _};
+use ricochet_testbed::Netns;
 use serde::{Deserialize, Serialize};
 
 /// The first field of `/proc/<pid>/task/<tid>/schedstat`: nanoseconds the task ran.
@@ -78,6 +82,88 @@ pub fn napi_threads(dev: &str) -> Vec<(u32, String)> {
         }
     }
     found
+}
+
+/// A kernel NAPI thread (`napi/<dev>-<id>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NapiThread {
+    pub pid: u32,
+    pub name: String,
+}
+
+/// Turns on threaded NAPI for `dev` in `ns` and returns the kernel thread(s) it created
+/// (threads of a same-named device in another namespace existed before, so are left out).
+///
+/// The `threaded` attribute is in sysfs, and a process that only joined the namespace still
+/// sees the root's sysfs; `ip netns exec` mounts the namespace's own in a private mount
+/// namespace. The device must already have NAPI (veth: GRO on or an XDP program).
+pub fn threaded_napi(ns: &Netns, dev: &str) -> anyhow::Result<Vec<NapiThread>> {
+    let before = napi_threads(dev);
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "sh", "-c"])
+        .arg(format!("echo 1 > /sys/class/net/{dev}/threaded"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running `ip netns exec ... sh` to write sysfs")?;
+    ensure!(
+        out.status.success(),
+        "turning on threaded NAPI for {dev} in {}: {} (the device needs NAPI: GRO on or an \
+         XDP program)",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let new: Vec<NapiThread> = napi_threads(dev)
+        .into_iter()
+        .filter(|t| !before.contains(t))
+        .map(|(pid, name)| NapiThread { pid, name })
+        .collect();
+    ensure!(
+        !new.is_empty(),
+        "threaded NAPI is on for {dev} in {} but no napi/{dev}-* kernel thread appeared \
+         (threaded NAPI needs Linux 5.12+)",
+        ns.name()
+    );
+    Ok(new)
+}
+
+/// Pins task `pid` (0: the calling thread) to one CPU.
+pub fn pin_task_to_cpu(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).context("CPU index out of range")?;
+    let pid = i32::try_from(pid).context("task id out of range")?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set)
+        .with_context(|| format!("pinning task {pid} to CPU {cpu}"))
+}
+
+/// The calling thread's CPU affinity, put back when dropped.
+#[must_use = "the affinity is restored when this is dropped"]
+pub struct RestoreAffinity(nix::sched::CpuSet);
+
+impl Drop for RestoreAffinity {
+    fn drop(&mut self) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.0);
+    }
+}
+
+/// Pins the calling thread to the first CPU of `cpus` that exists here (measurements that
+/// must not migrate) until the returned guard is dropped.
+pub fn pin_thread(cpus: &[usize]) -> anyhow::Result<RestoreAffinity> {
+    let saved = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .context("reading the CPU affinity")?;
+    let restore = RestoreAffinity(saved);
+    let mut last = None;
+    for &cpu in cpus {
+        match pin_task_to_cpu(0, cpu) {
+            Ok(()) => return Ok(restore),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no CPU to pin to")))
+}
+
+/// The CPUs this process may run on (the report's machine table shows the same count).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The kernel's softirq threads (`ksoftirqd/<cpu>`), which take over softirq work that
