@@ -19,8 +19,8 @@ Usage: cargo xtask <command> [-- <arguments>]
 Commands:
   setup   Install everything the project needs (Debian packages, rust-src on the nightly,
           bpf-linker 0.13.0 built against LLVM 22). Idempotent: an installed machine takes seconds.
-  test    setup, then cargo fmt --check, cargo clippy -D warnings and cargo test --workspace,
-          privileged tests included (needs root). Arguments after `--` go to `cargo test`, e.g.
+  test    setup, then cargo fmt --check, cargo clippy -D warnings (on the host, and on the BPF
+          target for the eBPF crate) and cargo test --workspace, privileged tests included (needs root). Arguments after `--` go to `cargo test`, e.g.
           `cargo xtask test -- -p ricochet-testbed -- --nocapture`.
   demo    setup, build the `ricochet` binary, then run the demo in network namespaces (needs
           root). Arguments after `--` go to the demo.
@@ -121,7 +121,7 @@ fn test(extra: &[String]) -> Result<(), Failure> {
     require_root("`cargo xtask test` (the privileged end-to-end tests)")?;
     let root = workspace_root();
     let start = Instant::now();
-    const TOTAL: usize = 4;
+    const TOTAL: usize = 5;
 
     step(1, TOTAL, "setup", setup::setup)?;
     step(2, TOTAL, "cargo fmt --all --check", || {
@@ -143,6 +143,14 @@ fn test(extra: &[String]) -> Result<(), Failure> {
             ]))
         },
     )?;
+    let bpf_target_dir = target_dir(root)?.join("bpf-clippy");
+    let mut bpf_clippy = bpf_clippy_command(root, &bpf_target_dir);
+    step(
+        4,
+        TOTAL,
+        "cargo +nightly clippy -p ricochet-ebpf --target bpfel-unknown-none -- -D warnings",
+        || run(&mut bpf_clippy),
+    )?;
 
     // `--workspace` conflicts with an explicit package selection passed through.
     let selects_package = extra
@@ -154,7 +162,7 @@ fn test(extra: &[String]) -> Result<(), Failure> {
         args.push("--workspace".to_owned());
     }
     args.extend(extra.iter().cloned());
-    step(4, TOTAL, &format!("cargo {}", args.join(" ")), || {
+    step(5, TOTAL, &format!("cargo {}", args.join(" ")), || {
         run(cargo(root).args(&args))
     })?;
 
@@ -163,6 +171,41 @@ fn test(extra: &[String]) -> Result<(), Failure> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Clippy on the eBPF crate as the kernel build compiles it (crates/bpf/build.rs through
+/// aya-build): the nightly, `-Z build-std=core`, target bpfel-unknown-none, release, with
+/// the `bpf_target_arch` cfg aya-build sets. The host clippy sees the library but not the
+/// `cfg(target_arch = "bpf")` entry points; this sees both. Its own target directory keeps
+/// the host build's cache intact.
+fn bpf_clippy_command(root: &Path, target_dir: &Path) -> std::process::Command {
+    let mut command = cargo(root);
+    command
+        .arg(format!("+{}", setup::NIGHTLY))
+        .args([
+            "clippy",
+            "--package",
+            "ricochet-ebpf",
+            "-Z",
+            "build-std=core",
+            "--lib",
+            "--bins",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .args(["--", "-D", "warnings"])
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+        );
+    // As aya-build does: a RUSTC inherited from the outer cargo would pin the stable compiler.
+    for key in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER"] {
+        command.env_remove(key);
+    }
+    command
 }
 
 fn demo(extra: &[String]) -> Result<(), Failure> {
@@ -284,6 +327,27 @@ fn target_dir(root: &Path) -> Result<PathBuf, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bpf_clippy_checks_the_kernel_build_of_the_ebpf_crate() {
+        let c = bpf_clippy_command(Path::new("/r"), Path::new("/t/bpf-clippy"));
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[0], "+nightly", "{args:?}");
+        let joined = args.join(" ");
+        for needle in [
+            "clippy --package ricochet-ebpf -Z build-std=core --lib --bins --release",
+            "--target bpfel-unknown-none --target-dir /t/bpf-clippy -- -D warnings",
+        ] {
+            assert!(joined.contains(needle), "{joined}");
+        }
+        let envs: Vec<_> = c.get_envs().collect();
+        assert!(envs.iter().any(|(k, v)| *k == "RUSTC" && v.is_none()));
+        assert!(envs.iter().any(|(k, v)| *k == "CARGO_ENCODED_RUSTFLAGS"
+            && v.is_some_and(|v| v.to_string_lossy().starts_with("--cfg=bpf_target_arch=\""))));
+    }
 
     fn strings(args: &[&str]) -> Vec<String> {
         args.iter().map(|a| a.to_string()).collect()

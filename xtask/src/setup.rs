@@ -33,7 +33,7 @@ const PACKAGES: &[&str] = &[
 const LLVM_MAJOR: u32 = 22;
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const NIGHTLY: &str = "nightly";
+pub(crate) const NIGHTLY: &str = "nightly";
 
 const STEPS: usize = 5;
 

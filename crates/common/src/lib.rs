@@ -102,9 +102,32 @@ pub mod limits {
     pub const OUTER_TTL: u8 = 64;
 }
 
-macro_rules! assert_size {
-    ($t:ty, $n:expr) => {
-        const _: () = assert!(core::mem::size_of::<$t>() == $n);
+/// Size of the field `f` points at; lets [`assert_layout!`] sum field sizes in a const.
+#[doc(hidden)]
+pub const fn field_size<T, F>(_f: fn(&T) -> &F) -> usize {
+    core::mem::size_of::<F>()
+}
+
+/// Asserts at compile time that the struct `$t` has exactly the fields listed (a
+/// destructuring pattern without `..`: a field added later must be listed), that their
+/// sizes add up to the struct's size (no hidden padding: the kernel hashes and copies
+/// every byte, and userspace's `aya::Pod` impls rely on it) and that the size is `$n`.
+#[macro_export]
+macro_rules! assert_layout {
+    ($t:ident { $($f:ident),+ $(,)? }, $n:expr) => {
+        const _: () = {
+            #[allow(dead_code)]
+            fn every_field_listed(v: &$t) {
+                let $t { $($f: _),+ } = *v;
+            }
+            let mut sum = 0;
+            $(sum += $crate::field_size(|v: &$t| &v.$f);)+
+            assert!(
+                sum == core::mem::size_of::<$t>(),
+                concat!(stringify!($t), " has hidden padding")
+            );
+            assert!(core::mem::size_of::<$t>() == $n);
+        };
     };
 }
 
@@ -115,9 +138,34 @@ pub struct VipKey {
     /// IPv4 addresses occupy the first four bytes; the rest is zero.
     pub addr: [u8; 16],
     pub family: u8,
-    pub _pad: [u8; 3],
+    /// Zero. Two scalars rather than `[u8; 3]`: the kernel builds the key with plain
+    /// stores, where a 3-byte array of zeros costs a call to a byte-loop `memset`.
+    pub _pad: u8,
+    pub _pad2: u16,
 }
-assert_size!(VipKey, 20);
+assert_layout!(
+    VipKey {
+        addr,
+        family,
+        _pad,
+        _pad2
+    },
+    20
+);
+
+impl VipKey {
+    /// The key of `addr` (16-byte form: IPv4 in the first four bytes, zeros after) with
+    /// family tag `family`; the padding is zero. Callable by the kernel programs.
+    #[inline(always)]
+    pub const fn from_raw(addr: [u8; 16], family: u8) -> Self {
+        VipKey {
+            addr,
+            family,
+            _pad: 0,
+            _pad2: 0,
+        }
+    }
+}
 
 /// Value of `VIPS`.
 #[repr(C)]
@@ -126,7 +174,7 @@ pub struct VipValue {
     /// `VIP_*` bits.
     pub flags: u32,
 }
-assert_size!(VipValue, 4);
+assert_layout!(VipValue { flags }, 4);
 
 /// The VIP has a TCP service covering every port (port 0 entry in `SERVICES`).
 pub const VIP_TCP_ALL_PORTS: u32 = 1 << 0;
@@ -143,7 +191,29 @@ pub struct ServiceKey {
     pub proto: u8,
     pub family: u8,
 }
-assert_size!(ServiceKey, 20);
+assert_layout!(
+    ServiceKey {
+        addr,
+        port,
+        proto,
+        family
+    },
+    20
+);
+
+impl ServiceKey {
+    /// The key of (VIP `addr` in 16-byte form, `proto`, big-endian `port`); port 0 is
+    /// the every-port entry. Callable by the kernel programs.
+    #[inline(always)]
+    pub const fn from_raw(addr: [u8; 16], port: [u8; 2], proto: u8, family: u8) -> Self {
+        ServiceKey {
+            addr,
+            port,
+            proto,
+            family,
+        }
+    }
+}
 
 /// Value of `SERVICES`. Replaced whole (hash-map updates are atomic for readers), which
 /// is how a service switches to a new Maglev table in one step.
@@ -159,7 +229,15 @@ pub struct ServiceValue {
     /// `SERVICE_*` bits.
     pub flags: u32,
 }
-assert_size!(ServiceValue, 16);
+assert_layout!(
+    ServiceValue {
+        service_id,
+        table_offset,
+        table_size,
+        flags
+    },
+    16
+);
 
 /// Hash on source IP and source port (Avi's "consistent hash with source IP and
 /// port"); without it, on source IP only.
@@ -177,7 +255,42 @@ pub struct FlowKey {
     pub family: u8,
     pub _pad: [u8; 2],
 }
-assert_size!(FlowKey, 40);
+assert_layout!(
+    FlowKey {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+        family,
+        _pad
+    },
+    40
+);
+
+impl FlowKey {
+    /// The key of a five-tuple as received (addresses in 16-byte form, ports big
+    /// endian); the padding is zero. Callable by the kernel programs.
+    #[inline(always)]
+    pub const fn from_raw(
+        src: [u8; 16],
+        dst: [u8; 16],
+        sport: [u8; 2],
+        dport: [u8; 2],
+        proto: u8,
+        family: u8,
+    ) -> Self {
+        FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+}
 
 /// Value of `FLOWS`: the server chosen for the flow.
 #[repr(C)]
@@ -188,7 +301,13 @@ pub struct FlowValue {
     /// new generation, so flows of the old server are re-hashed instead of misdelivered.
     pub generation: u32,
 }
-assert_size!(FlowValue, 8);
+assert_layout!(
+    FlowValue {
+        server_id,
+        generation
+    },
+    8
+);
 
 /// Server slot state in `SERVERS`.
 pub const SERVER_FREE: u8 = 0;
@@ -216,7 +335,18 @@ pub struct ServerValue {
     pub pool_tag: u32,
     pub _reserved: u32,
 }
-assert_size!(ServerValue, 32);
+assert_layout!(
+    ServerValue {
+        addr,
+        family,
+        state,
+        _pad,
+        generation,
+        pool_tag,
+        _reserved
+    },
+    32
+);
 
 /// Value of `NEXT_HOPS` (per CPU, indexed by server id): the next hop that
 /// `bpf_fib_lookup` resolved for the server, reused while it is younger than
@@ -238,9 +368,23 @@ pub struct NextHop {
     pub mtu: u16,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
-    pub _pad: [u8; 4],
+    /// Zero; makes the 8-byte alignment of `stamp` explicit (no hidden tail bytes).
+    pub _pad: [u8; 6],
 }
-assert_size!(NextHop, 56);
+assert_layout!(
+    NextHop {
+        stamp,
+        addr,
+        generation,
+        in_ifindex,
+        ifindex,
+        mtu,
+        smac,
+        dmac,
+        _pad
+    },
+    56
+);
 
 /// Lifetime of a `NEXT_HOPS` entry, in jiffies: 1 s at HZ=250 (Debian's default),
 /// 0.83 s at HZ=300, 0.25 s at HZ=1000, 2.5 s at HZ=100. A route, MTU or neighbour
@@ -255,7 +399,14 @@ pub struct Counters {
     pub bytes: u64,
     pub new_flows: u64,
 }
-assert_size!(Counters, 24);
+assert_layout!(
+    Counters {
+        packets,
+        bytes,
+        new_flows
+    },
+    24
+);
 
 /// Engine-wide settings, entry 0 of `SETTINGS`.
 #[repr(C)]
@@ -272,7 +423,16 @@ pub struct Settings {
     pub flags: u32,
     pub _reserved: u32,
 }
-assert_size!(Settings, 32);
+assert_layout!(
+    Settings {
+        source_v4,
+        source_v6,
+        hash_seed,
+        flags,
+        _reserved
+    },
+    32
+);
 
 /// `source_v4` is set.
 pub const SETTINGS_HAVE_V4: u32 = 1 << 0;
@@ -399,11 +559,7 @@ mod user {
     impl VipKey {
         pub fn new(ip: IpAddr) -> Self {
             let (addr, family) = addr_bytes(ip);
-            VipKey {
-                addr,
-                family,
-                _pad: [0; 3],
-            }
+            VipKey::from_raw(addr, family)
         }
         pub fn ip(&self) -> Option<IpAddr> {
             addr_from_bytes(self.addr, self.family)
@@ -461,3 +617,77 @@ mod user {
 }
 #[cfg(feature = "user")]
 pub use user::{addr_bytes, addr_from_bytes};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_counted<T: Copy + PartialEq + core::fmt::Debug>(
+        all: &[T],
+        index: impl Fn(T) -> u32,
+        name: impl Fn(T) -> &'static str,
+        from_index: impl Fn(u32) -> Option<T>,
+    ) {
+        for (i, v) in all.iter().enumerate() {
+            assert_eq!(index(*v), i as u32, "{v:?} is at its index in ALL");
+            assert_eq!(from_index(i as u32), Some(*v));
+            let n = name(*v);
+            assert!(
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()),
+                "{n}"
+            );
+            for w in &all[..i] {
+                assert_ne!(name(*w), n, "names are unique");
+            }
+        }
+        assert_eq!(from_index(all.len() as u32), None);
+    }
+
+    #[test]
+    fn counted_enums_list_every_variant_in_index_order() {
+        assert_eq!(Reason::COUNT as usize, Reason::ALL.len());
+        check_counted(&Reason::ALL, |r| r as u32, Reason::name, Reason::from_index);
+        check_counted(
+            &DecapReason::ALL,
+            |r| r as u32,
+            DecapReason::name,
+            DecapReason::from_index,
+        );
+        check_counted(&Event::ALL, |r| r as u32, Event::name, Event::from_index);
+        check_counted(
+            &probe::ProbeReason::ALL,
+            |r| r as u32,
+            probe::ProbeReason::name,
+            probe::ProbeReason::from_index,
+        );
+        // Names are an interface (status, metrics): a few pinned.
+        assert_eq!(Reason::Forwarded.name(), "forwarded");
+        assert_eq!(Reason::DropIcmp.name(), "drop_icmp_to_vip");
+        assert_eq!(
+            Reason::ALL[Reason::COUNT as usize - 1],
+            Reason::DropAdjustFailed
+        );
+    }
+
+    #[test]
+    fn key_constructors_zero_the_padding() {
+        let k = VipKey::from_raw([7; 16], FAMILY_V6);
+        assert_eq!(
+            (k.addr, k.family, k._pad, k._pad2),
+            ([7; 16], FAMILY_V6, 0, 0)
+        );
+        let f = FlowKey::from_raw([1; 16], [2; 16], [3, 4], [5, 6], PROTO_UDP, FAMILY_V4);
+        assert_eq!(f._pad, [0; 2]);
+        assert_eq!(
+            (f.sport, f.dport, f.proto, f.family),
+            ([3, 4], [5, 6], 17, 4)
+        );
+        let s = ServiceKey::from_raw([9; 16], [0, 80], PROTO_TCP, FAMILY_V4);
+        assert_eq!(
+            (s.addr, s.port, s.proto, s.family),
+            ([9; 16], [0, 80], 6, 4)
+        );
+    }
+}

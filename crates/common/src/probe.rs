@@ -25,7 +25,15 @@ pub struct ProbeTarget {
     pub family: u8,
     pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<ProbeTarget>() == 36);
+crate::assert_layout!(
+    ProbeTarget {
+        server,
+        source,
+        family,
+        _pad
+    },
+    36
+);
 
 crate::counted_enum! {
     /// Why the probe encapsulator passed, encapsulated or dropped a packet; indexes

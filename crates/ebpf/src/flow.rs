@@ -7,7 +7,7 @@ use ricochet_common::{
     SERVICE_HASH_SRC_PORT,
 };
 
-use crate::{parse::Parsed, service::tail_word};
+use crate::parse::Parsed;
 
 /// `FLOWS` rejected an insert (the kernel's error number, negative).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,25 +37,7 @@ pub struct Pick {
 /// The packet's `FLOWS` key.
 #[inline(always)]
 pub fn flow_key(p: &Parsed) -> FlowKey {
-    #[repr(C)]
-    struct Words {
-        src: [u8; 16],
-        dst: [u8; 16],
-        sport: [u8; 2],
-        dport: [u8; 2],
-        proto_family_pad: u32,
-    }
-    // SAFETY: `Words` has `FlowKey`'s size and byte layout (the padding is zero);
-    // any byte pattern is a valid `FlowKey`.
-    unsafe {
-        core::mem::transmute(Words {
-            src: p.src,
-            dst: p.dst,
-            sport: p.sport,
-            dport: p.dport,
-            proto_family_pad: tail_word(p.proto, p.family),
-        })
-    }
+    FlowKey::from_raw(p.src, p.dst, p.sport, p.dport, p.proto, p.family)
 }
 
 /// The server of this packet's flow: the one recorded in `FLOWS` while it still

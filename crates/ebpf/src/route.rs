@@ -129,7 +129,7 @@ pub fn route(
                         mtu: fib.tot_len_mtu,
                         smac: fib.smac,
                         dmac: fib.dmac,
-                        _pad: [0; 4],
+                        _pad: [0; 6],
                     }
                 };
             }

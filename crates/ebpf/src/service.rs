@@ -17,39 +17,14 @@ pub trait Lookup {
 /// The `VIP_*` flags of `addr` (16-byte map form) if it is a VIP of `family`.
 #[inline(always)]
 pub fn vip_flags(maps: &impl Lookup, addr: [u8; 16], family: u8) -> Option<u32> {
-    #[repr(C)]
-    struct Words {
-        addr: [u8; 16],
-        family_pad: u32,
-    }
-    // SAFETY: `Words` has `VipKey`'s size and byte layout (address, then family and
-    // three zero bytes); any byte pattern is a valid `VipKey`. Built from words: a
-    // struct literal with a `[0; 3]` field costs byte stores in BPF.
-    let key: VipKey = unsafe {
-        core::mem::transmute(Words {
-            addr,
-            family_pad: tail_word(family, 0),
-        })
-    };
-    maps.vip_flags(&key)
-}
-
-/// Fields of a key followed by zero padding, written as one word.
-#[inline(always)]
-pub(crate) fn tail_word(a: u8, b: u8) -> u32 {
-    u32::from_le_bytes([a, b, 0, 0])
+    maps.vip_flags(&VipKey::from_raw(addr, family))
 }
 
 /// The service of a parsed packet: its (VIP, protocol, port) entry, else the VIP's
 /// every-port entry of the protocol if the VIP has one.
 #[inline(always)]
 pub fn find_service(maps: &impl Lookup, p: &Parsed) -> Option<ServiceValue> {
-    let mut key = ServiceKey {
-        addr: p.dst,
-        port: p.dport,
-        proto: p.proto,
-        family: p.family,
-    };
+    let mut key = ServiceKey::from_raw(p.dst, p.dport, p.proto, p.family);
     if let Some(v) = maps.service(&key) {
         return Some(v);
     }

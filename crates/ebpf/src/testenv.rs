@@ -63,14 +63,8 @@ impl TestEnv {
         } else {
             FAMILY_V6
         };
-        self.vips.insert(
-            VipKey {
-                addr: addr16(addr),
-                family,
-                _pad: [0; 3],
-            },
-            flags,
-        );
+        self.vips
+            .insert(VipKey::from_raw(addr16(addr), family), flags);
     }
     pub fn add_service(&mut self, addr: &[u8], proto: u8, port: u16, value: ServiceValue) {
         let family = if addr.len() == 4 {

@@ -43,17 +43,13 @@ mod prog {
 
     #[inline(always)]
     fn is_vip(addr: [u8; 16], family: u8) -> bool {
-        let key = VipKey {
-            addr,
-            family,
-            _pad: [0; 3],
-        };
+        let key = VipKey::from_raw(addr, family);
         // SAFETY: only presence is read.
-        unsafe { DECAP_VIPS.get(&key) }.is_some()
+        unsafe { DECAP_VIPS.get(key) }.is_some()
     }
 
-    const OK: i32 = TC_ACT_OK as i32;
-    const SHOT: i32 = TC_ACT_SHOT as i32;
+    const OK: i32 = TC_ACT_OK;
+    const SHOT: i32 = TC_ACT_SHOT;
 
     #[inline(always)]
     fn process(ctx: &TcContext) -> (i32, DecapReason) {

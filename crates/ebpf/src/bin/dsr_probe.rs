@@ -49,8 +49,8 @@ mod prog {
 
     /// bpf_skb_adjust_room mode: grow right after the MAC header.
     const BPF_ADJ_ROOM_MAC: u32 = 1;
-    const OK: i32 = TC_ACT_OK as i32;
-    const SHOT: i32 = TC_ACT_SHOT as i32;
+    const OK: i32 = TC_ACT_OK;
+    const SHOT: i32 = TC_ACT_SHOT;
 
     #[classifier]
     pub fn ricochet_dsr_probe(ctx: TcContext) -> i32 {
@@ -70,7 +70,7 @@ mod prog {
             return (OK, ProbeReason::PassUnmarked);
         }
         // SAFETY: the value is copied out at once.
-        let Some(target) = (unsafe { PROBE_TARGETS.get(&mark) }).copied() else {
+        let Some(target) = (unsafe { PROBE_TARGETS.get(mark) }).copied() else {
             return (OK, ProbeReason::PassUnmarked);
         };
         let Ok(ether_type) = ctx.load::<[u8; 2]>(12) else {
