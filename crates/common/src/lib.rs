@@ -78,6 +78,8 @@ pub mod maps {
     pub const NEXT_HOPS: &str = "NEXT_HOPS";
     /// Per-CPU counters of [`crate::Event`]s.
     pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU token buckets of the ICMP "too big" errors ([`crate::TokenBucket`]).
+    pub const ICMP_BUCKETS: &str = "ICMP_BUCKETS";
     /// Decapsulation object: VIPs the server accepts inside IP-in-IP.
     pub const DECAP_VIPS: &str = "DECAP_VIPS";
     pub const DECAP_STATS: &str = "DECAP_STATS";
@@ -100,6 +102,13 @@ pub mod limits {
     pub const MAX_DECAP_VIPS: u32 = 1024;
     /// Outer TTL / hop limit of encapsulated packets.
     pub const OUTER_TTL: u8 = 64;
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" errors each CPU sends per
+    /// second at most, on average (a token bucket, RFC 4443 2.4(f)); the same budget as
+    /// Linux's default `net.ipv4.icmp_msgs_per_sec`, but per CPU.
+    pub const ICMP_TOO_BIG_PER_SEC: u64 = 1000;
+    /// Errors a CPU may send back to back after a quiet period (the bucket's depth), as
+    /// Linux's default `net.ipv4.icmp_msgs_burst`.
+    pub const ICMP_TOO_BIG_BURST: u64 = 50;
 }
 
 /// Size of the field `f` points at; lets [`assert_layout!`] sum field sizes in a const.
@@ -391,6 +400,56 @@ assert_layout!(
 /// (MAC) change reaches packets of servers already cached within that time.
 pub const NEXT_HOP_MAX_AGE_JIFFIES: u64 = 250;
 
+/// Value of `ICMP_BUCKETS` (per CPU, one entry): the budget of ICMP "too big" errors,
+/// a token bucket kept in nanoseconds of credit. Each error costs
+/// `1e9 / ICMP_TOO_BIG_PER_SEC` ns; credit accrues with time since `stamp_ns` up to
+/// `ICMP_TOO_BIG_BURST` errors' worth. A zeroed entry (a fresh map) is a full bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last update; a stamp ahead of the
+    /// clock accrues nothing until the clock passes it.
+    pub stamp_ns: u64,
+    /// Unspent credit, ns.
+    pub credit_ns: u64,
+}
+assert_layout!(
+    TokenBucket {
+        stamp_ns,
+        credit_ns
+    },
+    16
+);
+
+impl TokenBucket {
+    /// Credit one ICMP error costs, ns.
+    pub const COST_NS: u64 = 1_000_000_000 / limits::ICMP_TOO_BIG_PER_SEC;
+    /// The bucket's depth, ns.
+    pub const DEPTH_NS: u64 = Self::COST_NS * limits::ICMP_TOO_BIG_BURST;
+
+    /// Accrues credit up to `now_ns` and spends one error's worth if there is enough:
+    /// true when the error may be sent.
+    #[inline(always)]
+    pub fn take(&mut self, now_ns: u64) -> bool {
+        let elapsed = now_ns.saturating_sub(self.stamp_ns);
+        let credit = self.credit_ns.saturating_add(elapsed);
+        let credit = if credit > Self::DEPTH_NS {
+            Self::DEPTH_NS
+        } else {
+            credit
+        };
+        if now_ns > self.stamp_ns {
+            self.stamp_ns = now_ns;
+        }
+        if credit < Self::COST_NS {
+            self.credit_ns = credit;
+            return false;
+        }
+        self.credit_ns = credit - Self::COST_NS;
+        true
+    }
+}
+
 /// Packet, byte and new-flow counters (per CPU, per service or per server).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -488,6 +547,19 @@ counted_enum! {
         DropNoNeighbour => "drop_no_neighbour",
         /// bpf_xdp_adjust_head/tail failed: dropped.
         DropAdjustFailed => "drop_adjust_failed",
+        /// Like `IcmpTooBig`, but this CPU's budget of "too big" errors is spent
+        /// (RFC 4443 2.4(f)): dropped without an answer. See
+        /// [`limits::ICMP_TOO_BIG_PER_SEC`].
+        DropTooBigRateLimited => "drop_too_big_rate_limited",
+        /// Like `IcmpTooBig`, but the source is a multicast address (224.0.0.0/4,
+        /// ff00::/8): dropped without an answer (RFC 1122 3.2.2, RFC 4443 2.4(e)).
+        DropTooBigMulticastSource => "drop_too_big_multicast_source",
+        /// Like `IcmpTooBig`, but the source is the IPv4 limited broadcast
+        /// 255.255.255.255: dropped without an answer.
+        DropTooBigBroadcastSource => "drop_too_big_broadcast_source",
+        /// Like `IcmpTooBig`, but the source is unspecified (0.0.0.0, ::): dropped
+        /// without an answer.
+        DropTooBigUnspecifiedSource => "drop_too_big_unspecified_source",
     }
 }
 
@@ -534,6 +606,7 @@ mod user {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for NextHop {}
+    unsafe impl aya::Pod for TokenBucket {}
 
     /// (16-byte address, family tag) of an IP address.
     pub fn addr_bytes(ip: IpAddr) -> ([u8; 16], u8) {
@@ -665,10 +738,36 @@ mod tests {
         // Names are an interface (status, metrics): a few pinned.
         assert_eq!(Reason::Forwarded.name(), "forwarded");
         assert_eq!(Reason::DropIcmp.name(), "drop_icmp_to_vip");
-        assert_eq!(
-            Reason::ALL[Reason::COUNT as usize - 1],
-            Reason::DropAdjustFailed
-        );
+        // Indices are kept across versions: new reasons are appended.
+        assert_eq!(Reason::from_index(19), Some(Reason::DropAdjustFailed));
+    }
+
+    #[test]
+    fn token_bucket_spends_and_refills() {
+        let cost = TokenBucket::COST_NS;
+        assert_eq!(cost, 1_000_000, "1000 per second");
+        // A fresh (zeroed) bucket at any realistic clock is full: a burst, then none.
+        let mut b = TokenBucket::default();
+        let t = 5_000_000_000;
+        for i in 0..limits::ICMP_TOO_BIG_BURST {
+            assert!(b.take(t), "error {i} of the burst");
+        }
+        assert!(!b.take(t), "burst spent");
+        assert!(!b.take(t + cost - 1), "not yet a whole error's worth");
+        assert!(b.take(t + cost), "one refilled");
+        assert!(!b.take(t + cost));
+        // Refill is capped at the depth, however long the pause.
+        let later = t + 1000 * cost;
+        let sent = (0..1000).take_while(|_| b.take(later)).count();
+        assert_eq!(sent as u64, limits::ICMP_TOO_BIG_BURST);
+        // A stamp ahead of the clock accrues nothing and is kept.
+        let mut b = TokenBucket {
+            stamp_ns: u64::MAX,
+            credit_ns: 2 * cost,
+        };
+        assert!(b.take(t) && b.take(t));
+        assert!(!b.take(t));
+        assert_eq!(b.stamp_ns, u64::MAX);
     }
 
     #[test]

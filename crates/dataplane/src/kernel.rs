@@ -23,7 +23,7 @@ use aya::{
 };
 use ricochet_common::{
     maps, Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue,
-    Settings, VipKey, VipValue,
+    Settings, TokenBucket, VipKey, VipValue,
 };
 use tracing::{info, warn};
 
@@ -85,6 +85,7 @@ pub struct KernelDataplane {
     srv_stats: PerCpuArray<MapData, Counters>,
     reasons: PerCpuArray<MapData, u64>,
     events: PerCpuArray<MapData, u64>,
+    icmp_buckets: PerCpuArray<MapData, TokenBucket>,
 }
 
 const ALL_MAPS: [&str; 11] = [
@@ -240,6 +241,7 @@ impl KernelDataplane {
             srv_stats: take(&mut ebpf, maps::SERVER_STATS)?,
             reasons: take(&mut ebpf, maps::REASONS)?,
             events: take(&mut ebpf, maps::EVENTS)?,
+            icmp_buckets: take(&mut ebpf, maps::ICMP_BUCKETS)?,
             ebpf,
             caps,
             pin_dir: opts.pin_dir.clone(),
@@ -393,6 +395,28 @@ impl KernelDataplane {
     /// recorded it).
     pub fn remove_flow(&mut self, key: &FlowKey) -> anyhow::Result<()> {
         self.flows.remove(key).context("removing from FLOWS")
+    }
+
+    /// Every CPU's budget of ICMP "too big" errors (`ICMP_BUCKETS`), in CPU order.
+    /// Not pinned: a new program starts with full buckets. For tests and diagnostics.
+    pub fn icmp_buckets(&self) -> anyhow::Result<Vec<TokenBucket>> {
+        let v = self
+            .icmp_buckets
+            .get(&0, 0)
+            .context("reading ICMP_BUCKETS")?;
+        Ok(v.iter().copied().collect())
+    }
+
+    /// Sets every CPU's ICMP budget to `bucket`. For tests: the program keeps it.
+    pub fn set_icmp_buckets(&mut self, bucket: &TokenBucket) -> anyhow::Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| e)
+            .context("counting possible CPUs")?;
+        let values = aya::maps::PerCpuValues::try_from(vec![*bucket; cpus])
+            .context("building per-CPU ICMP_BUCKETS values")?;
+        self.icmp_buckets
+            .set(0, values, 0)
+            .context("writing ICMP_BUCKETS")
     }
 }
 

@@ -24,9 +24,9 @@ use std::{
 
 use etherparse::{EtherType, IpNumber};
 use ricochet_common::{
-    FlowKey, FlowValue, Reason, ServerValue, ServiceValue, Settings, VipKey, VipValue, PROTO_TCP,
-    SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4, SETTINGS_HAVE_V6,
-    VIP_TCP_ALL_PORTS,
+    limits, FlowKey, FlowValue, Reason, ServerValue, ServiceValue, Settings, TokenBucket, VipKey,
+    VipValue, PROTO_TCP, SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4,
+    SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
 };
 use ricochet_dataplane::Dataplane;
 use support::{
@@ -1106,6 +1106,166 @@ fn ipv6_too_big_is_answered_with_packet_too_big() {
             icmp6_packet_too_big(FROM_CLIENT, &inner, LB_MTU - 40),
             Reason::IcmpTooBig,
         ));
+    });
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which stamps the buckets.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain syscall writing into `ts`.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Every CPU's ICMP budget set to `credit_ns`, stamped ahead of the clock so that no
+/// credit accrues while the test runs (the program keeps a stamp from the future).
+fn frozen_budget(lab: &mut Lab, credit_ns: u64) {
+    lab.dp
+        .set_icmp_buckets(&TokenBucket {
+            stamp_ns: u64::MAX,
+            credit_ns,
+        })
+        .unwrap();
+}
+
+fn too_big4_fixture(what: &str) -> Fixture {
+    let inner = sized4(LB_MTU as usize, true);
+    Fixture::tx(
+        what,
+        FROM_CLIENT.ipv4(&inner),
+        icmp4_frag_needed(FROM_CLIENT, &inner, LB_MTU as u16 - 20),
+        Reason::IcmpTooBig,
+    )
+}
+
+fn rate_limited4(what: &str) -> Fixture {
+    Fixture::drop(
+        what,
+        FROM_CLIENT.ipv4(&sized4(LB_MTU as usize, true)),
+        Reason::DropTooBigRateLimited,
+    )
+}
+
+#[test]
+fn too_big_errors_exhaust_the_per_cpu_budget_then_refill() {
+    with_lab(|lab| {
+        // A new program starts with zeroed buckets, which count as full.
+        assert!(lab
+            .dp
+            .icmp_buckets()
+            .unwrap()
+            .iter()
+            .all(|b| *b == TokenBucket::default()));
+        lab.check(&too_big4_fixture("first error of a fresh program"));
+        assert!(
+            lab.dp
+                .icmp_buckets()
+                .unwrap()
+                .iter()
+                .any(|b| b.stamp_ns > 0
+                    && b.credit_ns == TokenBucket::DEPTH_NS - TokenBucket::COST_NS),
+            "the CPU that ran it holds a full bucket less one error: {:?}",
+            lab.dp.icmp_buckets().unwrap()
+        );
+
+        // A full bucket that cannot refill: exactly the documented burst, then drops.
+        frozen_budget(lab, TokenBucket::DEPTH_NS);
+        for i in 0..limits::ICMP_TOO_BIG_BURST {
+            lab.check(&too_big4_fixture(&format!("error {i} of the burst")));
+        }
+        lab.check(&rate_limited4("burst spent"));
+        lab.check(&rate_limited4("still spent"));
+        // Other packets are not affected.
+        lab.check(&http4_syn(
+            "a SYN that fits",
+            HTTP4.pick(CLIENT4.into(), CLIENT_PORT),
+        ));
+
+        // Time refills it: three errors' worth elapsed since the stamp.
+        lab.dp
+            .set_icmp_buckets(&TokenBucket {
+                stamp_ns: monotonic_ns() - 3 * TokenBucket::COST_NS,
+                credit_ns: 0,
+            })
+            .unwrap();
+        lab.check(&too_big4_fixture("after the refill"));
+        frozen_budget(lab, 0);
+        lab.check(&rate_limited4("empty again"));
+        let inner = sized6(LB_MTU as usize);
+        lab.check(&Fixture::drop(
+            "IPv6 shares the budget",
+            FROM_CLIENT.ipv6(&inner),
+            Reason::DropTooBigRateLimited,
+        ));
+    });
+}
+
+#[test]
+fn too_big_errors_never_go_to_multicast_broadcast_or_unspecified_sources() {
+    with_lab(|lab| {
+        // One error's worth: none of the refused sources may spend it.
+        frozen_budget(lab, TokenBucket::COST_NS);
+        let v4 = |src: Ipv4Addr| {
+            let payload = vec![0x5a; LB_MTU as usize - 40];
+            let opts = V4Opts {
+                dont_fragment: Some(true),
+                ..Default::default()
+            };
+            FROM_CLIENT.ipv4(&tcp4_with(
+                src,
+                CLIENT_PORT,
+                VIP4,
+                80,
+                false,
+                &payload,
+                opts,
+            ))
+        };
+        let v6 = |src: Ipv6Addr| {
+            FROM_CLIENT.ipv6(&tcp6(src, CLIENT_PORT, VIP6, 80, false, &vec![0x5a; 1440]))
+        };
+        lab.check_all(&[
+            Fixture::drop(
+                "IPv4 from 0.0.0.0",
+                v4(Ipv4Addr::UNSPECIFIED),
+                Reason::DropTooBigUnspecifiedSource,
+            ),
+            Fixture::drop(
+                "IPv4 from 255.255.255.255",
+                v4(Ipv4Addr::BROADCAST),
+                Reason::DropTooBigBroadcastSource,
+            ),
+            Fixture::drop(
+                "IPv4 from 224.0.0.251",
+                v4(Ipv4Addr::new(224, 0, 0, 251)),
+                Reason::DropTooBigMulticastSource,
+            ),
+            Fixture::drop(
+                "IPv4 from 239.255.255.250",
+                v4(Ipv4Addr::new(239, 255, 255, 250)),
+                Reason::DropTooBigMulticastSource,
+            ),
+            Fixture::drop(
+                "IPv6 from ::",
+                v6(Ipv6Addr::UNSPECIFIED),
+                Reason::DropTooBigUnspecifiedSource,
+            ),
+            Fixture::drop(
+                "IPv6 from ff02::1",
+                v6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
+                Reason::DropTooBigMulticastSource,
+            ),
+        ]);
+        lab.check(&too_big4_fixture(
+            "a unicast client still gets the one error",
+        ));
+        lab.check(&rate_limited4("and it was the only one"));
     });
 }
 

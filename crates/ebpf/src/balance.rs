@@ -10,7 +10,7 @@ use ricochet_common::{Event, Reason, Settings, FAMILY_V4, SETTINGS_HAVE_V4, SETT
 use crate::{
     encap::{encap_v4, encap_v6, Random},
     flow::{self, pick_server, Table},
-    icmp,
+    icmp::{self, Limiter},
     packet::XdpPacket,
     parse::{parse, Parsed},
     route::Fib,
@@ -29,7 +29,7 @@ pub trait Stats {
 }
 
 /// Everything the pipeline reads and writes outside the packet: the maps and helpers.
-pub trait Env: Lookup + Table + Fib + Random + Stats {
+pub trait Env: Lookup + Table + Fib + Random + Stats + Limiter {
     /// Entry 0 of `SETTINGS`.
     fn settings(&self) -> Option<&Settings>;
 }
@@ -46,7 +46,7 @@ pub fn run(ctx: &impl XdpPacket, env: &impl Env) -> Result<Forward, Reason> {
     let p = unsafe { p.assume_init_ref() };
     match balance(ctx, env, p)? {
         Next::Forward { ifindex } => Ok(Forward { ifindex }),
-        Next::TooBig { mtu } => Err(icmp::too_big(ctx, p, mtu)),
+        Next::TooBig { mtu } => Err(icmp::too_big(ctx, env, p, mtu)),
     }
 }
 
@@ -91,8 +91,8 @@ mod tests {
         testenv::*,
     };
     use ricochet_common::{
-        hash::client_hash, FlowKey, NextHop, ServerValue, ServiceValue, FAMILY_V6, SERVER_ACTIVE,
-        SERVER_DRAINING, SERVER_FREE,
+        hash::client_hash, FlowKey, NextHop, ServerValue, ServiceValue, TokenBucket, FAMILY_V6,
+        SERVER_ACTIVE, SERVER_DRAINING, SERVER_FREE,
     };
     use std::{vec, vec::Vec};
 
@@ -149,6 +149,7 @@ mod tests {
         });
         e.next_hops = vec![NextHop::default(); 3].into();
         e.now = 1_000_000;
+        e.now_ns = 5_000_000_000;
         *e.fib.borrow_mut() = Some((FIB_SUCCESS, fib_out(5, 1500)));
         e
     }
@@ -389,6 +390,79 @@ mod tests {
         pseudo.extend_from_slice(icmp);
         assert_eq!(inet_sum(&pseudo), 0);
         assert_eq!(&icmp[8..], &frame[14..14 + 48]);
+    }
+
+    /// A frame of `len` bytes of IP from `src` to the IPv4 VIP, DF set.
+    fn big4_from(src: [u8; 4]) -> Vec<u8> {
+        let mut f = eth(None, ETH_P_IP);
+        f.extend_from_slice(&ipv4(src, VIP4, 6, true, &tcp(1, 80, &[0; 1400])));
+        f
+    }
+
+    #[test]
+    fn too_big_errors_are_rate_limited_per_cpu() {
+        let e = env();
+        *e.fib.borrow_mut() = Some((FIB_FRAG_NEEDED, fib_out(5, 1400)));
+        // Two errors' worth of credit, and a stamp ahead of the clock: no refill.
+        *e.bucket.borrow_mut() = TokenBucket {
+            stamp_ns: u64::MAX,
+            credit_ns: 2 * TokenBucket::COST_NS,
+        };
+        let frame = big4_from(CLIENT4);
+        assert_eq!(run_frame(&e, &frame).0, Err(Reason::IcmpTooBig));
+        assert_eq!(run_frame(&e, &frame).0, Err(Reason::IcmpTooBig));
+        let (r, out) = run_frame(&e, &frame);
+        assert_eq!(r, Err(Reason::DropTooBigRateLimited));
+        assert_eq!(out, frame, "a limited packet is dropped as it came");
+        // Time refills the bucket: one error's worth after COST_NS.
+        *e.bucket.borrow_mut() = TokenBucket {
+            stamp_ns: e.now_ns - TokenBucket::COST_NS,
+            credit_ns: 0,
+        };
+        assert_eq!(run_frame(&e, &frame).0, Err(Reason::IcmpTooBig));
+        assert_eq!(run_frame(&e, &frame).0, Err(Reason::DropTooBigRateLimited));
+    }
+
+    #[test]
+    fn too_big_errors_never_go_to_bad_sources() {
+        let e = env();
+        *e.fib.borrow_mut() = Some((FIB_FRAG_NEEDED, fib_out(5, 1400)));
+        *e.bucket.borrow_mut() = TokenBucket {
+            stamp_ns: u64::MAX,
+            credit_ns: TokenBucket::COST_NS,
+        };
+        for (src, reason) in [
+            ([0, 0, 0, 0], Reason::DropTooBigUnspecifiedSource),
+            ([255, 255, 255, 255], Reason::DropTooBigBroadcastSource),
+            ([224, 0, 0, 1], Reason::DropTooBigMulticastSource),
+            ([239, 255, 255, 250], Reason::DropTooBigMulticastSource),
+        ] {
+            let frame = big4_from(src);
+            let (r, out) = run_frame(&e, &frame);
+            assert_eq!(r, Err(reason), "{src:?}");
+            assert_eq!(out, frame);
+        }
+        let mut ff02 = [0u8; 16];
+        ff02[0] = 0xff;
+        ff02[1] = 0x02;
+        ff02[15] = 1;
+        for (src, reason) in [
+            ([0; 16], Reason::DropTooBigUnspecifiedSource),
+            (ff02, Reason::DropTooBigMulticastSource),
+        ] {
+            let mut frame = eth(None, ETH_P_IPV6);
+            frame.extend_from_slice(&ipv6(src, VIP6, 6, &tcp(1, 80, &[0; 1400])));
+            assert_eq!(run_frame(&e, &frame).0, Err(reason), "{src:?}");
+        }
+        // None of them spent the one error left.
+        assert_eq!(
+            run_frame(&e, &big4_from(CLIENT4)).0,
+            Err(Reason::IcmpTooBig)
+        );
+        assert_eq!(
+            run_frame(&e, &big4_from(CLIENT4)).0,
+            Err(Reason::DropTooBigRateLimited)
+        );
     }
 
     #[test]

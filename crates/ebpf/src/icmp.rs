@@ -5,8 +5,13 @@
 //! its tail is cut so that only the quote (the offending IP header and 8 bytes of its
 //! payload, enough for the client to find the socket) follows, and it goes back out of
 //! the interface it came in on.
+//!
+//! Errors are never sent to a multicast, broadcast or unspecified source, and each CPU
+//! sends at most `limits::ICMP_TOO_BIG_PER_SEC` of them per second on average (a token
+//! bucket of `limits::ICMP_TOO_BIG_BURST`), as RFC 4443 2.4(e)-(f) requires of ICMPv6
+//! and RFC 1122 3.2.2 of ICMP; every case is counted under its own reason.
 
-use ricochet_common::{limits, Reason, FAMILY_V4};
+use ricochet_common::{limits, Reason, TokenBucket, FAMILY_V4};
 
 use crate::{
     csum,
@@ -21,11 +26,64 @@ use crate::{
 pub const QUOTE_V4: usize = IPV4_LEN + 8;
 pub const QUOTE_V6: usize = IPV6_LEN + 8;
 
-/// Turns the packet into the family's "too big" error advertising the MTU left after
-/// the encapsulation overhead: [`Reason::IcmpTooBig`] when it is ready to go back,
-/// otherwise why not.
+/// The rate limiter's kernel services.
+pub trait Limiter {
+    /// `bpf_ktime_get_ns()`.
+    fn now_ns(&self) -> u64;
+    /// This CPU's `ICMP_BUCKETS` entry. The pointer is valid for the rest of the program
+    /// run, and no one else writes the entry meanwhile (per CPU).
+    fn bucket(&self) -> Option<*mut TokenBucket>;
+}
+
+/// Why an error must not be sent to `src` (16-byte map form), if it must not.
 #[inline(always)]
-pub fn too_big(ctx: &impl XdpPacket, p: &Parsed, route_mtu: u16) -> Reason {
+pub fn bad_source(src: &[u8; 16], family: u8) -> Option<Reason> {
+    if family == FAMILY_V4 {
+        let a = [src[0], src[1], src[2], src[3]];
+        if a == [0, 0, 0, 0] {
+            Some(Reason::DropTooBigUnspecifiedSource)
+        } else if a == [255, 255, 255, 255] {
+            Some(Reason::DropTooBigBroadcastSource)
+        } else if a[0] & 0xf0 == 0xe0 {
+            Some(Reason::DropTooBigMulticastSource)
+        } else {
+            None
+        }
+    } else if src[0] == 0xff {
+        Some(Reason::DropTooBigMulticastSource)
+    } else if u128::from_ne_bytes(*src) == 0 {
+        Some(Reason::DropTooBigUnspecifiedSource)
+    } else {
+        None
+    }
+}
+
+/// Spends one error from this CPU's budget: `Err` when it is spent (or the bucket is
+/// missing, which a loaded program never sees).
+#[inline(always)]
+pub fn take_token(env: &impl Limiter) -> Result<(), Reason> {
+    let bucket = env.bucket().ok_or(Reason::DropTooBigRateLimited)?;
+    let now = env.now_ns();
+    // SAFETY: per-CPU entry, no concurrent writer on this CPU (see `Limiter::bucket`).
+    if unsafe { (*bucket).take(now) } {
+        Ok(())
+    } else {
+        Err(Reason::DropTooBigRateLimited)
+    }
+}
+
+/// Answers a packet whose encapsulation exceeds the route's MTU: unless its source must
+/// not get an error or the budget is spent, turns it into the family's "too big" error
+/// advertising the MTU left after the encapsulation overhead. [`Reason::IcmpTooBig`]
+/// when it is ready to go back, otherwise why not.
+#[inline(always)]
+pub fn too_big(ctx: &impl XdpPacket, env: &impl Limiter, p: &Parsed, route_mtu: u16) -> Reason {
+    if let Some(r) = bad_source(&p.src, p.family) {
+        return r;
+    }
+    if let Err(r) = take_token(env) {
+        return r;
+    }
     let sent = if p.family == FAMILY_V4 {
         too_big_v4(ctx, p.l3_off, p.frame_len, route_mtu)
     } else {
@@ -167,4 +225,45 @@ fn too_big_v6(
     // SAFETY: icmp_p is still in bounds.
     unsafe { (*icmp_p).check = sum.to_be_bytes() };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ricochet_common::FAMILY_V6;
+
+    fn v4(a: [u8; 4]) -> Option<Reason> {
+        bad_source(&crate::parse::addr_v4(a), FAMILY_V4)
+    }
+
+    fn v6(first: u8, last: u8) -> Option<Reason> {
+        let mut a = [0u8; 16];
+        a[0] = first;
+        a[15] = last;
+        bad_source(&a, FAMILY_V6)
+    }
+
+    #[test]
+    fn sources_that_get_no_error() {
+        assert_eq!(v4([0, 0, 0, 0]), Some(Reason::DropTooBigUnspecifiedSource));
+        assert_eq!(
+            v4([255, 255, 255, 255]),
+            Some(Reason::DropTooBigBroadcastSource)
+        );
+        assert_eq!(v4([224, 0, 0, 0]), Some(Reason::DropTooBigMulticastSource));
+        assert_eq!(v4([239, 1, 2, 3]), Some(Reason::DropTooBigMulticastSource));
+        for ok in [
+            [192, 168, 11, 2],
+            [223, 255, 255, 255],
+            [240, 0, 0, 1],
+            [0, 0, 0, 1],
+        ] {
+            assert_eq!(v4(ok), None, "{ok:?}");
+        }
+        assert_eq!(v6(0, 0), Some(Reason::DropTooBigUnspecifiedSource));
+        assert_eq!(v6(0xff, 1), Some(Reason::DropTooBigMulticastSource));
+        assert_eq!(v6(0, 1), None, "::1 is a unicast address");
+        assert_eq!(v6(0xfe, 0), None);
+        assert_eq!(v6(0xfc, 2), None);
+    }
 }

@@ -5,13 +5,14 @@ use std::{cell::RefCell, collections::BTreeMap, vec::Vec};
 
 use ricochet_common::{
     Counters, Event, FlowKey, FlowValue, NextHop, ServerValue, ServiceKey, ServiceValue, Settings,
-    VipKey, FAMILY_V4, FAMILY_V6,
+    TokenBucket, VipKey, FAMILY_V4, FAMILY_V6,
 };
 
 use crate::{
     balance::{Env, Stats},
     encap::Random,
     flow::{InsertError, Table},
+    icmp::Limiter,
     route::{Fib, FibParams, FIB_SUCCESS},
     service::Lookup,
 };
@@ -35,6 +36,8 @@ pub struct TestEnv {
     pub service_stats: RefCell<BTreeMap<u32, Counters>>,
     pub server_stats: RefCell<BTreeMap<u32, Counters>>,
     pub events: RefCell<BTreeMap<&'static str, u64>>,
+    pub now_ns: u64,
+    pub bucket: RefCell<TokenBucket>,
 }
 
 pub fn key_bytes(k: &FlowKey) -> [u8; 40] {
@@ -163,6 +166,15 @@ impl Stats for TestEnv {
     }
     fn count_event(&self, event: Event) {
         *self.events.borrow_mut().entry(event.name()).or_default() += 1;
+    }
+}
+
+impl Limiter for TestEnv {
+    fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+    fn bucket(&self) -> Option<*mut TokenBucket> {
+        Some(self.bucket.as_ptr())
     }
 }
 

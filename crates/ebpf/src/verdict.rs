@@ -40,7 +40,11 @@ pub const fn action(reason: Reason) -> Action {
         | Reason::DropTooBig
         | Reason::DropNoRoute
         | Reason::DropNoNeighbour
-        | Reason::DropAdjustFailed => Action::Drop,
+        | Reason::DropAdjustFailed
+        | Reason::DropTooBigRateLimited
+        | Reason::DropTooBigMulticastSource
+        | Reason::DropTooBigBroadcastSource
+        | Reason::DropTooBigUnspecifiedSource => Action::Drop,
     }
 }
 

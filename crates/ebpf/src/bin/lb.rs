@@ -21,19 +21,22 @@ mod prog {
 
     use aya_ebpf::{
         bindings::xdp_action,
-        helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_jiffies64, bpf_redirect},
+        helpers::{
+            bpf_fib_lookup, bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_ns, bpf_redirect,
+        },
         macros::{map, xdp},
         maps::{Array, HashMap, LruHashMap, PerCpuArray},
         programs::XdpContext,
     };
     use ricochet_common::{
         limits, Counters, Event, FlowKey, FlowValue, NextHop, Reason, ServerValue, ServiceKey,
-        ServiceValue, Settings, VipKey, VipValue,
+        ServiceValue, Settings, TokenBucket, VipKey, VipValue,
     };
     use ricochet_ebpf::{
         balance::{self, Env, Stats},
         encap::Random,
         flow::{InsertError, Table},
+        icmp::Limiter,
         route::{Fib, FibParams},
         service::Lookup,
         verdict::{self, Action},
@@ -65,6 +68,10 @@ mod prog {
     /// Next hops resolved by `bpf_fib_lookup`, per CPU and server id.
     #[map]
     static NEXT_HOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(limits::MAX_SERVERS, 0);
+
+    /// This CPU's budget of ICMP "too big" errors.
+    #[map]
+    static ICMP_BUCKETS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
     #[xdp]
     pub fn ricochet_lb(ctx: XdpContext) -> u32 {
@@ -189,6 +196,18 @@ mod prog {
         #[inline(always)]
         fn count_event(&self, event: Event) {
             count(&EVENTS, event as u32);
+        }
+    }
+
+    impl Limiter for Kernel<'_> {
+        #[inline(always)]
+        fn now_ns(&self) -> u64 {
+            // SAFETY: plain helper call.
+            unsafe { bpf_ktime_get_ns() }
+        }
+        #[inline(always)]
+        fn bucket(&self) -> Option<*mut TokenBucket> {
+            ICMP_BUCKETS.get_ptr_mut(0)
         }
     }
 
