@@ -94,6 +94,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !cli.command.is_daemon() {
+        end_quietly_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Engine(args) => daemon::run(args),
         Command::AllInOne(args) => all_in_one::run(args),
@@ -119,6 +122,28 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    /// The long-running services: their output is logs, and a closed pipe must not end them.
+    fn is_daemon(&self) -> bool {
+        matches!(
+            self,
+            Command::Engine(_) | Command::AllInOne(_) | Command::Controller(_)
+        )
+    }
+}
+
+/// Lets SIGPIPE end the process, as it ends `cat` or `ls`: `ricochet status | head` then
+/// stops quietly once `head` has its lines. Rust ignores SIGPIPE, so without this every
+/// `println!` after the reader left panics with "failed printing to stdout: Broken pipe".
+/// Sockets are unaffected (Rust sends with MSG_NOSIGNAL); no command writes to a child's
+/// stdin.
+fn end_quietly_on_closed_stdout() {
+    // SAFETY: setting a signal's disposition to its default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -150,7 +175,8 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
-            eprintln!("{}: invalid configuration:\n{errors}", file.display());
+            // The errors' own text starts with "invalid configuration".
+            eprintln!("{}: {errors}", file.display());
             Ok(ExitCode::from(2))
         }
     }

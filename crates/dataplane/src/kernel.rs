@@ -27,7 +27,7 @@ use ricochet_common::{
 };
 use tracing::{info, warn};
 
-use crate::{Capacities, Dataplane};
+use crate::{netlink, offloads, Capacities, Dataplane};
 
 /// How to attach the XDP program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +75,9 @@ pub struct KernelDataplane {
     pin_dir: Option<PathBuf>,
     /// Whether the maps existed pinned before this load.
     adopted: bool,
+    /// Without a pin directory: the interface whose receive merging a generic attachment
+    /// turned off, and what to turn on again when this data plane (and so its link) goes.
+    unpinned_offloads: Option<(String, offloads::Saved)>,
     vips: HashMap<MapData, VipKey, VipValue>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     flows: HashMap<MapData, FlowKey, FlowValue>,
@@ -246,6 +249,7 @@ impl KernelDataplane {
             caps,
             pin_dir: opts.pin_dir.clone(),
             adopted,
+            unpinned_offloads: None,
         };
         Ok(dp)
     }
@@ -266,26 +270,19 @@ impl KernelDataplane {
     /// Attaches to `iface`, or swaps this program into the link pinned for `iface` by
     /// an earlier run (no moment without a program). With a pin directory the link is
     /// pinned so the program keeps running after this process exits.
+    ///
+    /// A pinned link keeps the mode it was attached in: asking for the other mode
+    /// (native over a generic attachment or the reverse) is refused, saying how to
+    /// switch; `Auto` adopts either. In generic mode receive merging (GRO, LRO) is turned
+    /// off first and restored by [`detach`] (see [`offloads`]).
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<()> {
         let pin = self.pin_dir.as_ref().map(|d| link_pin_path(d, iface));
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
-            let link = PinnedLink::from_pin(path)
-                .with_context(|| format!("opening pinned link {}", path.display()))?;
-            let link =
-                XdpLink::try_from(FdLink::from(link)).context("pinned link is not an XDP link")?;
-            self.program()?
-                .attach_to_link(link)
-                .with_context(|| format!("replacing the program in the pinned link on {iface}"))?;
-            info!(
-                iface,
-                "adopted the pinned XDP link and swapped in the new program"
-            );
-            return Ok(());
+            return self.adopt_pinned_link(iface, mode, path);
         }
         let try_attach = |prog: &mut Xdp, m: XdpMode| prog.attach(iface, m);
-        let prog = self.program()?;
         let id = match mode {
-            AttachMode::Native => try_attach(prog, XdpMode::Driver).map_err(|e| {
+            AttachMode::Native => try_attach(self.program()?, XdpMode::Driver).map_err(|e| {
                 anyhow!(
                     "attaching native XDP to {iface}: {e}; if the driver lacks native XDP, \
                      use --xdp-mode generic (slow) or auto"
@@ -296,15 +293,13 @@ impl KernelDataplane {
                     iface,
                     "GENERIC XDP: packets take the slow path through the kernel stack"
                 );
-                try_attach(prog, XdpMode::Skb)
-                    .with_context(|| format!("attaching generic XDP to {iface}"))?
+                self.attach_generic(iface)?
             }
-            AttachMode::Auto => match try_attach(prog, XdpMode::Driver) {
+            AttachMode::Auto => match try_attach(self.program()?, XdpMode::Driver) {
                 Ok(id) => id,
                 Err(e) => {
                     warn!(iface, error = %e, "native XDP failed; FALLING BACK TO GENERIC XDP (slow path)");
-                    try_attach(prog, XdpMode::Skb)
-                        .with_context(|| format!("attaching generic XDP to {iface}"))?
+                    self.attach_generic(iface)?
                 }
             },
         };
@@ -319,6 +314,111 @@ impl KernelDataplane {
                 .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
         }
         info!(iface, ?mode, "XDP program attached");
+        Ok(())
+    }
+
+    /// Attaches in generic mode with receive merging off (recorded in the pin directory,
+    /// or kept here without one), restoring it if the attachment fails.
+    fn attach_generic(&mut self, iface: &str) -> anyhow::Result<aya::programs::xdp::XdpLinkId> {
+        let saved = offloads::disable_merging(iface)?;
+        if let Some(dir) = &self.pin_dir {
+            if let Err(e) = offloads::write_record(dir, iface, &saved) {
+                let _ = offloads::restore(iface, &saved);
+                return Err(e);
+            }
+        }
+        match self.program()?.attach(iface, XdpMode::Skb) {
+            Ok(id) => {
+                if self.pin_dir.is_none() {
+                    self.unpinned_offloads = Some((iface.to_owned(), saved));
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                let _ = offloads::restore(iface, &saved);
+                if let Some(dir) = &self.pin_dir {
+                    let _ = std::fs::remove_file(offloads::record_path(dir, iface));
+                }
+                Err(anyhow!(e)).with_context(|| format!("attaching generic XDP to {iface}"))
+            }
+        }
+    }
+
+    /// Swaps this program into the link an earlier run pinned at `path`, after checking
+    /// that the link is still on `iface` and in a mode `mode` accepts.
+    fn adopt_pinned_link(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        path: &Path,
+    ) -> anyhow::Result<()> {
+        let link = PinnedLink::from_pin(path)
+            .with_context(|| format!("opening pinned link {}", path.display()))?;
+        let link = FdLink::from(link);
+        let prog_id = link
+            .info()
+            .with_context(|| format!("reading the pinned link {}", path.display()))?
+            .program_id();
+        let xdp = netlink::link_by_name(iface)?.xdp;
+        let pinned = if xdp.native == Some(prog_id) {
+            AttachMode::Native
+        } else if xdp.generic == Some(prog_id) {
+            AttachMode::Generic
+        } else {
+            bail!(
+                "the XDP link pinned at {} is no longer attached to {iface} (its interface \
+                 was removed or it was detached): run `ricochet detach --interface {iface}` \
+                 and start again",
+                path.display()
+            );
+        };
+        let name = |m: AttachMode| match m {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::Auto => "auto",
+        };
+        if mode != AttachMode::Auto && mode != pinned {
+            let message = format!(
+                "refusing --xdp-mode {}: an earlier run left the load balancer attached to \
+                 {iface} in {} mode (pinned at {}), and a pinned attachment keeps its mode. \
+                 Start with --xdp-mode {} (or auto) to take it over, or run `ricochet detach \
+                 --interface {iface}` first (the flow table is then forgotten) to attach in \
+                 {} mode",
+                name(mode),
+                name(pinned),
+                path.display(),
+                name(pinned),
+                name(mode)
+            );
+            tracing::error!(
+                iface,
+                requested = name(mode),
+                pinned = name(pinned),
+                "{message}"
+            );
+            bail!(message);
+        }
+        let link = XdpLink::try_from(link).context("pinned link is not an XDP link")?;
+        self.program()?
+            .attach_to_link(link)
+            .with_context(|| format!("replacing the program in the pinned link on {iface}"))?;
+        if pinned == AttachMode::Generic {
+            // Written by the run that attached; an attachment made before Ricochet turned
+            // merging off gets it turned off now.
+            let dir = self
+                .pin_dir
+                .as_deref()
+                .expect("a pinned link has a pin directory");
+            if offloads::read_record(&offloads::record_path(dir, iface))?.is_none() {
+                let saved = offloads::disable_merging(iface)?;
+                offloads::write_record(dir, iface, &saved)?;
+            }
+        }
+        info!(
+            iface,
+            mode = name(pinned),
+            "adopted the pinned XDP link and swapped in the new program"
+        );
         Ok(())
     }
 
@@ -424,6 +524,7 @@ impl KernelDataplane {
 /// links). Existing flows are forgotten; the interface goes back to the kernel's stack.
 pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
+    let mut records = Vec::new();
     if !pin_dir.exists() {
         bail!(
             "nothing is pinned at {}: Ricochet is not attached with this pin directory",
@@ -443,6 +544,12 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf
         if is_link && iface.is_some_and(|i| name != format!("link-{i}")) {
             continue;
         }
+        if let Some(of) = name.strip_prefix("offloads-") {
+            if iface.is_none_or(|i| i == of) {
+                records.push((path, of.to_owned()));
+            }
+            continue;
+        }
         if is_link {
             // Removing the pin alone releases the link only once the kernel frees the bpffs
             // inode (after an RCU grace period and a work item): under load the program kept
@@ -456,8 +563,43 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> anyhow::Result<Vec<PathBuf
             removed.push(path);
         }
     }
+    // Merging comes back only once the generic program is off the interface.
+    for (path, of) in records {
+        restore_offloads(&path, &of);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        removed.push(path);
+    }
     let _ = std::fs::remove_dir(pin_dir);
     Ok(removed)
+}
+
+/// Turns on again the receive merging a generic attachment to `iface` turned off, as
+/// recorded at `record`; a failure is logged (the detach goes on: the program must go).
+fn restore_offloads(record: &Path, iface: &str) {
+    let restored = offloads::read_record(record)
+        .and_then(|saved| saved.map_or(Ok(()), |saved| offloads::restore(iface, &saved)));
+    if let Err(e) = restored {
+        warn!(
+            iface,
+            error = format!("{e:#}"),
+            "could not restore receive offloads: check them with `ethtool -k {iface}`"
+        );
+    }
+}
+
+impl Drop for KernelDataplane {
+    fn drop(&mut self) {
+        // Without a pin directory the link goes with this object: merging comes back.
+        if let Some((iface, saved)) = self.unpinned_offloads.take() {
+            if let Err(e) = offloads::restore(&iface, &saved) {
+                warn!(
+                    iface,
+                    error = format!("{e:#}"),
+                    "could not restore receive offloads"
+                );
+            }
+        }
+    }
 }
 
 /// The `bpf(2)` system call with `attr`, a prefix of `union bpf_attr` for `cmd`.

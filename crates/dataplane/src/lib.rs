@@ -5,8 +5,12 @@
 //! (loaded, attached and pinned with aya); [`memory::MemoryDataplane`] implements it in
 //! memory so that the engine's reconciliation logic is tested on any host.
 
+pub mod ethtool;
 pub mod kernel;
 pub mod memory;
+pub mod netlink;
+pub mod offloads;
+pub mod xmit;
 
 use ricochet_common::{
     Counters, Event, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
