@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -518,6 +518,24 @@ impl KernelDataplane {
             .set(0, values, 0)
             .context("writing ICMP_BUCKETS")
     }
+
+    /// The length of the Maglev region `offset`, `len` slots, once checked to lie in the
+    /// array.
+    fn table_region(&self, offset: u32, len: usize) -> anyhow::Result<u32> {
+        u32::try_from(len)
+            .ok()
+            .filter(|&l| {
+                offset
+                    .checked_add(l)
+                    .is_some_and(|end| end <= self.caps.maglev_slots)
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "Maglev region of {len} slots at {offset} does not fit the array of {} slots",
+                    self.caps.maglev_slots
+                )
+            })
+    }
 }
 
 /// Detaches the program from `iface` and removes the pins under `pin_dir` (maps and
@@ -621,6 +639,118 @@ fn bpf_syscall(cmd: libc::c_long, attr: &mut [u64]) -> std::io::Result<libc::c_l
     }
 }
 
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// The `batch` member of `union bpf_attr` (the BPF_MAP_*_BATCH commands) as 64-bit words:
+/// in_batch, out_batch, keys, values (pointers), count and map_fd (two u32 in one word),
+/// elem_flags, flags.
+fn batch_attr(
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    fd: u32,
+) -> [u64; 7] {
+    let mut count_fd = [0u8; 8];
+    count_fd[..4].copy_from_slice(&count.to_ne_bytes());
+    count_fd[4..].copy_from_slice(&fd.to_ne_bytes());
+    [
+        in_batch,
+        out_batch,
+        keys,
+        values,
+        u64::from_ne_bytes(count_fd),
+        0,
+        0,
+    ]
+}
+
+/// The `count` a batch command left in its attribute (elements processed).
+fn batch_count(attr: &[u64; 7]) -> u32 {
+    let bytes = attr[4].to_ne_bytes();
+    u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// BPF_MAP_UPDATE_BATCH: `keys[i]` gets `values[i]` in the map `fd` (whose key and value
+/// types these are), in order, in one system call. On failure, the number of elements
+/// the kernel had written and the error.
+fn map_update_batch<K: aya::Pod, V: aya::Pod>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), (u32, std::io::Error)> {
+    use std::os::fd::AsRawFd as _;
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    let count = u32::try_from(keys.len()).map_err(|_| {
+        (
+            0,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "more than 2^32 elements"),
+        )
+    })?;
+    // keys and values outlive the call; the kernel reads `count` elements of each.
+    let mut attr = batch_attr(
+        0,
+        0,
+        keys.as_ptr() as u64,
+        values.as_ptr() as u64,
+        count,
+        fd.as_raw_fd() as u32,
+    );
+    match bpf_syscall(BPF_MAP_UPDATE_BATCH, &mut attr) {
+        Ok(_) if batch_count(&attr) == count => Ok(()),
+        Ok(_) => Err((
+            batch_count(&attr),
+            std::io::Error::other("the kernel stopped early without an error"),
+        )),
+        Err(e) => Err((batch_count(&attr), e)),
+    }
+}
+
+/// BPF_MAP_LOOKUP_BATCH on the array map `fd` of `u32` values: slots `offset..offset +
+/// len`, returned as (keys, values) in the kernel's order.
+fn map_lookup_batch_array(
+    fd: std::os::fd::BorrowedFd<'_>,
+    offset: u32,
+    len: u32,
+) -> std::io::Result<(Vec<u32>, Vec<u32>)> {
+    use std::os::fd::AsRawFd as _;
+    let mut keys = vec![0u32; len as usize];
+    let mut values = vec![0u32; len as usize];
+    // The kernel starts after the key in in_batch (an array's first slot without one) and
+    // stores the last key it read in out_batch.
+    let start = offset.wrapping_sub(1);
+    let mut last = 0u32;
+    let in_batch = if offset == 0 {
+        0
+    } else {
+        std::ptr::addr_of!(start) as u64
+    };
+    // keys, values, start and last outlive the call; the kernel writes at most `len`
+    // elements into keys and values.
+    let mut attr = batch_attr(
+        in_batch,
+        std::ptr::addr_of_mut!(last) as u64,
+        keys.as_mut_ptr() as u64,
+        values.as_mut_ptr() as u64,
+        len,
+        fd.as_raw_fd() as u32,
+    );
+    let result = bpf_syscall(BPF_MAP_LOOKUP_BATCH, &mut attr);
+    let got = batch_count(&attr);
+    match result {
+        Ok(_) if got == len => Ok((keys, values)),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "the kernel returned {got} of {len} slots"
+        ))),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("{e} (after {got} of {len} slots)"),
+        )),
+    }
+}
+
 /// Detaches the link pinned at `path` from its hook now (BPF_LINK_DETACH); the pin stays.
 fn force_detach_link(path: &Path) -> anyhow::Result<()> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -709,22 +839,49 @@ impl Dataplane for KernelDataplane {
             .set(id, value, 0)
             .with_context(|| format!("writing server slot {id}"))
     }
+    /// One BPF_MAP_UPDATE_BATCH for the whole table (the kernel writes the slots in
+    /// order; no reader sees the region until a service entry points at it).
     fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<()> {
-        for (i, s) in slots.iter().enumerate() {
-            self.maglev
-                .set(offset + i as u32, s, 0)
-                .with_context(|| format!("writing Maglev slot {}", offset + i as u32))?;
+        let len = self.table_region(offset, slots.len())?;
+        if len == 0 {
+            return Ok(());
         }
-        Ok(())
+        let keys: Vec<u32> = (offset..offset + len).collect();
+        use std::os::fd::AsFd as _;
+        map_update_batch(self.maglev.map().fd().as_fd(), &keys, slots).map_err(|(done, e)| {
+            anyhow!(
+                "writing the Maglev table at slots {offset}..{} (BPF_MAP_UPDATE_BATCH, \
+                 {done} of {len} slots written): {e}",
+                offset + len
+            )
+        })
     }
+    /// One BPF_MAP_LOOKUP_BATCH for the whole region.
     fn read_table(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>> {
-        (offset..offset + len)
-            .map(|i| {
-                self.maglev
-                    .get(&i, 0)
-                    .with_context(|| format!("reading Maglev slot {i}"))
-            })
-            .collect()
+        let len = self.table_region(offset, len as usize)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        use std::os::fd::AsFd as _;
+        let (keys, values) = map_lookup_batch_array(self.maglev.map().fd().as_fd(), offset, len)
+            .with_context(|| {
+                format!(
+                    "reading the Maglev table at slots {offset}..{} (BPF_MAP_LOOKUP_BATCH)",
+                    offset + len
+                )
+            })?;
+        if let Some((i, k)) = keys
+            .iter()
+            .enumerate()
+            .find(|(i, k)| **k != offset + *i as u32)
+        {
+            bail!(
+                "reading the Maglev table at slots {offset}..{}: the kernel returned slot {k} \
+                 in place {i}",
+                offset + len
+            );
+        }
+        Ok(values)
     }
     fn service_counters(&self, id: u32) -> anyhow::Result<Counters> {
         let v = self

@@ -65,8 +65,12 @@ pub trait Dataplane {
     fn servers(&self) -> anyhow::Result<Vec<ServerValue>>;
     fn put_server(&mut self, id: u32, value: &ServerValue) -> anyhow::Result<()>;
 
-    /// Writes `slots` into the Maglev array starting at `offset`.
+    /// Writes `slots` into the Maglev array starting at `offset`, as one batch (the
+    /// kernel data plane makes one system call per table, not one per slot). A region
+    /// that does not fit the array is refused before anything is written; readers may
+    /// see a partly written region, so the engine writes only regions no service uses.
     fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<()>;
+    /// Reads `len` slots of the Maglev array from `offset`, as one batch.
     fn read_table(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>>;
 
     /// Counters summed over CPUs.

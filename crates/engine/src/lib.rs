@@ -18,6 +18,16 @@
 //! 6. the replaced regions are quarantined until the next apply, so no packet still
 //!    reading one can see it rewritten.
 //!
+//! The plan is incremental: the engine keeps the running pools and services and a record
+//! of the `SERVICES` and `VIPS` entries it wrote, so an apply compares each desired pool
+//! and service with the running one (a cheap equality check) and plans only those that
+//! differ: their server slots, Maglev tables, entries and VIPs. Neither the tables of
+//! unchanged pools nor the maps are read or rebuilt, so the cost of a one-service change
+//! is that of the change plus one comparison per object. A *full* apply plans everything
+//! and diffs against the maps read back; it is the first apply of a new or adopting
+//! engine, the apply after a commit that failed midway, and the apply after
+//! [`Engine::resync`].
+//!
 //! On a restart over pinned maps, [`Engine::adopt`] rebuilds the bookkeeping from the
 //! maps themselves, so the first apply reuses the same service ids, server slots and
 //! (when unchanged) tables: established flows keep their servers.
@@ -25,7 +35,7 @@
 mod regions;
 pub mod status;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use anyhow::Context as _;
@@ -35,7 +45,7 @@ use ricochet_common::{
     SERVER_ACTIVE, SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT, VIP_TCP_ALL_PORTS,
     VIP_UDP_ALL_PORTS,
 };
-use ricochet_config::{Desired, DesiredPool, HashMode, PortSpec, Protocol};
+use ricochet_config::{Desired, DesiredPool, DesiredService, HashMode, PortSpec, Protocol};
 use ricochet_dataplane::Dataplane;
 use tracing::{debug, info};
 
@@ -60,6 +70,12 @@ pub enum PlanError {
         size: u32,
         free: u64,
         capacity: u32,
+    },
+    #[error("virtual services {first:?} and {second:?} both take {entry}")]
+    SharedEntry {
+        entry: String,
+        first: String,
+        second: String,
     },
     #[error("pool {pool:?}: {source}")]
     Maglev {
@@ -150,6 +166,31 @@ struct Adopted {
     region: Option<Region>,
 }
 
+/// What identifies the server held by a slot, for matching adopted slots: pool tag,
+/// address bytes, address family.
+type SlotKey = (u32, [u8; 16], u8);
+
+/// The entries of `SERVICES` and `VIPS` as the engine last wrote them, so that an apply
+/// diffs against its own record instead of reading the maps back.
+#[derive(Clone, Debug, Default)]
+struct Written {
+    services: BTreeMap<ServiceKey, ServiceValue>,
+    vips: BTreeMap<VipKey, VipValue>,
+}
+
+impl Written {
+    fn read(dp: &impl Dataplane) -> anyhow::Result<Self> {
+        Ok(Written {
+            services: dp
+                .services()
+                .context("reading SERVICES")?
+                .into_iter()
+                .collect(),
+            vips: dp.vips().context("reading VIPS")?.into_iter().collect(),
+        })
+    }
+}
+
 pub struct Engine<D: Dataplane> {
     dp: D,
     services: BTreeMap<String, ServiceState>,
@@ -159,6 +200,12 @@ pub struct Engine<D: Dataplane> {
     quarantine: Vec<Region>,
     /// Pinned service entries not yet matched to a configured service.
     adopted: BTreeMap<ServiceKey, Adopted>,
+    /// What the maps hold. `None` when the engine cannot vouch for its bookkeeping (a new
+    /// or adopting engine, or a commit that failed midway): the next apply then reads the
+    /// maps and plans every pool and service again (a *full* apply). Otherwise an apply is
+    /// *incremental*: it plans only the pools and services that differ from the running
+    /// state, and diffs the entries they touch against this record.
+    written: Option<Written>,
     revision: u64,
 }
 
@@ -171,22 +218,71 @@ pub struct ApplyReport {
     pub servers_activated: usize,
     pub servers_drained: usize,
     pub servers_freed: usize,
+    /// Pools whose servers and Maglev table were planned again (every pool in a full
+    /// apply; in an incremental one, only those that differ from the running state).
+    pub pools_planned: usize,
+    /// Virtual services whose entries were planned again (as for pools).
+    pub services_planned: usize,
 }
 
 impl ApplyReport {
+    /// True when the apply wrote nothing (whatever it had to plan to find that out).
     pub fn is_noop(&self) -> bool {
-        *self == ApplyReport::default()
+        ApplyReport {
+            pools_planned: 0,
+            services_planned: 0,
+            ..self.clone()
+        } == ApplyReport::default()
     }
 }
 
 /// The planned state of one pool.
-struct PoolPlan {
-    name: String,
+struct PoolPlan<'d> {
+    name: &'d str,
     table_size: u32,
     servers: Vec<ServerState>,
     table: Vec<u32>,
     /// Reuse the current region (table unchanged) or write a new one.
     reuse: Option<Region>,
+    /// The region its services point to once committed (set when regions are allocated).
+    region: Option<Region>,
+}
+
+impl PoolPlan<'_> {
+    /// The table goes to a fresh region.
+    fn fresh(&self) -> bool {
+        self.reuse.is_none() && self.table_size > 0
+    }
+}
+
+/// The planned state of one virtual service.
+struct ServicePlan<'d> {
+    desired: &'d DesiredService,
+    id: u32,
+    keys: BTreeSet<ServiceKey>,
+}
+
+/// Everything a commit writes, computed without writing.
+struct Plan<'d> {
+    /// Pools that are new or changed (every pool in a full apply).
+    pools: Vec<PoolPlan<'d>>,
+    /// Running pools that the desired state lacks.
+    removed_pools: Vec<String>,
+    /// Server slots claimed fresh (they get a new generation).
+    new_slots: BTreeSet<u32>,
+    regions: RegionAllocator,
+    /// Services that are new or changed, or whose pool's table moves.
+    services: Vec<ServicePlan<'d>>,
+    removed_services: Vec<String>,
+    /// The entries of the planned services, with the name of the service owning each.
+    service_entries: BTreeMap<ServiceKey, (ServiceValue, &'d str)>,
+    /// Written entries that go unless `service_entries` holds them.
+    stale_services: BTreeSet<ServiceKey>,
+    /// The values of the VIPs the change touches.
+    vip_entries: BTreeMap<VipKey, VipValue>,
+    /// Written VIPs that go unless `vip_entries` holds them.
+    stale_vips: BTreeSet<VipKey>,
+    full: bool,
 }
 
 fn proto_number(p: Protocol) -> u8 {
@@ -215,6 +311,69 @@ fn maglev_key(ip: &IpAddr) -> Vec<u8> {
     }
 }
 
+impl PoolState {
+    /// The running pool is exactly `pool` (same table size, same servers in the same
+    /// order with the same ratios and states): its table and slots stay as they are.
+    fn holds(&self, pool: &DesiredPool) -> bool {
+        self.table_size == pool.table_size
+            && self.servers.len() == pool.servers.len()
+            && self
+                .servers
+                .iter()
+                .zip(&pool.servers)
+                .all(|(a, b)| a.ip == b.ip && a.ratio == b.ratio && a.enabled == b.enabled)
+    }
+}
+
+impl ServiceState {
+    /// The running service takes the same packets to the same pool as `s`.
+    fn holds(&self, s: &DesiredService) -> bool {
+        self.vip == s.vip
+            && self.protocol == s.protocol
+            && self.ports == s.ports
+            && self.pool == s.pool
+            && self.hash == s.hash
+    }
+}
+
+/// The names of `running` that `wanted` lacks. `matched` is the number of `wanted` names
+/// found in `running`: when they are all of them and `wanted` has no name twice, nothing is
+/// missing and no set is built.
+fn missing<'w, V>(
+    running: &BTreeMap<String, V>,
+    wanted: impl Iterator<Item = &'w str> + Clone,
+    matched: usize,
+) -> Vec<String> {
+    let strictly_sorted = wanted
+        .clone()
+        .zip(wanted.clone().skip(1))
+        .all(|(a, b)| a < b);
+    if strictly_sorted && matched == running.len() {
+        return Vec::new();
+    }
+    let wanted: BTreeSet<&str> = wanted.collect();
+    running
+        .keys()
+        .filter(|k| !wanted.contains(k.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// How many entries a map holds after a change: `before` entries, less the `stale` ones
+/// not kept in `after`, plus the `after` ones it did not have.
+fn count_after<K: Ord, V, W>(
+    before: &BTreeMap<K, V>,
+    stale: &BTreeSet<K>,
+    after: &BTreeMap<K, W>,
+) -> usize {
+    let dropped = stale
+        .iter()
+        .filter(|k| before.contains_key(k) && !after.contains_key(k))
+        .count();
+    let added = after.keys().filter(|k| !before.contains_key(k)).count();
+    before.len() - dropped + added
+}
+
 impl<D: Dataplane> Engine<D> {
     /// An engine over an empty data plane.
     pub fn new(dp: D) -> Self {
@@ -227,6 +386,7 @@ impl<D: Dataplane> Engine<D> {
             pools: BTreeMap::new(),
             quarantine: Vec::new(),
             adopted: BTreeMap::new(),
+            written: None,
             revision: 0,
         }
     }
@@ -278,8 +438,17 @@ impl<D: Dataplane> Engine<D> {
         &self.dp
     }
 
+    /// The data plane, for operations outside the engine's maps (attaching, test runs).
+    /// Writing the maps the engine programs through it makes the engine's record of
+    /// them stale: call [`Engine::resync`] afterwards.
     pub fn dataplane_mut(&mut self) -> &mut D {
         &mut self.dp
+    }
+
+    /// Makes the next apply a full one: it reads the maps back and plans everything
+    /// again instead of trusting the record of the last apply.
+    pub fn resync(&mut self) {
+        self.written = None;
     }
 
     pub fn services(&self) -> impl Iterator<Item = &ServiceState> {
@@ -299,36 +468,46 @@ impl<D: Dataplane> Engine<D> {
         self.dp.set_settings(settings)
     }
 
-    /// Finds the slot of (pool, ip): the one it holds now, or an adopted one.
-    fn find_slot(&self, tag: u32, ip: IpAddr, current: Option<&PoolState>) -> Option<u32> {
-        if let Some(s) = current.and_then(|p| p.servers.iter().find(|s| s.ip == ip)) {
-            return Some(s.slot);
+    /// Finds the slot of (pool, ip): the one it holds now (`current`: the running pool's
+    /// servers by address), or an unclaimed adopted one.
+    fn find_slot(
+        tag: u32,
+        ip: IpAddr,
+        current: &HashMap<IpAddr, u32>,
+        unclaimed: &HashMap<SlotKey, u32>,
+    ) -> Option<u32> {
+        if let Some(&slot) = current.get(&ip) {
+            return Some(slot);
+        }
+        if unclaimed.is_empty() {
+            return None;
         }
         let (addr, family) = ricochet_common::addr_bytes(ip);
-        self.slots
-            .iter()
-            .position(|s| {
-                !s.owned
-                    && s.value.state != SERVER_FREE
-                    && s.value.pool_tag == tag
-                    && s.value.addr == addr
-                    && s.value.family == family
-            })
-            .map(|i| i as u32)
+        unclaimed.get(&(tag, addr, family)).copied()
     }
 
-    fn plan_pool(
+    /// The running pool's servers by address.
+    fn current_slots(&self, pool: &str) -> HashMap<IpAddr, u32> {
+        self.pools
+            .get(pool)
+            .map(|p| p.servers.iter().map(|s| (s.ip, s.slot)).collect())
+            .unwrap_or_default()
+    }
+
+    fn plan_pool<'d>(
         &self,
-        pool: &DesiredPool,
+        pool: &'d DesiredPool,
         adopted_region: Option<Region>,
-        new_slots: &mut Vec<u32>,
+        unclaimed: &HashMap<SlotKey, u32>,
+        new_slots: &mut BTreeSet<u32>,
         free: &mut impl Iterator<Item = u32>,
-    ) -> Result<PoolPlan, PlanError> {
+    ) -> Result<PoolPlan<'d>, PlanError> {
         let tag = pool_tag(&pool.name);
         let current = self.pools.get(&pool.name);
+        let current_slots = self.current_slots(&pool.name);
         let mut servers = Vec::with_capacity(pool.servers.len());
         for s in &pool.servers {
-            let slot = match self.find_slot(tag, s.ip, current) {
+            let slot = match Self::find_slot(tag, s.ip, &current_slots, unclaimed) {
                 Some(slot) => slot,
                 None => {
                     let slot = free.next().ok_or(PlanError::ServerSlots {
@@ -336,7 +515,7 @@ impl<D: Dataplane> Engine<D> {
                         free: 0,
                         capacity: self.slots.len() as u32,
                     })?;
-                    new_slots.push(slot);
+                    new_slots.insert(slot);
                     slot
                 }
             };
@@ -383,59 +562,101 @@ impl<D: Dataplane> Engine<D> {
             }),
         };
         Ok(PoolPlan {
-            name: pool.name.clone(),
+            name: &pool.name,
             table_size,
             servers,
             table,
             reuse,
+            region: None,
         })
     }
 
     /// Makes the data plane hold `desired`; see the crate docs for the guarantees.
     pub fn apply(&mut self, desired: &Desired) -> anyhow::Result<ApplyReport> {
-        let caps = self.dp.capacities();
         // Regions quarantined by the previous apply are safe to reuse now.
         for r in std::mem::take(&mut self.quarantine) {
             self.regions.free(r);
         }
+        let full = self.written.is_none();
+        if full {
+            self.written = Some(Written::read(&self.dp)?);
+        }
+        let plan = self.plan(desired, full)?;
+        let result = self.commit(plan);
+        if result.is_err() {
+            // Some writes may have happened: the next apply starts from the maps.
+            self.written = None;
+        }
+        result
+    }
 
-        // ---- Plan (no writes) ----
-        let mut free_slots = {
-            let reserved: BTreeSet<u32> = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.owned || s.value.state != SERVER_FREE)
-                .map(|(i, _)| i as u32)
-                .collect();
-            (0..caps.servers).filter(move |i| !reserved.contains(i))
-        };
-        // Pinned tables of the pools, found through the services that use them.
-        let mut adopted_regions: BTreeMap<&str, Region> = BTreeMap::new();
-        for s in &desired.services {
-            let region = service_keys(s.vip, s.protocol, &s.ports)
-                .iter()
-                .find_map(|k| self.adopted.get(k).and_then(|a| a.region));
-            if let Some(r) = region {
-                adopted_regions.entry(s.pool.as_str()).or_insert(r);
+    /// Computes every write of the change and checks every capacity; writes nothing.
+    fn plan<'d>(&self, desired: &'d Desired, full: bool) -> Result<Plan<'d>, PlanError> {
+        let caps = self.dp.capacities();
+        let written = self.written.as_ref().expect("read before planning");
+
+        // ---- Pools ----
+        // Slots that hold an adopted server no configured pool has claimed yet (only a
+        // full apply can meet them: every other slot is owned or free).
+        let mut unclaimed: HashMap<SlotKey, u32> = HashMap::new();
+        if full {
+            for (i, s) in self.slots.iter().enumerate() {
+                if !s.owned && s.value.state != SERVER_FREE {
+                    unclaimed
+                        .entry((s.value.pool_tag, s.value.addr, s.value.family))
+                        .or_insert(i as u32);
+                }
             }
         }
-        let mut new_slots = Vec::new();
-        let mut plans = Vec::new();
+        let mut free_slots = (0..caps.servers).filter(|&i| {
+            self.slots
+                .get(i as usize)
+                .is_none_or(|s| !s.owned && s.value.state == SERVER_FREE)
+        });
+        // Pinned tables of the pools, found through the services that use them.
+        let mut adopted_regions: BTreeMap<&str, Region> = BTreeMap::new();
+        if !self.adopted.is_empty() {
+            for s in &desired.services {
+                let region = service_keys(s.vip, s.protocol, &s.ports)
+                    .iter()
+                    .find_map(|k| self.adopted.get(k).and_then(|a| a.region));
+                if let Some(r) = region {
+                    adopted_regions.entry(s.pool.as_str()).or_insert(r);
+                }
+            }
+        }
+        let mut new_slots = BTreeSet::new();
+        let mut pools = Vec::new();
+        let mut matched = 0;
         for pool in &desired.pools {
+            let current = self.pools.get(&pool.name);
+            matched += usize::from(current.is_some());
+            if !full && current.is_some_and(|c| c.holds(pool)) {
+                continue;
+            }
             let adopted_region = adopted_regions.get(pool.name.as_str()).copied();
-            match self.plan_pool(pool, adopted_region, &mut new_slots, &mut free_slots) {
-                Ok(p) => plans.push(p),
+            match self.plan_pool(
+                pool,
+                adopted_region,
+                &unclaimed,
+                &mut new_slots,
+                &mut free_slots,
+            ) {
+                Ok(p) => pools.push(p),
                 Err(PlanError::ServerSlots { capacity, .. }) => {
                     let needed = desired
                         .pools
                         .iter()
-                        .flat_map(|p| p.servers.iter().map(move |s| (p, s.ip)))
-                        .filter(|(p, ip)| {
-                            self.find_slot(pool_tag(&p.name), *ip, self.pools.get(&p.name))
-                                .is_none()
+                        .map(|p| {
+                            let (tag, current) = (pool_tag(&p.name), self.current_slots(&p.name));
+                            p.servers
+                                .iter()
+                                .filter(|s| {
+                                    Self::find_slot(tag, s.ip, &current, &unclaimed).is_none()
+                                })
+                                .count()
                         })
-                        .count();
+                        .sum();
                     let free = self
                         .slots
                         .iter()
@@ -445,58 +666,90 @@ impl<D: Dataplane> Engine<D> {
                         needed,
                         free,
                         capacity,
-                    }
-                    .into());
+                    });
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
+        let removed_pools = missing(
+            &self.pools,
+            desired.pools.iter().map(|p| p.name.as_str()),
+            matched,
+        );
         // Two pools naming the same (adopted) slot cannot happen: slots are matched by
         // pool tag, and fresh slots come from one iterator.
 
         // Regions for changed tables, allocated tentatively on a copy.
         let mut regions = self.regions.clone();
-        let mut new_regions: BTreeMap<String, Region> = BTreeMap::new();
-        for p in plans
-            .iter()
-            .filter(|p| p.reuse.is_none() && p.table_size > 0)
-        {
-            let r = regions
-                .alloc(p.table_size)
-                .ok_or_else(|| PlanError::MaglevSpace {
-                    pool: p.name.clone(),
-                    size: p.table_size,
-                    free: regions.free_slots(),
-                    capacity: caps.maglev_slots,
-                })?;
-            new_regions.insert(p.name.clone(), r);
+        for p in &mut pools {
+            p.region = if p.fresh() {
+                Some(
+                    regions
+                        .alloc(p.table_size)
+                        .ok_or_else(|| PlanError::MaglevSpace {
+                            pool: p.name.to_owned(),
+                            size: p.table_size,
+                            free: regions.free_slots(),
+                            capacity: caps.maglev_slots,
+                        })?,
+                )
+            } else {
+                p.reuse
+            };
         }
-        let region_of = |name: &str| -> Option<Region> {
-            let p = plans.iter().find(|p| p.name == name)?;
-            p.reuse.or_else(|| new_regions.get(name).copied())
+        let planned_region: BTreeMap<&str, Option<Region>> =
+            pools.iter().map(|p| (p.name, p.region)).collect();
+        // Pools whose services must point elsewhere.
+        let moved: BTreeSet<&str> = pools
+            .iter()
+            .filter(|p| self.pools.get(p.name).map(|c| c.region) != Some(p.region))
+            .map(|p| p.name)
+            .collect();
+        let region_of = |pool: &str| -> Option<Region> {
+            match planned_region.get(pool) {
+                Some(r) => *r,
+                None => self.pools.get(pool).and_then(|p| p.region),
+            }
         };
 
-        // Services: ids, keys and values.
-        let mut used_ids: BTreeSet<u32> = BTreeSet::new();
-        let mut service_plans = Vec::new();
-        let mut all_keys: BTreeMap<ServiceKey, ServiceValue> = BTreeMap::new();
-        let mut vips: BTreeMap<VipKey, VipValue> = BTreeMap::new();
+        // ---- Services: ids, keys and values ----
+        let mut used_ids = vec![false; caps.services as usize];
+        let mut candidates = Vec::new();
+        let mut matched = 0;
         for s in &desired.services {
-            let keys = service_keys(s.vip, s.protocol, &s.ports);
-            let id = self
-                .services
-                .get(&s.name)
-                .map(|c| c.id)
-                .or_else(|| keys.iter().find_map(|k| self.adopted.get(k).map(|a| a.id)))
-                .filter(|id| !used_ids.contains(id));
-            service_plans.push((s, keys, id));
-            if let Some(id) = id {
-                used_ids.insert(id);
+            let current = self.services.get(&s.name);
+            matched += usize::from(current.is_some());
+            if let Some(c) =
+                current.filter(|c| !full && c.holds(s) && !moved.contains(s.pool.as_str()))
+            {
+                if let Some(u) = used_ids.get_mut(c.id as usize) {
+                    *u = true;
+                }
+                continue;
             }
+            let keys = service_keys(s.vip, s.protocol, &s.ports);
+            let id = current
+                .map(|c| c.id)
+                .or_else(|| keys.iter().find_map(|k| self.adopted.get(k).map(|a| a.id)));
+            candidates.push((s, keys, id));
         }
-        let mut next_id = (0..caps.services).filter(|i| !used_ids.contains(i));
-        let mut services = BTreeMap::new();
-        for (s, keys, id) in service_plans {
+        let removed_services = missing(
+            &self.services,
+            desired.services.iter().map(|s| s.name.as_str()),
+            matched,
+        );
+        let mut kept_ids = Vec::with_capacity(candidates.len());
+        for (_, _, id) in &candidates {
+            let keep = id.filter(|&id| used_ids.get(id as usize).is_some_and(|u| !*u));
+            if let Some(id) = keep {
+                used_ids[id as usize] = true;
+            }
+            kept_ids.push(keep);
+        }
+        let mut next_id = (0..caps.services).filter(|&i| !used_ids[i as usize]);
+        let mut services = Vec::with_capacity(candidates.len());
+        let mut service_entries: BTreeMap<ServiceKey, (ServiceValue, &str)> = BTreeMap::new();
+        for ((s, keys, _), id) in candidates.into_iter().zip(kept_ids) {
             let id = match id {
                 Some(id) => id,
                 None => next_id.next().ok_or(PlanError::ServiceIds {
@@ -516,65 +769,122 @@ impl<D: Dataplane> Engine<D> {
                 },
             };
             for k in &keys {
-                all_keys.insert(*k, value);
+                if let Some((_, other)) = service_entries.insert(*k, (value, &s.name)) {
+                    return Err(PlanError::SharedEntry {
+                        entry: entry_text(k),
+                        first: other.to_owned(),
+                        second: s.name.clone(),
+                    });
+                }
             }
-            let vip = vips.entry(VipKey::new(s.vip)).or_default();
-            if s.ports == PortSpec::All {
-                vip.flags |= if s.protocol == Protocol::Tcp {
-                    VIP_TCP_ALL_PORTS
-                } else {
-                    VIP_UDP_ALL_PORTS
-                };
-            }
-            services.insert(
-                s.name.clone(),
-                ServiceState {
-                    name: s.name.clone(),
-                    id,
-                    vip: s.vip,
-                    protocol: s.protocol,
-                    ports: s.ports.clone(),
-                    pool: s.pool.clone(),
-                    hash: s.hash,
-                    keys,
-                },
-            );
+            services.push(ServicePlan {
+                desired: s,
+                id,
+                keys,
+            });
         }
-        if all_keys.len() > caps.service_ports as usize {
+        let stale_services: BTreeSet<ServiceKey> = if full {
+            written.services.keys().copied().collect()
+        } else {
+            removed_services
+                .iter()
+                .chain(services.iter().map(|p| &p.desired.name))
+                .filter_map(|name| self.services.get(name))
+                .flat_map(|c| c.keys.iter().copied())
+                .collect()
+        };
+        if !full {
+            // An entry written for a service that is not planned again stays: a planned
+            // service cannot take it too.
+            if let Some((k, (_, second))) = service_entries
+                .iter()
+                .find(|(k, _)| written.services.contains_key(k) && !stale_services.contains(k))
+            {
+                let first = self
+                    .services
+                    .values()
+                    .find(|c| c.keys.contains(k))
+                    .map_or_else(|| "(unknown)".to_owned(), |c| c.name.clone());
+                return Err(PlanError::SharedEntry {
+                    entry: entry_text(k),
+                    first,
+                    second: (*second).to_owned(),
+                });
+            }
+        }
+        let needed = count_after(&written.services, &stale_services, &service_entries);
+        if needed > caps.service_ports as usize {
             return Err(PlanError::ServicePorts {
-                needed: all_keys.len(),
+                needed,
                 capacity: caps.service_ports,
-            }
-            .into());
-        }
-        if vips.len() > caps.vips as usize {
-            return Err(PlanError::Vips {
-                needed: vips.len(),
-                capacity: caps.vips,
-            }
-            .into());
+            });
         }
 
-        // ---- Commit ----
-        let mut report = ApplyReport::default();
-        let old_keys: BTreeMap<ServiceKey, ServiceValue> = self
-            .dp
-            .services()
-            .context("reading SERVICES")?
-            .into_iter()
+        // ---- VIPs: those of the services that come, go or change ----
+        let touched: BTreeSet<IpAddr> = removed_services
+            .iter()
+            .chain(services.iter().map(|p| &p.desired.name))
+            .filter_map(|name| self.services.get(name).map(|c| c.vip))
+            .chain(services.iter().map(|p| p.desired.vip))
             .collect();
-        let old_vips: BTreeMap<VipKey, VipValue> = self
-            .dp
-            .vips()
-            .context("reading VIPS")?
-            .into_iter()
-            .collect();
+        let mut vip_entries: BTreeMap<VipKey, VipValue> = BTreeMap::new();
+        if full || !touched.is_empty() {
+            for s in desired
+                .services
+                .iter()
+                .filter(|s| full || touched.contains(&s.vip))
+            {
+                let vip = vip_entries.entry(VipKey::new(s.vip)).or_default();
+                if s.ports == PortSpec::All {
+                    vip.flags |= if s.protocol == Protocol::Tcp {
+                        VIP_TCP_ALL_PORTS
+                    } else {
+                        VIP_UDP_ALL_PORTS
+                    };
+                }
+            }
+        }
+        let stale_vips: BTreeSet<VipKey> = if full {
+            written.vips.keys().copied().collect()
+        } else {
+            touched.iter().map(|ip| VipKey::new(*ip)).collect()
+        };
+        let needed = count_after(&written.vips, &stale_vips, &vip_entries);
+        if needed > caps.vips as usize {
+            return Err(PlanError::Vips {
+                needed,
+                capacity: caps.vips,
+            });
+        }
+
+        Ok(Plan {
+            pools,
+            removed_pools,
+            new_slots,
+            regions,
+            services,
+            removed_services,
+            service_entries,
+            stale_services,
+            vip_entries,
+            stale_vips,
+            full,
+        })
+    }
+
+    /// Writes a plan in the order described in the crate docs.
+    fn commit(&mut self, plan: Plan<'_>) -> anyhow::Result<ApplyReport> {
+        let mut report = ApplyReport {
+            pools_planned: plan.pools.len(),
+            services_planned: plan.services.len(),
+            ..ApplyReport::default()
+        };
+        let written = self.written.as_mut().expect("read before planning");
 
         // 1. Server slots joining a table (or re-enabled) become ACTIVE; every planned
         //    server slot is owned from now on.
-        let new_slot_set: BTreeSet<u32> = new_slots.iter().copied().collect();
-        for p in &plans {
-            let tag = pool_tag(&p.name);
+        for p in &plan.pools {
+            let tag = pool_tag(p.name);
             for s in &p.servers {
                 let (addr, family) = ricochet_common::addr_bytes(s.ip);
                 let slot = &mut self.slots[s.slot as usize];
@@ -583,7 +893,7 @@ impl<D: Dataplane> Engine<D> {
                 } else {
                     SERVER_DRAINING
                 };
-                if new_slot_set.contains(&s.slot) {
+                if plan.new_slots.contains(&s.slot) {
                     // A fresh generation first, so that no torn read pairs the old
                     // generation with the new address.
                     let mut v = slot.value;
@@ -611,45 +921,48 @@ impl<D: Dataplane> Engine<D> {
         }
 
         // 2. New tables into fresh regions.
-        for p in &plans {
-            if let Some(r) = new_regions.get(&p.name) {
-                self.dp
-                    .write_table(r.offset, &p.table)
-                    .with_context(|| format!("writing the Maglev table of pool {:?}", p.name))?;
-                report.tables_written += 1;
-            }
+        for p in plan.pools.iter().filter(|p| p.fresh()) {
+            let r = p.region.expect("a fresh table has a region");
+            self.dp
+                .write_table(r.offset, &p.table)
+                .with_context(|| format!("writing the Maglev table of pool {:?}", p.name))?;
+            report.tables_written += 1;
         }
-        self.regions = regions;
+        self.regions = plan.regions;
 
         // 3. Services switch (atomic per entry), then VIPs appear.
-        for (k, v) in &all_keys {
-            if old_keys.get(k) != Some(v) {
+        for (k, (v, _)) in &plan.service_entries {
+            if written.services.get(k) != Some(v) {
                 self.dp.put_service(k, v)?;
+                written.services.insert(*k, *v);
                 report.service_entries_written += 1;
             }
         }
-        for (k, v) in &vips {
-            if old_vips.get(k) != Some(v) {
+        for (k, v) in &plan.vip_entries {
+            if written.vips.get(k) != Some(v) {
                 self.dp.put_vip(k, v)?;
+                written.vips.insert(*k, *v);
             }
         }
 
         // 4. Stale entries go: VIPs first, so their traffic passes to the kernel
         //    rather than hitting half-removed services.
-        for k in old_vips.keys().filter(|k| !vips.contains_key(k)) {
-            self.dp.remove_vip(k)?;
+        for k in &plan.stale_vips {
+            if !plan.vip_entries.contains_key(k) && written.vips.contains_key(k) {
+                self.dp.remove_vip(k)?;
+                written.vips.remove(k);
+            }
         }
-        for k in old_keys.keys().filter(|k| !all_keys.contains_key(k)) {
-            self.dp.remove_service(k)?;
-            report.service_entries_removed += 1;
+        for k in &plan.stale_services {
+            if !plan.service_entries.contains_key(k) && written.services.contains_key(k) {
+                self.dp.remove_service(k)?;
+                written.services.remove(k);
+                report.service_entries_removed += 1;
+            }
         }
 
         // 5. Servers out of their tables: drain the disabled, free the removed.
-        let planned: BTreeSet<u32> = plans
-            .iter()
-            .flat_map(|p| p.servers.iter().map(|s| s.slot))
-            .collect();
-        for p in &plans {
+        for p in &plan.pools {
             for s in p.servers.iter().filter(|s| !s.enabled) {
                 let slot = &mut self.slots[s.slot as usize];
                 if slot.value.state == SERVER_ACTIVE {
@@ -659,48 +972,101 @@ impl<D: Dataplane> Engine<D> {
                 }
             }
         }
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if !planned.contains(&(i as u32)) && (slot.owned || slot.value.state != SERVER_FREE) {
+        let planned: BTreeSet<u32> = plan
+            .pools
+            .iter()
+            .flat_map(|p| p.servers.iter().map(|s| s.slot))
+            .collect();
+        // The slots that may leave: in a full apply any slot (adopted ones, or some of a
+        // commit that failed); otherwise those of the replanned and removed pools.
+        let leaving: Vec<u32> = if plan.full {
+            (0..self.slots.len() as u32).collect()
+        } else {
+            plan.pools
+                .iter()
+                .map(|p| p.name)
+                .chain(plan.removed_pools.iter().map(String::as_str))
+                .filter_map(|name| self.pools.get(name))
+                .flat_map(|p| p.servers.iter().map(|s| s.slot))
+                .collect()
+        };
+        for i in leaving.into_iter().filter(|i| !planned.contains(i)) {
+            let slot = &mut self.slots[i as usize];
+            if slot.owned || slot.value.state != SERVER_FREE {
                 slot.owned = false;
                 if slot.value.state != SERVER_FREE {
                     slot.value.state = SERVER_FREE;
-                    self.dp.put_server(i as u32, &slot.value)?;
+                    self.dp.put_server(i, &slot.value)?;
                     report.servers_freed += 1;
                 }
             }
         }
 
         // 6. Replaced regions wait one apply before reuse.
-        let live: BTreeSet<Region> = plans
+        let live: BTreeSet<Region> = plan.pools.iter().filter_map(|p| p.region).collect();
+        let mut retired: BTreeSet<Region> = plan
+            .pools
             .iter()
-            .filter_map(|p| p.reuse.or_else(|| new_regions.get(&p.name).copied()))
+            .map(|p| p.name)
+            .chain(plan.removed_pools.iter().map(String::as_str))
+            .filter_map(|name| self.pools.get(name).and_then(|p| p.region))
             .collect();
-        let mut retired: BTreeSet<Region> = self.pools.values().filter_map(|p| p.region).collect();
         retired.extend(self.adopted.values().filter_map(|a| a.region));
         self.quarantine
             .extend(retired.into_iter().filter(|r| !live.contains(r)));
         self.adopted.clear();
 
-        self.pools = plans
-            .into_iter()
-            .map(|p| {
-                let region = p.reuse.or_else(|| new_regions.get(&p.name).copied());
-                (
-                    p.name.clone(),
-                    PoolState {
-                        name: p.name,
-                        table_size: p.table_size,
-                        servers: p.servers,
-                        region,
-                        table: p.table,
-                    },
-                )
-            })
-            .collect();
-        self.services = services;
+        for name in &plan.removed_pools {
+            self.pools.remove(name);
+        }
+        for p in plan.pools {
+            self.pools.insert(
+                p.name.to_owned(),
+                PoolState {
+                    name: p.name.to_owned(),
+                    table_size: p.table_size,
+                    servers: p.servers,
+                    region: p.region,
+                    table: p.table,
+                },
+            );
+        }
+        for name in &plan.removed_services {
+            self.services.remove(name);
+        }
+        for p in plan.services {
+            let s = p.desired;
+            self.services.insert(
+                s.name.clone(),
+                ServiceState {
+                    name: s.name.clone(),
+                    id: p.id,
+                    vip: s.vip,
+                    protocol: s.protocol,
+                    ports: s.ports.clone(),
+                    pool: s.pool.clone(),
+                    hash: s.hash,
+                    keys: p.keys,
+                },
+            );
+        }
         self.revision += 1;
         debug!(?report, revision = self.revision, "applied");
         Ok(report)
+    }
+}
+
+/// A service entry for messages: `VIP protocol port N` (port 0: every port).
+fn entry_text(k: &ServiceKey) -> String {
+    let ip = k.ip().map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+    let proto = match k.proto {
+        PROTO_TCP => "tcp".to_owned(),
+        PROTO_UDP => "udp".to_owned(),
+        p => format!("protocol {p}"),
+    };
+    match k.port() {
+        0 => format!("{ip} {proto} (every port)"),
+        port => format!("{ip} {proto} port {port}"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Reconciliation on the in-memory data plane: what each kind of change writes, and
 //! that refused or repeated changes write nothing.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ricochet_common::{
@@ -324,4 +325,434 @@ fn pool_tag_is_stable() {
     assert_eq!(pool_tag(""), 0x811c_9dc5);
     assert_eq!(pool_tag("web-pool"), pool_tag("web-pool"));
     assert_eq!(pool_tag("a"), 0xe40c_292c);
+}
+
+// ---- Incremental applies ----
+
+/// A generated configuration: virtual services and their pools.
+#[derive(Clone)]
+struct Gen {
+    services: Vec<GenService>,
+    pools: BTreeMap<String, GenPool>,
+}
+
+#[derive(Clone)]
+struct GenService {
+    name: String,
+    vip: String,
+    /// The `services:` list, in YAML.
+    ports: String,
+    pool: String,
+    udp: bool,
+}
+
+#[derive(Clone)]
+struct GenPool {
+    /// Addresses and `enabled`.
+    servers: Vec<(String, bool)>,
+    /// `consistent_hash`.
+    hash: &'static str,
+    table: u32,
+}
+
+impl Gen {
+    /// `n` virtual services `vs-i` on VIPs 10.100.x.y, port 80, each with a pool of two
+    /// servers of its own and a 211-slot table.
+    fn many(n: usize) -> Gen {
+        let mut g = Gen {
+            services: Vec::new(),
+            pools: BTreeMap::new(),
+        };
+        for i in 0..n {
+            g.add(i, &[&gen_server(2 * i), &gen_server(2 * i + 1)]);
+        }
+        g
+    }
+
+    /// Adds `vs-i` on VIP `i` with a pool `pool-i` of `servers`.
+    fn add(&mut self, i: usize, servers: &[&str]) {
+        let pool = format!("pool-{i:04}");
+        self.services.push(GenService {
+            name: format!("vs-{i:04}"),
+            vip: gen_vip(i),
+            ports: "[{port: 80}]".into(),
+            pool: pool.clone(),
+            udp: false,
+        });
+        self.pools.insert(
+            pool,
+            GenPool {
+                servers: servers.iter().map(|s| (s.to_string(), true)).collect(),
+                hash: "source_ip",
+                table: 211,
+            },
+        );
+    }
+
+    fn service(&mut self, name: &str) -> &mut GenService {
+        self.services.iter_mut().find(|s| s.name == name).unwrap()
+    }
+
+    fn yaml(&self) -> String {
+        let mut y = String::from(
+            "network_profiles:\n  - {name: t, type: tcp_fast_path, dsr: {enabled: true, type: l3, encapsulation: ipinip}}\n  - {name: u, type: udp_fast_path, dsr: {enabled: true, type: l3, encapsulation: ipinip}}\npools:\n",
+        );
+        for (
+            name,
+            GenPool {
+                servers,
+                hash,
+                table,
+            },
+        ) in &self.pools
+        {
+            let servers: Vec<String> = servers
+                .iter()
+                .map(|(ip, on)| format!("{{ip: {ip}, enabled: {on}}}"))
+                .collect();
+            y += &format!(
+                "  - {{name: {name}, consistent_hash: {hash}, table_size: {table}, servers: [{}]}}\n",
+                servers.join(", ")
+            );
+        }
+        y += "virtual_services:\n";
+        for GenService {
+            name,
+            vip,
+            ports,
+            pool,
+            udp,
+        } in &self.services
+        {
+            let profile = if *udp { "u" } else { "t" };
+            y += &format!(
+                "  - {{name: {name}, vip: {vip}, services: {ports}, network_profile: {profile}, pool: {pool}}}\n"
+            );
+        }
+        y
+    }
+
+    fn desired(&self) -> Desired {
+        desired(&self.yaml())
+    }
+}
+
+fn gen_vip(i: usize) -> String {
+    format!("10.100.{}.{}", i / 250, i % 250 + 1)
+}
+
+fn gen_server(j: usize) -> String {
+    format!("10.201.{}.{}", j / 250, j % 250 + 1)
+}
+
+fn many_caps() -> Capacities {
+    Capacities {
+        vips: 1024,
+        service_ports: 4096,
+        services: 1024,
+        servers: 2048,
+        maglev_slots: 2 * 1024 * 211 + 65537,
+        flows: 1024,
+    }
+}
+
+/// What the data plane does with packets, whatever slots, regions and ids the engine
+/// chose: per service entry its flags and its table as server addresses, per VIP its
+/// flags, and the state of every used server slot.
+type View = (
+    BTreeMap<ServiceKey, (u32, Vec<IpAddr>)>,
+    BTreeMap<VipKey, VipValue>,
+    Vec<(IpAddr, u8)>,
+);
+
+fn view(dp: &MemoryDataplane) -> View {
+    let services = dp
+        .services
+        .iter()
+        .map(|(k, v)| {
+            let region = v.table_offset as usize..(v.table_offset + v.table_size) as usize;
+            let table = dp.maglev[region]
+                .iter()
+                .map(|&slot| {
+                    let s = dp.servers[slot as usize];
+                    assert_eq!(s.state, SERVER_ACTIVE, "a table holds only active servers");
+                    s.ip().unwrap()
+                })
+                .collect();
+            (*k, (v.flags, table))
+        })
+        .collect();
+    let ids: BTreeSet<u32> = dp.services.values().map(|v| v.service_id).collect();
+    let distinct_services: BTreeSet<(u32, u32, u32)> = dp
+        .services
+        .values()
+        .map(|v| (v.service_id, v.table_offset, v.table_size))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        distinct_services.len(),
+        "one id per service (entries of one service share theirs)"
+    );
+    let mut servers: Vec<(IpAddr, u8)> = dp
+        .servers
+        .iter()
+        .filter(|s| s.state != SERVER_FREE)
+        .map(|s| (s.ip().unwrap(), s.state))
+        .collect();
+    servers.sort();
+    (services, dp.vips.clone(), servers)
+}
+
+/// Applies `g` incrementally to `e` and checks that the data plane then behaves as a
+/// fresh engine's after a full apply of the same configuration.
+fn apply_and_compare(e: &mut Engine<MemoryDataplane>, g: &Gen) -> ApplyReport {
+    let d = g.desired();
+    let r = e.apply(&d).unwrap();
+    let mut fresh = Engine::new(MemoryDataplane::new(many_caps()));
+    fresh.apply(&d).unwrap();
+    assert!(
+        view(e.dataplane()) == view(fresh.dataplane()),
+        "the incremental apply differs from a full one"
+    );
+    r
+}
+
+#[test]
+fn one_service_change_among_many_writes_only_that_service() {
+    let mut e = Engine::new(MemoryDataplane::new(many_caps()));
+    let base = Gen::many(300);
+    let r = e.apply(&base.desired()).unwrap();
+    assert_eq!((r.pools_planned, r.services_planned), (300, 300), "{r:?}");
+    let live: Vec<(u32, u32)> = e
+        .dataplane()
+        .services
+        .values()
+        .map(|v| (v.table_offset, v.table_size))
+        .collect();
+    e.dataplane_mut().journal = Some(Vec::new());
+    let reads = e.dataplane().reads.get();
+
+    // Add one.
+    let mut plus = base.clone();
+    plus.add(300, &[&gen_server(900), &gen_server(901)]);
+    let r = apply_and_compare(&mut e, &plus);
+    assert_eq!((r.pools_planned, r.services_planned), (1, 1), "{r:?}");
+    let new_key = ServiceKey::new(ip(&gen_vip(300)), PROTO_TCP, 80);
+    let new_value = e.dataplane().services[&new_key];
+    let new_slots: BTreeSet<u32> = ["10.201.3.151", "10.201.3.152"]
+        .iter()
+        .map(|s| slot_of(&e, "pool-0300", s))
+        .collect();
+    let journal = e.dataplane_mut().journal.replace(Vec::new()).unwrap();
+    use ricochet_dataplane::memory::Write;
+    for w in &journal {
+        match w {
+            Write::PutServer(s) => assert!(new_slots.contains(s), "{w:?}"),
+            Write::Table { offset, len } => {
+                assert_eq!((*offset, *len), (new_value.table_offset, 211));
+                assert!(
+                    live.iter()
+                        .all(|(o, l)| offset + len <= *o || o + l <= *offset),
+                    "the new table goes to a region no service uses"
+                );
+            }
+            Write::PutService(k) => assert_eq!(*k, new_key),
+            Write::PutVip(k) => assert_eq!(*k, VipKey::new(ip(&gen_vip(300)))),
+            _ => panic!("unexpected write {w:?}"),
+        }
+    }
+    // Two writes per fresh slot (generation, then server), the table, the entry, the VIP.
+    assert_eq!(journal.len(), 2 * 2 + 3, "{journal:?}");
+    assert_eq!(
+        e.dataplane().reads.get(),
+        reads,
+        "an incremental apply reads no map back"
+    );
+
+    // Remove it again.
+    let r = apply_and_compare(&mut e, &base);
+    assert_eq!((r.pools_planned, r.services_planned), (0, 0), "{r:?}");
+    let journal = e.dataplane_mut().journal.replace(Vec::new()).unwrap();
+    assert_eq!(
+        journal,
+        [
+            Write::RemoveVip(VipKey::new(ip(&gen_vip(300)))),
+            Write::RemoveService(new_key),
+            Write::PutServer(*new_slots.first().unwrap()),
+            Write::PutServer(*new_slots.last().unwrap()),
+        ]
+    );
+
+    // Change one pool's servers: its table moves; only its service follows.
+    let mut changed = base.clone();
+    changed.pools.get_mut("pool-0007").unwrap().servers[1].0 = gen_server(902);
+    let r = apply_and_compare(&mut e, &changed);
+    assert_eq!((r.pools_planned, r.services_planned), (1, 1), "{r:?}");
+    let key7 = ServiceKey::new(ip(&gen_vip(7)), PROTO_TCP, 80);
+    let journal = e.dataplane_mut().journal.replace(Vec::new()).unwrap();
+    let services: Vec<&Write> = journal
+        .iter()
+        .filter(|w| !matches!(w, Write::PutServer(_) | Write::Table { .. }))
+        .collect();
+    assert_eq!(services, [&Write::PutService(key7)], "{journal:?}");
+    assert_eq!(
+        journal
+            .iter()
+            .filter(|w| matches!(w, Write::Table { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(e.dataplane().reads.get(), reads);
+}
+
+#[test]
+fn incremental_applies_end_where_a_full_apply_would() {
+    let mut e = Engine::new(MemoryDataplane::new(many_caps()));
+    let mut g = Gen::many(40);
+    apply_and_compare(&mut e, &g);
+    // Each step changes something else; each is checked against a fresh engine.
+    g.pools.get_mut("pool-0003").unwrap().servers[0].1 = false; // disable a server
+    apply_and_compare(&mut e, &g);
+    g.pools.get_mut("pool-0003").unwrap().servers[0].1 = true; // and enable it again
+    apply_and_compare(&mut e, &g);
+    g.service("vs-0005").ports = "[{port: 443}, {port: 8000, port_range_end: 8003}]".into();
+    apply_and_compare(&mut e, &g);
+    g.service("vs-0006").vip = gen_vip(5); // onto another service's VIP
+    apply_and_compare(&mut e, &g);
+    g.service("vs-0007").ports = "[{port: 1, port_range_end: 65535}]".into(); // every port
+    apply_and_compare(&mut e, &g);
+    g.service("vs-0008").pool = "pool-0009".into(); // to another pool; pool-0008 goes
+    g.pools.remove("pool-0008");
+    apply_and_compare(&mut e, &g);
+    g.pools.get_mut("pool-0009").unwrap().hash = "source_ip_and_port"; // the hash changes
+    apply_and_compare(&mut e, &g);
+    g.pools.get_mut("pool-0010").unwrap().table = 307; // a larger table
+    apply_and_compare(&mut e, &g);
+    let p11 = g.pools.get_mut("pool-0011").unwrap();
+    p11.servers.push((gen_server(500), true)); // a third server (and a table to fit it)
+    p11.table = 307;
+    apply_and_compare(&mut e, &g);
+    g.pools.get_mut("pool-0012").unwrap().servers = vec![(gen_server(501), false)]; // none enabled
+    apply_and_compare(&mut e, &g);
+    let mut renamed = g.service("vs-0013").clone();
+    g.services.retain(|s| s.name != renamed.name);
+    renamed.name = "renamed".into(); // the same packets, a new name
+    g.services.push(renamed);
+    apply_and_compare(&mut e, &g);
+    g.service("vs-0014").udp = true; // UDP
+    apply_and_compare(&mut e, &g);
+    g.services
+        .retain(|s| s.name != "vs-0015" && s.name != "vs-0016");
+    g.pools.remove("pool-0015");
+    apply_and_compare(&mut e, &g);
+    g.add(16, &[&gen_server(32), &gen_server(33)]); // back, with pool-0016's old servers
+    apply_and_compare(&mut e, &g);
+    // Many at once, then back to the start.
+    for i in 17..30 {
+        g.pools.get_mut(&format!("pool-{i:04}")).unwrap().servers[0].0 = gen_server(600 + i);
+    }
+    apply_and_compare(&mut e, &g);
+    let r = apply_and_compare(&mut e, &Gen::many(40));
+    assert!(!r.is_noop());
+    let r = apply_and_compare(&mut e, &Gen::many(40));
+    assert!(r.is_noop(), "{r:?}");
+}
+
+#[test]
+fn an_entry_two_services_take_is_refused() {
+    // The configuration's validation refuses overlapping ports; the engine checks again
+    // for a Desired built otherwise, in a full apply and in an incremental one.
+    let g = Gen::many(3);
+    let mut d = g.desired();
+    let mut twin = d.services[1].clone();
+    twin.name = "twin".into();
+    d.services.push(twin);
+    let mut e = Engine::new(MemoryDataplane::new(many_caps()));
+    let err = e.apply(&d).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "virtual services \"vs-0001\" and \"twin\" both take 10.100.0.2 tcp port 80"
+    );
+    assert_eq!(e.dataplane().writes, 0);
+    e.apply(&g.desired()).unwrap();
+    let writes = e.dataplane().writes;
+    let err = e.apply(&d).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "virtual services \"vs-0001\" and \"twin\" both take 10.100.0.2 tcp port 80"
+    );
+    assert_eq!(e.dataplane().writes, writes, "nothing written");
+}
+
+#[test]
+fn after_a_failed_commit_the_next_apply_starts_from_the_maps() {
+    let mut e = Engine::new(MemoryDataplane::new(many_caps()));
+    let base = Gen::many(20);
+    e.apply(&base.desired()).unwrap();
+    let mut changed = base.clone();
+    for i in 0..10 {
+        changed
+            .pools
+            .get_mut(&format!("pool-{i:04}"))
+            .unwrap()
+            .servers[0]
+            .0 = gen_server(700 + i);
+    }
+    changed.add(20, &[&gen_server(800), &gen_server(801)]);
+    // The commit fails after some of its writes.
+    let writes = e.dataplane().writes;
+    e.dataplane_mut().fail_writes_from = Some(writes + 25);
+    let err = e.apply(&changed.desired()).unwrap_err();
+    assert!(format!("{err:#}").contains("injected failure"), "{err:#}");
+    assert_eq!(e.dataplane().writes, writes + 25, "the commit had begun");
+    assert_eq!(e.revision(), 1);
+    e.dataplane_mut().fail_writes_from = None;
+    let reads = e.dataplane().reads.get();
+    let r = apply_and_compare(&mut e, &changed);
+    assert_eq!(r.pools_planned, 21, "a full apply: {r:?}");
+    assert!(e.dataplane().reads.get() > reads, "it read the maps back");
+    // And the engine is incremental again.
+    let r = apply_and_compare(&mut e, &base);
+    assert_eq!(r.pools_planned, 10, "{r:?}");
+}
+
+#[test]
+fn resync_makes_the_next_apply_full() {
+    let mut e = Engine::new(MemoryDataplane::new(many_caps()));
+    let g = Gen::many(5);
+    e.apply(&g.desired()).unwrap();
+    // Someone else removes an entry behind the engine's back.
+    let key = ServiceKey::new(ip(&gen_vip(2)), PROTO_TCP, 80);
+    e.dataplane_mut().remove_service(&key).unwrap();
+    assert!(
+        e.apply(&g.desired()).unwrap().is_noop(),
+        "trusts its record"
+    );
+    e.resync();
+    let r = e.apply(&g.desired()).unwrap();
+    assert_eq!(r.service_entries_written, 1, "{r:?}");
+    assert!(e.dataplane().services.contains_key(&key));
+}
+
+#[test]
+fn replaced_regions_return_to_the_allocator() {
+    // Adopted tables and replaced ones are quarantined for one apply, then freed: once
+    // every service is gone, the whole array is free again.
+    let mut e = engine();
+    e.apply(&desired(SEED)).unwrap();
+    let mut e2 = Engine::adopt(e.dataplane().clone()).unwrap();
+    let cfg = SEED.replacen(
+        "      - { ip: 192.168.34.10 }\n    health_monitors: [web-tcp]",
+        "    health_monitors: [web-tcp]",
+        1,
+    );
+    e2.apply(&desired(&cfg)).unwrap();
+    e2.apply(&desired(SEED)).unwrap();
+    e2.apply(&Desired::default()).unwrap();
+    e2.apply(&Desired::default()).unwrap();
+    assert_eq!(
+        e2.regions.free_slots(),
+        u64::from(small_caps().maglev_slots)
+    );
+    assert!(e2.dataplane().services.is_empty());
 }
