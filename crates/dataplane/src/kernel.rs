@@ -140,6 +140,34 @@ fn pinned_capacities(dir: &Path, mut caps: Capacities) -> anyhow::Result<Capacit
     Ok(caps)
 }
 
+/// Removes the pins of counter maps indexed by a counted enum that has more variants
+/// than the pinned map has entries (pinned by an older program): reusing one would leave
+/// the new variants uncounted and unreadable. Their counts start again from zero.
+fn drop_outgrown_counters(dir: &Path) -> anyhow::Result<()> {
+    for (name, count) in [(maps::REASONS, Reason::COUNT), (maps::EVENTS, Event::COUNT)] {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let pinned = MapData::from_pin(&path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?
+            .info()
+            .with_context(|| format!("reading map info of {}", path.display()))?
+            .max_entries();
+        if pinned < count {
+            warn!(
+                map = name,
+                pinned,
+                needed = count,
+                "pinned counters predate this program's reasons; they start again from zero"
+            );
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing outgrown pin {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     let root = Path::new("/sys/fs/bpf");
     if dir.starts_with(root) && !is_bpffs(root) {
@@ -190,6 +218,7 @@ impl KernelDataplane {
         let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;
+                drop_outgrown_counters(dir)?;
                 adopted = dir.join(maps::SERVICES).exists();
                 if adopted {
                     let wanted = caps;

@@ -24,9 +24,9 @@ use std::{
 
 use etherparse::{EtherType, IpNumber};
 use ricochet_common::{
-    limits, FlowKey, FlowValue, Reason, ServerValue, ServiceValue, Settings, TokenBucket, VipKey,
-    VipValue, PROTO_TCP, SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4,
-    SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
+    limits, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceValue, Settings, TokenBucket,
+    VipKey, VipValue, PROTO_TCP, SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT,
+    SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
 };
 use ricochet_dataplane::Dataplane;
 use support::{
@@ -1106,6 +1106,26 @@ fn ipv6_too_big_is_answered_with_packet_too_big() {
             icmp6_packet_too_big(FROM_CLIENT, &inner, LB_MTU - 40),
             Reason::IcmpTooBig,
         ));
+    });
+}
+
+#[test]
+fn events_are_readable_and_quiet_on_a_healthy_path() {
+    with_lab(|lab| {
+        lab.check(&http4_syn(
+            "a new flow, recorded",
+            HTTP4.pick(CLIENT4.into(), CLIENT_PORT),
+        ));
+        assert!(flow_of(lab, &http4_flow(CLIENT4, CLIENT_PORT)).is_some());
+        let events = lab.dp.event_counters().unwrap();
+        assert_eq!(
+            events.iter().map(|(e, _)| *e).collect::<Vec<_>>(),
+            Event::ALL.to_vec()
+        );
+        assert!(
+            events.iter().all(|(_, n)| *n == 0),
+            "a recorded flow is no failure: {events:?}"
+        );
     });
 }
 

@@ -82,3 +82,90 @@ fn verifier_accepts_the_other_programs() {
         }
     }
 }
+
+/// Creates a per-CPU array of `max_entries` u64 counters and pins it at `path` (as an
+/// older program's `REASONS` was, with fewer reasons).
+fn pin_counter_map(path: &std::path::Path, max_entries: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u64 = 6;
+    // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries
+    // (u32 each), map_flags...; zero-padded.
+    let mut create = [0u64; 8];
+    create[0] = BPF_MAP_TYPE_PERCPU_ARRAY | (4 << 32);
+    create[1] = 8 | ((max_entries as u64) << 32);
+    // SAFETY: a valid bpf_attr prefix for the command, alive for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            create.as_mut_ptr(),
+            std::mem::size_of_val(&create),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // BPF_OBJ_PIN: pathname (u64 pointer), bpf_fd (u32).
+    let mut pin = [name.as_ptr() as u64, fd as u64, 0, 0];
+    // SAFETY: as above; `name` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            pin.as_mut_ptr(),
+            std::mem::size_of_val(&pin),
+        )
+    };
+    assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: our own descriptor; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn outgrown_pinned_counters_are_replaced() {
+    use ricochet_common::{maps, Reason};
+    need_root();
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/ricochet-test-counters-{}",
+        std::process::id()
+    ));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = ricochet_dataplane::kernel::detach(&self.0, None);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    pin_counter_map(&dir.join(maps::REASONS), 20);
+    let mut dp = KernelDataplane::load(&LoadOptions {
+        pin_dir: Some(dir.clone()),
+        caps: Capacities {
+            flows: 1024,
+            maglev_slots: 1024,
+            ..Capacities::default()
+        },
+    })
+    .expect("load over an outgrown REASONS pin");
+    let mut frame = [0xffu8; 60];
+    frame[12] = 0x08;
+    frame[13] = 0x06;
+    dp.test_run(&frame, 0).unwrap();
+    let reasons = dp
+        .reason_counters()
+        .expect("every reason readable, the new ones included");
+    assert_eq!(reasons.len(), Reason::COUNT as usize);
+    assert_eq!(reasons[Reason::PassNotIp as usize], (Reason::PassNotIp, 1));
+    let pinned = aya::maps::MapData::from_pin(dir.join(maps::REASONS))
+        .unwrap()
+        .info()
+        .unwrap()
+        .max_entries();
+    assert_eq!(pinned, Reason::COUNT, "the new map is pinned in its place");
+}
