@@ -9,6 +9,7 @@
 pub mod control_plane;
 pub mod end_to_end;
 pub mod forwarding;
+pub mod katran;
 pub mod machine;
 pub mod maglev;
 pub mod per_packet;
@@ -35,6 +36,9 @@ pub struct Ctx {
     pub quick: bool,
     /// The `ricochet` binary, for sections that run the engine daemon.
     pub ricochet_bin: Option<PathBuf>,
+    /// Katran's balancer object (`balancer.bpf.o`, built by the user from Katran's
+    /// sources): the per-packet section measures it beside Ricochet when given.
+    pub katran_object: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -47,7 +51,22 @@ impl Ctx {
             raw_dir,
             quick,
             ricochet_bin,
+            katran_object: None,
         })
+    }
+
+    /// Measures Katran's balancer object at `path` beside Ricochet (per-packet section).
+    pub fn with_katran_object(mut self, path: Option<PathBuf>) -> anyhow::Result<Self> {
+        if let Some(path) = &path {
+            anyhow::ensure!(
+                path.is_file(),
+                "--katran-object {}: no such file (build Katran's balancer.bpf.o first: see \
+                 docs/benchmarks for the command)",
+                path.display()
+            );
+        }
+        self.katran_object = path;
+        Ok(self)
     }
 
     /// Writes `value` as pretty JSON to `raw/<name>` and returns the path relative to the
@@ -199,12 +218,32 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_katran_object_is_refused_before_anything_runs() {
+        let dir =
+            std::env::temp_dir().join(format!("ricochet-bench-katran-{}", std::process::id()));
+        let ctx = Ctx::new(&dir, true, None).unwrap();
+        let error = ctx
+            .clone()
+            .with_katran_object(Some("/nonexistent/balancer.bpf.o".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--katran-object /nonexistent/balancer.bpf.o: no such file"),
+            "{error}"
+        );
+        let ctx = ctx.with_katran_object(None).unwrap();
+        assert!(ctx.katran_object.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_missing_ricochet_binary_is_named() {
         let ctx = Ctx {
             out_dir: PathBuf::new(),
             raw_dir: PathBuf::new(),
             quick: true,
             ricochet_bin: Some("/nonexistent/ricochet".into()),
+            katran_object: None,
         };
         let error = ctx.ricochet_binary().unwrap_err().to_string();
         assert!(
