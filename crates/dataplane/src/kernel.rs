@@ -22,8 +22,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use ricochet_common::{
-    maps, Counters, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue, Settings,
-    VipKey, VipValue,
+    maps, Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue,
+    Settings, VipKey, VipValue,
 };
 use tracing::{info, warn};
 
@@ -84,9 +84,10 @@ pub struct KernelDataplane {
     svc_stats: PerCpuArray<MapData, Counters>,
     srv_stats: PerCpuArray<MapData, Counters>,
     reasons: PerCpuArray<MapData, u64>,
+    events: PerCpuArray<MapData, u64>,
 }
 
-const ALL_MAPS: [&str; 10] = [
+const ALL_MAPS: [&str; 11] = [
     maps::VIPS,
     maps::SERVICES,
     maps::FLOWS,
@@ -97,6 +98,7 @@ const ALL_MAPS: [&str; 10] = [
     maps::REASONS,
     maps::SETTINGS,
     maps::NEXT_HOPS,
+    maps::EVENTS,
 ];
 
 fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
@@ -237,6 +239,7 @@ impl KernelDataplane {
             svc_stats: take(&mut ebpf, maps::SERVICE_STATS)?,
             srv_stats: take(&mut ebpf, maps::SERVER_STATS)?,
             reasons: take(&mut ebpf, maps::REASONS)?,
+            events: take(&mut ebpf, maps::EVENTS)?,
             ebpf,
             caps,
             pin_dir: opts.pin_dir.clone(),
@@ -580,6 +583,16 @@ impl Dataplane for KernelDataplane {
                     .get(&(*r as u32), 0)
                     .context("reading REASONS")?;
                 Ok((*r, sum(v, |a, b| *a += b)))
+            })
+            .collect()
+    }
+
+    fn event_counters(&self) -> anyhow::Result<Vec<(Event, u64)>> {
+        Event::ALL
+            .iter()
+            .map(|e| {
+                let v = self.events.get(&(*e as u32), 0).context("reading EVENTS")?;
+                Ok((*e, sum(v, |a, b| *a += b)))
             })
             .collect()
     }

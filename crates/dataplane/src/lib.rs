@@ -9,7 +9,7 @@ pub mod kernel;
 pub mod memory;
 
 use ricochet_common::{
-    Counters, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
+    Counters, Event, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
 };
 
 /// Capacities of the maps, fixed when the program is loaded.
@@ -69,4 +69,6 @@ pub trait Dataplane {
     fn service_counters(&self, id: u32) -> anyhow::Result<Counters>;
     fn server_counters(&self, id: u32) -> anyhow::Result<Counters>;
     fn reason_counters(&self) -> anyhow::Result<Vec<(Reason, u64)>>;
+    /// Event counters (`EVENTS`) summed over CPUs, every event in `Event::ALL` order.
+    fn event_counters(&self) -> anyhow::Result<Vec<(Event, u64)>>;
 }

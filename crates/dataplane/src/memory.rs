@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure};
 use ricochet_common::{
-    Counters, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
+    Counters, Event, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
 };
 
 use crate::{Capacities, Dataplane};
@@ -122,5 +122,8 @@ impl Dataplane for MemoryDataplane {
     }
     fn reason_counters(&self) -> anyhow::Result<Vec<(Reason, u64)>> {
         Ok(Reason::ALL.iter().map(|r| (*r, 0)).collect())
+    }
+    fn event_counters(&self) -> anyhow::Result<Vec<(Event, u64)>> {
+        Ok(Event::ALL.iter().map(|e| (*e, 0)).collect())
     }
 }
