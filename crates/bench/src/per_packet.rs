@@ -379,7 +379,7 @@ impl Path {
                  FIB lookup, then XDP_DROP (drop_no_neighbour) instead of the encapsulation"
             }
             Path::NewUnresolved4 => {
-                "diagnostic: IPv4 TCP SYN of a new flow to the same service: flow-table miss, \
+                "diagnostic: IPv4 TCP SYN of a new flow to the same service: no flow-table lookup (a SYN), \
                  client hash, Maglev slot, FIB lookup, then XDP_DROP (drop_no_neighbour); a \
                  dropped first packet records no flow (checked after every run)"
             }
@@ -1866,12 +1866,12 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         (
             Path::NewTcp4,
             Path::EstablishedTcp4,
-            "a new flow instead of a hit: flow-table miss, client hash, Maglev slot, flow insert",
+            "a new flow instead of a hit: no flow-table lookup (a SYN) instead of a hit, client hash, Maglev slot, flow insert",
         ),
         (
             Path::NewUnresolved4,
             Path::Unresolved4,
-            "of which: flow-table miss instead of a hit, client hash, Maglev slot (no insert)",
+            "of which: no flow-table lookup instead of a hit, client hash, Maglev slot (no insert)",
         ),
         (
             Path::NewTcp4,
@@ -1943,8 +1943,8 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
          warm caches. The kernel reports the mean per run; {} calls per path, interleaved. The \
          single-run figures above also carry the cache and TLB state that a system call and the \
          benchmark's own work between runs leave behind; the difference shows how much. A call \
-         repeats one frame, so `tcp4-new-no-neighbour` misses the flow table on the same, warm \
-         bucket every time there, which the single runs' fresh clients never do.\n",
+         repeats one frame, so `tcp4-new-no-neighbour` hashes the same client onto the same, \
+         warm Maglev slot every time there, which the single runs' fresh clients never do.\n",
         m.repeated[&Path::Floor].len()
     );
     let rep_rows: Vec<Vec<String>> = rep

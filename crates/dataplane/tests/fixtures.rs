@@ -24,9 +24,9 @@ use std::{
 
 use etherparse::{EtherType, IpNumber};
 use ricochet_common::{
-    Event, FlowKey, FlowValue, Reason, ServerValue, ServiceValue, Settings, VipKey, VipValue, PROTO_TCP,
-    SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4, SETTINGS_HAVE_V6,
-    VIP_TCP_ALL_PORTS,
+    Event, FlowKey, FlowValue, Reason, ServerValue, ServiceValue, Settings, VipKey, VipValue,
+    PROTO_TCP, SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4,
+    SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
 };
 use ricochet_dataplane::Dataplane;
 use support::{
@@ -1195,7 +1195,14 @@ impl HttpFlow {
     fn to(&self, what: &str, inner: &[u8], server: Server) -> Fixture {
         if self.v6 {
             let client = Ipv6Addr::from(self.key.src);
-            forwarded6(what, FROM_CLIENT, inner.to_vec(), server, client, CLIENT_PORT)
+            forwarded6(
+                what,
+                FROM_CLIENT,
+                inner.to_vec(),
+                server,
+                client,
+                CLIENT_PORT,
+            )
         } else {
             forwarded4(what, FROM_CLIENT, inner.to_vec(), server)
         }
@@ -1284,7 +1291,11 @@ fn non_syn_flow_misses_are_counted_for_ipv4_and_ipv6() {
                 "flow {i}: the miss recorded the flow"
             );
             lab.check(&flow.to("its next data segment: a hit", &flow.ack, a));
-            assert_eq!(non_syn_misses(lab), before + 1, "flow {i}: a hit is no miss");
+            assert_eq!(
+                non_syn_misses(lab),
+                before + 1,
+                "flow {i}: a hit is no miss"
+            );
         }
         let syn_client = client4(9);
         let syn = HttpFlow::v4(syn_client);
