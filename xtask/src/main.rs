@@ -28,6 +28,8 @@ Commands:
           PNG plots and raw data to target/bench/<date-time>/ (needs root; about 20 minutes).
           Arguments after `--` go to ricochet-bench, e.g. `cargo xtask bench -- --quick` or
           `cargo xtask bench -- --out /tmp/report per-packet maglev`.
+          `cargo xtask bench --katran-object PATH [-- ...]` also measures Katran's XDP balancer
+          (a balancer.bpf.o you built from Katran's sources) beside Ricochet, per packet.
   help    Print this message.
 ";
 
@@ -41,7 +43,9 @@ fn main() -> ExitCode {
         "setup" => no_arguments("setup", rest).and_then(|()| setup::setup()),
         "test" => passthrough("test", rest).and_then(test),
         "demo" => passthrough("demo", rest).and_then(demo),
-        "bench" => passthrough("bench", rest).and_then(bench),
+        "bench" => {
+            bench_arguments(rest).and_then(|(katran, extra)| bench(katran.as_deref(), extra))
+        }
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -79,6 +83,41 @@ fn passthrough<'a>(command: &str, rest: &'a [String]) -> Result<&'a [String], Fa
              after `--`, e.g. `cargo xtask {command} -- ...`"
         ))),
     }
+}
+
+/// `cargo xtask bench`'s own option, `--katran-object PATH` (or `--katran-object=PATH`),
+/// then the arguments after `--`. The object must exist: checked before the long build.
+fn bench_arguments(rest: &[String]) -> Result<(Option<String>, &[String]), Failure> {
+    let (katran, rest) = match rest.split_first() {
+        Some((first, tail)) if first == "--katran-object" => match tail.split_first() {
+            Some((path, tail)) if path != "--" => (Some(path.clone()), tail),
+            _ => {
+                return Err(Failure::new(
+                    "`--katran-object` needs a path: `cargo xtask bench --katran-object \
+                     PATH [-- ...]`",
+                ))
+            }
+        },
+        Some((first, tail)) if first.starts_with("--katran-object=") => {
+            (Some(first["--katran-object=".len()..].to_owned()), tail)
+        }
+        _ => (None, rest),
+    };
+    let extra = passthrough("bench", rest)?;
+    if let Some(path) = &katran {
+        if gives_option(extra, "--katran-object", None) {
+            return Err(Failure::new(
+                "`--katran-object` given twice (before and after `--`): give it once",
+            ));
+        }
+        if !Path::new(path).is_file() {
+            return Err(Failure::new(format!(
+                "--katran-object {path}: no such file (build Katran's balancer.bpf.o first; \
+                 docs/benchmarks/ gives the command)"
+            )));
+        }
+    }
+    Ok((katran, extra))
 }
 
 /// The workspace root: this crate lives in `<root>/xtask`.
@@ -244,7 +283,7 @@ fn demo(extra: &[String]) -> Result<(), Failure> {
     })
 }
 
-fn bench(extra: &[String]) -> Result<(), Failure> {
+fn bench(katran_object: Option<&str>, extra: &[String]) -> Result<(), Failure> {
     require_root("`cargo xtask bench`")?;
     let root = workspace_root();
     let start = Instant::now();
@@ -278,6 +317,12 @@ fn bench(extra: &[String]) -> Result<(), Failure> {
             "--ricochet".to_owned(),
             release.join("ricochet").display().to_string(),
         ]);
+    }
+    if let Some(path) = katran_object {
+        // Absolute, so that it means the same whatever the benchmark's working directory.
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| Failure::new(format!("--katran-object {path}: {e}")))?;
+        defaults.extend(["--katran-object".to_owned(), path.display().to_string()]);
     }
     step(3, TOTAL, "ricochet-bench", || {
         run(std::process::Command::new(release.join("ricochet-bench"))
@@ -386,6 +431,52 @@ mod tests {
             None
         ));
         assert!(!gives_option(&strings(&["-r", "/x"]), "--ricochet", None));
+    }
+
+    #[test]
+    fn bench_takes_a_katran_object_before_the_separator() {
+        let object = std::env::temp_dir().join(format!("xtask-katran-{}.o", std::process::id()));
+        std::fs::write(&object, b"").unwrap();
+        let path = object.display().to_string();
+        for given in [
+            strings(&["--katran-object", &path, "--", "--quick", "per-packet"]),
+            strings(&[
+                &format!("--katran-object={path}"),
+                "--",
+                "--quick",
+                "per-packet",
+            ]),
+        ] {
+            let (katran, extra) = bench_arguments(&given).unwrap();
+            assert_eq!(katran.as_deref(), Some(path.as_str()));
+            assert_eq!(extra, strings(&["--quick", "per-packet"]));
+        }
+        let only_extra = strings(&["--", "--quick"]);
+        let (katran, extra) = bench_arguments(&only_extra).unwrap();
+        assert!(katran.is_none());
+        assert_eq!(extra, strings(&["--quick"]));
+        let error = bench_arguments(&strings(&["--katran-object", "/nonexistent/k.o"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--katran-object /nonexistent/k.o: no such file"),
+            "{error}"
+        );
+        let error = bench_arguments(&strings(&["--katran-object", "--", "--quick"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("needs a path"), "{error}");
+        let error = bench_arguments(&strings(&[
+            "--katran-object",
+            &path,
+            "--",
+            "--katran-object",
+            &path,
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("given twice"), "{error}");
+        std::fs::remove_file(&object).unwrap();
     }
 
     #[test]

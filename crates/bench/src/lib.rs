@@ -9,6 +9,8 @@
 pub mod control_plane;
 pub mod end_to_end;
 pub mod forwarding;
+pub mod katran;
+pub mod leftovers;
 pub mod machine;
 pub mod maglev;
 pub mod per_packet;
@@ -35,6 +37,9 @@ pub struct Ctx {
     pub quick: bool,
     /// The `ricochet` binary, for sections that run the engine daemon.
     pub ricochet_bin: Option<PathBuf>,
+    /// Katran's balancer object (`balancer.bpf.o`, built by the user from Katran's
+    /// sources): the per-packet section measures it beside Ricochet when given.
+    pub katran_object: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -47,7 +52,22 @@ impl Ctx {
             raw_dir,
             quick,
             ricochet_bin,
+            katran_object: None,
         })
+    }
+
+    /// Measures Katran's balancer object at `path` beside Ricochet (per-packet section).
+    pub fn with_katran_object(mut self, path: Option<PathBuf>) -> anyhow::Result<Self> {
+        if let Some(path) = &path {
+            anyhow::ensure!(
+                path.is_file(),
+                "--katran-object {}: no such file (build Katran's balancer.bpf.o first: see \
+                 docs/benchmarks for the command)",
+                path.display()
+            );
+        }
+        self.katran_object = path;
+        Ok(self)
     }
 
     /// Writes `value` as pretty JSON to `raw/<name>` and returns the path relative to the
@@ -144,7 +164,12 @@ pub const SECTIONS: &[(&str, &str, Runner)] = &[
 /// `raw/<id>.section.json` (the section as it appears in the report, for other tools).
 pub fn run_section(ctx: &Ctx, id: &str, title: &str, runner: Runner) -> anyhow::Result<Section> {
     let start = Instant::now();
-    let body = runner(ctx).with_context(|| format!("benchmark section {id}"))?;
+    let before = leftovers::snapshot().context("listing this run's namespaces and links")?;
+    let result = runner(ctx);
+    // Checked whether the section succeeded or not: a failing one must clean up too.
+    let cleaned = leftovers::check_since(&before, &format!("benchmark section {id}"));
+    let body = result.with_context(|| format!("benchmark section {id}"))?;
+    cleaned?;
     let section = Section {
         id: id.to_owned(),
         title: title.to_owned(),
@@ -160,6 +185,10 @@ pub fn run_section(ctx: &Ctx, id: &str, title: &str, runner: Runner) -> anyhow::
 mod tests {
     use super::*;
 
+    /// `run_section` compares this process's namespaces before and after a section: tests
+    /// that run sections take turns, so that one's namespace is never blamed on another.
+    static SECTIONS_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn section_ids_are_unique_and_titled() {
         let mut ids: Vec<&str> = SECTIONS.iter().map(|(id, _, _)| *id).collect();
@@ -171,6 +200,7 @@ mod tests {
 
     #[test]
     fn a_section_is_labelled_by_the_table_and_saved_raw() {
+        let _turn = SECTIONS_RUN.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(format!("ricochet-bench-test-{}", std::process::id()));
         let ctx = Ctx::new(&dir, true, None).unwrap();
         let runner: Runner = |_| {
@@ -199,12 +229,76 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_katran_object_is_refused_before_anything_runs() {
+        let dir =
+            std::env::temp_dir().join(format!("ricochet-bench-katran-{}", std::process::id()));
+        let ctx = Ctx::new(&dir, true, None).unwrap();
+        let error = ctx
+            .clone()
+            .with_katran_object(Some("/nonexistent/balancer.bpf.o".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--katran-object /nonexistent/balancer.bpf.o: no such file"),
+            "{error}"
+        );
+        let ctx = ctx.with_katran_object(None).unwrap();
+        assert!(ctx.katran_object.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A section that leaves a namespace behind fails, naming it, and the namespace is
+    /// removed; one that removes what it made passes (needs root, as the bench does).
+    #[test]
+    fn a_section_that_leaves_a_namespace_behind_fails_and_it_is_removed() {
+        ricochet_testbed::require_root().expect("this test creates network namespaces");
+        let _turn = SECTIONS_RUN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = std::env::temp_dir().join(format!("ricochet-bench-leak-{}", std::process::id()));
+        let ctx = Ctx::new(&dir, true, None).unwrap();
+        let leaky: Runner = |_| {
+            let ns = ricochet_testbed::Netns::new("leak")?;
+            let name = ns.name().to_owned();
+            std::mem::forget(ns);
+            Ok(Body {
+                markdown: name,
+                headlines: vec![],
+            })
+        };
+        let error = format!(
+            "{:#}",
+            run_section(&ctx, "maglev", "Maglev tables", leaky).unwrap_err()
+        );
+        assert!(
+            error.contains("benchmark section maglev left behind what it made: network namespace")
+                && error.contains("-leak (removed now)"),
+            "{error}"
+        );
+        let left = leftovers::snapshot().unwrap();
+        assert!(
+            !left
+                .iter()
+                .any(|o| matches!(o, leftovers::Object::Netns(n) if n.ends_with("-leak"))),
+            "{left:?}"
+        );
+        let tidy: Runner = |_| {
+            let ns = ricochet_testbed::Netns::new("tidy")?;
+            Ok(Body {
+                markdown: ns.name().to_owned(),
+                headlines: vec![],
+            })
+        };
+        run_section(&ctx, "maglev", "Maglev tables", tidy).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_missing_ricochet_binary_is_named() {
         let ctx = Ctx {
             out_dir: PathBuf::new(),
             raw_dir: PathBuf::new(),
             quick: true,
             ricochet_bin: Some("/nonexistent/ricochet".into()),
+            katran_object: None,
         };
         let error = ctx.ricochet_binary().unwrap_err().to_string();
         assert!(

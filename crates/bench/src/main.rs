@@ -19,6 +19,11 @@ struct Args {
     /// The `ricochet` binary (for sections that run the engine daemon).
     #[arg(long)]
     ricochet: Option<PathBuf>,
+    /// Katran's XDP balancer object (balancer.bpf.o, built from Katran's sources): the
+    /// per-packet section measures it beside Ricochet in the same interleaved rounds.
+    /// Without it, the report gives Ricochet's overheads above the floor only.
+    #[arg(long, value_name = "PATH")]
+    katran_object: Option<PathBuf>,
     /// Sections to run, in report order whatever the order given (default: all).
     #[arg(value_parser = section_ids())]
     sections: Vec<String>,
@@ -43,7 +48,8 @@ fn main() -> anyhow::Result<()> {
     ricochet_testbed::require_root()
         .context("the benchmarks load XDP programs and build namespaces")?;
     let ctx = Ctx::new(&args.out, args.quick, args.ricochet.clone())
-        .context("--out: cannot create the report directory")?;
+        .context("--out: cannot create the report directory")?
+        .with_katran_object(args.katran_object.clone())?;
     let selected: Vec<_> = SECTIONS
         .iter()
         .filter(|(id, _, _)| args.sections.is_empty() || args.sections.iter().any(|s| s == id))
@@ -110,6 +116,19 @@ mod tests {
         assert!(error.contains("invalid value 'maglve'"), "{error}");
         assert!(error.contains("end-to-end"), "{error}");
         assert!(Args::try_parse_from(["ricochet-bench", "maglev"]).is_err());
+        let args = Args::try_parse_from([
+            "ricochet-bench",
+            "--out",
+            "/tmp/x",
+            "--katran-object",
+            "/k/balancer.bpf.o",
+            "per-packet",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.katran_object.as_deref(),
+            Some(std::path::Path::new("/k/balancer.bpf.o"))
+        );
     }
 
     #[test]

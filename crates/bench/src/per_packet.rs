@@ -33,6 +33,7 @@ use ricochet_engine::Engine;
 use ricochet_testbed::Netns;
 use serde::Serialize;
 
+use crate::katran::{self, Katran};
 use crate::plot::{self, Axes, BarGroup, Series};
 use crate::report::table;
 use crate::stats::{percentile_sorted, Summary};
@@ -109,7 +110,12 @@ const REPEAT: u32 = 1000;
 /// The empty table's flows: the hot ones of both families and of the two diagnostics.
 const EMPTY_TABLE_FLOWS: u32 = 4 * HOT_FLOWS;
 
-const HTTP_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+/// The payload of an established flow's data segment: the start of an HTTP request, as
+/// long as fits in a minimum-size IPv4 frame.
+const SEGMENT_PAYLOAD: &[u8] = b"GET / ";
+/// The minimum Ethernet frame without its frame check sequence (64 bytes on the wire):
+/// shorter frames are padded with zeros after the IP packet, as a sender's NIC pads them.
+const MIN_FRAME: usize = 60;
 /// A DNS query for www.example.com/A, as a client sends it.
 const DNS_QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x07example\x03com\x00\x00\x01\x00\x01";
 
@@ -183,6 +189,16 @@ enum Path {
     Unresolved4,
     /// Diagnostic: a new flow whose server's next hop is unresolved (nothing recorded).
     NewUnresolved4,
+    /// Katran (`--katran-object`) on the frame of [`Path::NewTcp4`].
+    KatranNewTcp4,
+    /// Katran on the frame of [`Path::NewTcp6`].
+    KatranNewTcp6,
+    /// Katran on an established IPv4 flow of its own table (the same flows as Ricochet's).
+    KatranEstablishedTcp4,
+    /// Katran on an established IPv6 flow of its own table.
+    KatranEstablishedTcp6,
+    /// Katran on the frame of [`Path::Miss4`].
+    KatranMiss4,
 }
 
 /// A target on a path's overhead above the floor.
@@ -206,7 +222,7 @@ const MISS_TARGET: Target = Target {
 };
 
 impl Path {
-    const ALL: [Path; 12] = [
+    const ALL: [Path; 17] = [
         Path::Floor,
         Path::NewTcp4,
         Path::NewTcp6,
@@ -219,7 +235,44 @@ impl Path {
         Path::NoServer4,
         Path::Unresolved4,
         Path::NewUnresolved4,
+        Path::KatranNewTcp4,
+        Path::KatranNewTcp6,
+        Path::KatranEstablishedTcp4,
+        Path::KatranEstablishedTcp6,
+        Path::KatranMiss4,
     ];
+
+    /// The paths one run measures: Katran's only when its object was given.
+    fn measured(with_katran: bool) -> Vec<Path> {
+        Path::ALL
+            .into_iter()
+            .filter(|p| with_katran || !p.katran())
+            .collect()
+    }
+
+    /// Whether Katran runs this path (else Ricochet or the floor).
+    fn katran(self) -> bool {
+        self.ricochet_peer().is_some()
+    }
+
+    /// For a Katran path, Ricochet's path on the same frames and table.
+    fn ricochet_peer(self) -> Option<Path> {
+        match self {
+            Path::KatranNewTcp4 => Some(Path::NewTcp4),
+            Path::KatranNewTcp6 => Some(Path::NewTcp6),
+            Path::KatranEstablishedTcp4 => Some(Path::EstablishedTcp4),
+            Path::KatranEstablishedTcp6 => Some(Path::EstablishedTcp6),
+            Path::KatranMiss4 => Some(Path::Miss4),
+            _ => None,
+        }
+    }
+
+    /// For a Ricochet path compared with Katran, Katran's path.
+    fn katran_peer(self) -> Option<Path> {
+        Path::ALL
+            .into_iter()
+            .find(|k| k.ricochet_peer() == Some(self))
+    }
 
     /// Paths that only read the packet: the kernel may run them repeatedly on one
     /// buffer (the hot-loop cross-check).
@@ -231,12 +284,18 @@ impl Path {
                 | Path::EstablishedTcp4
                 | Path::EstablishedTcp6
                 | Path::NewUdp4
+                | Path::KatranNewTcp4
+                | Path::KatranNewTcp6
+                | Path::KatranEstablishedTcp4
+                | Path::KatranEstablishedTcp6
         )
     }
 
-    /// Whether a run records a new flow in the table (new flows that are forwarded).
+    /// Whether a run records a new flow in its program's table (new flows that are
+    /// forwarded).
     fn records_flow(self) -> bool {
         matches!(self.service(), Some((_, true)))
+            || matches!(self, Path::KatranNewTcp4 | Path::KatranNewTcp6)
     }
 
     /// Paths measured only to split the cost between steps (no target of their own).
@@ -261,6 +320,11 @@ impl Path {
             Path::NoServer4 => "tcp4-no-server",
             Path::Unresolved4 => "tcp4-no-neighbour",
             Path::NewUnresolved4 => "tcp4-new-no-neighbour",
+            Path::KatranNewTcp4 => "katran-tcp4-new",
+            Path::KatranNewTcp6 => "katran-tcp6-new",
+            Path::KatranEstablishedTcp4 => "katran-tcp4-established",
+            Path::KatranEstablishedTcp6 => "katran-tcp6-established",
+            Path::KatranMiss4 => "katran-vip-miss",
         }
     }
 
@@ -279,6 +343,11 @@ impl Path {
             Path::NoServer4 => "(no server)",
             Path::Unresolved4 => "(no neigh)",
             Path::NewUnresolved4 => "(new, no n.)",
+            Path::KatranNewTcp4 => "K TCP4 new",
+            Path::KatranNewTcp6 => "K TCP6 new",
+            Path::KatranEstablishedTcp4 => "K TCP4 est.",
+            Path::KatranEstablishedTcp6 => "K TCP6 est.",
+            Path::KatranMiss4 => "K VIP miss",
         }
     }
 
@@ -310,9 +379,23 @@ impl Path {
                  FIB lookup, then XDP_DROP (drop_no_neighbour) instead of the encapsulation"
             }
             Path::NewUnresolved4 => {
-                "diagnostic: IPv4 TCP SYN of a new flow to the same service: flow-table miss, \
+                "diagnostic: IPv4 TCP SYN of a new flow to the same service: no flow-table lookup (a SYN), \
                  client hash, Maglev slot, FIB lookup, then XDP_DROP (drop_no_neighbour); a \
                  dropped first packet records no flow (checked after every run)"
+            }
+            Path::KatranNewTcp4 => {
+                "Katran on `tcp4-new`'s frame: SYN, so no LRU lookup; jhash, ring slot, real, \
+                 LRU insert (checked after every run), IPIP encapsulation"
+            }
+            Path::KatranNewTcp6 => "Katran on `tcp6-new`'s frame (IPv6 in IPv6)",
+            Path::KatranEstablishedTcp4 => {
+                "Katran on an established IPv4 flow of its per-CPU LRU (the same flows as \
+                 Ricochet's table): LRU hit, real, IPIP encapsulation"
+            }
+            Path::KatranEstablishedTcp6 => "Katran on an established IPv6 flow of its LRU",
+            Path::KatranMiss4 => {
+                "Katran on `vip-miss`'s frame: vip_map misses with the port and with port 0, \
+                 XDP_PASS"
             }
         }
     }
@@ -321,9 +404,16 @@ impl Path {
     fn expected(self) -> (u32, usize) {
         match self {
             Path::Floor => (XDP_TX, 0),
-            Path::NewTcp4 | Path::EstablishedTcp4 | Path::NewUdp4 => (XDP_TX, 20),
-            Path::NewTcp6 | Path::EstablishedTcp6 => (XDP_TX, 40),
-            Path::Miss4 => (XDP_PASS, 0),
+            Path::NewTcp4
+            | Path::EstablishedTcp4
+            | Path::NewUdp4
+            | Path::KatranNewTcp4
+            | Path::KatranEstablishedTcp4 => (XDP_TX, 20),
+            Path::NewTcp6
+            | Path::EstablishedTcp6
+            | Path::KatranNewTcp6
+            | Path::KatranEstablishedTcp6 => (XDP_TX, 40),
+            Path::Miss4 | Path::KatranMiss4 => (XDP_PASS, 0),
             Path::Malformed4
             | Path::NoService4
             | Path::NoServer4
@@ -334,6 +424,9 @@ impl Path {
 
     /// The verdict counter each run of the load balancer moves.
     fn reason(self) -> Option<Reason> {
+        if self.katran() {
+            return None;
+        }
         match self {
             Path::Floor => None,
             Path::Miss4 => Some(Reason::PassNotVip),
@@ -367,7 +460,12 @@ impl Path {
             | Path::NoService4
             | Path::NoServer4
             | Path::Unresolved4
-            | Path::NewUnresolved4 => None,
+            | Path::NewUnresolved4
+            | Path::KatranNewTcp4
+            | Path::KatranNewTcp6
+            | Path::KatranEstablishedTcp4
+            | Path::KatranEstablishedTcp6
+            | Path::KatranMiss4 => None,
         }
     }
 }
@@ -469,10 +567,18 @@ fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -
         b.tcp(sport, dport, 0x1d2c_3b4a, 64240)
             .ack(0x0bad_cafe)
             .psh()
-            .write(&mut out, HTTP_GET)
+            .write(&mut out, SEGMENT_PAYLOAD)
     }
     .expect("writing to a Vec");
-    out
+    pad_to_min(out)
+}
+
+/// Pads a frame to [`MIN_FRAME`] bytes with zeros (the IP length fields are unchanged).
+fn pad_to_min(mut frame: Vec<u8>) -> Vec<u8> {
+    if frame.len() < MIN_FRAME {
+        frame.resize(MIN_FRAME, 0);
+    }
+    frame
 }
 
 fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, syn: bool) -> Vec<u8> {
@@ -486,10 +592,10 @@ fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, syn: bool) -> Vec<u8> {
         b.tcp(sport, 80, 0x1d2c_3b4a, 64240)
             .ack(0x0bad_cafe)
             .psh()
-            .write(&mut out, HTTP_GET)
+            .write(&mut out, SEGMENT_PAYLOAD)
     }
     .expect("writing to a Vec");
-    out
+    pad_to_min(out)
 }
 
 fn udp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
@@ -554,7 +660,13 @@ fn table_flow(kind: TableFlows, i: u32) -> FlowKey {
 
 /// The input of one run, and the new flow it carries (recorded by the program only when
 /// the path forwards it: see [`Path::records_flow`]).
+///
+/// A Katran path takes its Ricochet peer's input: the same new client in the same round
+/// (their tables are separate, so both see a new flow), a random flow of the same table.
 fn input(path: Path, round: u32, state: TableState, rng: &mut Rng) -> (Vec<u8>, Option<FlowKey>) {
+    if let Some(peer) = path.ricochet_peer() {
+        return input(peer, round, state, rng);
+    }
     match path {
         // The floor program does not look at the frame: the SYN is as good as any.
         Path::Floor | Path::NewTcp4 => {
@@ -612,7 +724,30 @@ fn input(path: Path, round: u32, state: TableState, rng: &mut Rng) -> (Vec<u8>, 
                 Some(key),
             )
         }
+        Path::KatranNewTcp4
+        | Path::KatranNewTcp6
+        | Path::KatranEstablishedTcp4
+        | Path::KatranEstablishedTcp6
+        | Path::KatranMiss4 => unreachable!("Katran paths take their peer's input"),
     }
+}
+
+/// Ricochet's flow key as Katran keys the same flow.
+fn katran_key(key: &FlowKey) -> katran::FlowKey {
+    let addr = |bytes: [u8; 16]| -> IpAddr {
+        if key.family == ricochet_common::FAMILY_V4 {
+            Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
+        } else {
+            Ipv6Addr::from(bytes).into()
+        }
+    };
+    katran::FlowKey::new(
+        addr(key.src),
+        u16::from_be_bytes(key.sport),
+        addr(key.dst),
+        u16::from_be_bytes(key.dport),
+        key.proto,
+    )
 }
 
 /// What the counters of the whole set of rounds must show: each load-balancer path
@@ -648,6 +783,55 @@ fn expected_counts(runs: &[(Path, u64)]) -> Expected {
         }
     }
     e
+}
+
+/// What `runs` must add to Katran's counters: every forwarded run is an XDP_TX, every
+/// miss an XDP_PASS; every forwarded run reaches the connection table step, each SYN as an
+/// LRU miss of a new connection, and no established run misses.
+fn katran_expected(runs: &[(Path, u64)]) -> katran::Counters {
+    let mut c = katran::Counters::default();
+    for &(p, n) in runs {
+        match p {
+            Path::KatranNewTcp4 | Path::KatranNewTcp6 => {
+                c.tx += n;
+                c.lru_packets += n;
+                c.syn_misses += n;
+            }
+            Path::KatranEstablishedTcp4 | Path::KatranEstablishedTcp6 => {
+                c.tx += n;
+                c.lru_packets += n;
+            }
+            Path::KatranMiss4 => c.pass += n,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// The Katran real a flow of the table goes to (reals 1 and 2 are the IPv4 servers, 3 and
+/// 4 the IPv6 ones, in [`SERVERS`] order); none for the diagnostics' flows.
+fn katran_real(kind: TableFlows, i: u32) -> Option<u32> {
+    match kind {
+        TableFlows::V4 => Some(1 + i % 2),
+        TableFlows::V6 => Some(3 + i % 2),
+        TableFlows::Unresolved | TableFlows::NoServer => None,
+    }
+}
+
+/// Loads Katran's object and provisions it as Katran's userspace would for the same
+/// services: the IPv4 and IPv6 web VIPs on port 80 with their two servers each (a ring
+/// that alternates them), the peer's MAC as the default router's, one LRU per CPU of
+/// [`FLOW_CAPACITY`] entries.
+fn set_up_katran(object: &std::path::Path) -> anyhow::Result<Katran> {
+    let mut k = Katran::load(object, FLOW_CAPACITY)?;
+    for (i, (v4, v6, _)) in SERVERS.iter().enumerate() {
+        k.set_real(1 + i as u32, (*v4).into())?;
+        k.set_real(3 + i as u32, (*v6).into())?;
+    }
+    k.add_tcp_vip(VIP4.into(), 80, 0, &[1, 2])?;
+    k.add_tcp_vip(VIP6.into(), 80, 1, &[3, 4])?;
+    k.set_default_mac(PEER_MAC)?;
+    Ok(k)
 }
 
 /// `after - before`, counter by counter.
@@ -708,14 +892,28 @@ struct StateSamples {
     /// Entries in the flow table before and after the rounds (walked).
     flows_before: usize,
     flows_after: usize,
+    /// Entries in Katran's LRU of the measuring CPU before and after (walked).
+    katran_flows: Option<(usize, usize)>,
     /// Seconds spent filling the table before the rounds (full state only).
     fill_seconds: f64,
     rounds_seconds: f64,
 }
 
+/// What the report says about the Katran that was measured.
+#[derive(Debug, Serialize)]
+struct KatranInfo {
+    object: String,
+    lru_entries_per_cpu: u32,
+    lrus: usize,
+    ring_size: u32,
+}
+
 #[derive(Debug, Serialize)]
 struct Measured {
     cpu: usize,
+    /// The paths measured, in [`Path::ALL`] order.
+    paths: Vec<Path>,
+    katran: Option<KatranInfo>,
     warmup_rounds: u32,
     rounds: u32,
     states: Vec<StateSamples>,
@@ -746,6 +944,12 @@ struct Bench {
     /// (server slot, generation) of the servers the table's flows go to, by
     /// [`TableFlows`] kind.
     flow_targets: [Vec<FlowValue>; 4],
+    /// Katran, when its object was given; its flows are in the LRU of [`Bench::cpu`].
+    katran: Option<Katran>,
+    /// The CPU the measuring thread is pinned to.
+    cpu: usize,
+    /// The paths measured (Katran's only with Katran).
+    paths: Vec<Path>,
 }
 
 impl Bench {
@@ -774,6 +978,14 @@ impl Bench {
                 res.data_size_out as usize,
                 res.duration.as_nanos(),
             )
+        } else if path.katran() {
+            let ctx = xdp_md(frame.len(), self.ifindex);
+            let res = self
+                .katran
+                .as_mut()
+                .ok_or_else(|| anyhow!("path {} needs --katran-object", path.id()))?
+                .run(frame, &ctx, repeat)?;
+            (res.action, res.out_len, res.ns)
         } else {
             let res = self
                 .engine
@@ -782,6 +994,21 @@ impl Bench {
             (res.action, res.packet.len(), res.duration.as_nanos())
         };
         let (want_action, grow) = path.expected();
+        if path.katran() && (action != want_action || out_len != frame.len() + grow) {
+            let counters = self
+                .katran
+                .as_ref()
+                .map(|k| format!("{:?}", k.counters()))
+                .unwrap_or_default();
+            bail!(
+                "path {} ({}) returned action {action} with a {out_len}-byte frame; expected \
+                 action {want_action} with {} bytes: Katran is not provisioned for this path, so \
+                 its figure would be mislabelled. Katran's counters so far: {counters}",
+                path.id(),
+                path.describe(),
+                frame.len() + grow,
+            );
+        }
         if action != want_action || out_len != frame.len() + grow {
             let reasons = self
                 .engine
@@ -842,6 +1069,34 @@ impl Bench {
         Ok(())
     }
 
+    /// Fails unless Katran's counters moved from `before` by exactly what `runs` imply.
+    fn check_katran_counts(
+        &self,
+        before: &katran::Counters,
+        runs: &[(Path, u64)],
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let Some(k) = &self.katran else {
+            return Ok(());
+        };
+        let moved = k.counters()?.since(before);
+        let want = katran_expected(runs);
+        ensure!(
+            moved == want,
+            "{what}: Katran's counters moved by {moved:?}, {want:?} expected. Some Katran run \
+             took another way than its label says (a non-SYN LRU miss means an established \
+             flow was not in the LRU; a fallback count means the per-CPU LRU was not used), so \
+             the figures would be wrong"
+        );
+        Ok(())
+    }
+
+    fn katran_counters(&self) -> anyhow::Result<katran::Counters> {
+        self.katran
+            .as_ref()
+            .map_or(Ok(katran::Counters::default()), Katran::counters)
+    }
+
     /// Writes the flows `from..to` of each kind in `kinds`.
     fn fill(
         &mut self,
@@ -856,10 +1111,16 @@ impl Bench {
             for &kind in kinds {
                 let targets = &self.flow_targets[kind as usize];
                 let value = targets[i as usize % targets.len()];
+                let key = table_flow(kind, i);
                 self.engine
                     .dataplane_mut()
-                    .insert_flow(&table_flow(kind, i), &value)
+                    .insert_flow(&key, &value)
                     .with_context(|| format!("writing flow {i} of the table ({kind:?})"))?;
+                // Katran's table holds the same flows (the diagnostics are Ricochet's own).
+                if let (Some(k), Some(real)) = (self.katran.as_mut(), katran_real(kind, i)) {
+                    k.insert_flow(self.cpu, &katran_key(&key), real)
+                        .with_context(|| format!("writing flow {i} into Katran's LRU"))?;
+                }
             }
             if progress && (i - from + 1).is_multiple_of(step) {
                 eprintln!(
@@ -881,11 +1142,13 @@ impl Bench {
         rng: &mut Rng,
     ) -> anyhow::Result<BTreeMap<Path, Vec<u32>>> {
         let before = self.counts()?;
-        let mut samples: BTreeMap<Path, Vec<u32>> = Path::ALL
+        let katran_before = self.katran_counters()?;
+        let mut samples: BTreeMap<Path, Vec<u32>> = self
+            .paths
             .iter()
             .map(|p| (*p, Vec::with_capacity(rounds as usize)))
             .collect();
-        let mut order = Path::ALL;
+        let mut order = self.paths.clone();
         // New-flow clients are numbered on across states, so that no key repeats.
         let first = match state {
             TableState::Empty => 0,
@@ -893,10 +1156,25 @@ impl Bench {
         };
         for round in 0..warmup + rounds {
             rng.shuffle(&mut order);
-            for path in order {
+            for &path in &order {
                 let (frame, new_flow) = input(path, first + round, state, rng);
                 let ns = self.run(path, &frame, 1)?;
-                if let Some(key) = new_flow {
+                if let (Some(key), true) = (new_flow, path.katran()) {
+                    // The same check on Katran's LRU of this CPU.
+                    let (cpu, k) = (self.cpu, self.katran.as_mut().expect("a Katran path"));
+                    let key = katran_key(&key);
+                    let recorded = match state {
+                        TableState::Empty => k.remove_flow(cpu, &key)?,
+                        TableState::Full => k.lookup_flow(cpu, &key)?.is_some(),
+                    };
+                    ensure!(
+                        recorded,
+                        "path {}: Katran did not record the new flow in CPU {cpu}'s LRU (its \
+                         new-connection rate limit, or another LRU than the one filled), so it \
+                         did not take the path it is labelled with",
+                        path.id()
+                    );
+                } else if let Some(key) = new_flow {
                     // Outside the timed part: a forwarded new flow must have been recorded,
                     // a dropped one not. In the empty table a recorded flow goes again, so
                     // that the table stays empty; in the full one it stays, so that the next
@@ -919,11 +1197,17 @@ impl Bench {
                 }
             }
         }
-        let runs: Vec<(Path, u64)> = Path::ALL
+        let runs: Vec<(Path, u64)> = self
+            .paths
             .iter()
             .map(|&p| (p, u64::from(warmup + rounds)))
             .collect();
         self.check_counts(&before, &runs, &format!("with the {}", state.label()))?;
+        self.check_katran_counts(
+            &katran_before,
+            &runs,
+            &format!("with the {}", state.label()),
+        )?;
         Ok(samples)
     }
 
@@ -931,7 +1215,13 @@ impl Bench {
     /// runs per kernel call, interleaved like the single runs.
     fn repeated(&mut self, calls: u32, rng: &mut Rng) -> anyhow::Result<BTreeMap<Path, Vec<u32>>> {
         let before = self.counts()?;
-        let paths: Vec<Path> = Path::ALL.into_iter().filter(|p| !p.rewrites()).collect();
+        let katran_before = self.katran_counters()?;
+        let paths: Vec<Path> = self
+            .paths
+            .iter()
+            .copied()
+            .filter(|p| !p.rewrites())
+            .collect();
         let mut samples: BTreeMap<Path, Vec<u32>> =
             paths.iter().map(|p| (*p, Vec::new())).collect();
         let mut order = paths.clone();
@@ -948,6 +1238,7 @@ impl Bench {
             .map(|&p| (p, u64::from(calls) * u64::from(REPEAT)))
             .collect();
         self.check_counts(&before, &runs, "in the hot-loop cross-check")?;
+        self.check_katran_counts(&katran_before, &runs, "in the hot-loop cross-check")?;
         Ok(samples)
     }
 }
@@ -1000,8 +1291,12 @@ fn desired() -> anyhow::Result<Desired> {
     config.compile().map_err(|e| anyhow!("{e}"))
 }
 
-/// Loads both programs and programs the services (on the namespace's thread).
-fn set_up(ifindex: u32) -> anyhow::Result<Bench> {
+/// Loads the programs and programs the services (on the namespace's thread).
+fn set_up(
+    ifindex: u32,
+    cpu: usize,
+    katran_object: Option<&std::path::Path>,
+) -> anyhow::Result<Bench> {
     let caps = Capacities {
         flows: FLOW_CAPACITY,
         ..Capacities::default()
@@ -1061,6 +1356,8 @@ fn set_up(ifindex: u32) -> anyhow::Result<Bench> {
         .ok_or_else(|| anyhow!("program xdp_tx missing from the trivial object"))?
         .try_into()?;
     prog.load().context("loading xdp_tx")?;
+    let katran = katran_object.map(set_up_katran).transpose()?;
+    let paths = Path::measured(katran.is_some());
     Ok(Bench {
         engine,
         trivial,
@@ -1068,6 +1365,9 @@ fn set_up(ifindex: u32) -> anyhow::Result<Bench> {
         out: Vec::new(),
         service_ids,
         flow_targets,
+        katran,
+        cpu,
+        paths,
     })
 }
 
@@ -1077,10 +1377,11 @@ fn measure(
     warmup: u32,
     rounds: u32,
     repeat_calls: u32,
+    katran_object: Option<&std::path::Path>,
 ) -> anyhow::Result<Measured> {
     let _pinned = crate::sys::pin_thread(&[cpu])?;
     let start = Instant::now();
-    let mut bench = set_up(ifindex)?;
+    let mut bench = set_up(ifindex, cpu, katran_object)?;
     eprintln!(
         "    per-packet: programs loaded and services programmed in {:.1} s",
         start.elapsed().as_secs_f64()
@@ -1111,10 +1412,32 @@ fn measure(
             fill_seconds = start.elapsed().as_secs_f64();
         }
         let flows_before = bench.engine.dataplane().flow_count();
+        let katran_before = bench
+            .katran
+            .as_ref()
+            .map(|k| k.flow_count(cpu))
+            .transpose()?;
         let start = Instant::now();
         let samples = bench.rounds(state, warmup, rounds, &mut rng)?;
         let rounds_seconds = start.elapsed().as_secs_f64();
         let flows_after = bench.engine.dataplane().flow_count();
+        let katran_after = bench
+            .katran
+            .as_ref()
+            .map(|k| k.flow_count(cpu))
+            .transpose()?;
+        if let (Some(before), Some(after)) = (katran_before, katran_after) {
+            let want = katran_table_sizes(state, warmup + rounds);
+            ensure!(
+                (before, after) == want,
+                "Katran's LRU of CPU {cpu} held {before} flows before and {after} after the \
+                 rounds with the {}, {} and {} expected: flows were evicted or leaked, so its \
+                 state is not the one labelled",
+                state.label(),
+                want.0,
+                want.1
+            );
+        }
         let (want_before, want_after) = table_sizes(state, warmup + rounds);
         ensure!(
             flows_before == want_before && flows_after == want_after,
@@ -1133,12 +1456,22 @@ fn measure(
             samples,
             flows_before,
             flows_after,
+            katran_flows: katran_before.zip(katran_after),
             fill_seconds,
             rounds_seconds,
         });
     }
     Ok(Measured {
         cpu,
+        paths: bench.paths.clone(),
+        katran: bench.katran.as_ref().map(|k| KatranInfo {
+            object: katran_object
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            lru_entries_per_cpu: k.lru_size(),
+            lrus: k.lru_count(),
+            ring_size: k.ring_size(),
+        }),
         warmup_rounds: warmup,
         rounds,
         states,
@@ -1165,6 +1498,19 @@ fn table_sizes(state: TableState, runs: u32) -> (usize, usize) {
     }
 }
 
+/// Flows in Katran's LRU before and after `runs` rounds of a state: the hot flows of
+/// both families, the million, and in the full state the new flows of its two SYN paths.
+fn katran_table_sizes(state: TableState, runs: u32) -> (usize, usize) {
+    let hot = 2 * HOT_FLOWS as usize;
+    match state {
+        TableState::Empty => (hot, hot),
+        TableState::Full => {
+            let before = FULL_FLOWS as usize;
+            (before, before + 2 * runs as usize)
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // The report
 
@@ -1187,7 +1533,7 @@ fn rows(m: &Measured) -> Vec<Row> {
     let mut rows = Vec::new();
     for s in &m.states {
         let floor = Summary::of(&to_f64(&s.samples[&Path::Floor]));
-        for p in Path::ALL {
+        for &p in &m.paths {
             let summary = Summary::of(&to_f64(&s.samples[&p]));
             let overhead = summary.p50 - floor.p50;
             let target = p.target();
@@ -1229,14 +1575,14 @@ fn ns(v: f64) -> String {
 
 fn samples_csv(m: &Measured) -> String {
     let mut csv = String::from("table,round");
-    for p in Path::ALL {
+    for p in &m.paths {
         let _ = write!(csv, ",{}", p.id());
     }
     csv.push('\n');
     for s in &m.states {
         for i in 0..m.rounds as usize {
             let _ = write!(csv, "{},{i}", s.state.id());
-            for p in Path::ALL {
+            for &p in &m.paths {
                 let _ = write!(csv, ",{}", s.samples[&p][i]);
             }
             csv.push('\n');
@@ -1250,7 +1596,7 @@ fn percentiles_json(m: &Measured) -> BTreeMap<String, BTreeMap<String, Vec<f64>>
     let mut out = BTreeMap::new();
     for s in &m.states {
         let mut per_path = BTreeMap::new();
-        for p in Path::ALL {
+        for &p in &m.paths {
             let mut sorted = to_f64(&s.samples[&p]);
             sorted.sort_by(f64::total_cmp);
             let pcts = (1..=99)
@@ -1270,7 +1616,8 @@ fn percentile_chart(ctx: &Ctx, m: &Measured, state: TableState) -> anyhow::Resul
         .iter()
         .find(|s| s.state == state)
         .expect("both states measured");
-    let series: Vec<Series> = Path::ALL
+    let series: Vec<Series> = m
+        .paths
         .iter()
         .filter(|p| !p.diagnostic())
         .map(|p| {
@@ -1410,7 +1757,7 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         hot = grouped(HOT_FLOWS as usize),
     );
     md.push_str("Paths (new flows use a fresh client address and source port per run):\n\n");
-    for p in Path::ALL {
+    for p in &m.paths {
         let _ = writeln!(md, "- `{}`: {}", p.id(), p.describe());
     }
     let _ = writeln!(
@@ -1480,6 +1827,7 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         links.bars, links.pct_empty, links.pct_full
     );
 
+    md.push_str(&katran_markdown(m, rows));
     md.push_str("### Where the time goes\n\n");
     md.push_str(
         "Each step is the difference between the medians of two paths measured in the same \
@@ -1518,12 +1866,12 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         (
             Path::NewTcp4,
             Path::EstablishedTcp4,
-            "a new flow instead of a hit: flow-table miss, client hash, Maglev slot, flow insert",
+            "a new flow instead of a hit: no flow-table lookup (a SYN) instead of a hit, client hash, Maglev slot, flow insert",
         ),
         (
             Path::NewUnresolved4,
             Path::Unresolved4,
-            "of which: flow-table miss instead of a hit, client hash, Maglev slot (no insert)",
+            "of which: no flow-table lookup instead of a hit, client hash, Maglev slot (no insert)",
         ),
         (
             Path::NewTcp4,
@@ -1575,7 +1923,8 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
              flows in both states.\n\n",
         full = grouped(FULL_FLOWS as usize),
     ));
-    let growth: Vec<Vec<String>> = Path::ALL
+    let growth: Vec<Vec<String>> = m
+        .paths
         .iter()
         .map(|&p| {
             vec![
@@ -1594,8 +1943,8 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
          warm caches. The kernel reports the mean per run; {} calls per path, interleaved. The \
          single-run figures above also carry the cache and TLB state that a system call and the \
          benchmark's own work between runs leave behind; the difference shows how much. A call \
-         repeats one frame, so `tcp4-new-no-neighbour` misses the flow table on the same, warm \
-         bucket every time there, which the single runs' fresh clients never do.\n",
+         repeats one frame, so `tcp4-new-no-neighbour` hashes the same client onto the same, \
+         warm Maglev slot every time there, which the single runs' fresh clients never do.\n",
         m.repeated[&Path::Floor].len()
     );
     let rep_rows: Vec<Vec<String>> = rep
@@ -1668,6 +2017,102 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
     md
 }
 
+/// The target on Ricochet's overhead as a fraction of Katran's, path by path.
+const KATRAN_RATIO_TARGET: f64 = 0.75;
+
+/// Ricochet's overhead over Katran's on the same path and table; none when Katran's is
+/// not above the floor (no ratio can be formed).
+fn katran_ratio(ricochet_ns: f64, katran_ns: f64) -> Option<f64> {
+    (katran_ns > 0.0).then(|| ricochet_ns / katran_ns)
+}
+
+/// Rows of the comparison: (Ricochet's row, Katran's row) for every compared path and
+/// state measured.
+fn katran_pairs(rows: &[Row]) -> Vec<(&Row, &Row)> {
+    rows.iter()
+        .filter_map(|r| {
+            let k = r.path.katran_peer()?;
+            let kr = rows.iter().find(|x| x.path == k && x.state == r.state)?;
+            Some((r, kr))
+        })
+        .collect()
+}
+
+fn ratio_text(ratio: Option<f64>) -> String {
+    ratio.map_or("— (Katran at the floor)".to_owned(), |r| {
+        format!("{r:.2}")
+    })
+}
+
+fn katran_markdown(m: &Measured, rows: &[Row]) -> String {
+    let mut md = String::from("### Ricochet and Katran\n\n");
+    let Some(k) = &m.katran else {
+        md.push_str(
+            "**Katran was not measured** in this run (no `--katran-object`): the figures \
+             above are overheads above the floor only. Give `cargo xtask bench \
+             --katran-object PATH` a Katran balancer object built from Katran's sources to \
+             measure it beside Ricochet in the same rounds.\n\n",
+        );
+        return md;
+    };
+    let _ = writeln!(
+        md,
+        "Katran's XDP balancer (`{}`, built by the user from Katran's sources; not part of \
+         this project) was loaded with aya and provisioned as Katran's userspace does it: the \
+         IPv4 and IPv6 VIPs on port 80 in `vip_map`, the same two servers per family as \
+         `reals` 1-4, each VIP's ring of {} slots alternating its two reals in `ch_rings`, the \
+         default router's MAC in `ctl_array[0]`, and one LRU hash of {} entries per CPU ({} \
+         LRUs, set in `lru_mapping` as Katran's `createLruMap` per forwarding core does); the \
+         LRU of the measuring CPU holds the same flows as Ricochet's table in each state. Its \
+         runs take part in the same shuffled rounds as Ricochet's and the floor, on the same \
+         frames (a Katran new flow is the very frame of Ricochet's, in the same round), and \
+         are checked the same way: verdict and output size of every run, the new flow in the \
+         LRU after every SYN, the LRU's size walked before and after, and Katran's own \
+         counters (XDP_TX / XDP_PASS totals, SYN and non-SYN LRU misses, the fallback LRU \
+         count, which must stay 0) moved by exactly what the runs imply.\n",
+        k.object,
+        grouped(k.ring_size as usize),
+        grouped(k.lru_entries_per_cpu as usize),
+        k.lrus,
+    );
+    md.push_str(
+        "What differs by design: Katran sends every packet to one default router MAC and \
+         does no FIB lookup; Ricochet looks up each server's next hop (cached per CPU). \
+         Katran skips the LRU lookup for a TCP SYN; Ricochet looks a SYN up in its flow \
+         table like any packet. Ricochet counts per service and per verdict reason; Katran \
+         per VIP, per real and globally.\n\n",
+    );
+    let mut table_rows = Vec::new();
+    for (r, kr) in katran_pairs(rows) {
+        let ratio = katran_ratio(r.overhead_ns, kr.overhead_ns);
+        table_rows.push(vec![
+            format!("`{}` / `{}`", r.path.id(), kr.path.id()),
+            r.state.label().to_owned(),
+            ns(r.overhead_ns),
+            ns(kr.overhead_ns),
+            ratio_text(ratio),
+            match ratio {
+                Some(x) if x <= KATRAN_RATIO_TARGET => "met".to_owned(),
+                Some(_) => "**not met**".to_owned(),
+                None => "—".to_owned(),
+            },
+        ]);
+    }
+    md.push_str(&table(
+        &[
+            "Ricochet / Katran path",
+            "table",
+            "Ricochet overhead ns",
+            "Katran overhead ns",
+            "Ricochet / Katran",
+            &format!("target ≤ {KATRAN_RATIO_TARGET}"),
+        ],
+        &table_rows,
+    ));
+    md.push('\n');
+    md
+}
+
 struct Links {
     bars: String,
     pct_empty: String,
@@ -1706,14 +2151,22 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
                 ifindex != 0,
                 "{LB_IF} is not visible in the namespace's thread"
             );
-            measure(ifindex, cpu, warmup, rounds, repeat_calls)
+            measure(
+                ifindex,
+                cpu,
+                warmup,
+                rounds,
+                repeat_calls,
+                ctx.katran_object.as_deref(),
+            )
         })
         .context("running in the benchmark's namespace")??;
     drop(netns);
 
     let rows = rows(&measured);
     let bars = "per_packet_overhead.png".to_owned();
-    let groups: Vec<BarGroup> = Path::ALL
+    let groups: Vec<BarGroup> = measured
+        .paths
         .iter()
         .filter(|p| **p != Path::Floor)
         .map(|&p| BarGroup {
@@ -1741,12 +2194,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
         state: TableState,
         flows_before: usize,
         flows_after: usize,
+        katran_flows: Option<(usize, usize)>,
         fill_seconds: f64,
         rounds_seconds: f64,
     }
     #[derive(Serialize)]
     struct Raw<'a> {
         cpu: usize,
+        katran: Option<&'a KatranInfo>,
         warmup_rounds: u32,
         rounds: u32,
         flow_capacity: u32,
@@ -1763,6 +2218,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
         "per-packet.json",
         &Raw {
             cpu: measured.cpu,
+            katran: measured.katran.as_ref(),
             warmup_rounds: measured.warmup_rounds,
             rounds: measured.rounds,
             flow_capacity: FLOW_CAPACITY,
@@ -1775,6 +2231,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
                     state: s.state,
                     flows_before: s.flows_before,
                     flows_after: s.flows_after,
+                    katran_flows: s.katran_flows,
                     fill_seconds: s.fill_seconds,
                     rounds_seconds: s.rounds_seconds,
                 })
@@ -1798,6 +2255,27 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
 
     let o = |s: TableState, p: Path| ns(row(&rows, s, p).overhead_ns);
     let both = |p: Path| format!("{} / {}", o(TableState::Empty, p), o(TableState::Full, p));
+    let comparison = if measured.katran.is_some() {
+        let pairs = katran_pairs(&rows);
+        let text: Vec<String> = pairs
+            .iter()
+            .filter(|(r, _)| r.state == TableState::Full || r.path == Path::EstablishedTcp4)
+            .map(|(r, kr)| {
+                format!(
+                    "{} ({}) {}",
+                    r.path.id(),
+                    r.state.label(),
+                    ratio_text(katran_ratio(r.overhead_ns, kr.overhead_ns))
+                )
+            })
+            .collect();
+        format!(
+            "Ricochet's overhead / Katran's, same rounds: {} (target ≤ {KATRAN_RATIO_TARGET})",
+            text.join(", ")
+        )
+    } else {
+        "Katran was not measured (no --katran-object): overheads above the floor only".to_owned()
+    };
     let headlines = vec![
         format!(
             "floor (an XDP_TX-only program): {} ns per single BPF_PROG_TEST_RUN run; the \
@@ -1826,6 +2304,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
             target_count(&rows, MISS_TARGET),
             both(Path::Malformed4)
         ),
+        comparison,
     ];
     Ok(Body {
         markdown,

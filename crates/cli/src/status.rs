@@ -166,5 +166,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("  {name:<28} {n}");
     }
     println!("Flows in the flow table: {}", dp.flow_count());
+    for (event, n) in ricochet_dataplane::Dataplane::event_counters(&dp)? {
+        if event == ricochet_common::Event::FlowMissNonSyn {
+            // Always shown: a rising count means flows were reshuffled (another load
+            // balancer took over their clients, or the table evicted them).
+            println!("Non-SYN TCP packets that missed the flow table (hashed again): {n}");
+        } else if n > 0 {
+            println!("Event {}: {n}", event.name());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -586,6 +586,10 @@ counted_enum! {
         /// A new flow's `FLOWS` insert failed (the kernel could not allocate an entry):
         /// the packet was forwarded, and the flow's next packet is hashed again.
         FlowInsertFailed => "flow_insert_failed",
+        /// A TCP packet that is not a connection's SYN found no usable flow-table entry
+        /// (evicted, or recorded by another load balancer or before a restart) and was
+        /// hashed again: katran's signal that flows were reshuffled.
+        FlowMissNonSyn => "flow_miss_non_syn",
     }
 }
 

@@ -1343,6 +1343,153 @@ fn other_port_syn(what: &str, server: Server) -> Fixture {
     )
 }
 
+/// The client's flow of `family` to VIP:80: its key, a SYN and a data segment, the
+/// service, and the fixture of a packet expected at a server.
+struct HttpFlow {
+    key: FlowKey,
+    syn: Vec<u8>,
+    ack: Vec<u8>,
+    svc: &'static Service,
+    v6: bool,
+}
+
+impl HttpFlow {
+    fn v4(client: Ipv4Addr) -> HttpFlow {
+        HttpFlow {
+            key: http4_flow(client, CLIENT_PORT),
+            syn: syn4(client, CLIENT_PORT, VIP4, 80),
+            ack: ack4(client, CLIENT_PORT, VIP4, 80),
+            svc: &HTTP4,
+            v6: false,
+        }
+    }
+    fn v6(client: Ipv6Addr) -> HttpFlow {
+        HttpFlow {
+            key: FlowKey::new(client.into(), CLIENT_PORT, VIP6.into(), 80, PROTO_TCP),
+            syn: tcp6(client, CLIENT_PORT, VIP6, 80, true, &[]),
+            ack: tcp6(client, CLIENT_PORT, VIP6, 80, false, HTTP_GET),
+            svc: &HTTP6,
+            v6: true,
+        }
+    }
+    fn to(&self, what: &str, inner: &[u8], server: Server) -> Fixture {
+        if self.v6 {
+            let client = Ipv6Addr::from(self.key.src);
+            forwarded6(
+                what,
+                FROM_CLIENT,
+                inner.to_vec(),
+                server,
+                client,
+                CLIENT_PORT,
+            )
+        } else {
+            forwarded4(what, FROM_CLIENT, inner.to_vec(), server)
+        }
+    }
+    fn first_server(&self) -> Server {
+        let client = if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(self.key.src))
+        } else {
+            let b = self.key.src;
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        };
+        self.svc.pick(client, CLIENT_PORT)
+    }
+}
+
+fn non_syn_misses(lab: &Lab) -> u64 {
+    lab.dp
+        .event_counters()
+        .unwrap()
+        .into_iter()
+        .find(|(e, _)| *e == Event::FlowMissNonSyn)
+        .map(|(_, n)| n)
+        .expect("every event is counted")
+}
+
+/// A SYN is hashed without reading the flow table: with the table moved from A to B, a
+/// data segment still goes to A (its recorded server), while a SYN of the same
+/// five-tuple, a new connection, goes to B and replaces the recorded server, which the
+/// next data segment then follows.
+fn syn_skips_the_lookup_but_is_recorded(lab: &mut Lab, flow: &HttpFlow) {
+    let a = flow.first_server();
+    let b = other_server(flow.svc, a);
+    lab.check(&flow.to("SYN: new flow to A", &flow.syn, a));
+    assert_eq!(
+        flow_of(lab, &flow.key).map(|v| v.server_id),
+        Some(a.id),
+        "the SYN recorded A"
+    );
+    switch_table(lab, flow.svc, &[b.id; 7]);
+    lab.check(&flow.to("data segment: still A, from the flow table", &flow.ack, a));
+    lab.check(&flow.to(
+        "SYN of the same five-tuple: hashed (B), the flow table not read",
+        &flow.syn,
+        b,
+    ));
+    assert_eq!(
+        flow_of(lab, &flow.key),
+        Some(FlowValue {
+            server_id: b.id,
+            generation: b.generation
+        }),
+        "the SYN recorded its hash pick over the old entry"
+    );
+    lab.check(&flow.to("next data segment: B, recorded by the SYN", &flow.ack, b));
+    assert_eq!(lab.dp.flow_count(), 1);
+    assert_eq!(non_syn_misses(lab), 0, "no data segment missed");
+}
+
+#[test]
+fn ipv4_syn_is_hashed_without_a_flow_lookup_and_recorded() {
+    with_lab(|lab| syn_skips_the_lookup_but_is_recorded(lab, &HttpFlow::v4(CLIENT4)));
+}
+
+#[test]
+fn ipv6_syn_is_hashed_without_a_flow_lookup_and_recorded() {
+    with_lab(|lab| syn_skips_the_lookup_but_is_recorded(lab, &HttpFlow::v6(CLIENT6)));
+}
+
+/// A data segment whose flow is not in the table (evicted, or opened through another
+/// load balancer) is hashed and forwarded, recorded, and counted as a non-SYN miss;
+/// the next one is a hit, and neither a SYN nor UDP ever counts.
+#[test]
+fn non_syn_flow_misses_are_counted_for_ipv4_and_ipv6() {
+    with_lab(|lab| {
+        for (i, flow) in [HttpFlow::v4(CLIENT4), HttpFlow::v6(CLIENT6)]
+            .iter()
+            .enumerate()
+        {
+            let before = non_syn_misses(lab);
+            let a = flow.first_server();
+            lab.check(&flow.to("data segment of an unknown flow: hashed", &flow.ack, a));
+            assert_eq!(non_syn_misses(lab), before + 1, "flow {i}: one miss");
+            assert_eq!(
+                flow_of(lab, &flow.key).map(|v| v.server_id),
+                Some(a.id),
+                "flow {i}: the miss recorded the flow"
+            );
+            lab.check(&flow.to("its next data segment: a hit", &flow.ack, a));
+            assert_eq!(
+                non_syn_misses(lab),
+                before + 1,
+                "flow {i}: a hit is no miss"
+            );
+        }
+        let syn_client = client4(9);
+        let syn = HttpFlow::v4(syn_client);
+        lab.check(&syn.to("a SYN of a new flow", &syn.syn, syn.first_server()));
+        lab.check(&forwarded4(
+            "a UDP query of a new flow",
+            FROM_CLIENT,
+            udp4(CLIENT4, CLIENT_PORT, VIP4, 53, b"query"),
+            DNS4.pick(CLIENT4.into(), CLIENT_PORT),
+        ));
+        assert_eq!(non_syn_misses(lab), 2, "only the two data segments missed");
+    });
+}
+
 #[test]
 fn established_flows_keep_their_server_when_the_table_changes() {
     with_lab(|lab| {

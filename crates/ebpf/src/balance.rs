@@ -184,6 +184,13 @@ mod tests {
         f
     }
 
+    /// [`syn4`] as a data segment of the established flow (ACK instead of SYN).
+    fn ack4(payload: usize) -> Vec<u8> {
+        let mut f = syn4(payload);
+        f[14 + 20 + 13] = 0x10;
+        f
+    }
+
     fn syn6(payload: usize) -> Vec<u8> {
         let mut f = eth(None, ETH_P_IPV6);
         f.extend_from_slice(&ipv6(
@@ -245,7 +252,7 @@ mod tests {
         );
         assert_eq!(e.server_stats.borrow()[&1].new_flows, 1);
         // The second packet follows the flow entry, not a new pick.
-        run_frame(&e, &frame).0.unwrap();
+        run_frame(&e, &ack4(0)).0.unwrap();
         assert_eq!(e.service_stats.borrow()[&3].packets, 2);
         assert_eq!(e.service_stats.borrow()[&3].new_flows, 1);
         assert_eq!(e.event(Event::FlowInsertFailed), 0);
@@ -290,14 +297,18 @@ mod tests {
         // Draining keeps the flow; the Maglev table no longer names the server.
         e.servers[1].state = SERVER_DRAINING;
         e.maglev[..7].copy_from_slice(&[0; 7]);
-        assert_eq!(run_frame(&e, &syn4(0)).0, Ok(Forward { ifindex: 5 }));
+        assert_eq!(run_frame(&e, &ack4(0)).0, Ok(Forward { ifindex: 5 }));
+        // A SYN of the same five-tuple opens a new connection: hashed, no server there.
+        assert_eq!(run_frame(&e, &syn4(0)).0, Err(Reason::DropNoServer));
         // A new generation of the slot is another server: the flow is re-hashed, and
         // slot 0 (free) is no server.
         e.servers[1].generation = 99;
-        assert_eq!(run_frame(&e, &syn4(0)).0, Err(Reason::DropNoServer));
+        assert_eq!(run_frame(&e, &ack4(0)).0, Err(Reason::DropNoServer));
         e.servers[1].generation = 11;
         e.servers[1].state = SERVER_FREE;
-        assert_eq!(run_frame(&e, &syn4(0)).0, Err(Reason::DropNoServer));
+        assert_eq!(run_frame(&e, &ack4(0)).0, Err(Reason::DropNoServer));
+        // The two data segments that found no usable entry were non-SYN misses.
+        assert_eq!(e.event(Event::FlowMissNonSyn), 2);
     }
 
     #[test]

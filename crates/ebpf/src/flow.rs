@@ -3,11 +3,11 @@
 //! Maglev table (`MAGLEV`, server ids into `SERVERS`).
 
 use ricochet_common::{
-    hash::client_hash, FlowKey, FlowValue, ServerValue, ServiceValue, SERVER_ACTIVE, SERVER_FREE,
-    SERVICE_HASH_SRC_PORT,
+    hash::client_hash, Event, FlowKey, FlowValue, ServerValue, ServiceValue, SERVER_ACTIVE,
+    SERVER_FREE, SERVICE_HASH_SRC_PORT,
 };
 
-use crate::parse::Parsed;
+use crate::{balance::Stats, headers::IPPROTO_TCP, parse::Parsed};
 
 /// `FLOWS` rejected an insert (the kernel's error number, negative).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,18 +44,25 @@ pub fn flow_key(p: &Parsed) -> FlowKey {
 /// holds its slot, or a new pick from the Maglev table (to be recorded by [`record`]
 /// once the packet is forwarded: a flow whose first packet is dropped, for no route
 /// yet or too big, must not leave a stale entry).
+///
+/// A TCP SYN (without ACK) is not looked up: it opens a new connection, so its flow is
+/// hashed whatever the table holds, and recording it replaces any stale entry of the
+/// five-tuple (a retransmitted SYN is hashed again onto the same server while the
+/// Maglev table is unchanged). A TCP packet that is not a SYN and finds no usable entry
+/// is counted as [`Event::FlowMissNonSyn`] before it is hashed.
 #[inline(always)]
-pub fn pick_server(maps: &impl Table, p: &Parsed, svc: &ServiceValue, seed: u32) -> Option<Pick> {
-    let key = flow_key(p);
-    if let Some(f) = maps.flow(&key) {
-        if let Some(s) = maps.server(f.server_id) {
-            if s.generation == f.generation && s.state != SERVER_FREE {
-                return Some(Pick {
-                    server_id: f.server_id,
-                    server: s,
-                    new_flow: false,
-                });
-            }
+pub fn pick_server(
+    maps: &(impl Table + Stats),
+    p: &Parsed,
+    svc: &ServiceValue,
+    seed: u32,
+) -> Option<Pick> {
+    if !p.syn {
+        if let Some(pick) = recorded(maps, p) {
+            return Some(pick);
+        }
+        if p.proto == IPPROTO_TCP {
+            maps.count_event(Event::FlowMissNonSyn);
         }
     }
     if svc.table_size == 0 {
@@ -74,6 +81,22 @@ pub fn pick_server(maps: &impl Table, p: &Parsed, svc: &ServiceValue, seed: u32)
         server: s,
         new_flow: true,
     })
+}
+
+/// The flow's recorded server, while its slot still holds it.
+#[inline(always)]
+fn recorded(maps: &impl Table, p: &Parsed) -> Option<Pick> {
+    let f = maps.flow(&flow_key(p))?;
+    let s = maps.server(f.server_id)?;
+    if s.generation == f.generation && s.state != SERVER_FREE {
+        Some(Pick {
+            server_id: f.server_id,
+            server: s,
+            new_flow: false,
+        })
+    } else {
+        None
+    }
 }
 
 /// Records a new flow's server in `FLOWS`.
@@ -105,7 +128,58 @@ mod tests {
             dst: addr16(&[192, 168, 35, 241]),
             sport: sport.to_be_bytes(),
             dport: 80u16.to_be_bytes(),
+            syn: false,
         }
+    }
+
+    fn syn(sport: u16) -> Parsed {
+        Parsed {
+            syn: true,
+            ..parsed(sport)
+        }
+    }
+
+    #[test]
+    fn a_syn_is_hashed_without_a_lookup_and_replaces_a_recorded_flow() {
+        let e = env();
+        let p = parsed(7);
+        let hashed = pick_server(&e, &syn(7), &SVC, 9).unwrap();
+        assert!(hashed.new_flow);
+        let other = 1 + hashed.server_id % 4;
+        let recorded = Pick {
+            server_id: other,
+            server: e.servers[other as usize],
+            new_flow: true,
+        };
+        record(&e, &p, &recorded).unwrap();
+        // A data segment keeps the recorded server; a SYN of the same five-tuple does not
+        // read the table and goes to its hash slot.
+        assert_eq!(pick_server(&e, &p, &SVC, 9).unwrap().server_id, other);
+        let again = pick_server(&e, &syn(7), &SVC, 9).unwrap();
+        assert_eq!((again.server_id, again.new_flow), (hashed.server_id, true));
+        // Neither was a non-SYN miss.
+        assert_eq!(e.event(Event::FlowMissNonSyn), 0);
+    }
+
+    #[test]
+    fn only_tcp_non_syn_misses_are_counted() {
+        let e = env();
+        // A data segment of an unknown flow: a miss; a SYN: none; UDP: none.
+        assert!(pick_server(&e, &parsed(1), &SVC, 9).unwrap().new_flow);
+        assert_eq!(e.event(Event::FlowMissNonSyn), 1);
+        pick_server(&e, &syn(2), &SVC, 9).unwrap();
+        let udp = Parsed {
+            proto: 17,
+            ..parsed(3)
+        };
+        pick_server(&e, &udp, &SVC, 9).unwrap();
+        assert_eq!(e.event(Event::FlowMissNonSyn), 1);
+        // The first packet of a flow that is then recorded is a miss, the next one not.
+        let p = parsed(4);
+        let pick = pick_server(&e, &p, &SVC, 9).unwrap();
+        record(&e, &p, &pick).unwrap();
+        assert!(!pick_server(&e, &p, &SVC, 9).unwrap().new_flow);
+        assert_eq!(e.event(Event::FlowMissNonSyn), 2);
     }
 
     #[test]

@@ -37,7 +37,14 @@ pub struct Parsed {
     /// Ports, big endian as on the wire.
     pub sport: [u8; 2],
     pub dport: [u8; 2],
+    /// A TCP SYN without ACK: the first packet of a connection. Its flow is new (or a
+    /// retransmitted opener), so balancing skips the flow-table lookup for it.
+    pub syn: bool,
 }
+
+/// TCP flags (byte 13 of the header).
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
 
 /// A packet for a virtual service: what the parse and lookup stages hand to balancing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +110,12 @@ pub fn addr_v4(a: [u8; 4]) -> [u8; 16] {
 /// Reads the ports of a TCP or UDP header at `l4_off`; `l4_room` is what the IP
 /// header says the L4 part spans.
 #[inline(always)]
-fn ports(ctx: &impl PacketCtx, proto: u8, l4_off: usize, l4_room: usize) -> Result<Ports, Reason> {
+fn ports(
+    ctx: &impl PacketCtx,
+    proto: u8,
+    l4_off: usize,
+    l4_room: usize,
+) -> Result<(Ports, bool), Reason> {
     let need = if proto == IPPROTO_TCP {
         TCP_LEN
     } else {
@@ -112,17 +124,18 @@ fn ports(ctx: &impl PacketCtx, proto: u8, l4_off: usize, l4_room: usize) -> Resu
     if l4_room < need {
         return Err(Reason::DropTruncatedL4);
     }
-    let hdr_ok = if proto == IPPROTO_TCP {
-        ptr_at::<[u8; TCP_LEN]>(ctx, l4_off).is_some()
+    let syn = if proto == IPPROTO_TCP {
+        let tcp = ptr_at::<[u8; TCP_LEN]>(ctx, l4_off).ok_or(Reason::DropTruncatedL4)?;
+        // SAFETY: bounds checked.
+        let flags = unsafe { (*tcp)[13] };
+        flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
     } else {
-        ptr_at::<[u8; UDP_LEN]>(ctx, l4_off).is_some()
+        ptr_at::<[u8; UDP_LEN]>(ctx, l4_off).ok_or(Reason::DropTruncatedL4)?;
+        false
     };
-    if !hdr_ok {
-        return Err(Reason::DropTruncatedL4);
-    }
     let p = ptr_at::<Ports>(ctx, l4_off).ok_or(Reason::DropTruncatedL4)?;
     // SAFETY: bounds checked.
-    Ok(unsafe { *p })
+    Ok((unsafe { *p }, syn))
 }
 
 #[inline(always)]
@@ -155,7 +168,7 @@ fn parse_v4(
         IPPROTO_ICMP => return Err(Reason::DropIcmp),
         _ => return Err(Reason::DropUnsupportedProto),
     }
-    let pr = ports(ctx, proto, l3_off + IPV4_LEN, tot - IPV4_LEN)?;
+    let (pr, syn) = ports(ctx, proto, l3_off + IPV4_LEN, tot - IPV4_LEN)?;
     p.write(Parsed {
         l3_off,
         frame_len: frame_len as u32,
@@ -167,6 +180,7 @@ fn parse_v4(
         dst,
         sport: pr.src,
         dport: pr.dst,
+        syn,
     });
     Ok(())
 }
@@ -196,7 +210,7 @@ fn parse_v6(
         | IPPROTO_MH | IPPROTO_NONE => return Err(Reason::DropIpv6ExtHeader),
         _ => return Err(Reason::DropUnsupportedProto),
     }
-    let pr = ports(ctx, proto, l3_off + IPV6_LEN, payload)?;
+    let (pr, syn) = ports(ctx, proto, l3_off + IPV6_LEN, payload)?;
     p.write(Parsed {
         l3_off,
         frame_len: frame_len as u32,
@@ -208,6 +222,7 @@ fn parse_v6(
         dst: ip.dst,
         sport: pr.src,
         dport: pr.dst,
+        syn,
     });
     Ok(())
 }
@@ -255,6 +270,27 @@ mod tests {
         let mut f = eth(None, ETH_P_IPV6);
         f.extend_from_slice(&ip);
         f
+    }
+
+    #[test]
+    fn only_a_tcp_syn_without_ack_is_an_opener() {
+        let e = env();
+        let with_flags = |flags: u8| {
+            let mut t = tcp(50412, 80, b"");
+            t[13] = flags;
+            v4_frame(None, ipv4(CLIENT4, VIP4, 6, true, &t))
+        };
+        let syn = |frame: &[u8]| classify_frame(&e, frame).unwrap().parsed.syn;
+        assert!(syn(&with_flags(0x02)));
+        assert!(syn(&with_flags(0x02 | 0x08)), "SYN with PSH still opens");
+        assert!(!syn(&with_flags(0x12)), "SYN-ACK");
+        assert!(!syn(&with_flags(0x10)), "ACK");
+        assert!(!syn(&with_flags(0x18)), "PSH-ACK");
+        let mut t6 = tcp(1234, 443, b"");
+        t6[13] = 0x02;
+        assert!(syn(&v6_frame(ipv6(CLIENT6, VIP6, 6, &t6))));
+        t6[13] = 0x10;
+        assert!(!syn(&v6_frame(ipv6(CLIENT6, VIP6, 6, &t6))));
     }
 
     #[test]
