@@ -350,13 +350,8 @@ pub struct Lab {
 
 /// Runs `f` with a lab of its own, in a network namespace of its own.
 pub fn with_lab(f: impl FnOnce(&mut Lab) + Send) {
-    // SAFETY: plain syscall.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the fixtures load eBPF and create namespaces: run them as root"
-    );
-    net::in_fresh_netns(|| {
+    ricochet_testkit::require_root("the fixtures load eBPF and create namespaces");
+    ricochet_testkit::netns::in_fresh_netns(|| {
         let mut lab = Lab::new();
         f(&mut lab);
     })
