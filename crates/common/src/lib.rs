@@ -10,6 +10,51 @@
 pub mod hash;
 pub mod probe;
 
+/// Declares a `#[repr(u32)]` enum of counters whose variants are numbered from 0 in
+/// order, with `COUNT`, `ALL` (in index order), `name()` (the stable snake_case name of
+/// status output and metrics) and `from_index()` generated from the one list, so that
+/// a new variant cannot be left out of any of them.
+#[macro_export]
+macro_rules! counted_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in index order (`ALL[i] as u32 == i`).
+            pub const ALL: [$name; <[$name]>::len(&[$($name::$variant),+])] =
+                [$($name::$variant),+];
+            /// Number of variants: the size of the map the variants index.
+            pub const COUNT: u32 = $name::ALL.len() as u32;
+
+            /// Stable snake_case name, used in status output and metrics.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The variant of map index `index`.
+            pub const fn from_index(index: u32) -> Option<$name> {
+                if index < $name::COUNT {
+                    Some($name::ALL[index as usize])
+                } else {
+                    None
+                }
+            }
+        }
+    };
+}
+
 /// Address family tag stored in keys (not the kernel's AF_* numbers, so that a zeroed
 /// key is never a valid one).
 pub const FAMILY_V4: u8 = 4;
@@ -31,6 +76,8 @@ pub mod maps {
     pub const SETTINGS: &str = "SETTINGS";
     /// Per-CPU cache of resolved next hops, indexed by server id.
     pub const NEXT_HOPS: &str = "NEXT_HOPS";
+    /// Per-CPU counters of [`crate::Event`]s.
+    pub const EVENTS: &str = "EVENTS";
     /// Decapsulation object: VIPs the server accepts inside IP-in-IP.
     pub const DECAP_VIPS: &str = "DECAP_VIPS";
     pub const DECAP_STATS: &str = "DECAP_STATS";
@@ -232,143 +279,81 @@ pub const SETTINGS_HAVE_V4: u32 = 1 << 0;
 /// `source_v6` is set.
 pub const SETTINGS_HAVE_V6: u32 = 1 << 1;
 
-/// Why the program gave a packet the verdict it did; indexes `REASONS`.
-///
-/// Every packet is counted under exactly one reason. The README's "Limits" section
-/// documents each one.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// Encapsulated and sent to a server (XDP_TX or redirect).
-    Forwarded = 0,
-    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed to the kernel.
-    PassNotIp,
-    /// IP but not to a VIP: passed to the kernel.
-    PassNotVip,
-    /// Frame too short for its Ethernet or VLAN header: passed (the kernel drops it).
-    PassTruncatedL2,
-    /// IPv4 header malformed (version, IHL < 5, total length vs frame): dropped.
-    DropMalformedIpv4,
-    /// IPv6 header truncated or payload length beyond the frame: dropped.
-    DropMalformedIpv6,
-    /// To a VIP with IPv4 options: dropped (not supported).
-    DropIpv4Options,
-    /// To a VIP, an IPv4 fragment: dropped (not supported).
-    DropFragment,
-    /// To a VIP with an IPv6 extension header: dropped (not supported).
-    DropIpv6ExtHeader,
-    /// To a VIP, ICMP/ICMPv6: dropped (VIPs answer no ICMP).
-    DropIcmp,
-    /// To a VIP, a protocol other than TCP/UDP/ICMP: dropped.
-    DropUnsupportedProto,
-    /// TCP/UDP header truncated: dropped.
-    DropTruncatedL4,
-    /// To a VIP, a port with no virtual service: dropped.
-    DropNoService,
-    /// The service's pool has no usable server: dropped.
-    DropNoServer,
-    /// No engine source address for the family is configured: dropped.
-    DropNoSource,
-    /// Encapsulated size exceeds the egress MTU: answered with ICMP frag-needed or
-    /// ICMPv6 packet-too-big.
-    IcmpTooBig,
-    /// Like `IcmpTooBig` but the packet could not be turned into the ICMP error
-    /// (no DF on IPv4, or the rewrite failed): dropped.
-    DropTooBig,
-    /// The FIB has no route to the server (or forwarding is disabled): dropped.
-    DropNoRoute,
-    /// The next hop's neighbour entry is not resolved: dropped; the engine keeps
-    /// neighbours of servers resolved.
-    DropNoNeighbour,
-    /// bpf_xdp_adjust_head/tail failed: dropped.
-    DropAdjustFailed,
-}
-
-impl Reason {
-    pub const COUNT: u32 = Reason::DropAdjustFailed as u32 + 1;
-    pub const ALL: [Reason; Reason::COUNT as usize] = [
-        Reason::Forwarded,
-        Reason::PassNotIp,
-        Reason::PassNotVip,
-        Reason::PassTruncatedL2,
-        Reason::DropMalformedIpv4,
-        Reason::DropMalformedIpv6,
-        Reason::DropIpv4Options,
-        Reason::DropFragment,
-        Reason::DropIpv6ExtHeader,
-        Reason::DropIcmp,
-        Reason::DropUnsupportedProto,
-        Reason::DropTruncatedL4,
-        Reason::DropNoService,
-        Reason::DropNoServer,
-        Reason::DropNoSource,
-        Reason::IcmpTooBig,
-        Reason::DropTooBig,
-        Reason::DropNoRoute,
-        Reason::DropNoNeighbour,
-        Reason::DropAdjustFailed,
-    ];
-
-    /// Stable snake_case name, used in status output and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Reason::Forwarded => "forwarded",
-            Reason::PassNotIp => "pass_not_ip",
-            Reason::PassNotVip => "pass_not_vip",
-            Reason::PassTruncatedL2 => "pass_truncated_l2",
-            Reason::DropMalformedIpv4 => "drop_malformed_ipv4",
-            Reason::DropMalformedIpv6 => "drop_malformed_ipv6",
-            Reason::DropIpv4Options => "drop_ipv4_options",
-            Reason::DropFragment => "drop_fragment",
-            Reason::DropIpv6ExtHeader => "drop_ipv6_ext_header",
-            Reason::DropIcmp => "drop_icmp_to_vip",
-            Reason::DropUnsupportedProto => "drop_unsupported_protocol",
-            Reason::DropTruncatedL4 => "drop_truncated_l4",
-            Reason::DropNoService => "drop_no_service",
-            Reason::DropNoServer => "drop_no_server",
-            Reason::DropNoSource => "drop_no_source_address",
-            Reason::IcmpTooBig => "icmp_too_big_sent",
-            Reason::DropTooBig => "drop_too_big",
-            Reason::DropNoRoute => "drop_no_route",
-            Reason::DropNoNeighbour => "drop_no_neighbour",
-            Reason::DropAdjustFailed => "drop_adjust_failed",
-        }
+counted_enum! {
+    /// Why the program gave a packet the verdict it did; indexes `REASONS`.
+    ///
+    /// Every packet is counted under exactly one reason. The README's "Limits" section
+    /// documents each one.
+    pub enum Reason {
+        /// Encapsulated and sent to a server (XDP_TX or redirect).
+        Forwarded => "forwarded",
+        /// Not IPv4/IPv6 (ARP, LLDP, ...): passed to the kernel.
+        PassNotIp => "pass_not_ip",
+        /// IP but not to a VIP: passed to the kernel.
+        PassNotVip => "pass_not_vip",
+        /// Frame too short for its Ethernet or VLAN header: passed (the kernel drops it).
+        PassTruncatedL2 => "pass_truncated_l2",
+        /// IPv4 header malformed (version, IHL < 5, total length vs frame): dropped.
+        DropMalformedIpv4 => "drop_malformed_ipv4",
+        /// IPv6 header truncated or payload length beyond the frame: dropped.
+        DropMalformedIpv6 => "drop_malformed_ipv6",
+        /// To a VIP with IPv4 options: dropped (not supported).
+        DropIpv4Options => "drop_ipv4_options",
+        /// To a VIP, an IPv4 fragment: dropped (not supported).
+        DropFragment => "drop_fragment",
+        /// To a VIP with an IPv6 extension header: dropped (not supported).
+        DropIpv6ExtHeader => "drop_ipv6_ext_header",
+        /// To a VIP, ICMP/ICMPv6: dropped (VIPs answer no ICMP).
+        DropIcmp => "drop_icmp_to_vip",
+        /// To a VIP, a protocol other than TCP/UDP/ICMP: dropped.
+        DropUnsupportedProto => "drop_unsupported_protocol",
+        /// TCP/UDP header truncated: dropped.
+        DropTruncatedL4 => "drop_truncated_l4",
+        /// To a VIP, a port with no virtual service: dropped.
+        DropNoService => "drop_no_service",
+        /// The service's pool has no usable server: dropped.
+        DropNoServer => "drop_no_server",
+        /// No engine source address for the family is configured: dropped.
+        DropNoSource => "drop_no_source_address",
+        /// Encapsulated size exceeds the egress MTU: answered with ICMP frag-needed or
+        /// ICMPv6 packet-too-big.
+        IcmpTooBig => "icmp_too_big_sent",
+        /// Like `IcmpTooBig` but the packet could not be turned into the ICMP error
+        /// (no DF on IPv4, or the rewrite failed): dropped.
+        DropTooBig => "drop_too_big",
+        /// The FIB has no route to the server (or forwarding is disabled): dropped.
+        DropNoRoute => "drop_no_route",
+        /// The next hop's neighbour entry is not resolved: dropped; the engine keeps
+        /// neighbours of servers resolved.
+        DropNoNeighbour => "drop_no_neighbour",
+        /// bpf_xdp_adjust_head/tail failed: dropped.
+        DropAdjustFailed => "drop_adjust_failed",
     }
 }
 
-/// Why the decapsulator passed or dropped a packet; indexes `DECAP_STATS`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecapReason {
-    /// Outer header removed; the inner packet goes up the stack.
-    Decapsulated = 0,
-    /// Not IP-in-IP: passed untouched.
-    PassNotTunnel,
-    /// IP-in-IP whose inner destination is not a configured VIP: dropped (no open relay).
-    DropInnerNotVip,
-    /// Truncated or malformed outer/inner header: dropped.
-    DropMalformed,
-    /// bpf_skb_adjust_room failed: dropped.
-    DropAdjustFailed,
+counted_enum! {
+    /// Why the decapsulator passed or dropped a packet; indexes `DECAP_STATS`.
+    pub enum DecapReason {
+        /// Outer header removed; the inner packet goes up the stack.
+        Decapsulated => "decapsulated",
+        /// Not IP-in-IP: passed untouched.
+        PassNotTunnel => "pass_not_tunnel",
+        /// IP-in-IP whose inner destination is not a configured VIP: dropped (no open relay).
+        DropInnerNotVip => "drop_inner_not_vip",
+        /// Truncated or malformed outer/inner header: dropped.
+        DropMalformed => "drop_malformed",
+        /// bpf_skb_adjust_room failed: dropped.
+        DropAdjustFailed => "drop_adjust_failed",
+    }
 }
 
-impl DecapReason {
-    pub const COUNT: u32 = DecapReason::DropAdjustFailed as u32 + 1;
-    pub const ALL: [DecapReason; DecapReason::COUNT as usize] = [
-        DecapReason::Decapsulated,
-        DecapReason::PassNotTunnel,
-        DecapReason::DropInnerNotVip,
-        DecapReason::DropMalformed,
-        DecapReason::DropAdjustFailed,
-    ];
-    pub const fn name(self) -> &'static str {
-        match self {
-            DecapReason::Decapsulated => "decapsulated",
-            DecapReason::PassNotTunnel => "pass_not_tunnel",
-            DecapReason::DropInnerNotVip => "drop_inner_not_vip",
-            DecapReason::DropMalformed => "drop_malformed",
-            DecapReason::DropAdjustFailed => "drop_adjust_failed",
-        }
+counted_enum! {
+    /// Things that went wrong in the load balancer without changing a packet's fate
+    /// (which its [`Reason`] records); indexes `EVENTS`.
+    pub enum Event {
+        /// A new flow's `FLOWS` insert failed (the kernel could not allocate an entry):
+        /// the packet was forwarded, and the flow's next packet is hashed again.
+        FlowInsertFailed => "flow_insert_failed",
     }
 }
 

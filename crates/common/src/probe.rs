@@ -27,44 +27,22 @@ pub struct ProbeTarget {
 }
 const _: () = assert!(core::mem::size_of::<ProbeTarget>() == 36);
 
-/// Why the probe encapsulator passed, encapsulated or dropped a packet; indexes
-/// [`PROBE_STATS`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeReason {
-    /// Marked, encapsulated and redirected toward the server.
-    Encapsulated = 0,
-    /// No mark, or a mark that is not registered: untouched.
-    PassUnmarked,
-    /// Already IP-in-IP (our own packet coming back through egress after the redirect).
-    PassEncapsulated,
-    /// Marked but not IPv4/IPv6 of the target's family: dropped.
-    DropFamilyMismatch,
-    /// Truncated IP header: dropped.
-    DropMalformed,
-    /// bpf_skb_adjust_room or the header store failed: dropped.
-    DropAdjustFailed,
-}
-
-impl ProbeReason {
-    pub const COUNT: u32 = ProbeReason::DropAdjustFailed as u32 + 1;
-    pub const ALL: [ProbeReason; ProbeReason::COUNT as usize] = [
-        ProbeReason::Encapsulated,
-        ProbeReason::PassUnmarked,
-        ProbeReason::PassEncapsulated,
-        ProbeReason::DropFamilyMismatch,
-        ProbeReason::DropMalformed,
-        ProbeReason::DropAdjustFailed,
-    ];
-    pub const fn name(self) -> &'static str {
-        match self {
-            ProbeReason::Encapsulated => "encapsulated",
-            ProbeReason::PassUnmarked => "pass_unmarked",
-            ProbeReason::PassEncapsulated => "pass_encapsulated",
-            ProbeReason::DropFamilyMismatch => "drop_family_mismatch",
-            ProbeReason::DropMalformed => "drop_malformed",
-            ProbeReason::DropAdjustFailed => "drop_adjust_failed",
-        }
+crate::counted_enum! {
+    /// Why the probe encapsulator passed, encapsulated or dropped a packet; indexes
+    /// [`PROBE_STATS`].
+    pub enum ProbeReason {
+        /// Marked, encapsulated and redirected toward the server.
+        Encapsulated => "encapsulated",
+        /// No mark, or a mark that is not registered: untouched.
+        PassUnmarked => "pass_unmarked",
+        /// Already IP-in-IP (our own packet coming back through egress after the redirect).
+        PassEncapsulated => "pass_encapsulated",
+        /// Marked but not IPv4/IPv6 of the target's family: dropped.
+        DropFamilyMismatch => "drop_family_mismatch",
+        /// Truncated IP header: dropped.
+        DropMalformed => "drop_malformed",
+        /// bpf_skb_adjust_room or the header store failed: dropped.
+        DropAdjustFailed => "drop_adjust_failed",
     }
 }
 

@@ -1,0 +1,443 @@
+//! Parsing: Ethernet (one 802.1Q or 802.1ad tag allowed), IPv4/IPv6 and the TCP/UDP
+//! ports of a packet to a VIP, into a [`Parsed`] or the [`Reason`] the packet stops at.
+//!
+//! The VIP lookup is part of parsing because it decides what happens to the rest of the
+//! packet: to anything but a VIP, IP options, fragments and unknown protocols pass to
+//! the kernel untouched; to a VIP they are dropped. [`classify`] runs parsing and the
+//! service lookup exactly as the kernel program does, for host callers.
+
+use core::mem::MaybeUninit;
+
+use ricochet_common::{Reason, ServiceValue, FAMILY_V4, FAMILY_V6};
+
+use crate::{
+    headers::*,
+    packet::{ptr_at, PacketCtx},
+    service::{self, Lookup},
+};
+
+/// What the parser learnt about a packet addressed to a VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// Offset of the IP header (after Ethernet and an optional VLAN tag).
+    pub l3_off: usize,
+    /// Length of the frame as received.
+    pub frame_len: u32,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    /// Length of the IP packet (header included), from its header.
+    pub ip_len: u16,
+    /// `VIP_*` flags of the destination VIP.
+    pub vip_flags: u32,
+    /// Source and destination in the 16-byte map form (IPv4: first four bytes).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Ports, big endian as on the wire.
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+}
+
+/// A packet for a virtual service: what the parse and lookup stages hand to balancing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified {
+    pub parsed: Parsed,
+    pub service: ServiceValue,
+}
+
+/// Parses `ctx` and looks its service up, as the kernel program's first two stages do:
+/// `Ok` for a packet the program goes on to balance, otherwise the [`Reason`] it is
+/// counted under (whose XDP action is [`crate::verdict::action`]).
+///
+/// This is the host's reference of those stages (the differential fuzz test runs it
+/// against the kernel program through BPF_PROG_TEST_RUN): the kernel runs the same
+/// [`parse`] and [`service::find_service`].
+#[inline(always)]
+pub fn classify(ctx: &impl PacketCtx, maps: &impl Lookup) -> Result<Classified, Reason> {
+    let mut p = MaybeUninit::<Parsed>::uninit();
+    parse(ctx, maps, &mut p)?;
+    // SAFETY: parse initialised `p` (it answered Ok).
+    let parsed = unsafe { p.assume_init() };
+    let service = service::find_service(maps, &parsed).ok_or(Reason::DropNoService)?;
+    Ok(Classified { parsed, service })
+}
+
+/// Parses the headers into `p`; `Ok` (and `p` written whole) when the packet is for a
+/// VIP and carries TCP or UDP ports.
+///
+/// A subprogram of its own with an out-parameter: `Parsed` is too large to return in a
+/// register, and zeroing it first would cost a byte-loop memset per packet in BPF.
+#[inline(never)]
+pub fn parse(
+    ctx: &impl PacketCtx,
+    maps: &impl Lookup,
+    p: &mut MaybeUninit<Parsed>,
+) -> Result<(), Reason> {
+    let frame_len = ctx.data_end() - ctx.data();
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Reason::PassTruncatedL2)?;
+    // SAFETY: bounds checked by ptr_at.
+    let mut ether_type = u16::from_be_bytes(unsafe { (*eth).proto });
+    let mut l3_off = ETH_LEN;
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        let tag = ptr_at::<[u8; 4]>(ctx, ETH_LEN).ok_or(Reason::PassTruncatedL2)?;
+        // SAFETY: bounds checked.
+        let tag = unsafe { *tag };
+        ether_type = u16::from_be_bytes([tag[2], tag[3]]);
+        l3_off = ETH_LEN + VLAN_LEN;
+    }
+    match ether_type {
+        ETH_P_IP => parse_v4(ctx, maps, l3_off, frame_len, p),
+        ETH_P_IPV6 => parse_v6(ctx, maps, l3_off, frame_len, p),
+        _ => Err(Reason::PassNotIp),
+    }
+}
+
+/// An IPv4 address in the 16-byte form of the maps (zeros after it), built with
+/// word stores: a `[0; 16]` array filled afterwards costs a byte-loop memset in BPF.
+#[inline(always)]
+pub fn addr_v4(a: [u8; 4]) -> [u8; 16] {
+    (u32::from_le_bytes(a) as u128).to_le_bytes()
+}
+
+/// Reads the ports of a TCP or UDP header at `l4_off`; `l4_room` is what the IP
+/// header says the L4 part spans.
+#[inline(always)]
+fn ports(ctx: &impl PacketCtx, proto: u8, l4_off: usize, l4_room: usize) -> Result<Ports, Reason> {
+    let need = if proto == IPPROTO_TCP {
+        TCP_LEN
+    } else {
+        UDP_LEN
+    };
+    if l4_room < need {
+        return Err(Reason::DropTruncatedL4);
+    }
+    let hdr_ok = if proto == IPPROTO_TCP {
+        ptr_at::<[u8; TCP_LEN]>(ctx, l4_off).is_some()
+    } else {
+        ptr_at::<[u8; UDP_LEN]>(ctx, l4_off).is_some()
+    };
+    if !hdr_ok {
+        return Err(Reason::DropTruncatedL4);
+    }
+    let p = ptr_at::<Ports>(ctx, l4_off).ok_or(Reason::DropTruncatedL4)?;
+    // SAFETY: bounds checked.
+    Ok(unsafe { *p })
+}
+
+#[inline(always)]
+fn parse_v4(
+    ctx: &impl PacketCtx,
+    maps: &impl Lookup,
+    l3_off: usize,
+    frame_len: usize,
+    p: &mut MaybeUninit<Parsed>,
+) -> Result<(), Reason> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, l3_off).ok_or(Reason::DropMalformedIpv4)?;
+    // SAFETY: bounds checked; copied to the stack.
+    let ip = unsafe { *ip };
+    let hdr_len = (ip.ihl() as usize) * 4;
+    let tot = ip.total_len() as usize;
+    if ip.version() != 4 || hdr_len < IPV4_LEN || tot < hdr_len || l3_off + tot > frame_len {
+        return Err(Reason::DropMalformedIpv4);
+    }
+    let dst = addr_v4(ip.dst);
+    let vip_flags = service::vip_flags(maps, dst, FAMILY_V4).ok_or(Reason::PassNotVip)?;
+    if hdr_len != IPV4_LEN {
+        return Err(Reason::DropIpv4Options);
+    }
+    if ip.frag() & IP_MF_OFFSET != 0 {
+        return Err(Reason::DropFragment);
+    }
+    let proto = ip.proto;
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_ICMP => return Err(Reason::DropIcmp),
+        _ => return Err(Reason::DropUnsupportedProto),
+    }
+    let pr = ports(ctx, proto, l3_off + IPV4_LEN, tot - IPV4_LEN)?;
+    p.write(Parsed {
+        l3_off,
+        frame_len: frame_len as u32,
+        family: FAMILY_V4,
+        proto,
+        ip_len: tot as u16,
+        vip_flags,
+        src: addr_v4(ip.src),
+        dst,
+        sport: pr.src,
+        dport: pr.dst,
+    });
+    Ok(())
+}
+
+#[inline(always)]
+fn parse_v6(
+    ctx: &impl PacketCtx,
+    maps: &impl Lookup,
+    l3_off: usize,
+    frame_len: usize,
+    p: &mut MaybeUninit<Parsed>,
+) -> Result<(), Reason> {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, l3_off).ok_or(Reason::DropMalformedIpv6)?;
+    // SAFETY: bounds checked; copied to the stack.
+    let ip = unsafe { *ip };
+    let payload = ip.payload_len() as usize;
+    if ip.version() != 6 || l3_off + IPV6_LEN + payload > frame_len {
+        return Err(Reason::DropMalformedIpv6);
+    }
+    let vip_flags = service::vip_flags(maps, ip.dst, FAMILY_V6).ok_or(Reason::PassNotVip)?;
+    let proto = ip.next_hdr;
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_ICMPV6 => return Err(Reason::DropIcmp),
+        IPPROTO_FRAGMENT => return Err(Reason::DropFragment),
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_ESP
+        | IPPROTO_MH | IPPROTO_NONE => return Err(Reason::DropIpv6ExtHeader),
+        _ => return Err(Reason::DropUnsupportedProto),
+    }
+    let pr = ports(ctx, proto, l3_off + IPV6_LEN, payload)?;
+    p.write(Parsed {
+        l3_off,
+        frame_len: frame_len as u32,
+        family: FAMILY_V6,
+        proto,
+        ip_len: (IPV6_LEN + payload) as u16,
+        vip_flags,
+        src: ip.src,
+        dst: ip.dst,
+        sport: pr.src,
+        dport: pr.dst,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{packet::HostPacket, testenv::*};
+    use ricochet_common::{VIP_TCP_ALL_PORTS, VIP_UDP_ALL_PORTS};
+    use std::vec::Vec;
+
+    const VIP4: [u8; 4] = [192, 168, 35, 241];
+    const CLIENT4: [u8; 4] = [192, 168, 11, 2];
+    const VIP6: [u8; 16] = [0xfc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x35];
+    const CLIENT6: [u8; 16] = [0xfc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11];
+    const WEB: ServiceValue = ServiceValue {
+        service_id: 3,
+        table_offset: 0,
+        table_size: 7,
+        flags: 0,
+    };
+
+    fn env() -> TestEnv {
+        let mut e = TestEnv::default();
+        e.add_vip(&VIP4, 0);
+        e.add_vip(&VIP6, VIP_UDP_ALL_PORTS);
+        e.add_service(&VIP4, IPPROTO_TCP, 80, WEB);
+        e.add_service(&VIP6, IPPROTO_TCP, 443, WEB);
+        e
+    }
+
+    fn classify_frame(env: &TestEnv, frame: &[u8]) -> Result<Classified, Reason> {
+        let mut buf = buffer(frame);
+        let ctx = HostPacket::new(&mut buf, HEADROOM, frame.len(), 1);
+        classify(&ctx, env)
+    }
+
+    fn v4_frame(vlan: Option<u16>, ip: Vec<u8>) -> Vec<u8> {
+        let mut f = eth(vlan, ETH_P_IP);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    fn v6_frame(ip: Vec<u8>) -> Vec<u8> {
+        let mut f = eth(None, ETH_P_IPV6);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    #[test]
+    fn tcp_to_a_service_is_classified() {
+        let e = env();
+        let frame = v4_frame(None, ipv4(CLIENT4, VIP4, 6, true, &tcp(50412, 80, b"hi")));
+        let c = classify_frame(&e, &frame).unwrap();
+        assert_eq!(c.service, WEB);
+        let p = c.parsed;
+        assert_eq!((p.l3_off, p.frame_len as usize), (14, frame.len()));
+        assert_eq!((p.family, p.proto, p.ip_len), (FAMILY_V4, 6, 42));
+        assert_eq!(p.src, addr16(&CLIENT4));
+        assert_eq!(p.dst, addr16(&VIP4));
+        assert_eq!(p.sport, 50412u16.to_be_bytes());
+        assert_eq!(p.dport, 80u16.to_be_bytes());
+
+        let tagged = v4_frame(Some(7), ipv4(CLIENT4, VIP4, 6, true, &tcp(50412, 80, b"")));
+        assert_eq!(classify_frame(&e, &tagged).unwrap().parsed.l3_off, 18);
+
+        let frame6 = v6_frame(ipv6(CLIENT6, VIP6, 6, &tcp(1234, 443, b"")));
+        let p = classify_frame(&e, &frame6).unwrap().parsed;
+        assert_eq!(
+            (p.family, p.ip_len, p.src, p.dst),
+            (FAMILY_V6, 60, CLIENT6, VIP6)
+        );
+        assert_eq!(p.vip_flags, VIP_UDP_ALL_PORTS);
+    }
+
+    #[test]
+    fn each_stop_has_its_reason() {
+        let e = env();
+        let other = [192, 168, 35, 9];
+        let cases: &[(&str, Vec<u8>, Reason)] = &[
+            ("empty", Vec::new(), Reason::PassTruncatedL2),
+            (
+                "short Ethernet",
+                eth(None, ETH_P_IP)[..13].to_vec(),
+                Reason::PassTruncatedL2,
+            ),
+            (
+                "tag cut",
+                eth(Some(1), ETH_P_IP)[..16].to_vec(),
+                Reason::PassTruncatedL2,
+            ),
+            ("ARP", eth(None, 0x0806), Reason::PassNotIp),
+            (
+                "not a VIP",
+                v4_frame(None, ipv4(CLIENT4, other, 6, true, &tcp(1, 80, b""))),
+                Reason::PassNotVip,
+            ),
+            ("IPv4 cut", eth(None, ETH_P_IP), Reason::DropMalformedIpv4),
+            ("IPv6 cut", eth(None, ETH_P_IPV6), Reason::DropMalformedIpv6),
+            (
+                "ICMP",
+                v4_frame(
+                    None,
+                    ipv4(CLIENT4, VIP4, 1, false, &[8, 0, 0, 0, 0, 0, 0, 0]),
+                ),
+                Reason::DropIcmp,
+            ),
+            (
+                "GRE",
+                v4_frame(None, ipv4(CLIENT4, VIP4, 47, false, &[0; 8])),
+                Reason::DropUnsupportedProto,
+            ),
+            (
+                "TCP cut",
+                v4_frame(None, ipv4(CLIENT4, VIP4, 6, false, &[0; 19])),
+                Reason::DropTruncatedL4,
+            ),
+            (
+                "UDP cut",
+                v4_frame(None, ipv4(CLIENT4, VIP4, 17, false, &[0; 7])),
+                Reason::DropTruncatedL4,
+            ),
+            (
+                "no service on the port",
+                v4_frame(None, ipv4(CLIENT4, VIP4, 6, true, &tcp(1, 81, b""))),
+                Reason::DropNoService,
+            ),
+            (
+                "IPv6 fragment",
+                v6_frame(ipv6(CLIENT6, VIP6, 44, &[0; 16])),
+                Reason::DropFragment,
+            ),
+            (
+                "IPv6 hop-by-hop",
+                v6_frame(ipv6(CLIENT6, VIP6, 0, &[0; 16])),
+                Reason::DropIpv6ExtHeader,
+            ),
+            (
+                "ICMPv6",
+                v6_frame(ipv6(CLIENT6, VIP6, 58, &[0; 8])),
+                Reason::DropIcmp,
+            ),
+        ];
+        for (what, frame, reason) in cases {
+            assert_eq!(classify_frame(&e, frame).err(), Some(*reason), "{what}");
+        }
+    }
+
+    #[test]
+    fn ipv4_header_checks_come_in_order() {
+        let e = env();
+        let good = ipv4(CLIENT4, VIP4, 6, true, &tcp(1, 80, b""));
+        let mutate = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut ip = good.clone();
+            f(&mut ip);
+            classify_frame(&e, &v4_frame(None, ip)).err()
+        };
+        assert_eq!(
+            mutate(&|ip| ip[0] = 0x55),
+            Some(Reason::DropMalformedIpv4),
+            "version"
+        );
+        assert_eq!(
+            mutate(&|ip| ip[0] = 0x44),
+            Some(Reason::DropMalformedIpv4),
+            "IHL 4"
+        );
+        assert_eq!(
+            mutate(&|ip| ip[3] = 41 + 20),
+            Some(Reason::DropMalformedIpv4),
+            "too long"
+        );
+        assert_eq!(
+            mutate(&|ip| ip[0] = 0x46),
+            Some(Reason::DropIpv4Options),
+            "options"
+        );
+        assert_eq!(mutate(&|ip| ip[6] = 0x20), Some(Reason::DropFragment), "MF");
+        assert_eq!(
+            mutate(&|ip| ip[7] = 1),
+            Some(Reason::DropFragment),
+            "offset"
+        );
+        // To another address, the same oddities pass to the kernel.
+        let mut ip = good.clone();
+        ip[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        ip[0] = 0x46;
+        assert_eq!(
+            classify_frame(&e, &v4_frame(None, ip)).err(),
+            Some(Reason::PassNotVip)
+        );
+        // A frame padded beyond the IP packet is fine; the IP length is the header's.
+        let mut f = v4_frame(None, good);
+        f.extend_from_slice(&[0; 6]);
+        assert_eq!(classify_frame(&e, &f).unwrap().parsed.ip_len, 40);
+    }
+
+    #[test]
+    fn every_port_entries_need_the_vip_flag() {
+        let mut e = env();
+        e.add_service(
+            &VIP4,
+            IPPROTO_TCP,
+            0,
+            ServiceValue {
+                service_id: 9,
+                ..WEB
+            },
+        );
+        let frame = v4_frame(None, ipv4(CLIENT4, VIP4, 6, true, &tcp(1, 8080, b"")));
+        assert_eq!(
+            classify_frame(&e, &frame).err(),
+            Some(Reason::DropNoService)
+        );
+        e.add_vip(&VIP4, VIP_TCP_ALL_PORTS);
+        assert_eq!(classify_frame(&e, &frame).unwrap().service.service_id, 9);
+        let port80 = v4_frame(None, ipv4(CLIENT4, VIP4, 6, true, &tcp(1, 80, b"")));
+        assert_eq!(
+            classify_frame(&e, &port80).unwrap().service.service_id,
+            3,
+            "the port's own entry first"
+        );
+        let udp = v4_frame(
+            None,
+            ipv4(CLIENT4, VIP4, 17, true, &[0, 1, 0, 2, 0, 8, 0, 0]),
+        );
+        assert_eq!(
+            classify_frame(&e, &udp).err(),
+            Some(Reason::DropNoService),
+            "TCP's flag does not cover UDP"
+        );
+    }
+}

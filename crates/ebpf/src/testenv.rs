@@ -1,0 +1,259 @@
+//! A host implementation of the pipeline's maps and helpers for unit tests, and frame
+//! builders independent of the code under test (plain byte layouts from the RFCs).
+
+use std::{cell::RefCell, collections::BTreeMap, vec::Vec};
+
+use ricochet_common::{
+    Counters, Event, FlowKey, FlowValue, NextHop, ServerValue, ServiceKey, ServiceValue, Settings,
+    VipKey, FAMILY_V4, FAMILY_V6,
+};
+
+use crate::{
+    balance::{Env, Stats},
+    encap::Random,
+    flow::{InsertError, Table},
+    route::{Fib, FibParams, FIB_SUCCESS},
+    service::Lookup,
+};
+
+/// The maps and helpers of one CPU, in memory.
+#[derive(Default)]
+pub struct TestEnv {
+    pub vips: BTreeMap<VipKey, u32>,
+    pub services: BTreeMap<ServiceKey, ServiceValue>,
+    pub flows: RefCell<BTreeMap<[u8; 40], FlowValue>>,
+    /// `insert_flow` fails with this error number when set.
+    pub insert_error: Option<i32>,
+    pub servers: Vec<ServerValue>,
+    pub maglev: Vec<u32>,
+    pub settings: Option<Settings>,
+    pub next_hops: RefCell<Vec<NextHop>>,
+    pub now: u64,
+    /// What `fib_lookup` answers: the result and the parameters it writes back.
+    pub fib: RefCell<Option<(i64, FibParams)>>,
+    pub fib_calls: RefCell<u32>,
+    pub service_stats: RefCell<BTreeMap<u32, Counters>>,
+    pub server_stats: RefCell<BTreeMap<u32, Counters>>,
+    pub events: RefCell<BTreeMap<&'static str, u64>>,
+}
+
+pub fn key_bytes(k: &FlowKey) -> [u8; 40] {
+    let mut b = [0u8; 40];
+    b[..16].copy_from_slice(&k.src);
+    b[16..32].copy_from_slice(&k.dst);
+    b[32..34].copy_from_slice(&k.sport);
+    b[34..36].copy_from_slice(&k.dport);
+    b[36] = k.proto;
+    b[37] = k.family;
+    b[38..].copy_from_slice(&k._pad);
+    b
+}
+
+/// 16-byte map form of an address.
+pub fn addr16(a: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..a.len()].copy_from_slice(a);
+    out
+}
+
+impl TestEnv {
+    pub fn add_vip(&mut self, addr: &[u8], flags: u32) {
+        let family = if addr.len() == 4 {
+            FAMILY_V4
+        } else {
+            FAMILY_V6
+        };
+        self.vips.insert(
+            VipKey {
+                addr: addr16(addr),
+                family,
+                _pad: [0; 3],
+            },
+            flags,
+        );
+    }
+    pub fn add_service(&mut self, addr: &[u8], proto: u8, port: u16, value: ServiceValue) {
+        let family = if addr.len() == 4 {
+            FAMILY_V4
+        } else {
+            FAMILY_V6
+        };
+        self.services.insert(
+            ServiceKey {
+                addr: addr16(addr),
+                port: port.to_be_bytes(),
+                proto,
+                family,
+            },
+            value,
+        );
+    }
+    pub fn event(&self, e: Event) -> u64 {
+        self.events.borrow().get(e.name()).copied().unwrap_or(0)
+    }
+}
+
+impl Lookup for TestEnv {
+    fn vip_flags(&self, key: &VipKey) -> Option<u32> {
+        self.vips.get(key).copied()
+    }
+    fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
+        self.services.get(key).copied()
+    }
+}
+
+impl Table for TestEnv {
+    fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.flows.borrow().get(&key_bytes(key)).copied()
+    }
+    fn insert_flow(&self, key: &FlowKey, value: &FlowValue) -> Result<(), InsertError> {
+        if let Some(e) = self.insert_error {
+            return Err(InsertError(e));
+        }
+        self.flows.borrow_mut().insert(key_bytes(key), *value);
+        Ok(())
+    }
+    fn server(&self, id: u32) -> Option<ServerValue> {
+        self.servers.get(id as usize).copied()
+    }
+    fn maglev(&self, slot: u32) -> Option<u32> {
+        self.maglev.get(slot as usize).copied()
+    }
+}
+
+impl Fib for TestEnv {
+    fn now(&self) -> u64 {
+        self.now
+    }
+    fn next_hop(&self, server_id: u32) -> Option<*mut NextHop> {
+        let mut hops = self.next_hops.borrow_mut();
+        hops.get_mut(server_id as usize).map(|h| h as *mut NextHop)
+    }
+    fn fib_lookup(&self, params: &mut FibParams) -> i64 {
+        *self.fib_calls.borrow_mut() += 1;
+        match *self.fib.borrow() {
+            Some((rc, out)) => {
+                if rc == FIB_SUCCESS || rc == crate::route::FIB_FRAG_NEEDED {
+                    params.ifindex = out.ifindex;
+                    params.tot_len_mtu = out.tot_len_mtu;
+                    params.smac = out.smac;
+                    params.dmac = out.dmac;
+                }
+                rc
+            }
+            None => 1, // BPF_FIB_LKUP_RET_BLACKHOLE: no route
+        }
+    }
+}
+
+impl Random for TestEnv {
+    fn prandom_u32(&self) -> u32 {
+        0x5eed_1d00
+    }
+}
+
+impl Stats for TestEnv {
+    fn count_service(&self, service_id: u32, bytes: u64, new_flow: bool) {
+        let mut m = self.service_stats.borrow_mut();
+        let c = m.entry(service_id).or_default();
+        c.packets += 1;
+        c.bytes += bytes;
+        c.new_flows += new_flow as u64;
+    }
+    fn count_server(&self, server_id: u32, bytes: u64, new_flow: bool) {
+        let mut m = self.server_stats.borrow_mut();
+        let c = m.entry(server_id).or_default();
+        c.packets += 1;
+        c.bytes += bytes;
+        c.new_flows += new_flow as u64;
+    }
+    fn count_event(&self, event: Event) {
+        *self.events.borrow_mut().entry(event.name()).or_default() += 1;
+    }
+}
+
+impl Env for TestEnv {
+    fn settings(&self) -> Option<&Settings> {
+        self.settings.as_ref()
+    }
+}
+
+/// Internet checksum of `data` (RFC 1071), written out independently of `csum`.
+pub fn inet_sum(data: &[u8]) -> u16 {
+    let mut sum: u64 = 0;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from_be_bytes([chunk[0], 0])
+        };
+        sum += word as u64;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1b];
+
+/// Ethernet header (optionally one 802.1Q tag) of `ether_type`.
+pub fn eth(vlan: Option<u16>, ether_type: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&LB_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    if let Some(tci) = vlan {
+        f.extend_from_slice(&0x8100u16.to_be_bytes());
+        f.extend_from_slice(&tci.to_be_bytes());
+    }
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f
+}
+
+/// A TCP header (20 bytes, SYN) followed by `payload`.
+pub fn tcp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+/// An IPv4 header (no options) of protocol `proto` around `l4`, DF set if `df`.
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, df: bool, l4: &[u8]) -> Vec<u8> {
+    let tot = (20 + l4.len()) as u16;
+    let mut h = std::vec![0x45, 0];
+    h.extend_from_slice(&tot.to_be_bytes());
+    h.extend_from_slice(&[0x12, 0x34]);
+    h.extend_from_slice(&(if df { 0x4000u16 } else { 0 }).to_be_bytes());
+    h.extend_from_slice(&[64, proto, 0, 0]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = inet_sum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(l4);
+    h
+}
+
+/// An IPv6 header with next header `next` around `payload`.
+pub fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = std::vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[next, 64]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(payload);
+    h
+}
+
+/// Headroom of the host frames: room for the outer and ICMP headers.
+pub const HEADROOM: usize = 256;
+
+/// A buffer holding `frame` after [`HEADROOM`] bytes, with 256 bytes of tailroom.
+pub fn buffer(frame: &[u8]) -> Vec<u8> {
+    let mut b = std::vec![0u8; HEADROOM + frame.len() + 256];
+    b[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    b
+}
