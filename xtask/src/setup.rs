@@ -8,8 +8,9 @@ use std::process::Command;
 
 use crate::cmd::{display, is_root, output, probe, run, Failure};
 
-/// Debian packages: the eBPF linker's LLVM, the servers, clients and tools of the test bed, and
-/// what the benchmarks compare against or draw with (wrk, nginx's stream module, a font).
+/// Debian packages: the eBPF linker's LLVM, the servers, clients and tools of the test bed
+/// (hping3 for the flood tests), and what the benchmarks compare against or draw with (wrk,
+/// nginx's stream module, a font).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -24,6 +25,8 @@ const PACKAGES: &[&str] = &[
     "knot-dnsutils",
     "python3-scapy",
     "wrk",
+    // Spoofed SYN and ACK floods in crates/cli/tests/flood_e2e.rs.
+    "hping3",
     "libnginx-mod-stream",
     "fonts-dejavu-core",
 ];

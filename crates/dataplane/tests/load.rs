@@ -5,11 +5,7 @@ use ricochet_dataplane::{
 };
 
 fn need_root() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test loads eBPF and needs root: run it as root"
-    );
+    ricochet_testkit::require_root("this test loads eBPF");
 }
 
 #[test]

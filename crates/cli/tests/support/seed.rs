@@ -125,6 +125,13 @@ impl Conn {
             .expect("connect to the VIP")
     }
 
+    /// The client's end of the connection (its flow key's source address and port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream
+            .local_addr()
+            .expect("local address of a connected socket")
+    }
+
     /// Sends a GET on the open connection and returns the body (the server's name).
     pub fn get(&mut self) -> std::io::Result<String> {
         self.stream

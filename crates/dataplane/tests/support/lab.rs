@@ -212,6 +212,13 @@ pub const SERVICES: [Service; 13] = [
     UNROUTABLE4,
     UNRESOLVED4,
 ];
+/// The world's VIPs and their `VIP_*` flags.
+pub const VIPS: [(IpAddr, u32); 3] = [
+    (IpAddr::V4(VIP4), 0),
+    (IpAddr::V6(VIP6), 0),
+    (IpAddr::V4(VIP4_ALL_PORTS), VIP_TCP_ALL_PORTS),
+];
+
 /// First free slot of the Maglev array after the world's tables.
 pub const FREE_TABLE_OFFSET: u32 = 128;
 
@@ -350,13 +357,8 @@ pub struct Lab {
 
 /// Runs `f` with a lab of its own, in a network namespace of its own.
 pub fn with_lab(f: impl FnOnce(&mut Lab) + Send) {
-    // SAFETY: plain syscall.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the fixtures load eBPF and create namespaces: run them as root"
-    );
-    net::in_fresh_netns(|| {
+    ricochet_testkit::require_root("the fixtures load eBPF and create namespaces");
+    ricochet_testkit::netns::in_fresh_netns(|| {
         let mut lab = Lab::new();
         f(&mut lab);
     })
@@ -390,17 +392,9 @@ impl Lab {
         for s in SERVERS {
             dp.put_server(s.id, &s.value()).unwrap();
         }
-        dp.put_vip(&VipKey::new(VIP4.into()), &VipValue { flags: 0 })
-            .unwrap();
-        dp.put_vip(&VipKey::new(VIP6.into()), &VipValue { flags: 0 })
-            .unwrap();
-        dp.put_vip(
-            &VipKey::new(VIP4_ALL_PORTS.into()),
-            &VipValue {
-                flags: VIP_TCP_ALL_PORTS,
-            },
-        )
-        .unwrap();
+        for (vip, flags) in VIPS {
+            dp.put_vip(&VipKey::new(vip), &VipValue { flags }).unwrap();
+        }
         for svc in SERVICES {
             if !svc.table.is_empty() {
                 dp.write_table(svc.offset, svc.table).unwrap();

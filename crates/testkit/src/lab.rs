@@ -1,12 +1,11 @@
-//! A private network namespace per test, with the links, addresses, neighbours and
-//! routes the XDP program's FIB lookups need.
+//! The fixture lab's network: the links, addresses, neighbours and routes the XDP
+//! program's FIB lookups need, built in a fresh network namespace of the calling thread
+//! (see [`crate::netns::in_fresh_netns`]).
 //!
-//! `unshare(CLONE_NEWNET)` moves only the calling thread into the new namespace, so
-//! every fixture runs on a thread of its own that does nothing else. Children spawned
-//! from that thread (`ip`, `sysctl`) inherit its namespace, BPF_PROG_TEST_RUN resolves
-//! the ingress ifindex in it, and `bpf_fib_lookup` uses the namespace of that device.
-//! The namespace, and everything in it, goes away when the thread exits: nothing is
-//! ever created in the root namespace.
+//! Children spawned from that thread (`ip`, `sysctl`) inherit its namespace,
+//! BPF_PROG_TEST_RUN resolves the ingress ifindex in it, and `bpf_fib_lookup` uses the
+//! namespace of that device. The namespace, and everything in it, goes away when the
+//! thread exits: nothing is ever created in the root namespace.
 
 use std::{
     ffi::CString,
@@ -80,34 +79,6 @@ pub const WEB04: Neighbour = Neighbour {
 pub const UNROUTABLE_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 /// On `fx0`'s segment, but with no neighbour entry.
 pub const UNRESOLVED_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 50);
-
-/// Runs `f` on a new thread that first moves into a fresh network namespace, and
-/// returns its result (a panic in `f` is re-raised here, so the test fails with it).
-pub fn in_fresh_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let name = std::thread::current()
-        .name()
-        .unwrap_or("fixture")
-        .to_owned();
-    std::thread::scope(|scope| {
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn_scoped(scope, || {
-                // SAFETY: plain syscall; it changes only this thread's namespaces.
-                let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "unshare(CLONE_NEWNET): {}",
-                    std::io::Error::last_os_error()
-                );
-                f()
-            })
-            .expect("spawning the fixture thread");
-        handle
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
 
 /// Index of `name` in the calling thread's network namespace (0 if absent).
 pub fn ifindex(name: &str) -> u32 {

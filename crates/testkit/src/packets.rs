@@ -1,6 +1,7 @@
 //! Packet builders for the fixtures, on `etherparse`: the input frames and the
 //! expected output frames are built here, independently of the program under test
-//! (no code of `ricochet-ebpf` is used; checksums come from etherparse).
+//! (no code of `ricochet-ebpf` is used; checksums come from etherparse, cross-checked
+//! with [`crate::checksum`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -10,7 +11,8 @@ use etherparse::{
     Ipv6Header, SingleVlanHeader, TcpHeader, UdpHeader, VlanId, VlanPcp,
 };
 
-use super::net::{CLIENT_MAC, LB_MAC};
+use crate::checksum::internet_checksum;
+use crate::lab::{CLIENT_MAC, LB_MAC};
 
 /// TOS of the client packets: DSCP AF41 (34) with ECN ECT(1), so that a program that
 /// drops either part of the byte when copying it is caught.
@@ -273,16 +275,9 @@ pub fn fix_ipv4_checksum(packet: &mut [u8]) {
     packet[10..12].copy_from_slice(&sum.to_be_bytes());
 }
 
-/// RFC 1071 checksum of `data` (written here rather than taken from the program).
+/// RFC 1071 checksum of `data` (the test kit's, rather than the program's).
 pub fn rfc1071(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    internet_checksum(data)
 }
 
 // ---------------------------------------------------------------------------------
