@@ -492,6 +492,14 @@ fn get_engines(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
             if rows.is_empty() {
                 println!("(no service engines registered)");
             }
+            for e in &engines {
+                for w in e.report.iter().flat_map(|r| &r.report.warnings) {
+                    println!(
+                        "WARNING {}: {} ({}): {}; to fix: {}",
+                        e.name, w.interface, w.kind, w.what, w.fix
+                    );
+                }
+            }
         }
     }
     Ok(())

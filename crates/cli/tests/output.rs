@@ -124,4 +124,24 @@ fn an_invalid_file_says_invalid_configuration_once() {
         "{err}"
     );
     assert_eq!(err.matches("invalid configuration").count(), 1, "{err}");
+
+    // The engine refuses the same file with the same words, once.
+    let pins = dir.path().join("pins");
+    let out = Command::new(RICOCHET)
+        .args(["engine", "--interface", "lo", "--config"])
+        .arg(&one)
+        .arg("--pin-dir")
+        .arg(&pins)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "error: {}: invalid configuration: virtual_services[\"web-vs\"].pool: pool \"web-pol\" does not exist",
+            one.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("invalid configuration").count(), 1, "{err}");
 }

@@ -54,6 +54,7 @@ pub fn engine_report<D: DaemonDataplane>(
         message: refusal.map(str::to_owned),
         counters,
         servers: runner.monitoring().report(runner.current()),
+        warnings: runner.warnings(),
     }
 }
 

@@ -110,7 +110,8 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
         pin_dir: Some(args.pin_dir.clone()),
         caps: args.capacities,
     })?;
-    let mut engine = if dp.adopted() {
+    let adopted = dp.adopted();
+    let mut engine = if adopted {
         info!(pin_dir = %args.pin_dir.display(), "found a pinned data plane: adopting it (established flows keep their servers)");
         Engine::adopt(dp)?
     } else {
@@ -133,6 +134,14 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
             source_v6,
         },
     )?;
+    if adopted {
+        // The revisions go on from those of the engine that left this data plane.
+        if let Ok(previous) = crate::state::read(&state_dir) {
+            if previous.pin_dir == args.pin_dir {
+                runner.continue_revisions_from(previous.status.revision);
+            }
+        }
+    }
 
     match started {
         Started::File(file, config, first) => {
@@ -207,8 +216,8 @@ pub fn start_controller<D: DaemonDataplane>(
     }
 }
 
-/// The duties of every loop turn besides the configuration: neighbour probes every 5 s,
-/// the state file every second.
+/// The duties of every loop turn besides the configuration: neighbour probes and the
+/// check for XDP frames lost on transmit every 5 s, the state file every second.
 struct Chores {
     last_probe: Instant,
     last_state: Instant,
@@ -222,9 +231,10 @@ impl Chores {
         }
     }
 
-    fn run<D: DaemonDataplane>(&mut self, runner: &Runner<D>) {
+    fn run<D: DaemonDataplane>(&mut self, runner: &mut Runner<D>) {
         if runner.attached() && self.last_probe.elapsed() >= Duration::from_secs(5) {
             runner.resolve_next_hops();
+            runner.check_transmit();
             self.last_probe = Instant::now();
         }
         if self.last_state.elapsed() >= Duration::from_secs(1) {
@@ -249,7 +259,7 @@ pub fn follow_file<D: DaemonDataplane>(
                 Ok((config, desired)) => match runner.apply(&config, &desired) {
                     Ok(report) => info!(
                         ?report,
-                        revision = runner.engine().revision(),
+                        revision = runner.revision(),
                         "configuration change applied"
                     ),
                     Err(e) => error!(

@@ -2,13 +2,16 @@
 //! source addresses, the servers health monitoring marked down, attaching the data plane
 //! after the first apply, and the state file.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use ricochet_config::{Config, Desired};
 use ricochet_dataplane::kernel::{AttachMode, KernelDataplane};
 use ricochet_dataplane::memory::MemoryDataplane;
+use ricochet_dataplane::xmit::{Finding, FindingKind, XmitMonitor};
 use ricochet_dataplane::Dataplane;
 use ricochet_engine::{ApplyReport, Engine};
 use tracing::{error, info, warn};
@@ -25,6 +28,10 @@ pub trait DaemonDataplane: Dataplane {
     /// Gets the next hops to `servers` resolved, so that packets to them are not dropped
     /// for want of a neighbour entry (called after every apply and every few seconds).
     fn resolve_next_hops(&self, servers: &[IpAddr]);
+
+    /// A watch on the frames the data plane sends out of `interface` and a driver drops
+    /// (see `ricochet_dataplane::xmit`); `None` for a data plane that sends nothing.
+    fn transmit_monitor(&self, interface: &str) -> Option<anyhow::Result<XmitMonitor>>;
 }
 
 impl DaemonDataplane for KernelDataplane {
@@ -34,6 +41,10 @@ impl DaemonDataplane for KernelDataplane {
 
     fn resolve_next_hops(&self, servers: &[IpAddr]) {
         crate::neighbours::probe_all(servers);
+    }
+
+    fn transmit_monitor(&self, interface: &str) -> Option<anyhow::Result<XmitMonitor>> {
+        Some(XmitMonitor::new(interface))
     }
 }
 
@@ -45,7 +56,14 @@ impl DaemonDataplane for MemoryDataplane {
     }
 
     fn resolve_next_hops(&self, _servers: &[IpAddr]) {}
+
+    fn transmit_monitor(&self, _interface: &str) -> Option<anyhow::Result<XmitMonitor>> {
+        None
+    }
 }
+
+/// How long a rise of a transmit error counter stays among the warnings.
+const TRANSMIT_ERRORS_SHOWN: Duration = Duration::from_secs(60);
 
 /// The settings a [`Runner`] applies with.
 #[derive(Debug, Clone)]
@@ -75,6 +93,15 @@ pub struct Runner<D: DaemonDataplane> {
     monitoring: Monitoring,
     /// Where the configuration comes from, for the state file.
     pub(crate) origin: Origin,
+    /// The watch on XDP frames lost on transmit, once attached.
+    transmit: Option<XmitMonitor>,
+    /// What the last transmit check found about the interface's veth peer.
+    peer_findings: Vec<Finding>,
+    /// The last rise of each interface's transmit error counters, and when.
+    transmit_errors: BTreeMap<String, (Instant, Finding)>,
+    /// The revision of the engine this one took over from (its state file, same pins):
+    /// the revision goes on from there.
+    revision_base: u64,
 }
 
 impl<D: DaemonDataplane> Runner<D> {
@@ -90,7 +117,100 @@ impl<D: DaemonDataplane> Runner<D> {
             down: DownServers::new(),
             monitoring,
             origin: Origin::default(),
+            transmit: None,
+            peer_findings: Vec::new(),
+            transmit_errors: BTreeMap::new(),
+            revision_base: 0,
         })
+    }
+
+    /// Continues the revisions of an engine that ran before on the same pinned data
+    /// plane: the first apply here is `base + 1`.
+    pub fn continue_revisions_from(&mut self, base: u64) {
+        self.revision_base = base;
+    }
+
+    /// The data plane's revision: one more per change applied, continued across restarts
+    /// (see [`Runner::continue_revisions_from`]).
+    pub fn revision(&self) -> u64 {
+        self.revision_base + self.engine.revision()
+    }
+
+    /// Checks for XDP frames lost on transmit (at start and then every few seconds):
+    /// logs what is new loudly, and keeps it for the state file and the controller.
+    pub fn check_transmit(&mut self) {
+        let Some(monitor) = self.transmit.as_mut() else {
+            return;
+        };
+        let findings = match monitor.check() {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("checking for XDP frames lost on transmit: {e:#}");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut peer = Vec::new();
+        for f in findings {
+            match f.kind {
+                FindingKind::TransmitErrors => {
+                    error!(
+                        interface = %f.interface,
+                        "XDP FRAMES LOST ON TRANSMIT: {}; to fix: {}", f.what, f.fix
+                    );
+                    self.transmit_errors.insert(f.interface.clone(), (now, f));
+                }
+                _ => peer.push(f),
+            }
+        }
+        for f in &peer {
+            if !self.peer_findings.contains(f) {
+                match f.kind {
+                    FindingKind::VethPeerUnchecked => warn!(
+                        interface = %f.interface,
+                        "XDP_TX delivery cannot be checked: {}; to fix: {}", f.what, f.fix
+                    ),
+                    _ => error!(
+                        interface = %f.interface,
+                        "XDP FRAMES WILL BE LOST: {}; to fix: {}", f.what, f.fix
+                    ),
+                }
+            }
+        }
+        for f in &self.peer_findings {
+            if !peer
+                .iter()
+                .any(|p| p.kind == f.kind && p.interface == f.interface)
+            {
+                info!(interface = %f.interface, "resolved: {}", f.what);
+            }
+        }
+        self.peer_findings = peer;
+        self.transmit_errors
+            .retain(|_, (at, _)| now.duration_since(*at) < TRANSMIT_ERRORS_SHOWN);
+    }
+
+    /// What the transmit checks found: the veth peer's state, and the counters that rose
+    /// in the last minute.
+    pub fn transmit_warnings(&self) -> Vec<Finding> {
+        self.peer_findings
+            .iter()
+            .chain(self.transmit_errors.values().map(|(_, f)| f))
+            .cloned()
+            .collect()
+    }
+
+    /// [`Runner::transmit_warnings`] in the controller's terms.
+    pub fn warnings(&self) -> Vec<ricochet_api::types::EngineWarning> {
+        self.transmit_warnings()
+            .into_iter()
+            .map(|f| ricochet_api::types::EngineWarning {
+                kind: f.kind.name().to_owned(),
+                interface: f.interface,
+                what: f.what,
+                fix: f.fix,
+            })
+            .collect()
     }
 
     pub fn options(&self) -> &RunnerOptions {
@@ -174,6 +294,19 @@ impl<D: DaemonDataplane> Runner<D> {
                 .dataplane_mut()
                 .attach(&self.options.interface, self.options.xdp_mode)?;
             self.attached = true;
+            self.transmit = match self
+                .engine
+                .dataplane()
+                .transmit_monitor(&self.options.interface)
+            {
+                Some(Ok(m)) => Some(m),
+                Some(Err(e)) => {
+                    warn!("XDP frames lost on transmit will not be detected: {e:#}");
+                    None
+                }
+                None => None,
+            };
+            self.check_transmit();
             info!(
                 interface = %self.options.interface,
                 source_v4 = ?self.options.source_v4,
@@ -202,7 +335,12 @@ impl<D: DaemonDataplane> Runner<D> {
             controller_revision: self.origin.controller_revision,
             health: self.monitoring.report(&self.current),
             pid: std::process::id(),
-            status: self.engine.status()?,
+            status: {
+                let mut status = self.engine.status()?;
+                status.revision = self.revision();
+                status
+            },
+            warnings: self.warnings(),
         })
     }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use ricochet_api::types::ServerHealth;
+use ricochet_api::types::{EngineWarning, ServerHealth};
 use ricochet_dataplane::kernel::{KernelDataplane, LoadOptions};
 use ricochet_dataplane::{Capacities, Dataplane};
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,9 @@ pub struct StateFile {
     pub health: Vec<ServerHealth>,
     pub pid: u32,
     pub status: ricochet_engine::status::Status,
+    /// Packets lost without an error elsewhere (XDP frames a driver drops), with the fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<EngineWarning>,
 }
 
 /// The state file in `dir`.

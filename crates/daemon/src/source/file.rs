@@ -76,6 +76,7 @@ pub fn load_desired(path: &Path) -> anyhow::Result<(Config, Desired, Vec<u8>)> {
     let config = Config::load(path)?;
     let desired = config
         .compile()
-        .map_err(|e| anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display()))?;
+        // The errors' own text starts with "invalid configuration".
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((config, desired, text))
 }
