@@ -12,6 +12,32 @@ use support::RICOCHET;
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/seed.yaml");
 
+/// The seed, its web pool also checked through the VIP path (the DSR probe: a TC program
+/// and marked probe sockets, more to take down at exit).
+fn with_dsr_path_monitor() -> String {
+    let seed = std::fs::read_to_string(SEED).unwrap();
+    let monitor = "  - name: web-dsr-path
+    type: tcp
+    send_interval: 1
+    receive_timeout: 1
+    successful_checks: 1
+    failed_checks: 2
+    dsr_path: true
+";
+    let text = seed.replacen(
+        "health_monitors:\n",
+        &format!("health_monitors:\n{monitor}"),
+        1,
+    );
+    let text = text.replacen(
+        "health_monitors: [web-tcp]",
+        "health_monitors: [web-tcp, web-dsr-path]",
+        1,
+    );
+    assert!(text.contains("[web-tcp, web-dsr-path]"), "{text}");
+    text
+}
+
 fn start_engine(bed: &SeedBed) -> Process {
     let p = bed
         .topo
