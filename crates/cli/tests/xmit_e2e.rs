@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ricochet_testbed::{Netns, Process};
 use support::seed::started;
-use support::RICOCHET;
+use support::{assert_quiet_end, run_into_closed_pipe, RICOCHET};
 
 const CONFIG: &str = "network_profiles:
   - name: dsr-l3-tcp
@@ -188,6 +188,11 @@ fn lost_xdp_transmits_are_reported_in_the_log_and_status_until_fixed() {
             && status.contains("gro on"),
         "{status}"
     );
+
+    // `ricochet status | head` with a running engine: ends quietly.
+    let mut cmd = lab.lb.command(RICOCHET);
+    cmd.args(["status", "--state-dir", &lab.path("state")]);
+    assert_quiet_end("status", run_into_closed_pipe(cmd));
 
     lab.send_syns();
     assert!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use ricochet_api::types::{EngineWarning, ServerHealth};
 use ricochet_dataplane::kernel::{KernelDataplane, LoadOptions};
-use ricochet_dataplane::{Capacities, Dataplane};
+use ricochet_dataplane::Dataplane;
 use serde::{Deserialize, Serialize};
 
 /// What `ricochet status` reads besides the live counters.
@@ -77,9 +77,10 @@ pub fn open_pinned(pin_dir: &Path) -> anyhow::Result<KernelDataplane> {
             pin_dir.display()
         );
     }
+    // The pins' own capacities: asking for others would only log that they stay.
     let dp = KernelDataplane::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_owned()),
-        caps: Capacities::default(),
+        caps: ricochet_dataplane::kernel::pinned_caps(pin_dir)?,
     })?;
     let _ = dp.capacities();
     Ok(dp)

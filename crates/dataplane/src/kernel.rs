@@ -137,6 +137,12 @@ fn pinned_capacities(dir: &Path, mut caps: Capacities) -> anyhow::Result<Capacit
     Ok(caps)
 }
 
+/// The capacities of the maps pinned in `dir`: what a reader of a running data plane
+/// (`ricochet status`) loads with, so that it asks for nothing the pins do not have.
+pub fn pinned_caps(dir: &Path) -> anyhow::Result<Capacities> {
+    pinned_capacities(dir, Capacities::default())
+}
+
 fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     let root = Path::new("/sys/fs/bpf");
     if dir.starts_with(root) && !is_bpffs(root) {
