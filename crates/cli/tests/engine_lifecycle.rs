@@ -18,7 +18,7 @@ fn with_dsr_path_monitor() -> String {
     let seed = std::fs::read_to_string(SEED).unwrap();
     let monitor = "  - name: web-dsr-path
     type: tcp
-    send_interval: 1
+    send_interval: 2
     receive_timeout: 1
     successful_checks: 1
     failed_checks: 2
@@ -119,14 +119,15 @@ fn stop_timed(engine: &mut Process) -> Duration {
 #[test]
 fn the_engine_stops_promptly_and_its_revision_survives_a_restart() {
     let bed = seed_bed("lifecycle", &[VIP_V4.into(), VIP_V6.into()]);
-    std::fs::write(
-        bed.dir().join("ricochet.yaml"),
-        std::fs::read(SEED).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(bed.dir().join("ricochet.yaml"), with_dsr_path_monitor()).unwrap();
     let mut engine = start_engine(&bed);
     // Health checks running, the DSR probe path set up: what the engine does all day.
     std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        engine.stderr().contains("web-dsr-path"),
+        "the VIP-path monitor runs:\n{}",
+        engine.report()
+    );
     let before = revision(&status(&bed));
     let took = stop_timed(&mut engine);
     println!("SIGTERM to exit: {took:?}");
