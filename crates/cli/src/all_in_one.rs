@@ -15,8 +15,10 @@ use anyhow::Context as _;
 use clap::Args;
 use tracing::info;
 
-use crate::daemon::{self, DataPlaneArgs, Source};
-use crate::follow::{self, FollowOptions};
+use ricochet_daemon::source::controller::{engine_name, hostname};
+use ricochet_daemon::{Control, ControllerOptions, Options, Source};
+
+use crate::daemon::{self, DataPlaneArgs};
 
 #[derive(Args, Debug)]
 pub struct AllInOneArgs {
@@ -38,9 +40,9 @@ pub struct AllInOneArgs {
 }
 
 pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
-    let name = follow::engine_name(args.name.unwrap_or_else(follow::hostname))?;
+    let name = engine_name(args.name.unwrap_or_else(hostname))?;
     // Before the runtime starts: the engine's handlers decide when everything stops.
-    daemon::install_signals();
+    let control = Control::from_signals()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -78,21 +80,24 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
         })
         .context("starting the controller's thread")?;
 
-    let engine = daemon::run_engine(
-        args.data_plane,
-        args.engine_state_dir,
-        Source::Controller(FollowOptions {
-            url: format!("http://{reach}"),
-            token: None,
-            token_file,
-            name,
-        }),
+    let engine = ricochet_daemon::run(
+        Options {
+            data_plane: args.data_plane.options(),
+            state_dir: args.engine_state_dir,
+            source: Source::Controller(ControllerOptions {
+                url: format!("http://{reach}"),
+                token: None,
+                token_file,
+                name,
+            }),
+        },
+        &control,
     );
     let _ = stop_tx.send(());
     let served = server
         .join()
         .map_err(|_| anyhow::anyhow!("the controller's thread panicked"))?;
-    let code = engine?;
+    engine?;
     served?;
-    Ok(code)
+    Ok(ExitCode::SUCCESS)
 }

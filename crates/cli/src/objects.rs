@@ -196,7 +196,7 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     // Parsed here first: a syntax error gets the file's line and column.
     let config = Config::load(&args.file)?;
     let body = serde_json::to_value(&config).expect("Config serializes");
-    let client = Client::new(&args.client);
+    let client = args.client.client();
 
     let (preview, _): (ApplyResult, _) = client
         .call(
@@ -292,7 +292,7 @@ pub fn render_diff(diff: &ConfigDiff) -> String {
 // ---------------------------------------------------------------------------------------
 
 pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.client);
+    let client = args.client.client();
     match args.kind {
         Target::Object(Kind::NetworkProfile) => get_objects::<NetworkProfile>(&client, &args),
         Target::Object(Kind::ApplicationProfile) => {
@@ -492,6 +492,14 @@ fn get_engines(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
             if rows.is_empty() {
                 println!("(no service engines registered)");
             }
+            for e in &engines {
+                for w in e.report.iter().flat_map(|r| &r.report.warnings) {
+                    println!(
+                        "WARNING {}: {} ({}): {}; to fix: {}",
+                        e.name, w.interface, w.kind, w.what, w.fix
+                    );
+                }
+            }
         }
     }
     Ok(())
@@ -529,7 +537,7 @@ fn read_document(file: &Path) -> anyhow::Result<Value> {
 pub fn create(args: FileArgs) -> anyhow::Result<ExitCode> {
     let kind = object_kind(args.kind, "create")?;
     let object = read_document(&args.file)?;
-    let client = Client::new(&args.client);
+    let client = args.client.client();
     let (created, _): (Versioned<Value>, _) =
         client.call("POST", &collection(kind), Some(&object), &[])?;
     println!(
@@ -549,7 +557,7 @@ pub fn replace(args: FileArgs) -> anyhow::Result<ExitCode> {
             args.file.display()
         );
     };
-    let client = Client::new(&args.client);
+    let client = args.client.client();
     let (replaced, _): (Versioned<Value>, _) = client.call(
         "PUT",
         &format!("{}/{}", collection(kind), segment(&name)),
@@ -564,7 +572,7 @@ pub fn replace(args: FileArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.client);
+    let client = args.client.client();
     let path = match args.kind {
         Target::ServiceEngines => format!("/api/v1/service-engines/{}", segment(&args.name)),
         other => format!(
@@ -586,7 +594,7 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.client);
+    let client = args.client.client();
     let answer: Value = client.get(&format!(
         "/api/v1/events?since={}&limit={}",
         args.since, args.limit

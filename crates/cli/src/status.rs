@@ -72,6 +72,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "not running: the data plane forwards with the last configuration"
         }
     );
+    if !st.warnings.is_empty() {
+        println!("WARNING: packets are being lost:");
+        for w in &st.warnings {
+            println!("  {} ({}): {}", w.interface, w.kind, w.what);
+            println!("    to fix: {}", w.fix);
+        }
+    }
     match (&st.controller, st.controller_revision) {
         (Some(url), Some(revision)) => {
             println!("Following the controller at {url}: configuration revision {revision}")

@@ -4,54 +4,11 @@
 
 mod support;
 
-use std::io::Read as _;
-use std::os::fd::{FromRawFd as _, OwnedFd};
-use std::os::unix::process::ExitStatusExt as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use support::{ControllerProcess, RICOCHET};
+use support::{assert_quiet_end, run_into_closed_pipe, ControllerProcess, RICOCHET};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/seed.yaml");
-
-/// Runs `cmd` with stdout a pipe whose reading end is already closed, so that its first
-/// write fails (deterministically: no race with a reader). Returns how it ended and its
-/// stderr.
-fn run_into_closed_pipe(mut cmd: Command) -> (std::process::ExitStatus, String) {
-    let mut fds = [0; 2];
-    // SAFETY: plain syscall with a valid out-array.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: fresh descriptors nobody else owns.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    drop(read);
-    let mut child = cmd
-        .stdout(Stdio::from(write))
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("running ricochet");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (child.wait().unwrap(), err)
-}
-
-/// Ended by SIGPIPE (as `yes | head` ends `yes`), with nothing on stderr.
-fn assert_quiet_end(what: &str, (status, err): (std::process::ExitStatus, String)) {
-    assert!(
-        !err.contains("panicked") && !err.contains("Broken pipe"),
-        "{what}: {err}"
-    );
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGPIPE),
-        "{what} ends by SIGPIPE like coreutils ({status}): {err}"
-    );
-    assert_eq!(err, "", "{what} prints nothing to stderr");
-}
 
 #[test]
 fn check_config_into_a_closed_pipe_ends_quietly() {
@@ -120,6 +77,26 @@ fn an_invalid_file_says_invalid_configuration_once() {
         err.starts_with(&format!(
             "{}: invalid configuration (2 errors):\n  - ",
             two.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("invalid configuration").count(), 1, "{err}");
+
+    // The engine refuses the same file with the same words, once.
+    let pins = dir.path().join("pins");
+    let out = Command::new(RICOCHET)
+        .args(["engine", "--interface", "lo", "--config"])
+        .arg(&one)
+        .arg("--pin-dir")
+        .arg(&pins)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "error: {}: invalid configuration: virtual_services[\"web-vs\"].pool: pool \"web-pol\" does not exist",
+            one.display()
         )),
         "{err}"
     );

@@ -237,6 +237,7 @@ mod tests {
             state,
             message: None,
             counters: EngineCounters::default(),
+            warnings: Vec::new(),
             servers: servers
                 .iter()
                 .map(|(ip, state)| ServerHealth {

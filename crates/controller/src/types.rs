@@ -146,6 +146,25 @@ pub struct EngineReport {
     /// The health of each pool server as this engine sees it.
     #[serde(default)]
     pub servers: Vec<ServerHealth>,
+    /// Packets lost without an error anywhere else, found by the engine's checks (frames
+    /// its XDP program sends that a driver drops), each with what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<EngineWarning>,
+}
+
+/// A problem an engine found on its host, with the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineWarning {
+    /// What kind of problem: `veth_peer_drops_xdp`, `veth_peer_unchecked`,
+    /// `xdp_transmit_errors`.
+    pub kind: String,
+    /// The interface the packets are lost on.
+    pub interface: String,
+    /// What was found.
+    pub what: String,
+    /// What to do about it.
+    pub fix: String,
 }
 
 /// An engine's own view of itself.

@@ -168,6 +168,12 @@ fn drop_outgrown_counters(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The capacities of the maps pinned in `dir`: what a reader of a running data plane
+/// (`ricochet status`) loads with, so that it asks for nothing the pins do not have.
+pub fn pinned_caps(dir: &Path) -> anyhow::Result<Capacities> {
+    pinned_capacities(dir, Capacities::default())
+}
+
 fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     let root = Path::new("/sys/fs/bpf");
     if dir.starts_with(root) && !is_bpffs(root) {

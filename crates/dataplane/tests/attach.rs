@@ -4,9 +4,7 @@
 //!
 //! Run as root: `cargo test -p ricochet-dataplane --test attach`.
 
-#[allow(dead_code)]
-#[path = "support/net.rs"]
-mod net;
+use ricochet_testkit::lab as net;
 
 use std::path::{Path, PathBuf};
 
@@ -82,7 +80,7 @@ fn generic_mode_turns_gro_off_while_attached_and_detach_restores_it() {
     need_root();
     let pins = Pins::new("gro");
     let dir = pins.0.clone();
-    net::in_fresh_netns(move || {
+    ricochet_testkit::netns::in_fresh_netns(move || {
         veth_with_gro();
         let mut dp = load(Some(&dir));
         dp.attach(LB, AttachMode::Generic).unwrap();
@@ -130,7 +128,7 @@ fn a_pinned_attachment_is_not_taken_over_in_the_other_mode() {
     need_root();
     let pins = Pins::new("mode");
     let dir = pins.0.clone();
-    net::in_fresh_netns(move || {
+    ricochet_testkit::netns::in_fresh_netns(move || {
         veth_with_gro();
         load(Some(&dir)).attach(LB, AttachMode::Native).unwrap();
         let err = load(Some(&dir))

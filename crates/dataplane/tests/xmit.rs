@@ -3,9 +3,7 @@
 //!
 //! Run as root: `cargo test -p ricochet-dataplane --test xmit`.
 
-#[allow(dead_code)]
-#[path = "support/net.rs"]
-mod net;
+use ricochet_testkit::lab as net;
 
 use std::{
     process::Command,
@@ -164,7 +162,7 @@ fn tx_errors(iface: &str) -> u64 {
 #[test]
 fn a_veth_peer_without_xdp_or_gro_is_found_and_an_xdp_peer_is_clean() {
     need_root();
-    net::in_fresh_netns(|| {
+    ricochet_testkit::netns::in_fresh_netns(|| {
         veth_pair();
         // Nothing attached yet: nothing to check.
         assert_eq!(xmit::check_veth_peer(LB).unwrap(), None);
@@ -208,7 +206,7 @@ fn a_veth_peer_in_a_named_namespace_is_checked_there() {
     need_root();
     let other = NamedNetns::new("peer");
     let name = other.0.clone();
-    net::in_fresh_netns(move || {
+    ricochet_testkit::netns::in_fresh_netns(move || {
         veth_pair();
         ip(&["link", "set", PEER, "netns", &name]);
         ip(&["-n", &name, "link", "set", PEER, "up"]);
@@ -241,7 +239,7 @@ fn a_veth_peer_in_a_namespace_nobody_names_is_reported_unchecked() {
         let _ = done_rx.recv_timeout(Duration::from_secs(60));
     });
     let tid = tid_rx.recv().unwrap();
-    net::in_fresh_netns(|| {
+    ricochet_testkit::netns::in_fresh_netns(|| {
         veth_pair();
         ip(&["link", "set", PEER, "netns", &tid.to_string()]);
         let up = Command::new("nsenter")
@@ -269,7 +267,7 @@ fn a_veth_peer_in_a_namespace_nobody_names_is_reported_unchecked() {
 #[test]
 fn rising_xdp_transmit_errors_are_found() {
     need_root();
-    net::in_fresh_netns(|| {
+    ricochet_testkit::netns::in_fresh_netns(|| {
         veth_pair();
         let _lb = attach(LB, "xdp_tx", XdpMode::Driver);
         let mut monitor = XmitMonitor::new(LB).unwrap();

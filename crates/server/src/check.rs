@@ -156,6 +156,7 @@ fn effective(dev: &str, name: &str) -> anyhow::Result<(i64, i64, i64)> {
 ///
 /// Errors only when the check itself cannot run (interface missing, no VIPs known).
 pub fn check(spec: &ServerSpec) -> anyhow::Result<CheckReport> {
+    let spec = &spec.resolved();
     let recorded = state::read(&state::state_path(&spec.pin_dir))
         .ok()
         .flatten()

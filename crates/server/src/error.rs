@@ -25,6 +25,19 @@ pub enum ServerError {
     /// The pin directory is not on a BPF filesystem.
     #[error("{} is not on a BPF filesystem (bpffs): mount one with `mount -t bpf bpf /sys/fs/bpf`", .0.display())]
     NoBpffs(PathBuf),
+    /// The pin directory's bpffs lives in a mount namespace that ends with this process.
+    #[error(
+        "{} would be pinned in a bpffs that only this command's private mount namespace holds \
+         (`ip netns exec` makes one, with its own /sys): it goes away when the command exits, \
+         and the decapsulator with it. Enter only the network namespace instead: `{fix}`",
+        pin_dir.display()
+    )]
+    PinsDieWithProcess {
+        /// The pin directory asked for.
+        pin_dir: PathBuf,
+        /// The command to run instead.
+        fix: String,
+    },
     /// Kernel decapsulation was asked for but the tunnel module is missing.
     #[error("the kernel has no {module} module (needed for {device}): use --decap ebpf (or auto)")]
     NoKernelTunnel {

@@ -54,6 +54,7 @@ mod error;
 mod iface;
 mod kernel;
 mod netplan;
+mod pins;
 mod setup;
 mod state;
 mod sysctl;
@@ -70,11 +71,14 @@ use serde::{Deserialize, Serialize};
 pub use check::{check, CheckItem, CheckReport, Severity};
 pub use error::ServerError;
 pub use netplan::{netplan_and_sysctl, netplan_yaml, sysctl_conf};
+pub use pins::{ensure_pins_outlive_process, keyed_default_pin_dir};
 pub use setup::{setup, undo, SetupReport};
 pub use state::{state_path, STATE_DIR};
 
 /// Where the decapsulator's maps and link are pinned unless [`ServerSpec::pin_dir`] says
-/// otherwise.
+/// otherwise: setup, check and undo key it by the network namespace
+/// ([`keyed_default_pin_dir`]), because servers in two namespaces of one host share its
+/// bpffs and `/run` and must not share pins and undo record.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ricochet-server";
 
 /// What to make DSR-ready.
@@ -101,6 +105,16 @@ impl ServerSpec {
             decap: DecapMode::Auto,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
         }
+    }
+
+    /// This spec with [`DEFAULT_PIN_DIR`] replaced by the calling thread's network
+    /// namespace's own default ([`keyed_default_pin_dir`]); any other directory is kept.
+    pub fn resolved(&self) -> ServerSpec {
+        let mut spec = self.clone();
+        if spec.pin_dir == Path::new(DEFAULT_PIN_DIR) {
+            spec.pin_dir = keyed_default_pin_dir();
+        }
+        spec
     }
 
     fn has_v4(&self) -> bool {

@@ -188,12 +188,16 @@ fn choose_decap(spec: &ServerSpec, st: &State) -> Result<DecapKind, ServerError>
 /// second run changes nothing; a run with more VIPs adds them. Every change is recorded in
 /// [`crate::state_path`]`(pin_dir)` for [`undo`], also when a later step fails.
 pub fn setup(spec: &ServerSpec) -> anyhow::Result<SetupReport> {
+    let spec = &spec.resolved();
     require_privileges()?;
     validate_vips(&spec.vips)?;
     let interface = iface::resolve(spec.interface.as_deref(), None)?;
     let (file, previous) = StateFile::open(&spec.pin_dir)?;
     let mut st = previous.unwrap_or_default();
     let decap = choose_decap(spec, &st)?;
+    if decap == DecapKind::Ebpf {
+        crate::pins::ensure_pins_outlive_process(&spec.pin_dir)?;
+    }
     let mut apply = Apply {
         st: &mut st,
         changes: Vec::new(),
@@ -290,6 +294,7 @@ fn arp(interface: &str, apply: &mut Apply<'_>) -> anyhow::Result<()> {
 /// (from `lo`, the tunnels and the decapsulator's map); otherwise everything is undone.
 /// Without a record, nothing is changed.
 pub fn undo(spec: &ServerSpec) -> anyhow::Result<()> {
+    let spec = &spec.resolved();
     require_privileges()?;
     let (file, st) = StateFile::open(&spec.pin_dir)?;
     let Some(mut st) = st else {

@@ -60,6 +60,9 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct Ns {
     pub name: String,
     tid: i32,
+    /// A process in the private mount namespace, so that it outlives the setup calls as a
+    /// real host's or container's does (setup refuses pins that die with the process).
+    holder: Option<std::process::Child>,
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -69,6 +72,21 @@ impl Ns {
     /// (propagation private), a tmpfs on `/run` (the state files) and no bpffs on
     /// `/sys/fs/bpf`, so the code under test mounts its own, invisible to the host.
     pub fn new(name: &str, private_mounts: bool) -> Ns {
+        let mut ns = Ns::unheld(name, private_mounts);
+        if private_mounts {
+            ns.holder = Some(ns.run(|| {
+                Command::new("sleep")
+                    .arg("3600")
+                    .spawn()
+                    .expect("starting the mount namespace's holder")
+            }));
+        }
+        ns
+    }
+
+    /// Like [`Ns::new`], but a private mount namespace is held by this thread only: pins
+    /// made there die with the process, as under `ip netns exec`.
+    pub fn unheld(name: &str, private_mounts: bool) -> Ns {
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<i32, String>>();
         let thread = std::thread::Builder::new()
@@ -122,6 +140,7 @@ impl Ns {
         Ns {
             name: name.to_owned(),
             tid,
+            holder: None,
             tx: Some(tx),
             thread: Some(thread),
         }
@@ -211,6 +230,10 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
+        if let Some(mut holder) = self.holder.take() {
+            let _ = holder.kill();
+            let _ = holder.wait();
+        }
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -4,9 +4,11 @@
 
 pub mod seed;
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -104,4 +106,44 @@ impl Drop for ControllerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `cmd` with stdout a pipe whose reading end is already closed, so that its first
+/// write fails (deterministically: no race with a reader). Returns how it ended and its
+/// stderr.
+pub fn run_into_closed_pipe(mut cmd: Command) -> (ExitStatus, String) {
+    let mut fds = [0; 2];
+    // SAFETY: plain syscall with a valid out-array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors nobody else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let mut child = cmd
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("running ricochet");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap(), err)
+}
+
+/// Ended by SIGPIPE (as `yes | head` ends `yes`), with nothing on stderr.
+pub fn assert_quiet_end(what: &str, (status, err): (ExitStatus, String)) {
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{what}: {err}"
+    );
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGPIPE),
+        "{what} ends by SIGPIPE like coreutils ({status}): {err}"
+    );
+    assert_eq!(err, "", "{what} prints nothing to stderr");
 }

@@ -1,6 +1,6 @@
-//! The engine's side of the controller: register, watch the desired configuration by
-//! long poll, report what runs; and the copy of the last applied configuration kept on
-//! disk for a restart while the controller is away.
+//! A controller as the daemon's source: register, watch the desired configuration by
+//! long poll; and the copy of the last applied configuration kept on disk for a restart
+//! while the controller is away. (What the engine reports back is [`crate::report`].)
 //!
 //! Two threads, so that nothing here ever blocks the daemon's loop (neighbour probes,
 //! the state file, signals):
@@ -10,9 +10,8 @@
 //!   daemon through a channel. After any failure it registers again and asks for the
 //!   current configuration without `after`: that is the catch-up by revision, and it
 //!   also covers a controller whose store was replaced (a lower revision).
-//! - the *reporter* posts the newest report the daemon left for it (after each apply,
-//!   and every few seconds with fresh counters); a report the controller did not get is
-//!   simply superseded by the next one.
+//! - the *reporter* ([`crate::report::Reporter`]) posts the newest report the daemon left
+//!   for it.
 //!
 //! Losing the controller is logged once (by whichever thread notices first) and its
 //! return once; the daemon never waits for either thread, so SIGTERM stops it at once.
@@ -22,23 +21,24 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ricochet_api::client::{Client, ClientError, ClientOptions};
+use ricochet_api::types::{Desired, EngineRegistration};
 use ricochet_config::Config;
-use ricochet_controller::types::{Desired, EngineRegistration, EngineReport};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::api_client::{Client, ClientArgs, ClientError};
+use crate::report::Reporter;
 
 /// How long one desired-state poll waits at the controller before it answers 304.
 const POLL_WAIT_SECS: u64 = 30;
 /// Retry delays after a failure: from the first to the cap, doubling.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(2);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(2);
 /// Granularity of the threads' sleeps, so that they notice the daemon stopping.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -48,7 +48,7 @@ pub const PERSISTED_FILE: &str = "controller-config.json";
 
 /// Where the controller is and who this engine is.
 #[derive(Debug, Clone)]
-pub struct FollowOptions {
+pub struct ControllerOptions {
     /// The controller's API, e.g. `http://10.0.0.5:8480`.
     pub url: String,
     /// The API token, or the file to read it from.
@@ -58,29 +58,30 @@ pub struct FollowOptions {
     pub name: String,
 }
 
-/// The running link to the controller.
+/// The watcher: configurations from the controller.
 pub struct Follower {
     /// Configurations received from the controller, in order.
     pub updates: mpsc::Receiver<Desired>,
-    reports: Arc<ReportSlot>,
+    url: String,
     stop: Arc<AtomicBool>,
 }
 
-#[derive(Default)]
-struct ReportSlot {
-    next: Mutex<Option<EngineReport>>,
-    ready: Condvar,
+impl Follower {
+    /// The controller's API.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
-/// Whether the controller answers, shared by both threads so that a loss and a return
-/// are each logged once.
-struct LinkState {
+/// Whether the controller answers, shared by the watcher and the reporter so that a loss
+/// and a return are each logged once.
+pub(crate) struct LinkState {
     url: String,
     lost: AtomicBool,
 }
 
 impl LinkState {
-    fn failed(&self, what: &str, e: &ClientError) {
+    pub(crate) fn failed(&self, what: &str, e: &ClientError) {
         if !self.lost.swap(true, Ordering::SeqCst) {
             // An answer that refuses (a wrong token, say) is not a lost controller: say
             // which, so that the operator looks at the right thing.
@@ -96,80 +97,65 @@ impl LinkState {
         }
     }
 
-    fn answered(&self) {
+    pub(crate) fn answered(&self) {
         if self.lost.swap(false, Ordering::SeqCst) {
             info!("the controller at {} answers again", self.url);
         }
     }
 }
 
-impl Follower {
-    /// Starts the watcher and the reporter.
-    pub fn start(options: &FollowOptions, addresses: Vec<IpAddr>) -> Follower {
-        let client = Arc::new(Client::new(&ClientArgs {
-            url: options.url.clone(),
-            token: options.token.clone(),
-            token_file: options.token_file.clone(),
-        }));
-        if let Some(why) = client.token_problem() {
-            warn!(
-                "no API token: {why}; the controller refuses this engine unless it runs \
-                 with --no-auth (pass --token or --token-file)"
-            );
-        }
-        let link = Arc::new(LinkState {
-            url: options.url.clone(),
-            // Nothing logged until the first failure: "lost" then means "not reached".
-            lost: AtomicBool::new(false),
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let reports = Arc::new(ReportSlot::default());
-        let (tx, updates) = mpsc::channel();
-        let registration = EngineRegistration {
-            name: options.name.clone(),
-            addresses,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        };
-        {
-            let (client, link, stop) = (client.clone(), link.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("controller-watch".into())
-                .spawn(move || watch(&client, &link, &stop, &registration, &tx))
-                .expect("spawning a thread");
-        }
-        {
-            let (reports, stop) = (reports.clone(), stop.clone());
-            let path = format!("/api/v1/service-engines/{}/report", options.name);
-            std::thread::Builder::new()
-                .name("controller-report".into())
-                .spawn(move || report(&client, &link, &stop, &reports, &path))
-                .expect("spawning a thread");
-        }
-        Follower {
-            updates,
-            reports,
-            stop,
-        }
+/// Starts following the controller: the watcher, and the reporter of what runs.
+/// `addresses` are the engine's, as it registers them.
+pub fn connect(options: &ControllerOptions, addresses: Vec<IpAddr>) -> (Follower, Reporter) {
+    let client = Arc::new(Client::new(&ClientOptions {
+        url: options.url.clone(),
+        token: options.token.clone(),
+        token_file: options.token_file.clone(),
+    }));
+    if let Some(why) = client.token_problem() {
+        warn!(
+            "no API token: {why}; the controller refuses this engine unless it runs \
+             with --no-auth (pass --token or --token-file)"
+        );
     }
-
-    /// Leaves `report` for the reporter, replacing one it has not sent yet.
-    pub fn report(&self, report: EngineReport) {
-        *self.reports.next.lock().expect("report slot") = Some(report);
-        self.reports.ready.notify_one();
+    let link = Arc::new(LinkState {
+        url: options.url.clone(),
+        // Nothing logged until the first failure: "lost" then means "not reached".
+        lost: AtomicBool::new(false),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, updates) = mpsc::channel();
+    let registration = EngineRegistration {
+        name: options.name.clone(),
+        addresses,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    {
+        let (client, link, stop) = (client.clone(), link.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("controller-watch".into())
+            .spawn(move || watch(&client, &link, &stop, &registration, &tx))
+            .expect("spawning a thread");
     }
+    let reporter = Reporter::start(client, link, &options.name);
+    let follower = Follower {
+        updates,
+        url: options.url.clone(),
+        stop,
+    };
+    (follower, reporter)
 }
 
 impl Drop for Follower {
     fn drop(&mut self) {
-        // The threads end at their next tick; a long poll in flight ends with the process
+        // The thread ends at its next tick; a long poll in flight ends with the process
         // or within its wait.
         self.stop.store(true, Ordering::SeqCst);
-        self.reports.ready.notify_one();
     }
 }
 
 /// Sleeps `delay` unless `stop` is set first; whether to go on.
-fn pause(stop: &AtomicBool, delay: Duration) -> bool {
+pub(crate) fn pause(stop: &AtomicBool, delay: Duration) -> bool {
     let mut left = delay;
     while !left.is_zero() {
         if stop.load(Ordering::SeqCst) {
@@ -236,33 +222,6 @@ fn watch(
                     continue 'connect;
                 }
             }
-        }
-    }
-}
-
-fn report(client: &Client, link: &LinkState, stop: &AtomicBool, slot: &ReportSlot, path: &str) {
-    loop {
-        let next = {
-            let mut guard = slot.next.lock().expect("report slot");
-            while guard.is_none() && !stop.load(Ordering::SeqCst) {
-                guard = slot
-                    .ready
-                    .wait_timeout(guard, Duration::from_secs(1))
-                    .expect("report slot")
-                    .0;
-            }
-            guard.take()
-        };
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Some(report) = next else { continue };
-        let body = serde_json::to_value(&report).expect("reports serialize");
-        match client.call::<Value>("POST", path, Some(&body), &[]) {
-            Ok(_) => link.answered(),
-            // Not registered (yet, or any more): the watcher registers; the next report
-            // comes within seconds.
-            Err(e) => link.failed("reporting", &e),
         }
     }
 }
@@ -348,12 +307,12 @@ pub fn controller_url(text: &str) -> anyhow::Result<String> {
 /// that a name the controller would refuse stops the engine at start instead of failing
 /// every registration.
 pub fn engine_name(name: String) -> anyhow::Result<String> {
-    if ricochet_controller::types::is_valid_engine_name(&name) {
+    if ricochet_api::types::is_valid_engine_name(&name) {
         Ok(name)
     } else {
         anyhow::bail!(
             "engine name {name:?} is not valid: use {} (--name, RICOCHET_ENGINE_NAME)",
-            ricochet_controller::types::ENGINE_NAME_RULE
+            ricochet_api::types::ENGINE_NAME_RULE
         )
     }
 }
@@ -376,7 +335,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load_persisted(dir.path()), None);
         let config =
-            Config::from_yaml_str(include_str!("../../config/examples/seed.yaml")).unwrap();
+            Config::from_yaml_str(include_str!("../../../config/examples/seed.yaml")).unwrap();
         let p = Persisted {
             revision: 42,
             controller: "http://127.0.0.1:8480".into(),

@@ -7,7 +7,7 @@
 //! did not change. Each turn of the daemon's loop collects the transitions (already
 //! logged by the scheduler with their reason) and the set of servers that are down; when
 //! that set changes the daemon re-applies its configuration without them
-//! (`daemon::without_down_servers`): a down server leaves its pool's Maglev table, its
+//! ([`without_down_servers`]): a down server leaves its pool's Maglev table, its
 //! flows move to the servers left, and it rejoins when it is up again.
 //!
 //! Monitors with `dsr_path: true` check through the VIP path: the DSR probe encapsulator
@@ -21,15 +21,35 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use ricochet_api::types::{HealthState, ServerHealth};
 use ricochet_config::{Config, Desired};
-use ricochet_controller::types::{HealthState, ServerHealth};
 use ricochet_health::{
     plan_checks, Check, DsrPath, Event, Health, NetProber, Scheduler, SchedulerConfig, ServerStatus,
 };
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::daemon::DownServers;
+/// Pool servers that health monitoring marked down, by pool name and address.
+///
+/// This is where server health feeds into the data plane: the engine applies the
+/// desired state minus these servers ([`without_down_servers`]), and re-applies when the
+/// set changes ([`crate::Runner::health_turn`]).
+pub type DownServers = BTreeSet<(String, IpAddr)>;
+
+/// What the data plane runs: `desired` without the servers marked down. A down server
+/// leaves its pool entirely — its slot is freed, so its flows re-hash to the servers
+/// left — unlike a disabled one, which drains (keeps its established flows).
+pub fn without_down_servers(desired: &Desired, down: &DownServers) -> Desired {
+    if down.is_empty() {
+        return desired.clone();
+    }
+    let mut effective = desired.clone();
+    for pool in &mut effective.pools {
+        pool.servers
+            .retain(|s| !down.contains(&(pool.name.clone(), s.ip)));
+    }
+    effective
+}
 
 /// The engine's monitors.
 pub struct Monitoring {
@@ -250,5 +270,31 @@ pub fn log_down_change(
                 .collect();
             error!(pool = %pool.name, at = %now, "every server of the pool is down: virtual service(s) {} down; their new flows are dropped (counted as drop_no_server)", services.join(", "));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_servers_leave_their_pool_only() {
+        let config =
+            Config::from_yaml_str(include_str!("../../config/examples/seed.yaml")).unwrap();
+        let desired = config.compile().unwrap();
+        assert_eq!(without_down_servers(&desired, &DownServers::new()), desired);
+        let web01: IpAddr = "192.168.33.10".parse().unwrap();
+        let down = DownServers::from([("web-pool".to_owned(), web01)]);
+        let effective = without_down_servers(&desired, &down);
+        let ips = |d: &Desired, pool: &str| -> Vec<IpAddr> {
+            d.pool(pool).unwrap().servers.iter().map(|s| s.ip).collect()
+        };
+        assert_eq!(
+            ips(&effective, "web-pool"),
+            ["192.168.34.10".parse::<IpAddr>().unwrap()]
+        );
+        // The same server in another pool is another monitor's business.
+        assert_eq!(ips(&effective, "dns-pool"), ips(&desired, "dns-pool"));
+        assert_eq!(effective.services, desired.services);
     }
 }

@@ -1,0 +1,388 @@
+//! The engine with what applying a configuration needs besides the maps: the outer
+//! source addresses, the servers health monitoring marked down, attaching the data plane
+//! after the first apply, and the state file.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use ricochet_config::{Config, Desired};
+use ricochet_dataplane::kernel::{AttachMode, KernelDataplane};
+use ricochet_dataplane::memory::MemoryDataplane;
+use ricochet_dataplane::xmit::{Finding, FindingKind, XmitMonitor};
+use ricochet_dataplane::Dataplane;
+use ricochet_engine::{ApplyReport, Engine};
+use tracing::{error, info, warn};
+
+use crate::health::{self, without_down_servers, DownServers, Monitoring};
+use crate::state::{self, Origin, StateFile};
+
+/// What the daemon needs of a data plane besides its maps.
+pub trait DaemonDataplane: Dataplane {
+    /// Starts forwarding on `interface` (called once, after the first configuration is
+    /// in the maps).
+    fn attach(&mut self, interface: &str, mode: AttachMode) -> anyhow::Result<()>;
+
+    /// Gets the next hops to `servers` resolved, so that packets to them are not dropped
+    /// for want of a neighbour entry (called after every apply and every few seconds).
+    fn resolve_next_hops(&self, servers: &[IpAddr]);
+
+    /// A watch on the frames the data plane sends out of `interface` and a driver drops
+    /// (see `ricochet_dataplane::xmit`); `None` for a data plane that sends nothing.
+    fn transmit_monitor(&self, interface: &str) -> Option<anyhow::Result<XmitMonitor>>;
+}
+
+impl DaemonDataplane for KernelDataplane {
+    fn attach(&mut self, interface: &str, mode: AttachMode) -> anyhow::Result<()> {
+        KernelDataplane::attach(self, interface, mode)
+    }
+
+    fn resolve_next_hops(&self, servers: &[IpAddr]) {
+        crate::neighbours::probe_all(servers);
+    }
+
+    fn transmit_monitor(&self, interface: &str) -> Option<anyhow::Result<XmitMonitor>> {
+        Some(XmitMonitor::new(interface))
+    }
+}
+
+/// The in-memory data plane forwards nothing: its maps are all there is, so there is no
+/// program to attach and no neighbour table to fill.
+impl DaemonDataplane for MemoryDataplane {
+    fn attach(&mut self, _interface: &str, _mode: AttachMode) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn resolve_next_hops(&self, _servers: &[IpAddr]) {}
+
+    fn transmit_monitor(&self, _interface: &str) -> Option<anyhow::Result<XmitMonitor>> {
+        None
+    }
+}
+
+/// How long a rise of a transmit error counter stays among the warnings.
+const TRANSMIT_ERRORS_SHOWN: Duration = Duration::from_secs(60);
+
+/// The settings a [`Runner`] applies with.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// The interface the data plane is attached to.
+    pub interface: String,
+    pub xdp_mode: AttachMode,
+    /// Where the data plane is pinned (for the state file).
+    pub pin_dir: PathBuf,
+    /// Where the state file goes.
+    pub state_dir: PathBuf,
+    /// The outer source addresses (already defaulted from the interface).
+    pub source_v4: Option<Ipv4Addr>,
+    pub source_v6: Option<Ipv6Addr>,
+}
+
+/// The engine with what it needs to apply configurations and describe itself.
+pub struct Runner<D: DaemonDataplane> {
+    options: RunnerOptions,
+    engine: Engine<D>,
+    attached: bool,
+    /// The desired state that runs (before removing down servers).
+    current: Desired,
+    /// Servers marked down by health monitoring.
+    down: DownServers,
+    /// The health monitors of the configuration that runs.
+    monitoring: Monitoring,
+    /// Where the configuration comes from, for the state file.
+    pub(crate) origin: Origin,
+    /// The watch on XDP frames lost on transmit, once attached.
+    transmit: Option<XmitMonitor>,
+    /// What the last transmit check found about the interface's veth peer.
+    peer_findings: Vec<Finding>,
+    /// The last rise of each interface's transmit error counters, and when.
+    transmit_errors: BTreeMap<String, (Instant, Finding)>,
+    /// The revision of the engine this one took over from (its state file, same pins):
+    /// the revision goes on from there.
+    revision_base: u64,
+}
+
+impl<D: DaemonDataplane> Runner<D> {
+    /// A runner of `engine` (its settings already written); nothing is applied or
+    /// attached yet.
+    pub fn new(engine: Engine<D>, options: RunnerOptions) -> anyhow::Result<Self> {
+        let monitoring = Monitoring::new(&options.interface)?;
+        Ok(Runner {
+            options,
+            engine,
+            attached: false,
+            current: Desired::default(),
+            down: DownServers::new(),
+            monitoring,
+            origin: Origin::default(),
+            transmit: None,
+            peer_findings: Vec::new(),
+            transmit_errors: BTreeMap::new(),
+            revision_base: 0,
+        })
+    }
+
+    /// Continues the revisions of an engine that ran before on the same pinned data
+    /// plane: the first apply here is `base + 1`.
+    pub fn continue_revisions_from(&mut self, base: u64) {
+        self.revision_base = base;
+    }
+
+    /// The data plane's revision: one more per change applied, continued across restarts
+    /// (see [`Runner::continue_revisions_from`]).
+    pub fn revision(&self) -> u64 {
+        self.revision_base + self.engine.revision()
+    }
+
+    /// Checks for XDP frames lost on transmit (at start and then every few seconds):
+    /// logs what is new loudly, and keeps it for the state file and the controller.
+    pub fn check_transmit(&mut self) {
+        let Some(monitor) = self.transmit.as_mut() else {
+            return;
+        };
+        let findings = match monitor.check() {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("checking for XDP frames lost on transmit: {e:#}");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut peer = Vec::new();
+        for f in findings {
+            match f.kind {
+                FindingKind::TransmitErrors => {
+                    error!(
+                        interface = %f.interface,
+                        "XDP FRAMES LOST ON TRANSMIT: {}; to fix: {}", f.what, f.fix
+                    );
+                    self.transmit_errors.insert(f.interface.clone(), (now, f));
+                }
+                _ => peer.push(f),
+            }
+        }
+        for f in &peer {
+            if !self.peer_findings.contains(f) {
+                match f.kind {
+                    FindingKind::VethPeerUnchecked => warn!(
+                        interface = %f.interface,
+                        "XDP_TX delivery cannot be checked: {}; to fix: {}", f.what, f.fix
+                    ),
+                    _ => error!(
+                        interface = %f.interface,
+                        "XDP FRAMES WILL BE LOST: {}; to fix: {}", f.what, f.fix
+                    ),
+                }
+            }
+        }
+        for f in &self.peer_findings {
+            if !peer
+                .iter()
+                .any(|p| p.kind == f.kind && p.interface == f.interface)
+            {
+                info!(interface = %f.interface, "resolved: {}", f.what);
+            }
+        }
+        self.peer_findings = peer;
+        self.transmit_errors
+            .retain(|_, (at, _)| now.duration_since(*at) < TRANSMIT_ERRORS_SHOWN);
+    }
+
+    /// What the transmit checks found: the veth peer's state, and the counters that rose
+    /// in the last minute.
+    pub fn transmit_warnings(&self) -> Vec<Finding> {
+        self.peer_findings
+            .iter()
+            .chain(self.transmit_errors.values().map(|(_, f)| f))
+            .cloned()
+            .collect()
+    }
+
+    /// [`Runner::transmit_warnings`] in the controller's terms.
+    pub fn warnings(&self) -> Vec<ricochet_api::types::EngineWarning> {
+        self.transmit_warnings()
+            .into_iter()
+            .map(|f| ricochet_api::types::EngineWarning {
+                kind: f.kind.name().to_owned(),
+                interface: f.interface,
+                what: f.what,
+                fix: f.fix,
+            })
+            .collect()
+    }
+
+    pub fn options(&self) -> &RunnerOptions {
+        &self.options
+    }
+
+    pub fn engine(&self) -> &Engine<D> {
+        &self.engine
+    }
+
+    /// Whether the data plane is attached (after the first successful apply).
+    pub fn attached(&self) -> bool {
+        self.attached
+    }
+
+    /// The desired state that runs, servers marked down included.
+    pub fn current(&self) -> &Desired {
+        &self.current
+    }
+
+    pub fn monitoring(&self) -> &Monitoring {
+        &self.monitoring
+    }
+
+    /// Where the configuration comes from, as the state file says.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Refuses a configuration whose VIPs of a family have no outer source address.
+    pub fn check_sources(&self, desired: &Desired) -> anyhow::Result<()> {
+        check_sources(
+            desired,
+            self.options.source_v4,
+            self.options.source_v6,
+            &self.options.interface,
+        )
+    }
+
+    /// Applies `config` (compiled: `desired`) and runs its health monitors.
+    pub fn apply(&mut self, config: &Config, desired: &Desired) -> anyhow::Result<ApplyReport> {
+        let report = self.apply_desired(desired)?;
+        self.monitoring.follow(config);
+        Ok(report)
+    }
+
+    /// Takes in what health monitoring says: when the set of down servers changed, the
+    /// running configuration is applied again without them. Whether a server changed
+    /// state (the controller should hear of it now).
+    pub fn health_turn(&mut self) -> bool {
+        let changed = self.monitoring.drain();
+        let down = self.monitoring.down();
+        if down == self.down {
+            return changed;
+        }
+        health::log_down_change(&self.down, &down, &self.current, &self.monitoring);
+        let before = std::mem::replace(&mut self.down, down);
+        let current = self.current.clone();
+        match self.apply_desired(&current) {
+            Ok(report) => info!(?report, "data plane updated for server health"),
+            Err(e) => {
+                error!("server health could not be applied to the data plane (retrying): {e:#}");
+                self.down = before;
+            }
+        }
+        true
+    }
+
+    /// Applies `desired` (minus the down servers); attaches the program after the first
+    /// apply, so that its first packet already finds the services.
+    fn apply_desired(&mut self, desired: &Desired) -> anyhow::Result<ApplyReport> {
+        self.check_sources(desired)?;
+        let effective = without_down_servers(desired, &self.down);
+        self.engine
+            .dataplane()
+            .resolve_next_hops(&server_ips(&effective));
+        let report = self.engine.apply(&effective)?;
+        self.current = desired.clone();
+        if !self.attached {
+            self.engine
+                .dataplane_mut()
+                .attach(&self.options.interface, self.options.xdp_mode)?;
+            self.attached = true;
+            self.transmit = match self
+                .engine
+                .dataplane()
+                .transmit_monitor(&self.options.interface)
+            {
+                Some(Ok(m)) => Some(m),
+                Some(Err(e)) => {
+                    warn!("XDP frames lost on transmit will not be detected: {e:#}");
+                    None
+                }
+                None => None,
+            };
+            self.check_transmit();
+            info!(
+                interface = %self.options.interface,
+                source_v4 = ?self.options.source_v4,
+                source_v6 = ?self.options.source_v6,
+                "engine running"
+            );
+        }
+        self.write_state_logged();
+        Ok(report)
+    }
+
+    /// Probes the next hops of every server that runs.
+    pub fn resolve_next_hops(&self) {
+        self.engine
+            .dataplane()
+            .resolve_next_hops(&server_ips(&self.current));
+    }
+
+    /// The state file's content now.
+    pub fn state(&self) -> anyhow::Result<StateFile> {
+        Ok(StateFile {
+            interface: self.options.interface.clone(),
+            pin_dir: self.options.pin_dir.clone(),
+            config: self.origin.config.clone(),
+            controller: self.origin.controller.clone(),
+            controller_revision: self.origin.controller_revision,
+            health: self.monitoring.report(&self.current),
+            pid: std::process::id(),
+            status: {
+                let mut status = self.engine.status()?;
+                status.revision = self.revision();
+                status
+            },
+            warnings: self.warnings(),
+        })
+    }
+
+    /// Writes the state file once the data plane is attached; a failure is logged.
+    pub fn write_state_logged(&self) {
+        if self.attached {
+            if let Err(e) = self
+                .state()
+                .and_then(|st| state::write(&self.options.state_dir, &st))
+            {
+                warn!("state file: {e:#}");
+            }
+        }
+    }
+}
+
+/// Every pool server's address, once.
+fn server_ips(desired: &Desired) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = desired
+        .pools
+        .iter()
+        .flat_map(|p| p.servers.iter().map(|s| s.ip))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Refuses a configuration whose VIPs of a family have no outer source address.
+pub fn check_sources(
+    desired: &Desired,
+    source_v4: Option<Ipv4Addr>,
+    source_v6: Option<Ipv6Addr>,
+    interface: &str,
+) -> anyhow::Result<()> {
+    let needs_v4 = desired.services.iter().any(|s| s.vip.is_ipv4());
+    let needs_v6 = desired.services.iter().any(|s| s.vip.is_ipv6());
+    if needs_v4 && source_v4.is_none() {
+        bail!("IPv4 virtual services need an outer source: {interface} has no global IPv4 address; pass --source-v4");
+    }
+    if needs_v6 && source_v6.is_none() {
+        bail!("IPv6 virtual services need an outer source: {interface} has no global IPv6 address; pass --source-v6");
+    }
+    Ok(())
+}
