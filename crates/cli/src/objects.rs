@@ -10,14 +10,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use ricochet_config::{
-    ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, VirtualService,
-};
-use ricochet_controller::diff::{ConfigDiff, FieldChange};
-use ricochet_controller::kind::Kind;
-use ricochet_controller::types::{
+use ricochet_api::diff::{ConfigDiff, FieldChange};
+use ricochet_api::kind::Kind;
+use ricochet_api::types::{
     ApplyResult, Configuration, Deleted, EventList, ObjectList, ServiceEngine, ServiceEngineList,
     StatusView, Versioned,
+};
+use ricochet_config::{
+    ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, VirtualService,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

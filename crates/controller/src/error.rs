@@ -16,35 +16,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ricochet_config::ValidationErrors;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::kind::Kind;
 
-/// The body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// The class of error, stable for programs: `validation_failed`, `malformed_json`,
-    /// `invalid_body`, `invalid_query`, `name_mismatch`, `not_found`, `already_exists`,
-    /// `in_use`, `built_in`, `revision_mismatch`, `unauthorized`, `method_not_allowed`,
-    /// `unsupported_media_type`, `payload_too_large`, `not_registered`, `internal`.
-    pub error: String,
-    /// What happened, as a sentence for a person.
-    pub message: String,
-    /// The fields concerned, if any.
-    #[serde(default)]
-    pub details: Vec<ErrorDetail>,
-}
-
-/// One field concerned by an error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Where: a configuration path such as `virtual_services["web-vs"].pool`, or a path
-    /// within the request body such as `servers[0].ratio`.
-    pub path: String,
-    /// What is wrong there.
-    pub message: String,
-}
+pub use ricochet_api::error::{ErrorBody, ErrorDetail};
 
 /// A refused request: the status code and the body to answer with.
 #[derive(Debug, Clone, PartialEq, Eq)]

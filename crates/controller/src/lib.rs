@@ -24,14 +24,14 @@
 
 pub mod api;
 pub mod auth;
-pub mod diff;
 pub mod engines;
 pub mod error;
 pub mod extract;
-pub mod kind;
 pub mod status;
 pub mod store;
-pub mod types;
+
+// The API's data types live in ricochet-api (shared with the engines and the CLI).
+pub use ricochet_api::{diff, kind, types};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -50,15 +50,25 @@ pub struct Origin {
     pub controller_revision: Option<u64>,
 }
 
-/// Writes `state` as `dir`'s state file: a temporary file renamed over the old one, so
-/// that `ricochet status` reads the old or the new one, never half of one.
+/// Writes `state` as `dir`'s state file: a temporary file in `dir` renamed over the old
+/// one, so that `ricochet status` reads the old or the new one, never half of one (and a
+/// failed write leaves no temporary file behind).
 pub fn write(dir: &Path, state: &StateFile) -> anyhow::Result<()> {
+    use std::io::Write as _;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = state_file(dir);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let bytes = serde_json::to_vec_pretty(state)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".state.json.")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // Readable by all, as a file written plainly would be (temporary files are 0600).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .and_then(|()| tmp.write_all(&bytes))
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -84,4 +94,56 @@ pub fn open_pinned(pin_dir: &Path) -> anyhow::Result<KernelDataplane> {
     })?;
     let _ = dp.capacities();
     Ok(dp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(revision: u64) -> StateFile {
+        StateFile {
+            interface: "eth0".into(),
+            pin_dir: "/sys/fs/bpf/ricochet".into(),
+            config: Some("/etc/ricochet.yaml".into()),
+            controller: None,
+            controller_revision: None,
+            health: vec![],
+            pid: 42,
+            status: ricochet_engine::status::Status {
+                revision,
+                services: vec![],
+                pools: vec![],
+                reasons: vec![("pass_not_vip".into(), 7)],
+            },
+        }
+    }
+
+    #[test]
+    fn the_state_file_is_replaced_whole_and_no_temporary_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("run");
+        write(&sub, &state(1)).unwrap();
+        assert_eq!(read(&sub).unwrap(), state(1));
+        write(&sub, &state(2)).unwrap();
+        assert_eq!(read(&sub).unwrap(), state(2));
+        let names: Vec<_> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(state_file(&sub)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn a_state_directory_that_cannot_be_made_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let e = write(&file.join("run"), &state(1)).unwrap_err();
+        assert!(format!("{e:#}").contains("creating"), "{e:#}");
+        assert!(format!("{e:#}").contains("a-file/run"), "{e:#}");
+    }
 }

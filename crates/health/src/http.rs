@@ -67,22 +67,36 @@ pub fn parse_status(response: &[u8]) -> Result<Option<Status>, String> {
         }
         return Ok(None);
     };
-    let line = String::from_utf8_lossy(&response[..end]);
-    let line = line.trim_end_matches('\r');
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let code = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(not_http(response));
+    // The status line alone, ended by an empty line, for httparse: the headers that
+    // follow need not have arrived (a check only wants the status).
+    let line = response[..end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&response[..end]);
+    let mut head = Vec::with_capacity(line.len() + 4);
+    head.extend_from_slice(line);
+    head.extend_from_slice(b"\r\n\r\n");
+    let mut parsed = httparse::Response::new(&mut []);
+    let malformed = || {
+        format!(
+            "malformed HTTP status line {:?}",
+            String::from_utf8_lossy(line)
+        )
+    };
+    match parsed.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(malformed()),
+        Err(httparse::Error::Version) if !line.starts_with(b"HTTP/") => {
+            return Err(not_http(response))
+        }
+        Err(_) => return Err(malformed()),
     }
-    // Exactly three digits (RFC 9112 section 4): "0200" or "+200" are not status codes.
-    let three_digits = code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit());
-    match code.parse::<u16>() {
-        Ok(code) if three_digits && (100..=599).contains(&code) => Ok(Some(Status {
+    // httparse reads exactly three digits (RFC 9112 section 4); the classes stop at 5xx.
+    match parsed.code {
+        Some(code) if (100..=599).contains(&code) => Ok(Some(Status {
             code,
-            reason: parts.next().unwrap_or_default().trim().to_owned(),
+            reason: parsed.reason.unwrap_or_default().trim().to_owned(),
         })),
-        _ => Err(format!("malformed HTTP status line {line:?}")),
+        _ => Err(malformed()),
     }
 }
 
@@ -203,6 +217,18 @@ mod tests {
             .contains("malformed HTTP status line"));
         assert!(parse_status(b"HTTP/1.1 700 Odd\r\n").is_err());
         assert!(parse_status(b"HTTP/1.1 0200 OK\r\n").is_err());
+        assert!(parse_status(b"HTTP/1.1 +200 OK\r\n").is_err());
+        assert!(parse_status(b"HTTP/2 200\r\n")
+            .unwrap_err()
+            .contains("malformed HTTP status line"));
+        // A bare LF ends the line too; the headers need not be there yet.
+        assert_eq!(
+            parse_status(b"HTTP/1.1 404 Not Found\nContent-Len").unwrap(),
+            Some(Status {
+                code: 404,
+                reason: "Not Found".into()
+            })
+        );
     }
 
     #[test]

@@ -12,12 +12,12 @@ use std::net::IpAddr;
 
 use ricochet_config::Config;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::diff::ConfigDiff;
 
 /// An object with the revision that last changed it. Also the stored record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Versioned<T> {
     /// The revision of the last change to this object.
     pub revision: u64,
@@ -26,7 +26,8 @@ pub struct Versioned<T> {
 }
 
 /// The objects of one kind, sorted by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ObjectList<T> {
     /// The store's revision when read.
     pub revision: u64,
@@ -35,7 +36,8 @@ pub struct ObjectList<T> {
 }
 
 /// The answer to a delete.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deleted {
     /// The revision of the change that deleted it.
     pub revision: u64,
@@ -46,7 +48,8 @@ pub struct Deleted {
 }
 
 /// The whole configuration with its revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Configuration {
     /// The configuration revision: the revision of the last change to any object.
     pub revision: u64,
@@ -56,7 +59,8 @@ pub struct Configuration {
 }
 
 /// The answer to a declarative apply (`PUT /api/v1/configuration`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApplyResult {
     /// The configuration revision after the apply: new if something changed, the
     /// current one for a dry run or an apply that changes nothing.
@@ -70,7 +74,8 @@ pub struct ApplyResult {
 }
 
 /// A recorded state change: of a configuration object, a service engine, a server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Sequence number, increasing.
     pub id: u64,
@@ -92,7 +97,8 @@ pub struct Event {
 }
 
 /// Events after a revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventList {
     /// The store's revision when read: pass it as `since` to get only newer events.
     pub revision: u64,
@@ -115,21 +121,23 @@ pub fn is_valid_engine_name(name: &str) -> bool {
 
 /// A service engine registering itself (`POST /api/v1/service-engines`). Registering
 /// again with the same name updates the addresses and version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EngineRegistration {
     /// Unique among engines, usually the host name.
     pub name: String,
     /// The engine's addresses (its data-plane interface's).
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub addresses: Vec<IpAddr>,
     /// The engine's software version.
     pub version: String,
 }
 
 /// What an engine runs, as it reports it (`POST /api/v1/service-engines/{name}/report`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EngineReport {
     /// The configuration revision the data plane runs; absent before the first apply.
@@ -168,7 +176,8 @@ pub struct EngineWarning {
 }
 
 /// An engine's own view of itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EngineRunState {
     /// Started, no configuration applied yet.
@@ -195,7 +204,8 @@ impl EngineRunState {
 }
 
 /// Data-plane counters of one engine.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EngineCounters {
     /// Per virtual service.
@@ -210,7 +220,8 @@ pub struct EngineCounters {
 }
 
 /// Counters of one virtual service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServiceCounters {
     /// The virtual service.
@@ -224,13 +235,14 @@ pub struct ServiceCounters {
 }
 
 /// Counters of one pool server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServerCounters {
     /// The pool.
     pub pool: String,
     /// The server's address.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub ip: IpAddr,
     /// Packets sent to it.
     pub packets: u64,
@@ -241,13 +253,14 @@ pub struct ServerCounters {
 }
 
 /// The health of one pool server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServerHealth {
     /// The pool.
     pub pool: String,
     /// The server's address.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub ip: IpAddr,
     /// Its state.
     pub state: HealthState,
@@ -262,7 +275,8 @@ pub struct ServerHealth {
 }
 
 /// A server's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
     /// Not checked yet, or no monitor.
@@ -285,7 +299,8 @@ impl HealthState {
 }
 
 /// Whether the controller hears from an engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Connection {
     /// Seen (a registration, report or desired-state poll) within the engine timeout,
@@ -306,12 +321,13 @@ impl Connection {
 }
 
 /// A registered service engine, as the controller sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceEngine {
     /// The engine's name.
     pub name: String,
     /// Its addresses, as registered.
-    #[schema(value_type = Vec<String>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub addresses: Vec<IpAddr>,
     /// Its software version, as registered.
     pub version: String,
@@ -331,7 +347,8 @@ pub struct ServiceEngine {
 }
 
 /// A report and when it arrived.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceivedReport {
     /// When it arrived, RFC 3339 UTC.
     pub received_at: String,
@@ -340,7 +357,8 @@ pub struct ReceivedReport {
 }
 
 /// Registered service engines, sorted by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceEngineList {
     /// The store's revision when read.
     pub revision: u64,
@@ -349,7 +367,8 @@ pub struct ServiceEngineList {
 }
 
 /// What engines run: the configuration at a revision (`GET /api/v1/desired`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Desired {
     /// The configuration revision.
     pub revision: u64,
@@ -358,7 +377,8 @@ pub struct Desired {
 }
 
 /// `GET /healthz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always `ok` when the controller answers.
     pub status: String,
@@ -368,7 +388,8 @@ pub struct Health {
 
 /// The status of every virtual service and its servers (`GET /api/v1/status`), from the
 /// configuration and the health that connected engines report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusView {
     /// The configuration revision the view is computed from.
     pub revision: u64,
@@ -377,12 +398,13 @@ pub struct StatusView {
 }
 
 /// One virtual service's status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VirtualServiceStatus {
     /// The virtual service.
     pub name: String,
     /// Its VIP.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub vip: IpAddr,
     /// Its pool.
     pub pool: String,
@@ -395,7 +417,8 @@ pub struct VirtualServiceStatus {
 }
 
 /// A virtual service's state from its servers'.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceState {
     /// Every enabled server is up (or unmonitored).
@@ -425,10 +448,11 @@ impl ServiceState {
 }
 
 /// One server of a virtual service's pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerStatus {
     /// The server's own address.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub ip: IpAddr,
     /// Whether the pool enables it (a disabled server is neither checked nor sent
     /// new flows).

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use ricochet_config::Config;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use crate::kind::Kind;
 
 /// The difference between two configurations.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfigDiff {
     /// Network profiles.
     pub network_profiles: KindDiff,
@@ -27,7 +27,8 @@ pub struct ConfigDiff {
 }
 
 /// The difference in one kind's objects.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KindDiff {
     /// Names of new objects.
     pub created: Vec<String>,
@@ -38,7 +39,8 @@ pub struct KindDiff {
 }
 
 /// An object whose content changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangedObject {
     /// The object's name.
     pub name: String,
@@ -47,17 +49,18 @@ pub struct ChangedObject {
 }
 
 /// One field that differs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldChange {
     /// Within the object, e.g. `servers[1].ratio`.
     pub path: String,
     /// The value before; absent if the field was not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub old: Option<Value>,
     /// The value after; absent if the field is no longer set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub new: Option<Value>,
 }
 
