@@ -607,7 +607,17 @@ impl<D: Dataplane> Engine<D> {
         if full {
             self.written = Some(Written::read(&self.dp)?);
         }
-        let plan = self.plan(desired, full)?;
+        let plan = match self.plan(desired, full) {
+            Ok(plan) => plan,
+            Err(e) => {
+                if full {
+                    // Nothing was written, but the bookkeeping is still to be reconciled
+                    // with the maps (adopted slots and tables): the next apply is full too.
+                    self.written = None;
+                }
+                return Err(e.into());
+            }
+        };
         let result = self.commit(plan);
         if result.is_err() {
             // Some writes may have happened: the next apply starts from the maps.

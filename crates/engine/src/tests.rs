@@ -780,3 +780,22 @@ fn an_unsorted_desired_state_is_paired_by_name_too() {
     assert!(view(e.dataplane()) == view(fresh.dataplane()));
     assert!(e.apply(&g.desired()).unwrap().is_noop());
 }
+
+#[test]
+fn a_refused_first_apply_after_adoption_leaves_the_next_one_full() {
+    let mut e = engine();
+    e.apply(&desired(SEED)).unwrap();
+    let before = e.dataplane().clone();
+    let mut e2 = Engine::adopt(before.clone()).unwrap();
+    // More servers than the data plane's 64 slots: refused before any write.
+    let mut many = Gen::many(40).desired();
+    many.services.extend(desired(SEED).services);
+    many.pools.extend(desired(SEED).pools);
+    let err = e2.apply(&many).unwrap_err().to_string();
+    assert!(err.contains("not enough server slots"), "{err}");
+    assert_eq!(e2.dataplane().writes, before.writes);
+    // The next apply still adopts the pinned slots and tables: nothing moves.
+    let r = e2.apply(&desired(SEED)).unwrap();
+    assert!(r.is_noop(), "{r:?}");
+    assert_eq!(e2.dataplane().servers, before.servers);
+}
