@@ -271,6 +271,24 @@ fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
+/// CPU time of the calling thread (user and system, so also the kernel's work in its
+/// system calls), ms: what the engine itself spends, whatever else the machine runs. Wall
+/// time also counts the time the thread waits for a core.
+fn thread_cpu_ms() -> anyhow::Result<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ensure!(
+        rc == 0,
+        "clock_gettime(CLOCK_THREAD_CPUTIME_ID): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
+}
+
 /// Sends one SYN to `vip:80` through the program and returns where it went: the outer
 /// destination if it came out encapsulated with XDP_TX.
 struct Prober {
@@ -355,12 +373,15 @@ struct LibraryResult {
 
 fn report_text(r: &ApplyReport) -> String {
     format!(
-        "{} table(s), {} service entries written, {} removed, {} server(s) activated, {} freed",
+        "{} table(s), {} service entries written, {} removed, {} server(s) activated, {} freed \
+         ({} pool(s) and {} VS(s) planned)",
         r.tables_written,
         r.service_entries_written,
         r.service_entries_removed,
         r.servers_activated,
-        r.servers_freed
+        r.servers_freed,
+        r.pools_planned,
+        r.services_planned
     )
 }
 
@@ -540,12 +561,18 @@ struct ScalePoint {
     load_ms: f64,
     /// `Engine::apply` of the whole configuration on an empty data plane, ms.
     kernel_initial_ms: Vec<f64>,
+    /// The same, the engine thread's CPU time ([`thread_cpu_ms`]), ms.
+    kernel_initial_cpu_ms: Vec<f64>,
     memory_initial_ms: Vec<f64>,
     /// Applying the same configuration again (nothing changes), ms.
     kernel_noop_ms: Vec<f64>,
     memory_noop_ms: Vec<f64>,
-    /// Adding one service with its own small pool, and removing it again, ms.
+    /// `Engine::apply` (the engine's time: planning and map writes; the configuration is
+    /// compiled beforehand) of adding one service with its own small pool, and of removing
+    /// it again, [`CHANGES_PER_REP`] times per repeat, ms.
     kernel_change_ms: Vec<f64>,
+    /// The same, the engine thread's CPU time ([`thread_cpu_ms`]), ms.
+    kernel_change_cpu_ms: Vec<f64>,
     memory_change_ms: Vec<f64>,
     /// Map element updates of the initial apply (Maglev slots, service entries, VIPs,
     /// server slot writes), from the in-memory data plane's count.
@@ -555,13 +582,22 @@ struct ScalePoint {
     change_report: String,
 }
 
-/// Map element updates of an apply whose tables all have [`SMALL_TABLE`] slots, from the
-/// in-memory data plane's count of calls (which counts a whole table as one call; the kernel
-/// data plane updates the array one slot per system call).
-fn element_writes(calls: u64, report: &ApplyReport) -> u64 {
-    let tables = report.tables_written as u64;
-    calls - tables + tables * u64::from(SMALL_TABLE)
+/// Map element updates of an apply, from the in-memory data plane's counts before and
+/// after it: write calls, of which each table write counts once, plus the slots of the
+/// tables written (the kernel data plane writes a table in one batch system call).
+fn element_writes(before: (u64, u64), after: &MemoryDataplane, report: &ApplyReport) -> u64 {
+    let calls = after.writes - before.0;
+    let slots = after.table_slots_written - before.1;
+    calls - report.tables_written as u64 + slots
 }
+
+/// The in-memory data plane's counts of write calls and table slots written.
+fn write_counts(dp: &MemoryDataplane) -> (u64, u64) {
+    (dp.writes, dp.table_slots_written)
+}
+
+/// One-VS changes (an add and its removal) measured on top of each initial apply.
+const CHANGES_PER_REP: usize = 5;
 
 fn scale_point(n: usize, reps: usize) -> anyhow::Result<ScalePoint> {
     let services = generated(n);
@@ -587,10 +623,12 @@ fn scale_point(n: usize, reps: usize) -> anyhow::Result<ScalePoint> {
         compile_ms,
         load_ms,
         kernel_initial_ms: Vec::new(),
+        kernel_initial_cpu_ms: Vec::new(),
         memory_initial_ms: Vec::new(),
         kernel_noop_ms: Vec::new(),
         memory_noop_ms: Vec::new(),
         kernel_change_ms: Vec::new(),
+        kernel_change_cpu_ms: Vec::new(),
         memory_change_ms: Vec::new(),
         initial_writes: 0,
         change_writes: 0,
@@ -601,6 +639,17 @@ fn scale_point(n: usize, reps: usize) -> anyhow::Result<ScalePoint> {
         let r = e.apply(d)?;
         Ok((ms_since(start), r))
     }
+    /// [`time`], also pushing the engine thread's CPU time to `cpu`.
+    fn time_cpu<D: Dataplane>(
+        e: &mut Engine<D>,
+        d: &Desired,
+        cpu: &mut Vec<f64>,
+    ) -> anyhow::Result<(f64, ApplyReport)> {
+        let start = thread_cpu_ms()?;
+        let timed = time(e, d)?;
+        cpu.push(thread_cpu_ms()? - start);
+        Ok(timed)
+    }
     for rep in 0..reps.max(1) {
         if rep > 0 {
             // Back to an empty data plane, so that the next initial apply starts from nothing.
@@ -608,26 +657,29 @@ fn scale_point(n: usize, reps: usize) -> anyhow::Result<ScalePoint> {
             time(&mut mem, &empty)?;
         }
         // Interleaved: the kernel and the in-memory engine, the same change each.
-        let before = mem.dataplane().writes;
+        let before = write_counts(mem.dataplane());
         let (t, r) = time(&mut mem, &desired)?;
         p.memory_initial_ms.push(t);
-        p.initial_writes = element_writes(mem.dataplane().writes - before, &r);
+        p.initial_writes = element_writes(before, mem.dataplane(), &r);
         p.kernel_initial_ms.push(
-            time(&mut kernel, &desired)
+            time_cpu(&mut kernel, &desired, &mut p.kernel_initial_cpu_ms)
                 .with_context(|| format!("applying {n} virtual services"))?
                 .0,
         );
         p.memory_noop_ms.push(time(&mut mem, &desired)?.0);
         p.kernel_noop_ms.push(time(&mut kernel, &desired)?.0);
-        let before = mem.dataplane().writes;
-        let (t, r) = time(&mut mem, &plus_one)?;
-        p.change_writes = element_writes(mem.dataplane().writes - before, &r);
-        p.memory_change_ms.push(t);
-        let (t, r) = time(&mut kernel, &plus_one)?;
-        p.kernel_change_ms.push(t);
-        p.change_report = report_text(&r);
-        p.memory_change_ms.push(time(&mut mem, &desired)?.0);
-        p.kernel_change_ms.push(time(&mut kernel, &desired)?.0);
+        for _ in 0..CHANGES_PER_REP {
+            let before = write_counts(mem.dataplane());
+            let (t, r) = time(&mut mem, &plus_one)?;
+            p.change_writes = element_writes(before, mem.dataplane(), &r);
+            p.memory_change_ms.push(t);
+            let (t, r) = time_cpu(&mut kernel, &plus_one, &mut p.kernel_change_cpu_ms)?;
+            p.kernel_change_ms.push(t);
+            p.change_report = report_text(&r);
+            p.memory_change_ms.push(time(&mut mem, &desired)?.0);
+            p.kernel_change_ms
+                .push(time_cpu(&mut kernel, &desired, &mut p.kernel_change_cpu_ms)?.0);
+        }
     }
     Ok(p)
 }
@@ -1300,8 +1352,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
          an empty data plane, over the kernel maps and over the in-memory data plane \
          (`MemoryDataplane`: the engine's own computation, no system calls), interleaved; \
          the same configuration applied again (no-op); and adding one VS with its own pool \
-         and removing it again (both counted as one-VS changes). Medians of {} repeats \
-         ({} for 10,000).\n",
+         and removing it again (both counted as one-VS changes, {CHANGES_PER_REP} of each \
+         per repeat). Every time is `Engine::apply` alone, the engine's time (planning and \
+         map writes): each configuration is compiled beforehand. The \"engine CPU\" columns \
+         are the CPU time of the engine's thread during apply (user and system, so with the \
+         kernel's work in the map system calls), which, unlike the wall time beside them, \
+         leaves out the time spent waiting for a core when the machine is busy. Medians of \
+         {} repeats ({} for 10,000).\n",
         lab_caps().vips,
         lab_caps().servers,
         lab_caps().maglev_slots,
@@ -1315,11 +1372,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
                 p.services.to_string(),
                 fmt_ms(med(&p.compile_ms)),
                 fmt_ms(med(&p.kernel_initial_ms)),
+                fmt_ms(med(&p.kernel_initial_cpu_ms)),
                 fmt_ms(med(&p.memory_initial_ms)),
                 fmt_ms(med(&p.kernel_initial_ms) - med(&p.memory_initial_ms)),
                 p.initial_writes.to_string(),
                 fmt_ms(med(&p.kernel_noop_ms)),
                 fmt_ms(med(&p.kernel_change_ms)),
+                fmt_ms(med(&p.kernel_change_cpu_ms)),
                 fmt_ms(med(&p.memory_change_ms)),
                 p.change_writes.to_string(),
             ]
@@ -1330,11 +1389,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
             "VSs",
             "compile ms",
             "apply (kernel) ms",
+            "apply (kernel), engine CPU ms",
             "apply (in memory) ms",
             "difference: map updates ms",
             "map element updates",
             "no-op re-apply (kernel) ms",
             "one-VS change (kernel) ms",
+            "one-VS change (kernel), engine CPU ms",
             "one-VS change (in memory) ms",
             "map element updates of the change",
         ],
@@ -1346,13 +1407,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
         md,
         "\n`ricochet check-config` of the {biggest}-VS file ({} KiB): {} ms median (process \
          start, parse, validation, compilation and printing one line per object).\n\n\
-         **Is apply incremental?** In what it writes, yes: a one-VS change makes {} (at {} \
-         VSs: {}). In what it computes, no: every apply plans \
-         the whole configuration again: it rebuilds every pool's Maglev table and reads the \
-         SERVICES and VIPS maps back, so the time of a one-VS change grows with the size of \
-         the configuration (compare the no-op re-apply). The difference between the kernel \
-         and in-memory columns is the map system calls (one per Maglev slot, service entry, \
-         VIP and server slot write).\n\n\
+         **Is apply incremental?** In what it writes: a one-VS change makes {} (at {} \
+         VSs: {}). In what it computes: the engine compares each desired pool and VS with \
+         the running one and plans only those that differ (their slots, Maglev tables and \
+         entries); unchanged pools' tables are not rebuilt and no map is read back, so what \
+         still grows with the configuration is one comparison per object (the no-op \
+         re-apply is that cost alone). The difference between the kernel and in-memory \
+         columns is the map system calls: one BPF_MAP_UPDATE_BATCH per Maglev table, one \
+         update per service entry, VIP and server slot write.\n\n\
          ![Apply time vs VSs](control-plane-scale.png)\n\nRaw: [{raw_scale}]({raw_scale}), \
          [{raw_check}]({raw_check}).\n",
         last.yaml_bytes / 1024,
@@ -1389,11 +1451,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
     ));
     headlines.push(format!(
         "{} VSs: apply {} ms on an empty data plane ({} ms of it the engine's computation); \
-         a one-VS change on top {} ms",
+         a one-VS change on top {} ms ({} ms engine CPU; medians)",
         last.services,
         fmt_ms(med(&last.kernel_initial_ms)),
         fmt_ms(med(&last.memory_initial_ms)),
-        fmt_ms(med(&last.kernel_change_ms))
+        fmt_ms(med(&last.kernel_change_ms)),
+        fmt_ms(med(&last.kernel_change_cpu_ms))
     ));
 
     Ok(Body {
@@ -1426,6 +1489,20 @@ mod tests {
         };
         let d = compile(&config_yaml(&[default])).unwrap();
         assert_eq!(d.pools[0].table_size, 65_537);
+    }
+
+    #[test]
+    fn element_writes_count_every_table_slot() {
+        let mut e = Engine::new(MemoryDataplane::new(lab_caps()));
+        let before = write_counts(e.dataplane());
+        let r = e
+            .apply(&compile(&config_yaml(&generated(3))).unwrap())
+            .unwrap();
+        // Per VS: two fresh server slots written twice each, the table, the entry, the VIP.
+        assert_eq!(
+            element_writes(before, e.dataplane(), &r),
+            3 * (2 * 2 + u64::from(SMALL_TABLE) + 1 + 1)
+        );
     }
 
     #[test]

@@ -336,27 +336,53 @@ impl ServiceState {
     }
 }
 
-/// The names of `running` that `wanted` lacks. `matched` is the number of `wanted` names
-/// found in `running`: when they are all of them and `wanted` has no name twice, nothing is
-/// missing and no set is built.
-fn missing<'w, V>(
-    running: &BTreeMap<String, V>,
-    wanted: impl Iterator<Item = &'w str> + Clone,
-    matched: usize,
-) -> Vec<String> {
-    let strictly_sorted = wanted
-        .clone()
-        .zip(wanted.clone().skip(1))
-        .all(|(a, b)| a < b);
-    if strictly_sorted && matched == running.len() {
-        return Vec::new();
+/// Pairs each of `wanted` with the running entry of the same name (`None`: new), and
+/// lists the running names that `wanted` lacks. `Desired` lists are sorted by name, so
+/// this walks both in step (two string comparisons per object, no tree search); on a list
+/// that turns out not to be strictly sorted it falls back to lookups.
+fn pair<'r, T, V>(
+    running: &'r BTreeMap<String, V>,
+    wanted: &[T],
+    name: impl Fn(&T) -> &str,
+) -> (Vec<Option<&'r V>>, Vec<String>) {
+    let mut paired = Vec::with_capacity(wanted.len());
+    let mut missing = Vec::new();
+    let mut run = running.iter().peekable();
+    let mut previous: Option<&str> = None;
+    let mut sorted = true;
+    'walk: for w in wanted {
+        let n = name(w);
+        if previous.is_some_and(|p| p >= n) {
+            sorted = false;
+            break;
+        }
+        previous = Some(n);
+        while let Some((k, v)) = run.peek() {
+            match k.as_str().cmp(n) {
+                std::cmp::Ordering::Less => missing.push((*k).clone()),
+                std::cmp::Ordering::Equal => {
+                    paired.push(Some(*v));
+                    run.next();
+                    continue 'walk;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+            run.next();
+        }
+        paired.push(None);
     }
-    let wanted: BTreeSet<&str> = wanted.collect();
-    running
-        .keys()
-        .filter(|k| !wanted.contains(k.as_str()))
-        .cloned()
-        .collect()
+    if sorted {
+        missing.extend(run.map(|(k, _)| k.clone()));
+    } else {
+        let names: BTreeSet<&str> = wanted.iter().map(&name).collect();
+        paired = wanted.iter().map(|w| running.get(name(w))).collect();
+        missing = running
+            .keys()
+            .filter(|k| !names.contains(k.as_str()))
+            .cloned()
+            .collect();
+    }
+    (paired, missing)
 }
 
 /// How many entries a map holds after a change: `before` entries, less the `stale` ones
@@ -581,7 +607,17 @@ impl<D: Dataplane> Engine<D> {
         if full {
             self.written = Some(Written::read(&self.dp)?);
         }
-        let plan = self.plan(desired, full)?;
+        let plan = match self.plan(desired, full) {
+            Ok(plan) => plan,
+            Err(e) => {
+                if full {
+                    // Nothing was written, but the bookkeeping is still to be reconciled
+                    // with the maps (adopted slots and tables): the next apply is full too.
+                    self.written = None;
+                }
+                return Err(e.into());
+            }
+        };
         let result = self.commit(plan);
         if result.is_err() {
             // Some writes may have happened: the next apply starts from the maps.
@@ -627,10 +663,8 @@ impl<D: Dataplane> Engine<D> {
         }
         let mut new_slots = BTreeSet::new();
         let mut pools = Vec::new();
-        let mut matched = 0;
-        for pool in &desired.pools {
-            let current = self.pools.get(&pool.name);
-            matched += usize::from(current.is_some());
+        let (current_pools, removed_pools) = pair(&self.pools, &desired.pools, |p| &p.name);
+        for (pool, current) in desired.pools.iter().zip(current_pools) {
             if !full && current.is_some_and(|c| c.holds(pool)) {
                 continue;
             }
@@ -671,11 +705,6 @@ impl<D: Dataplane> Engine<D> {
                 Err(e) => return Err(e),
             }
         }
-        let removed_pools = missing(
-            &self.pools,
-            desired.pools.iter().map(|p| p.name.as_str()),
-            matched,
-        );
         // Two pools naming the same (adopted) slot cannot happen: slots are matched by
         // pool tag, and fresh slots come from one iterator.
 
@@ -715,10 +744,9 @@ impl<D: Dataplane> Engine<D> {
         // ---- Services: ids, keys and values ----
         let mut used_ids = vec![false; caps.services as usize];
         let mut candidates = Vec::new();
-        let mut matched = 0;
-        for s in &desired.services {
-            let current = self.services.get(&s.name);
-            matched += usize::from(current.is_some());
+        let (current_services, removed_services) =
+            pair(&self.services, &desired.services, |s| &s.name);
+        for (s, current) in desired.services.iter().zip(current_services) {
             if let Some(c) =
                 current.filter(|c| !full && c.holds(s) && !moved.contains(s.pool.as_str()))
             {
@@ -733,11 +761,6 @@ impl<D: Dataplane> Engine<D> {
                 .or_else(|| keys.iter().find_map(|k| self.adopted.get(k).map(|a| a.id)));
             candidates.push((s, keys, id));
         }
-        let removed_services = missing(
-            &self.services,
-            desired.services.iter().map(|s| s.name.as_str()),
-            matched,
-        );
         let mut kept_ids = Vec::with_capacity(candidates.len());
         for (_, _, id) in &candidates {
             let keep = id.filter(|&id| used_ids.get(id as usize).is_some_and(|u| !*u));

@@ -756,3 +756,46 @@ fn replaced_regions_return_to_the_allocator() {
     );
     assert!(e2.dataplane().services.is_empty());
 }
+
+#[test]
+fn an_unsorted_desired_state_is_paired_by_name_too() {
+    // Compiled configurations list services and pools by name; one built otherwise is
+    // matched by lookups, with the same result.
+    let mut e = Engine::new(MemoryDataplane::new(many_caps()));
+    let base = Gen::many(30);
+    e.apply(&base.desired()).unwrap();
+    let mut g = base.clone();
+    g.services.retain(|s| s.name != "vs-0004");
+    g.pools.remove("pool-0004");
+    g.pools.get_mut("pool-0020").unwrap().servers[0].0 = gen_server(900);
+    g.add(30, &[&gen_server(901), &gen_server(902)]);
+    let mut d = g.desired();
+    d.services.reverse();
+    d.pools.reverse();
+    let r = e.apply(&d).unwrap();
+    assert_eq!((r.pools_planned, r.services_planned), (2, 2), "{r:?}");
+    assert_eq!(r.service_entries_removed, 1, "{r:?}");
+    let mut fresh = Engine::new(MemoryDataplane::new(many_caps()));
+    fresh.apply(&g.desired()).unwrap();
+    assert!(view(e.dataplane()) == view(fresh.dataplane()));
+    assert!(e.apply(&g.desired()).unwrap().is_noop());
+}
+
+#[test]
+fn a_refused_first_apply_after_adoption_leaves_the_next_one_full() {
+    let mut e = engine();
+    e.apply(&desired(SEED)).unwrap();
+    let before = e.dataplane().clone();
+    let mut e2 = Engine::adopt(before.clone()).unwrap();
+    // More servers than the data plane's 64 slots: refused before any write.
+    let mut many = Gen::many(40).desired();
+    many.services.extend(desired(SEED).services);
+    many.pools.extend(desired(SEED).pools);
+    let err = e2.apply(&many).unwrap_err().to_string();
+    assert!(err.contains("not enough server slots"), "{err}");
+    assert_eq!(e2.dataplane().writes, before.writes);
+    // The next apply still adopts the pinned slots and tables: nothing moves.
+    let r = e2.apply(&desired(SEED)).unwrap();
+    assert!(r.is_noop(), "{r:?}");
+    assert_eq!(e2.dataplane().servers, before.servers);
+}
