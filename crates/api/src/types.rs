@@ -161,7 +161,8 @@ pub struct EngineReport {
 }
 
 /// A problem an engine found on its host, with the fix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EngineWarning {
     /// What kind of problem: `veth_peer_drops_xdp`, `veth_peer_unchecked`,

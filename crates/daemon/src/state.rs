@@ -108,6 +108,7 @@ mod tests {
             controller: None,
             controller_revision: None,
             health: vec![],
+            warnings: vec![],
             pid: 42,
             status: ricochet_engine::status::Status {
                 revision,
