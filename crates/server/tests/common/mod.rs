@@ -5,7 +5,11 @@
 //! the test kit's [`Ns`]. Nothing the tests do is visible from the root namespace, and
 //! everything (veths, addresses, sysctls, bpffs pins, state files) disappears with the
 //! thread, also when a test panics or the process is killed.
-#![allow(dead_code, unused_imports, reason = "each test binary uses a different part")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test binary uses a different part"
+)]
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
