@@ -2078,9 +2078,10 @@ fn katran_markdown(m: &Measured, rows: &[Row]) -> String {
     md.push_str(
         "What differs by design: Katran sends every packet to one default router MAC and \
          does no FIB lookup; Ricochet looks up each server's next hop (cached per CPU). \
-         Katran skips the LRU lookup for a TCP SYN; Ricochet looks a SYN up in its flow \
-         table like any packet. Ricochet counts per service and per verdict reason; Katran \
-         per VIP, per real and globally.\n\n",
+         Ricochet looks up a VIP and then its service (two hash lookups), Katran the VIP \
+         and port in one. Both hash a TCP SYN without a flow-table lookup and record it. \
+         Ricochet counts per service, per server and per verdict reason; Katran per VIP, \
+         per real and globally.\n\n",
     );
     let mut table_rows = Vec::new();
     for (r, kr) in katran_pairs(rows) {
