@@ -1762,12 +1762,17 @@ with N flows reads N of them.
     })
 }
 
+/// A count with thousands separators: 10,000; 4,194,304.
 fn short_services(n: u32) -> String {
-    if n >= 1000 {
-        format!("{},{:03}", n / 1000, n % 1000)
-    } else {
-        n.to_string()
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
     }
+    out
 }
 
 #[cfg(test)]
@@ -1897,6 +1902,14 @@ mod tests {
             dut_prog_ns: f64::NAN,
             gen_calls: 1,
         }
+    }
+
+    #[test]
+    fn counts_get_every_thousands_separator() {
+        assert_eq!(short_services(999), "999");
+        assert_eq!(short_services(10_000), "10,000");
+        assert_eq!(short_services(4_194_304), "4,194,304");
+        assert_eq!(short_services(8_388_608), "8,388,608");
     }
 
     #[test]

@@ -2078,9 +2078,10 @@ fn katran_markdown(m: &Measured, rows: &[Row]) -> String {
     md.push_str(
         "What differs by design: Katran sends every packet to one default router MAC and \
          does no FIB lookup; Ricochet looks up each server's next hop (cached per CPU). \
-         Katran skips the LRU lookup for a TCP SYN; Ricochet looks a SYN up in its flow \
-         table like any packet. Ricochet counts per service and per verdict reason; Katran \
-         per VIP, per real and globally.\n\n",
+         Ricochet looks up a VIP and then its service (two hash lookups), Katran the VIP \
+         and port in one. Both hash a TCP SYN without a flow-table lookup and record it. \
+         Ricochet counts per service, per server and per verdict reason; Katran per VIP, \
+         per real and globally.\n\n",
     );
     let mut table_rows = Vec::new();
     for (r, kr) in katran_pairs(rows) {
@@ -2389,13 +2390,33 @@ mod tests {
         let bad = malformed4_frame(CLIENT_V4_FOR_TEST, 40000);
         assert_eq!(bad.len(), good.len());
         let total = u16::from_be_bytes([bad[16], bad[17]]) as usize;
-        assert_eq!(total, good.len() - 14 + 64);
+        let good_total = u16::from_be_bytes([good[16], good[17]]) as usize;
+        assert_eq!(total, good_total + 64);
+        assert!(
+            14 + total > bad.len(),
+            "it claims more than the frame holds"
+        );
         let mut h = bad[14..34].to_vec();
         let sum = [h[10], h[11]];
         h[10..12].copy_from_slice(&[0, 0]);
         assert_eq!(ipv4_header_checksum(&h).to_be_bytes(), sum);
     }
     const CLIENT_V4_FOR_TEST: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
+
+    #[test]
+    fn ipv4_tcp_frames_are_minimum_ethernet_frames_padded_after_the_packet() {
+        for syn in [true, false] {
+            let f = tcp4_frame(CLIENT_V4_FOR_TEST, 40000, VIP4, 80, syn);
+            assert_eq!(f.len(), MIN_FRAME, "64 bytes on the wire with the FCS");
+            let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+            let want = 20 + 20 + if syn { 0 } else { SEGMENT_PAYLOAD.len() };
+            assert_eq!(total, want);
+            assert!(f[14 + total..].iter().all(|&b| b == 0), "zero padding");
+        }
+        // IPv6 frames are longer than the minimum: no padding.
+        let f6 = tcp6_frame(Ipv6Addr::LOCALHOST, 40000, VIP6, true);
+        assert_eq!(f6.len(), 14 + 40 + 20);
+    }
 
     #[test]
     fn frames_carry_the_flow_the_input_names() {
