@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use ricochet_testbed::{self as tb, Process, SeedBed, Topology, VIP_V4, VIP_V6};
 use serde_json::Value;
-use support::seed::{get_new, seed_bed, started, Conn, Controlled as _, CONTROLLER};
-use support::RICOCHET;
+use support::seed::{
+    get_new, seed_bed, sigterm, started, Conn, Controlled as _, FileMode as _, CONTROLLER,
+    ENGINE_STATE, FLOWS,
+};
+use support::{wait_until, RICOCHET};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/seed.yaml");
 const WEB01: &str = "192.168.33.10";
@@ -69,43 +72,17 @@ fn config_revision(bed: &SeedBed) -> u64 {
 
 /// Waits until the engine's report, as the controller shows it, satisfies `check`.
 fn wait_for_report(bed: &SeedBed, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
+    wait_until(Duration::from_secs(6), Duration::from_millis(100), || {
         let engine: Value =
             serde_json::from_str(&bed.cli(&["get", "se", "se1", "-o", "json"])).unwrap();
-        let report = &engine["report"]["report"];
-        if check(report) {
-            return engine;
+        if check(&engine["report"]["report"]) {
+            Ok(engine)
+        } else {
+            Err(format!(
+                "the engine's report never showed {what}: {engine:#}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the engine's report never showed {what}: {engine:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn detach(bed: &SeedBed) {
-    let out = bed
-        .topo
-        .se1
-        .ns
-        .output(&[
-            RICOCHET,
-            "detach",
-            "--interface",
-            bed.topo.se1.iface,
-            "--pin-dir",
-            bed.pin_dir("se1").to_str().unwrap(),
-            "--state-dir",
-            &bed.path("engine"),
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    })
 }
 
 /// Opens new connections until one is answered by a server other than `from`; the time
@@ -254,18 +231,12 @@ fn engine_outlives_the_controller_and_catches_up() {
     assert!(engine.try_wait().unwrap().is_none(), "{}", engine.report());
 
     // SIGTERM stops the engine promptly, even with the controller gone.
-    let stopping = Instant::now();
-    engine.signal(libc::SIGTERM).unwrap();
-    let status = engine
-        .wait_timeout(Duration::from_secs(2))
-        .unwrap()
-        .unwrap_or_else(|| panic!("no exit 2 s after SIGTERM\n{}", engine.report()));
-    assert!(status.success(), "{status}\n{}", engine.report());
-    println!("engine stopped {:?} after SIGTERM", stopping.elapsed());
+    let took = sigterm(&mut engine, Duration::from_secs(2));
+    println!("engine stopped {took:?} after SIGTERM");
 
     // Without its data plane and without the controller, a restarted engine runs the
     // configuration it persisted.
-    detach(&bed);
+    bed.detach(ENGINE_STATE);
     assert!(
         get_new(topo, vip).is_err(),
         "detached: the VIP must not answer"
@@ -327,13 +298,13 @@ fn all_in_one_serves_the_seed() {
             "--state-dir",
             &bed.path("controller"),
             "--engine-state-dir",
-            &bed.path("engine"),
+            &bed.path(ENGINE_STATE),
             "--pin-dir",
             bed.pin_dir("se1").to_str().unwrap(),
             "--name",
             "se1",
             "--flows",
-            "65536",
+            FLOWS,
         ])
         .unwrap();
     let mut aio = started(aio, "engine running");
@@ -354,10 +325,5 @@ fn all_in_one_serves_the_seed() {
     assert!(who == "web01" || who == "web02", "{who}");
 
     // SIGTERM stops both, promptly and cleanly.
-    aio.signal(libc::SIGTERM).unwrap();
-    let status = aio
-        .wait_timeout(Duration::from_secs(3))
-        .unwrap()
-        .unwrap_or_else(|| panic!("no exit 3 s after SIGTERM\n{}", aio.report()));
-    assert!(status.success(), "{status}\n{}", aio.report());
+    sigterm(&mut aio, Duration::from_secs(3));
 }
