@@ -108,24 +108,8 @@ impl FileMode for SeedBed {
     }
 
     fn start_file_engine(&self, flows: &str, extra: &[&str]) -> Process {
-        let (config, state) = (self.path(CONFIG_FILE), self.path(FILE_STATE));
-        let pins = self.pin_dir("se1");
-        let mut args = vec![
-            RICOCHET,
-            "engine",
-            "--config",
-            &config,
-            "--interface",
-            self.topo.se1.iface,
-            "--pin-dir",
-            pins.to_str().unwrap(),
-            "--state-dir",
-            &state,
-            "--flows",
-            flows,
-        ];
-        args.extend_from_slice(extra);
-        started(self.topo.se1.ns.spawn(&args).unwrap(), "engine running")
+        let config = self.path(CONFIG_FILE);
+        start_se1_engine(self, &["--config", &config], FILE_STATE, flows, extra)
     }
 
     fn status_of(&self, state: &str) -> String {
@@ -167,6 +151,33 @@ impl FileMode for SeedBed {
     }
 }
 
+/// `ricochet engine` on se1's interface with its configuration from `source`, state in
+/// the bed's directory `state`, pins in se1's pin directory, a flow table of `flows`, and
+/// `extra` flags; waits until it runs.
+fn start_se1_engine(
+    bed: &SeedBed,
+    source: &[&str],
+    state: &str,
+    flows: &str,
+    extra: &[&str],
+) -> Process {
+    let (pins, state) = (bed.pin_dir("se1"), bed.path(state));
+    let mut args = vec![RICOCHET, "engine"];
+    args.extend_from_slice(source);
+    args.extend_from_slice(&[
+        "--interface",
+        bed.topo.se1.iface,
+        "--pin-dir",
+        pins.to_str().unwrap(),
+        "--state-dir",
+        &state,
+        "--flows",
+        flows,
+    ]);
+    args.extend_from_slice(extra);
+    started(bed.topo.se1.ns.spawn(&args).unwrap(), "engine running")
+}
+
 /// The controller side of the seed: `ricochet controller` and `ricochet engine
 /// --controller` on se1, and the CLI against the controller.
 pub trait Controlled {
@@ -188,28 +199,15 @@ impl Controlled for SeedBed {
     fn start_engine(&self, extra: &[&str]) -> Process {
         let url = format!("http://{CONTROLLER}");
         let token = self.path("controller/admin-token");
-        let pins = self.pin_dir("se1");
-        let state = self.path(ENGINE_STATE);
-        let mut args = vec![
-            RICOCHET,
-            "engine",
+        let source = [
             "--controller",
             &url,
             "--token-file",
             &token,
             "--name",
             "se1",
-            "--interface",
-            self.topo.se1.iface,
-            "--pin-dir",
-            pins.to_str().unwrap(),
-            "--state-dir",
-            &state,
-            "--flows",
-            FLOWS,
         ];
-        args.extend_from_slice(extra);
-        started(self.topo.se1.ns.spawn(&args).unwrap(), "engine running")
+        start_se1_engine(self, &source, ENGINE_STATE, FLOWS, extra)
     }
 
     fn cli(&self, args: &[&str]) -> String {
