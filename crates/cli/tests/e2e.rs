@@ -7,11 +7,11 @@ mod support;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ricochet_testbed::{self as tb, Process, SeedBed, Topology, VIP_V4, VIP_V6};
-use support::seed::{seed_bed, started, Conn};
-use support::RICOCHET;
+use support::seed::{seed_bed, Conn, FileMode as _, FILE_STATE, FLOWS};
+use support::wait_until;
 
 /// The seed's configuration, with source-IP-and-port hashing so that one client's
 /// connections spread over both servers (the seed's source-IP hashing would pin the
@@ -73,70 +73,37 @@ impl Bed {
     fn new(test: &str) -> Bed {
         let mut seed = seed_bed(test, &[VIP_V4.into(), VIP_V6.into()]);
         seed.start_dns().expect("starting dnsmasq on the servers");
-        let config = seed.dir().join("ricochet.yaml");
-        std::fs::write(&config, config_text(WEB01, WEB01_V6)).unwrap();
+        let config = seed.write_config(&config_text(WEB01, WEB01_V6));
         Bed { seed, config }
     }
 
     fn start_engine(&self) -> Process {
-        let p = self
-            .seed
-            .topo
-            .se1
-            .ns
-            .spawn(&[
-                RICOCHET,
-                "engine",
-                "--config",
-                self.config.to_str().unwrap(),
-                "--interface",
-                self.seed.topo.se1.iface,
-                "--pin-dir",
-                self.seed.pin_dir("se1").to_str().unwrap(),
-                "--state-dir",
-                &self.seed.path("state"),
-                "--flows",
-                "65536",
-                "--watch-interval-ms",
-                "100",
-            ])
-            .unwrap();
-        started(p, "engine running")
+        self.seed
+            .start_file_engine(FLOWS, &["--watch-interval-ms", "100"])
     }
 
     fn status(&self) -> String {
-        let out = self
-            .seed
-            .topo
-            .se1
-            .ns
-            .output(&[RICOCHET, "status", "--state-dir", &self.seed.path("state")])
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "status: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.seed.status_of(FILE_STATE)
     }
 
     /// Rewrites the config and waits until the engine logged `revision` applied.
     fn reconfigure(&self, engine: &mut Process, text: &str, applied: usize) {
         std::fs::write(&self.config, text).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while engine
-            .stderr()
-            .matches("configuration change applied")
-            .count()
-            < applied
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the engine did not apply the change:\n{}",
-                engine.report()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            if engine
+                .stderr()
+                .matches("configuration change applied")
+                .count()
+                >= applied
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the engine did not apply the change:\n{}",
+                    engine.report()
+                ))
+            }
+        });
     }
 }
 
@@ -301,15 +268,13 @@ fn removing_and_draining_servers_live() {
         config_text("", WEB01_V6).replace("pool: web-pool\n", "pool: no-such-pool\n"),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !engine.stderr().contains("refused") {
-        assert!(
-            Instant::now() < deadline,
-            "refusal not logged:\n{}",
-            engine.report()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        if engine.stderr().contains("refused") {
+            Ok(())
+        } else {
+            Err(format!("refusal not logged:\n{}", engine.report()))
+        }
+    });
     assert_eq!(curl(topo, vip), "web02");
 }
 
@@ -342,25 +307,8 @@ fn engine_restart_keeps_established_connections() {
 
     // Detach removes the pins; the VIP stops answering.
     engine.stop().unwrap();
-    let se_pins = bed.seed.pin_dir("se1");
-    let out = topo
-        .se1
-        .ns
-        .output(&[
-            RICOCHET,
-            "detach",
-            "--interface",
-            topo.se1.iface,
-            "--pin-dir",
-            se_pins.to_str().unwrap(),
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!se_pins.exists());
+    bed.seed.detach(FILE_STATE);
+    assert!(!bed.seed.pin_dir("se1").exists());
     let r = topo
         .client
         .ns

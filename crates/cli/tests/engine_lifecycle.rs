@@ -4,11 +4,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ricochet_testbed::{Process, SeedBed, VIP_V4, VIP_V6};
-use support::seed::{seed_bed, started, Controlled as _};
-use support::RICOCHET;
+use support::seed::{seed_bed, sigterm, Controlled as _, FileMode as _, FILE_STATE, FLOWS};
+use support::wait_until;
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/seed.yaml");
 
@@ -39,43 +39,11 @@ fn with_dsr_path_monitor() -> String {
 }
 
 fn start_engine(bed: &SeedBed) -> Process {
-    let p = bed
-        .topo
-        .se1
-        .ns
-        .spawn(&[
-            RICOCHET,
-            "engine",
-            "--config",
-            &bed.path("ricochet.yaml"),
-            "--interface",
-            bed.topo.se1.iface,
-            "--pin-dir",
-            bed.pin_dir("se1").to_str().unwrap(),
-            "--state-dir",
-            &bed.path("state"),
-            "--flows",
-            "65536",
-            "--watch-interval-ms",
-            "100",
-        ])
-        .unwrap();
-    started(p, "engine running")
+    bed.start_file_engine(FLOWS, &["--watch-interval-ms", "100"])
 }
 
 fn status(bed: &SeedBed) -> String {
-    let out = bed
-        .topo
-        .se1
-        .ns
-        .output(&[RICOCHET, "status", "--state-dir", &bed.path("state")])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    bed.status_of(FILE_STATE)
 }
 
 /// The revision in status's first line, `Ricochet on eth0 (revision N, ...`.
@@ -89,37 +57,23 @@ fn revision(status: &str) -> u64 {
 
 /// Status once the state file is `engine`'s (a restarted engine rewrites it).
 fn current_status(bed: &SeedBed, engine: &Process) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         let text = status(bed);
         if text.contains(&format!("engine pid {} running", engine.pid())) {
-            return text;
+            Ok(text)
+        } else {
+            Err(format!("status never showed the new engine: {text}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "status never showed the new engine: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
-/// SIGTERM, then how long until the process has exited (panics after 10 s).
-fn stop_timed(engine: &mut Process) -> Duration {
-    let t = Instant::now();
-    engine.signal(libc::SIGTERM).unwrap();
-    let status = engine
-        .wait_timeout(Duration::from_secs(10))
-        .unwrap()
-        .unwrap_or_else(|| panic!("the engine ignored SIGTERM:\n{}", engine.report()));
-    let took = t.elapsed();
-    assert!(status.success(), "{status}: {}", engine.report());
-    took
-}
+/// The engine's answer to SIGTERM must come well within this.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn the_engine_stops_promptly_and_its_revision_survives_a_restart() {
     let bed = seed_bed("lifecycle", &[VIP_V4.into(), VIP_V6.into()]);
-    std::fs::write(bed.dir().join("ricochet.yaml"), with_dsr_path_monitor()).unwrap();
+    bed.write_config(&with_dsr_path_monitor());
     let mut engine = start_engine(&bed);
     // Health checks running, the DSR probe path set up: what the engine does all day.
     std::thread::sleep(Duration::from_secs(3));
@@ -129,7 +83,7 @@ fn the_engine_stops_promptly_and_its_revision_survives_a_restart() {
         engine.report()
     );
     let before = revision(&status(&bed));
-    let took = stop_timed(&mut engine);
+    let took = sigterm(&mut engine, STOP_LIMIT);
     println!("SIGTERM to exit: {took:?}");
     assert!(
         took < Duration::from_secs(1),
@@ -144,7 +98,7 @@ fn the_engine_stops_promptly_and_its_revision_survives_a_restart() {
         revision(&after) > before,
         "the revision goes on after a restart (was {before}): {after}"
     );
-    let took = stop_timed(&mut engine);
+    let took = sigterm(&mut engine, STOP_LIMIT);
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
 
@@ -155,7 +109,7 @@ fn an_engine_following_a_controller_stops_promptly() {
     let mut engine = bed.start_engine(&[]);
     bed.cli(&["apply", "-f", SEED, "--yes"]);
     std::thread::sleep(Duration::from_secs(3));
-    let took = stop_timed(&mut engine);
+    let took = sigterm(&mut engine, STOP_LIMIT);
     println!("SIGTERM to exit (controller mode): {took:?}");
     assert!(
         took < Duration::from_secs(1),

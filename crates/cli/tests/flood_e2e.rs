@@ -28,7 +28,7 @@ use ricochet_dataplane::{
     Capacities, Dataplane as _,
 };
 use ricochet_testbed::{Process, SeedBed, VIP_V4};
-use support::seed::{seed_bed, started, Conn};
+use support::seed::{seed_bed, Conn, FileMode as _, FILE_STATE};
 use support::RICOCHET;
 
 /// The engine's flow table: small, so that a few seconds of flood overflow it many
@@ -68,29 +68,8 @@ struct Bed {
 impl Bed {
     fn new(test: &str) -> Bed {
         let seed = seed_bed(test, &[VIP_V4.into()]);
-        let config = seed.dir().join("ricochet.yaml");
-        std::fs::write(&config, CONFIG).unwrap();
-        let flows = FLOWS.to_string();
-        let engine = seed
-            .topo
-            .se1
-            .ns
-            .spawn(&[
-                RICOCHET,
-                "engine",
-                "--config",
-                config.to_str().unwrap(),
-                "--interface",
-                seed.topo.se1.iface,
-                "--pin-dir",
-                seed.pin_dir("se1").to_str().unwrap(),
-                "--state-dir",
-                &seed.path("state"),
-                "--flows",
-                &flows,
-            ])
-            .unwrap();
-        let engine = started(engine, "engine running");
+        seed.write_config(CONFIG);
+        let engine = seed.start_file_engine(&FLOWS.to_string(), &[]);
         Bed {
             seed,
             _engine: engine,
@@ -118,7 +97,7 @@ impl Bed {
                 "status",
                 "--json",
                 "--state-dir",
-                &self.seed.path("state"),
+                &self.seed.path(FILE_STATE),
             ])
             .unwrap();
         assert!(

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use ricochet_testbed::{self as tb, SeedBed, Topology, VIP_V4};
 use serde_json::Value;
-use support::seed::{get_new, seed_bed, Controlled as _};
-use support::RICOCHET;
+use support::seed::{get_new, seed_bed, Controlled as _, FileMode as _, ENGINE_STATE};
 
 const WEB01: &str = "192.168.33.10";
 const WEB02: &str = "192.168.34.10";
@@ -210,18 +209,11 @@ fn monitors_take_servers_out_and_back_and_check_the_dsr_path() {
         "{table}"
     );
     // The engine's own status (the same as a file-mode engine's) shows it too.
-    let out = bed
-        .topo
-        .se1
-        .ns
-        .output(&[RICOCHET, "status", "--state-dir", &bed.path("engine")])
-        .unwrap();
-    let status = String::from_utf8_lossy(&out.stdout);
+    let status = bed.status_of(ENGINE_STATE);
     assert!(
         status.contains("Servers down (health monitors):")
             && status.contains("192.168.33.10 in web-pool since"),
-        "{status}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{status}"
     );
     let events = bed.cli(&["events"]);
     assert!(

@@ -7,8 +7,7 @@
 mod support;
 
 use ricochet_testbed::{self as tb, Process, SeedBed, VIP_V4};
-use support::seed::{seed_bed, started};
-use support::RICOCHET;
+use support::seed::{seed_bed, started, FileMode as _, FILE_STATE, FLOWS};
 
 const PORT: u16 = 8080;
 const UPLOAD_BYTES: usize = 5 * 1024 * 1024;
@@ -94,7 +93,7 @@ fn bed(test: &str) -> Bed {
             started(p, "listening")
         })
         .collect();
-    std::fs::write(seed.dir().join("ricochet.yaml"), config()).unwrap();
+    seed.write_config(&config());
     // The payload: not compressible, not uniform.
     let mut data = vec![0u8; UPLOAD_BYTES];
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -118,28 +117,7 @@ fn bed(test: &str) -> Bed {
 }
 
 fn start_engine(bed: &SeedBed, mode: &str) -> Process {
-    let p = bed
-        .topo
-        .se1
-        .ns
-        .spawn(&[
-            RICOCHET,
-            "engine",
-            "--config",
-            &bed.path("ricochet.yaml"),
-            "--interface",
-            bed.topo.se1.iface,
-            "--xdp-mode",
-            mode,
-            "--pin-dir",
-            bed.pin_dir("se1").to_str().unwrap(),
-            "--state-dir",
-            &bed.path("state"),
-            "--flows",
-            "65536",
-        ])
-        .unwrap();
-    started(p, "engine running")
+    bed.start_file_engine(FLOWS, &["--xdp-mode", mode])
 }
 
 /// Uploads the file from the client with curl; what the server answered.
@@ -181,29 +159,6 @@ fn expected_sha256(bed: &SeedBed) -> String {
         .to_owned()
 }
 
-fn detach(bed: &SeedBed) {
-    let out = bed
-        .topo
-        .se1
-        .ns
-        .output(&[
-            RICOCHET,
-            "detach",
-            "--interface",
-            bed.topo.se1.iface,
-            "--pin-dir",
-            bed.pin_dir("se1").to_str().unwrap(),
-            "--state-dir",
-            &bed.path("state"),
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "detach: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn check_upload(bed: &SeedBed, mode: &str) {
     let answer = upload(bed);
     let sha = expected_sha256(bed);
@@ -226,24 +181,18 @@ fn a_5_mb_upload_completes_in_native_and_generic_mode() {
     assert!(gro(seed), "native XDP leaves GRO alone");
     check_upload(seed, "native");
     engine.stop().unwrap();
-    detach(seed);
+    seed.detach(FILE_STATE);
 
     let mut engine = start_engine(seed, "generic");
     assert!(!gro(seed), "GRO off while generic XDP is attached");
     for _ in 0..2 {
         check_upload(seed, "generic");
     }
-    let status = seed
-        .topo
-        .se1
-        .ns
-        .output(&[RICOCHET, "status", "--state-dir", &seed.path("state")])
-        .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout);
+    let status = seed.status_of(FILE_STATE);
     assert!(status.contains("upload-vs"), "{status}");
     engine.stop().unwrap();
     // The pinned program stays after the engine: so does the change.
     assert!(!gro(seed));
-    detach(seed);
+    seed.detach(FILE_STATE);
     assert!(gro(seed), "detach turns GRO on again");
 }

@@ -5,11 +5,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ricochet_testbed::{Netns, Process};
-use support::seed::started;
-use support::{assert_quiet_end, run_into_closed_pipe, RICOCHET};
+use support::seed::{cli_in, start_controller_in, started, CONTROLLER};
+use support::{assert_quiet_end, run_into_closed_pipe, wait_until, RICOCHET};
 
 const CONFIG: &str = "network_profiles:
   - name: dsr-l3-tcp
@@ -93,7 +93,9 @@ impl Lab {
         format!("/sys/fs/bpf/{}", self.lb.name())
     }
 
-    fn engine(&self, source: &[&str]) -> Process {
+    /// `ricochet engine` on `eth0` with `source` (its configuration's source), not yet
+    /// waited for.
+    fn spawn_engine(&self, source: &[&str]) -> Process {
         let (pins, state) = (self.pin_dir(), self.path("state"));
         let mut args = vec![
             RICOCHET,
@@ -108,18 +110,22 @@ impl Lab {
             "4096",
         ];
         args.extend_from_slice(source);
-        started(self.lb.spawn(&args).unwrap(), "engine running")
+        self.lb.spawn(&args).unwrap()
+    }
+
+    fn engine(&self, source: &[&str]) -> Process {
+        started(self.spawn_engine(source), "engine running")
     }
 
     /// `ricochet status` (waiting for the state file the engine writes once attached).
     fn status(&self) -> String {
         let state = self.path("state");
-        assert!(
-            eventually(Duration::from_secs(5), || std::path::Path::new(&state)
-                .join("state.json")
-                .exists()),
-            "no state file"
-        );
+        let file = std::path::Path::new(&state).join("state.json");
+        wait_until(Duration::from_secs(5), POLL, || {
+            file.exists()
+                .then_some(())
+                .ok_or_else(|| "no state file".to_owned())
+        });
         let out = self
             .lb
             .output(&[RICOCHET, "status", "--state-dir", &state])
@@ -157,19 +163,8 @@ impl Drop for Lab {
     }
 }
 
-/// Polls `f` every 200 ms until it is true or `within` passed; whether it became true.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// How often the tests look again for what they wait for.
+const POLL: Duration = Duration::from_millis(200);
 
 #[test]
 fn lost_xdp_transmits_are_reported_in_the_log_and_status_until_fixed() {
@@ -195,25 +190,29 @@ fn lost_xdp_transmits_are_reported_in_the_log_and_status_until_fixed() {
     assert_quiet_end("status", run_into_closed_pipe(cmd));
 
     lab.send_syns();
-    assert!(
-        eventually(Duration::from_secs(10), || lab
-            .status()
-            .contains("(xdp_transmit_errors)")),
-        "status shows the dropped frames:\n{}\n{}",
-        lab.status(),
-        engine.report()
-    );
+    wait_until(Duration::from_secs(10), POLL, || {
+        let status = lab.status();
+        if status.contains("(xdp_transmit_errors)") {
+            Ok(())
+        } else {
+            Err(format!(
+                "status shows the dropped frames:\n{status}\n{}",
+                engine.report()
+            ))
+        }
+    });
     assert!(engine.stderr().contains("XDP FRAMES LOST ON TRANSMIT"));
 
     // GRO on the peer: the frames are delivered; the warning goes.
     lab.peer.ethtool_feature("up0", "gro", true).unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || !lab
-            .status()
-            .contains("veth_peer_drops_xdp")),
-        "{}",
-        lab.status()
-    );
+    wait_until(Duration::from_secs(10), POLL, || {
+        let status = lab.status();
+        if status.contains("veth_peer_drops_xdp") {
+            Err(status)
+        } else {
+            Ok(())
+        }
+    });
     assert!(engine.stderr().contains("resolved"), "{}", engine.report());
     engine.stop().unwrap();
 }
@@ -221,59 +220,28 @@ fn lost_xdp_transmits_are_reported_in_the_log_and_status_until_fixed() {
 #[test]
 fn the_controller_shows_an_engines_lost_transmits() {
     let lab = lab();
-    let controller_dir = lab.path("controller");
-    let controller = lab
-        .lb
-        .spawn(&[
-            RICOCHET,
-            "controller",
-            "--listen",
-            "127.0.0.1:8480",
-            "--state-dir",
-            &controller_dir,
-        ])
-        .unwrap();
-    let _controller = started(controller, "controller listening on");
+    let _controller = start_controller_in(&lab.lb, &lab.path("controller"));
     let token = lab.path("controller/admin-token");
-    let cli = |args: &[&str]| -> String {
-        let mut full = vec![RICOCHET];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&["--url", "http://127.0.0.1:8480", "--token-file", &token]);
-        let out = lab.lb.output(&full).unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let pins = lab.pin_dir();
-    let state = lab.path("state");
-    let engine = lab
-        .lb
-        .spawn(&[
-            RICOCHET,
-            "engine",
-            "--controller",
-            "http://127.0.0.1:8480",
-            "--token-file",
-            &token,
-            "--name",
-            "se1",
-            "--interface",
-            "eth0",
-            "--pin-dir",
-            &pins,
-            "--state-dir",
-            &state,
-            "--flows",
-            "4096",
-        ])
-        .unwrap();
+    let cli = |args: &[&str]| cli_in(&lab.lb, &token, args);
+    let url = format!("http://{CONTROLLER}");
+    let engine = lab.spawn_engine(&[
+        "--controller",
+        &url,
+        "--token-file",
+        &token,
+        "--name",
+        "se1",
+    ]);
     cli(&["apply", "-f", &lab.path("ricochet.yaml"), "--yes"]);
     let _engine = started(engine, "engine running");
-    assert!(
-        eventually(Duration::from_secs(10), || cli(&["get", "se"])
-            .contains("WARNING se1: eth0 (veth_peer_drops_xdp)")),
-        "{}",
-        cli(&["get", "se"])
-    );
+    wait_until(Duration::from_secs(10), POLL, || {
+        let engines = cli(&["get", "se"]);
+        if engines.contains("WARNING se1: eth0 (veth_peer_drops_xdp)") {
+            Ok(())
+        } else {
+            Err(engines)
+        }
+    });
     let json = cli(&["get", "se", "se1", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(

@@ -67,7 +67,10 @@ pub fn write(dir: &Path, state: &StateFile) -> anyhow::Result<()> {
         .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .and_then(|()| tmp.write_all(&bytes))
         .with_context(|| format!("writing {}", tmp.path().display()))?;
+    // The error's own copy of the temporary file goes with it: removed now, not when
+    // the caller drops the error.
     tmp.persist(&path)
+        .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

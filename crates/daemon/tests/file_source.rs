@@ -30,6 +30,15 @@ fn setup(first: &str) -> Setup {
     }
 }
 
+/// Replaces the followed file whole (a temporary file renamed over it), as a careful
+/// operator does: the loop then reads the old content or the new one, never the moment
+/// between a truncation and the write that `std::fs::write` has.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("yaml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn names(st: &StateFile) -> Vec<String> {
     st.status.services.iter().map(|s| s.name.clone()).collect()
 }
@@ -73,7 +82,7 @@ fn a_changed_file_is_applied_a_refused_one_keeps_the_running_configuration_and_s
         let _stop = StopOnDrop(&control);
 
         // A valid change: applied.
-        std::fs::write(&s.config, config("198.51.100.1", 2)).unwrap();
+        replace(&s.config, &config("198.51.100.1", 2));
         let st = wait_state(&s.state_dir, "the second service", |st| {
             names(st) == ["vs-0", "vs-1"]
         });
@@ -83,16 +92,16 @@ fn a_changed_file_is_applied_a_refused_one_keeps_the_running_configuration_and_s
         // that validates but cannot run here (an IPv6 VIP, and the engine has no IPv6
         // outer source): both refused, the running configuration stays.
         let broken = config("198.51.100.1", 3).replace("pool: web-pool\n", "pool: no-such-pool\n");
-        std::fs::write(&s.config, broken).unwrap();
+        replace(&s.config, &broken);
         std::thread::sleep(Duration::from_millis(200));
-        std::fs::write(&s.config, config("2001:db8::1", 3)).unwrap();
+        replace(&s.config, &config("2001:db8::1", 3));
         std::thread::sleep(Duration::from_millis(200));
         let st = state::read(&s.state_dir).unwrap();
         assert_eq!(names(&st), ["vs-0", "vs-1"]);
         assert_eq!(st.status.revision, applied);
 
         // The loop still follows the file.
-        std::fs::write(&s.config, config("198.51.100.2", 3)).unwrap();
+        replace(&s.config, &config("198.51.100.2", 3));
         let st = wait_state(&s.state_dir, "the third configuration", |st| {
             st.status.services.len() == 3
         });
@@ -130,12 +139,45 @@ fn a_reload_reads_the_file_without_waiting_for_the_watch() {
     std::thread::scope(|scope| {
         let looping = scope.spawn(|| follow_file(&mut runner, file, &control));
         let _stop = StopOnDrop(&control);
-        std::fs::write(&s.config, config("198.51.100.1", 2)).unwrap();
+        replace(&s.config, &config("198.51.100.1", 2));
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(names(&state::read(&s.state_dir).unwrap()), ["vs-0"]);
         control.reload();
         wait_state(&s.state_dir, "the reloaded file", |st| {
             names(st) == ["vs-0", "vs-1"]
+        });
+        control.stop();
+        looping.join().unwrap();
+    });
+}
+
+/// A followed file that becomes empty (as one rewritten in place is for a moment, and
+/// `std::fs::write` does) is refused: applying it would remove every service.
+#[test]
+fn an_emptied_file_is_refused_and_the_running_configuration_stays() {
+    let s = setup(&config("198.51.100.1", 2));
+    let mut runner = runner(&s.state_dir);
+    let (file, config1, first) = FileSource::open(&s.config, Duration::from_secs(3600)).unwrap();
+    start_file(&mut runner, &file, &config1, &first).unwrap();
+    let before = state::read(&s.state_dir).unwrap().status.revision;
+    let control = Control::new();
+    std::thread::scope(|scope| {
+        let looping = scope.spawn(|| follow_file(&mut runner, file, &control));
+        let _stop = StopOnDrop(&control);
+        // Empty, then only blank lines: each read on a reload, each refused.
+        for emptied in ["", "\n  \n"] {
+            replace(&s.config, emptied);
+            control.reload();
+            std::thread::sleep(Duration::from_millis(300));
+            let st = state::read(&s.state_dir).unwrap();
+            assert_eq!(names(&st), ["vs-0", "vs-1"], "{emptied:?}");
+            assert_eq!(st.status.revision, before, "{emptied:?}");
+        }
+        // The explicit way to run without services is applied.
+        replace(&s.config, "virtual_services: []\n");
+        control.reload();
+        wait_state(&s.state_dir, "no services", |st| {
+            st.status.services.is_empty()
         });
         control.stop();
         looping.join().unwrap();

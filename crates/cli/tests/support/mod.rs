@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const RICOCHET: &str = env!("CARGO_BIN_EXE_ricochet");
 
@@ -146,4 +146,21 @@ pub fn assert_quiet_end(what: &str, (status, err): (ExitStatus, String)) {
         "{what} ends by SIGPIPE like coreutils ({status}): {err}"
     );
     assert_eq!(err, "", "{what} prints nothing to stderr");
+}
+
+/// Calls `attempt` every `every` until it returns `Ok`, and returns that; `Err` says what
+/// is still missing, and the last one is the panic's message once `within` has passed.
+pub fn wait_until<T>(
+    within: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match attempt() {
+            Ok(done) => return done,
+            Err(missing) if Instant::now() >= deadline => panic!("{missing}"),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
 }

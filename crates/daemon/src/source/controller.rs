@@ -269,18 +269,28 @@ pub fn load_persisted(state_dir: &Path) -> Option<Persisted> {
 }
 
 /// Writes the applied configuration so that a restart without the controller starts
-/// with it: temporary file, fsync, rename, so a crash leaves the old or the new one.
+/// with it: a temporary file in `state_dir`, fsync, renamed over the old one, so a crash
+/// leaves the old or the new one whole (and a failed write leaves no temporary file).
 pub fn save_persisted(state_dir: &Path, persisted: &Persisted) -> anyhow::Result<()> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let path = persisted_path(state_dir);
-    let tmp = path.with_extension("json.tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(persisted)?)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let bytes = serde_json::to_vec_pretty(persisted)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{PERSISTED_FILE}."))
+        .tempfile_in(state_dir)
+        .with_context(|| format!("creating a temporary file in {}", state_dir.display()))?;
+    // Readable by all, as a file written plainly would be (temporary files are 0600).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .and_then(|()| tmp.write_all(&bytes))
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    // The error's own copy of the temporary file goes with it: removed now, not when
+    // the caller drops the error.
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -345,6 +355,57 @@ mod tests {
         assert_eq!(load_persisted(dir.path()), Some(p));
         std::fs::write(persisted_path(dir.path()), b"{\"revision\": 4").unwrap();
         assert_eq!(load_persisted(dir.path()), None);
+    }
+
+    #[test]
+    fn saving_replaces_the_file_whole_readable_and_leaves_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("engine");
+        let seed =
+            Config::from_yaml_str(include_str!("../../../config/examples/seed.yaml")).unwrap();
+        let big = Persisted {
+            revision: 7,
+            controller: "http://127.0.0.1:8480".into(),
+            config: seed,
+        };
+        save_persisted(&state_dir, &big).unwrap();
+        // A smaller configuration over a larger one: nothing of the old one may remain.
+        let small = Persisted {
+            revision: 8,
+            controller: "http://127.0.0.1:8480".into(),
+            config: Config::from_yaml_str("virtual_services: []\n").unwrap(),
+        };
+        save_persisted(&state_dir, &small).unwrap();
+        let path = persisted_path(&state_dir);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            serde_json::to_vec_pretty(&small).unwrap(),
+            "the file is the new configuration, whole"
+        );
+        assert_eq!(load_persisted(&state_dir), Some(small));
+        let names: Vec<_> = std::fs::read_dir(&state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [PERSISTED_FILE], "no temporary file stays");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "readable by all: {mode:o}");
+
+        // A save that fails at the rename (a directory where the file goes) says so and
+        // leaves no temporary file either.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir_all(persisted_path(&blocked)).unwrap();
+        let e = save_persisted(&blocked, &big).unwrap_err();
+        assert!(
+            format!("{e:#}").contains(PERSISTED_FILE),
+            "the error names the file: {e:#}"
+        );
+        let names: Vec<_> = std::fs::read_dir(&blocked)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [PERSISTED_FILE], "no temporary file stays");
     }
 
     #[test]

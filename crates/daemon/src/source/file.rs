@@ -54,7 +54,23 @@ impl FileSource {
 
     /// Reads and validates the file after a change. A refused content is remembered too,
     /// so that the same bad file is reported once.
+    ///
+    /// An empty file is refused: it is valid YAML for a configuration without services,
+    /// but a file rewritten in place (truncated, then written, as `std::fs::write`, shell
+    /// redirections and many editors do) is empty for a moment, and applying that moment
+    /// would remove every service until the next read.
     pub fn load(&mut self) -> anyhow::Result<(Config, Desired)> {
+        match std::fs::read(&self.path) {
+            Ok(t) if t.iter().all(u8::is_ascii_whitespace) => {
+                self.text = t;
+                anyhow::bail!(
+                    "{} is empty: refused, the running configuration stays (to run without \
+                     services, write `virtual_services: []`)",
+                    self.path.display()
+                );
+            }
+            _ => {}
+        }
         match load_desired(&self.path) {
             Ok((config, desired, text)) => {
                 self.text = text;
