@@ -1020,8 +1020,8 @@ mod tests {
 
         // Usable in consts, as the kernel program's are.
         const C: ServiceFlags = ServiceFlags::EMPTY.union(ServiceFlags::HASH_SRC_PORT);
-        const HAS: bool = C.contains(ServiceFlags::HASH_SRC_PORT);
-        assert!(HAS);
+        const { assert!(C.contains(ServiceFlags::HASH_SRC_PORT) && !C.is_empty()) };
+        assert_eq!(C, ServiceFlags::HASH_SRC_PORT);
     }
 
     #[test]
