@@ -1331,7 +1331,7 @@ fn set_up(
     // program finds it free and falls back to the (empty) Maglev table.
     let free_slot = slots.len() as u32 - 1;
     ensure!(
-        slots[free_slot as usize].state == ricochet_common::SERVER_FREE,
+        slots[free_slot as usize].state == ricochet_common::ServerState::FREE,
         "server slot {free_slot} is in use: the no-server diagnostic needs it free"
     );
     let flow_targets = [

@@ -55,6 +55,135 @@ macro_rules! counted_enum {
     };
 }
 
+/// Declares a `#[repr(transparent)]` newtype over an integer holding bit flags, with
+/// its named flags as associated consts, `const` constructors and tests the kernel
+/// programs can call, `|`/`&`, and a `Debug` that names the bits.
+///
+/// Every value of the integer is a valid value of the type (unknown bits are kept, not
+/// rejected), so a map struct holding one stays `aya::Pod`: a field read from a map
+/// must never be a Rust enum, whose invalid discriminants are undefined behaviour.
+#[macro_export]
+macro_rules! bit_flags {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident($int:ty) {
+            $($(#[$fmeta:meta])* const $flag:ident = $value:expr;)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(transparent)]
+        #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+        $vis struct $name($int);
+
+        impl $name {
+            $($(#[$fmeta])* pub const $flag: $name = $name($value);)+
+            /// No flag set.
+            pub const EMPTY: $name = $name(0);
+            /// Every named flag with its name, in declaration order.
+            pub const NAMED: &'static [(&'static str, $name)] =
+                &[$((stringify!($flag), $name::$flag)),+];
+            /// The union of the named flags.
+            pub const KNOWN: $name = $name(0 $(| $value)+);
+
+            /// The flags of `bits`, unknown bits included (kept as they are).
+            #[inline(always)]
+            pub const fn from_bits(bits: $int) -> Self {
+                $name(bits)
+            }
+            /// The raw bits.
+            #[inline(always)]
+            pub const fn bits(self) -> $int {
+                self.0
+            }
+            /// Every bit of `other` is set in `self`.
+            #[inline(always)]
+            pub const fn contains(self, other: Self) -> bool {
+                self.0 & other.0 == other.0
+            }
+            /// Some bit of `other` is set in `self`.
+            #[inline(always)]
+            pub const fn intersects(self, other: Self) -> bool {
+                self.0 & other.0 != 0
+            }
+            /// No bit is set.
+            #[inline(always)]
+            pub const fn is_empty(self) -> bool {
+                self.0 == 0
+            }
+            /// The bits of `self` or `other`.
+            #[inline(always)]
+            pub const fn union(self, other: Self) -> Self {
+                $name(self.0 | other.0)
+            }
+            /// The bits of `self` that are not in `other`.
+            #[inline(always)]
+            pub const fn difference(self, other: Self) -> Self {
+                $name(self.0 & !other.0)
+            }
+            /// The bits set that no named flag has (a newer writer's, or corruption).
+            #[inline(always)]
+            pub const fn unknown(self) -> $int {
+                self.0 & !$name::KNOWN.0
+            }
+            /// Sets the bits of `other`.
+            #[inline(always)]
+            pub fn insert(&mut self, other: Self) {
+                self.0 |= other.0;
+            }
+            /// Clears the bits of `other`.
+            #[inline(always)]
+            pub fn remove(&mut self, other: Self) {
+                self.0 &= !other.0;
+            }
+        }
+
+        impl core::ops::BitOr for $name {
+            type Output = $name;
+            #[inline(always)]
+            fn bitor(self, o: $name) -> $name {
+                self.union(o)
+            }
+        }
+        impl core::ops::BitOrAssign for $name {
+            #[inline(always)]
+            fn bitor_assign(&mut self, o: $name) {
+                self.insert(o)
+            }
+        }
+        impl core::ops::BitAnd for $name {
+            type Output = $name;
+            #[inline(always)]
+            fn bitand(self, o: $name) -> $name {
+                $name(self.0 & o.0)
+            }
+        }
+
+        /// `Name(A | B)`, unknown bits in hex (`Name(A | 0x8)`), `Name(0)` if empty.
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(concat!(stringify!($name), "("))?;
+                let mut first = true;
+                for (n, v) in $name::NAMED {
+                    if self.contains(*v) {
+                        if !first {
+                            f.write_str(" | ")?;
+                        }
+                        f.write_str(n)?;
+                        first = false;
+                    }
+                }
+                let rest = self.unknown();
+                if first {
+                    write!(f, "{:#x}", rest)?;
+                } else if rest != 0 {
+                    write!(f, " | {:#x}", rest)?;
+                }
+                f.write_str(")")
+            }
+        }
+    };
+}
+
 /// Address family tag stored in keys (not the kernel's AF_* numbers, so that a zeroed
 /// key is never a valid one).
 pub const FAMILY_V4: u8 = 4;
@@ -180,15 +309,19 @@ impl VipKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipValue {
-    /// `VIP_*` bits.
-    pub flags: u32,
+    pub flags: VipFlags,
 }
 assert_layout!(VipValue { flags }, 4);
 
-/// The VIP has a TCP service covering every port (port 0 entry in `SERVICES`).
-pub const VIP_TCP_ALL_PORTS: u32 = 1 << 0;
-/// The VIP has a UDP service covering every port.
-pub const VIP_UDP_ALL_PORTS: u32 = 1 << 1;
+bit_flags! {
+    /// Flags of a VIP (`VipValue::flags`).
+    pub struct VipFlags(u32) {
+        /// The VIP has a TCP service covering every port (port 0 entry in `SERVICES`).
+        const TCP_ALL_PORTS = 1 << 0;
+        /// The VIP has a UDP service covering every port.
+        const UDP_ALL_PORTS = 1 << 1;
+    }
+}
 
 /// Key of `SERVICES`: (VIP, protocol, destination port). Port 0 means every port.
 #[repr(C)]
@@ -235,8 +368,7 @@ pub struct ServiceValue {
     pub table_offset: u32,
     /// Table size M (prime); 0 means the pool has no usable server.
     pub table_size: u32,
-    /// `SERVICE_*` bits.
-    pub flags: u32,
+    pub flags: ServiceFlags,
 }
 assert_layout!(
     ServiceValue {
@@ -248,9 +380,14 @@ assert_layout!(
     16
 );
 
-/// Hash on source IP and source port (Avi's "consistent hash with source IP and
-/// port"); without it, on source IP only.
-pub const SERVICE_HASH_SRC_PORT: u32 = 1 << 0;
+bit_flags! {
+    /// Flags of a virtual service (`ServiceValue::flags`).
+    pub struct ServiceFlags(u32) {
+        /// Hash on source IP and source port (Avi's "consistent hash with source IP and
+        /// port"); without it, on source IP only.
+        const HASH_SRC_PORT = 1 << 0;
+    }
+}
 
 /// Key of `FLOWS`: the five-tuple as received.
 #[repr(C)]
@@ -318,12 +455,57 @@ assert_layout!(
     8
 );
 
-/// Server slot state in `SERVERS`.
-pub const SERVER_FREE: u8 = 0;
-/// In its pool's Maglev table: receives new and established flows.
-pub const SERVER_ACTIVE: u8 = 1;
-/// Left the Maglev table (disabled for draining, or down): keeps established flows.
-pub const SERVER_DRAINING: u8 = 2;
+/// State of a server slot in `SERVERS` (`ServerValue::state`).
+///
+/// A newtype over the byte, not an enum: the kernel reads it from a map userspace
+/// writes, and every byte must be a valid value. The kernel treats a byte other than
+/// the three named ones like `DRAINING` (not picked for new flows, keeps recorded ones).
+#[repr(transparent)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ServerState(u8);
+
+impl ServerState {
+    /// Unused slot (a zeroed entry).
+    pub const FREE: ServerState = ServerState(0);
+    /// In its pool's Maglev table: receives new and established flows.
+    pub const ACTIVE: ServerState = ServerState(1);
+    /// Left the Maglev table (disabled for draining, or down): keeps established flows.
+    pub const DRAINING: ServerState = ServerState(2);
+    /// The named states, in value order.
+    pub const ALL: [ServerState; 3] = [Self::FREE, Self::ACTIVE, Self::DRAINING];
+
+    /// The state stored as `raw` (any byte; see [`ServerState::name`]).
+    #[inline(always)]
+    pub const fn from_raw(raw: u8) -> Self {
+        ServerState(raw)
+    }
+    /// The stored byte.
+    #[inline(always)]
+    pub const fn raw(self) -> u8 {
+        self.0
+    }
+    /// `"free"`, `"active"` or `"draining"`; `None` for a byte no named state has.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            0 => Some("free"),
+            1 => Some("active"),
+            2 => Some("draining"),
+            _ => None,
+        }
+    }
+}
+
+/// `ServerState::ACTIVE`, or `ServerState(7)` for an unnamed byte.
+impl core::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            0 => f.write_str("ServerState::FREE"),
+            1 => f.write_str("ServerState::ACTIVE"),
+            2 => f.write_str("ServerState::DRAINING"),
+            raw => write!(f, "ServerState({raw})"),
+        }
+    }
+}
 
 /// Value of `SERVERS`, indexed by server id.
 ///
@@ -335,8 +517,7 @@ pub struct ServerValue {
     /// Encapsulation destination: the server's own address.
     pub addr: [u8; 16],
     pub family: u8,
-    /// `SERVER_*` state.
-    pub state: u8,
+    pub state: ServerState,
     pub _pad: [u8; 2],
     pub generation: u32,
     /// Stable tag of the owning pool (hash of its name), so that a restarted engine can
@@ -478,8 +659,7 @@ pub struct Settings {
     /// Seed of the flow hash (must match the seed the Maglev tables were built for only
     /// in that every engine of a cluster uses the same one: it picks slots, not servers).
     pub hash_seed: u32,
-    /// `SETTINGS_*` bits.
-    pub flags: u32,
+    pub flags: SettingsFlags,
     pub _reserved: u32,
 }
 assert_layout!(
@@ -493,10 +673,15 @@ assert_layout!(
     32
 );
 
-/// `source_v4` is set.
-pub const SETTINGS_HAVE_V4: u32 = 1 << 0;
-/// `source_v6` is set.
-pub const SETTINGS_HAVE_V6: u32 = 1 << 1;
+bit_flags! {
+    /// Flags of the engine-wide settings (`Settings::flags`).
+    pub struct SettingsFlags(u32) {
+        /// `source_v4` is set.
+        const HAVE_V4 = 1 << 0;
+        /// `source_v6` is set.
+        const HAVE_V6 = 1 << 1;
+    }
+}
 
 counted_enum! {
     /// Why the program gave a packet the verdict it did; indexes `REASONS`.
@@ -772,6 +957,124 @@ mod tests {
         assert!(b.take(t) && b.take(t));
         assert!(!b.take(t));
         assert_eq!(b.stamp_ns, u64::MAX);
+    }
+
+    /// Writes `v`'s Debug into a stack buffer (the crate is no_std).
+    fn debug(v: &impl core::fmt::Debug) -> ([u8; 64], usize) {
+        struct Buf([u8; 64], usize);
+        impl core::fmt::Write for Buf {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                let end = self.1 + s.len();
+                self.0.get_mut(self.1..end).ok_or(core::fmt::Error)?;
+                self.0[self.1..end].copy_from_slice(s.as_bytes());
+                self.1 = end;
+                Ok(())
+            }
+        }
+        let mut b = Buf([0; 64], 0);
+        core::fmt::write(&mut b, format_args!("{v:?}")).unwrap();
+        (b.0, b.1)
+    }
+
+    fn assert_debug(v: &impl core::fmt::Debug, want: &str) {
+        let (buf, len) = debug(v);
+        assert_eq!(core::str::from_utf8(&buf[..len]).unwrap(), want);
+    }
+
+    #[test]
+    fn flags_keep_their_bits_and_test_them() {
+        // The bits are the map format: pinned.
+        assert_eq!(VipFlags::TCP_ALL_PORTS.bits(), 1);
+        assert_eq!(VipFlags::UDP_ALL_PORTS.bits(), 2);
+        assert_eq!(ServiceFlags::HASH_SRC_PORT.bits(), 1);
+        assert_eq!(SettingsFlags::HAVE_V4.bits(), 1);
+        assert_eq!(SettingsFlags::HAVE_V6.bits(), 2);
+        assert_eq!(VipFlags::KNOWN.bits(), 3);
+        assert_eq!(VipFlags::default(), VipFlags::EMPTY);
+
+        let both = VipFlags::TCP_ALL_PORTS | VipFlags::UDP_ALL_PORTS;
+        assert!(both.contains(VipFlags::TCP_ALL_PORTS) && both.contains(VipFlags::UDP_ALL_PORTS));
+        assert!(both.contains(both) && both.contains(VipFlags::EMPTY));
+        let tcp = VipFlags::TCP_ALL_PORTS;
+        assert!(!tcp.contains(VipFlags::UDP_ALL_PORTS));
+        assert!(!tcp.contains(both), "contains needs every bit");
+        assert!(tcp.intersects(both) && !tcp.intersects(VipFlags::UDP_ALL_PORTS));
+        assert!(VipFlags::EMPTY.is_empty() && !tcp.is_empty());
+        assert_eq!(both.difference(tcp), VipFlags::UDP_ALL_PORTS);
+        assert_eq!(both & VipFlags::UDP_ALL_PORTS, VipFlags::UDP_ALL_PORTS);
+
+        let mut f = SettingsFlags::EMPTY;
+        f |= SettingsFlags::HAVE_V6;
+        assert_eq!(f.bits(), 2);
+        f.insert(SettingsFlags::HAVE_V4);
+        assert_eq!(f, SettingsFlags::HAVE_V4 | SettingsFlags::HAVE_V6);
+        f.remove(SettingsFlags::HAVE_V6);
+        assert_eq!(f, SettingsFlags::HAVE_V4);
+
+        // Every bit pattern is a value: unknown bits are kept and reported, not lost.
+        let odd = VipFlags::from_bits(0x8000_0001);
+        assert_eq!(odd.bits(), 0x8000_0001);
+        assert!(odd.contains(VipFlags::TCP_ALL_PORTS));
+        assert_eq!(odd.unknown(), 0x8000_0000);
+        assert_eq!(both.unknown(), 0);
+
+        // Usable in consts, as the kernel program's are.
+        const C: ServiceFlags = ServiceFlags::EMPTY.union(ServiceFlags::HASH_SRC_PORT);
+        const { assert!(C.contains(ServiceFlags::HASH_SRC_PORT) && !C.is_empty()) };
+        assert_eq!(C, ServiceFlags::HASH_SRC_PORT);
+    }
+
+    #[test]
+    fn flags_debug_names_their_bits() {
+        assert_debug(&VipFlags::EMPTY, "VipFlags(0x0)");
+        assert_debug(&VipFlags::UDP_ALL_PORTS, "VipFlags(UDP_ALL_PORTS)");
+        assert_debug(
+            &(VipFlags::TCP_ALL_PORTS | VipFlags::UDP_ALL_PORTS),
+            "VipFlags(TCP_ALL_PORTS | UDP_ALL_PORTS)",
+        );
+        assert_debug(
+            &SettingsFlags::from_bits(0x12),
+            "SettingsFlags(HAVE_V6 | 0x10)",
+        );
+        assert_debug(&ServiceFlags::from_bits(0x40), "ServiceFlags(0x40)");
+    }
+
+    #[test]
+    fn server_state_names_and_keeps_every_byte() {
+        assert_eq!(
+            ServerState::default(),
+            ServerState::FREE,
+            "a zeroed slot is free"
+        );
+        for (i, s) in ServerState::ALL.iter().enumerate() {
+            assert_eq!(s.raw() as usize, i, "the stored byte is the map format");
+        }
+        assert_eq!(ServerState::FREE.name(), Some("free"));
+        assert_eq!(ServerState::ACTIVE.name(), Some("active"));
+        assert_eq!(ServerState::DRAINING.name(), Some("draining"));
+        for b in 3..=u8::MAX {
+            let s = ServerState::from_raw(b);
+            assert_eq!(s.raw(), b);
+            assert_eq!(s.name(), None, "{b}");
+            assert!(!ServerState::ALL.contains(&s));
+        }
+        assert_debug(&ServerState::ACTIVE, "ServerState::ACTIVE");
+        assert_debug(&ServerState::FREE, "ServerState::FREE");
+        assert_debug(&ServerState::DRAINING, "ServerState::DRAINING");
+        assert_debug(&ServerState::from_raw(7), "ServerState(7)");
+    }
+
+    #[test]
+    fn typed_fields_keep_the_map_layout() {
+        use core::mem::{align_of, size_of};
+        assert_eq!(size_of::<VipFlags>(), 4);
+        assert_eq!(align_of::<VipFlags>(), align_of::<u32>());
+        assert_eq!(size_of::<ServiceFlags>(), 4);
+        assert_eq!(size_of::<SettingsFlags>(), 4);
+        assert_eq!(size_of::<ServerState>(), 1);
+        assert_eq!(core::mem::offset_of!(ServiceValue, flags), 12);
+        assert_eq!(core::mem::offset_of!(ServerValue, state), 17);
+        assert_eq!(core::mem::offset_of!(Settings, flags), 24);
     }
 
     #[test]

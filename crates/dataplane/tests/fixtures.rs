@@ -24,9 +24,8 @@ use std::{
 
 use etherparse::{EtherType, IpNumber};
 use ricochet_common::{
-    limits, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceValue, Settings, TokenBucket,
-    VipKey, VipValue, PROTO_TCP, SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT,
-    SETTINGS_HAVE_V4, SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
+    limits, Event, FlowKey, FlowValue, Reason, ServerState, ServerValue, ServiceFlags,
+    ServiceValue, Settings, SettingsFlags, TokenBucket, VipFlags, VipKey, VipValue, PROTO_TCP,
 };
 use ricochet_dataplane::Dataplane;
 use support::{
@@ -211,9 +210,13 @@ fn ipv4_clients_reach_the_servers_their_slots_name() {
             "fixture sanity: the clients should spread over both servers"
         );
         assert!(
-            picks
-                .iter()
-                .any(|(c, s)| pick_seeded(HTTP4.table, 0, (*c).into(), CLIENT_PORT, 0) != s.id),
+            picks.iter().any(|(c, s)| pick_seeded(
+                HTTP4.table,
+                ServiceFlags::EMPTY,
+                (*c).into(),
+                CLIENT_PORT,
+                0
+            ) != s.id),
             "fixture sanity: some client should move with the seed, so that ignoring it is caught"
         );
         for (client, server) in picks {
@@ -440,7 +443,7 @@ fn port_zero_entry_needs_the_vip_flag() {
             .put_vip(
                 &VipKey::new(VIP4.into()),
                 &VipValue {
-                    flags: VIP_TCP_ALL_PORTS,
+                    flags: VipFlags::TCP_ALL_PORTS,
                 },
             )
             .unwrap();
@@ -968,11 +971,11 @@ fn service_without_servers_drops() {
 fn missing_source_address_drops_that_family_only() {
     with_lab(|lab| {
         let v4_only = Settings {
-            flags: SETTINGS_HAVE_V4,
+            flags: SettingsFlags::HAVE_V4,
             ..world_settings()
         };
         let v6_only = Settings {
-            flags: SETTINGS_HAVE_V6,
+            flags: SettingsFlags::HAVE_V6,
             ..world_settings()
         };
         let syn_v4 = syn4(CLIENT4, CLIENT_PORT, VIP4, 80);
@@ -1526,7 +1529,7 @@ fn draining_server_keeps_established_flows_only() {
             .put_server(
                 a.id,
                 &ServerValue {
-                    state: SERVER_DRAINING,
+                    state: ServerState::DRAINING,
                     ..a.value()
                 },
             )
@@ -1571,7 +1574,7 @@ fn flows_of_a_freed_server_slot_move_to_the_tables_server() {
             .put_server(
                 a.id,
                 &ServerValue {
-                    state: SERVER_FREE,
+                    state: ServerState::FREE,
                     ..a.value()
                 },
             )
@@ -1592,9 +1595,9 @@ fn flows_of_a_freed_server_slot_move_to_the_tables_server() {
 /// servers of `table` (searched deterministically).
 fn ports_split_by_port_hashing(table: &[u32], client: IpAddr) -> (u16, u16) {
     let first = 40000;
-    let s0 = pick_in(table, SERVICE_HASH_SRC_PORT, client, first);
+    let s0 = pick_in(table, ServiceFlags::HASH_SRC_PORT, client, first);
     let second = (first + 1..first + 1000)
-        .find(|&p| pick_in(table, SERVICE_HASH_SRC_PORT, client, p) != s0)
+        .find(|&p| pick_in(table, ServiceFlags::HASH_SRC_PORT, client, p) != s0)
         .expect("some port hashes to the other server");
     (first, second)
 }
@@ -1602,7 +1605,7 @@ fn ports_split_by_port_hashing(table: &[u32], client: IpAddr) -> (u16, u16) {
 #[test]
 fn source_ip_hashing_ignores_the_source_port() {
     with_lab(|lab| {
-        assert_eq!(HTTP4.flags & SERVICE_HASH_SRC_PORT, 0);
+        assert!(!HTTP4.flags.contains(ServiceFlags::HASH_SRC_PORT));
         // Ports that port hashing would split: a program hashing them anyway fails.
         let (p1, p2) = ports_split_by_port_hashing(HTTP4.table, CLIENT4.into());
         let server = HTTP4.pick(CLIENT4.into(), p1);
@@ -1621,7 +1624,7 @@ fn source_ip_hashing_ignores_the_source_port() {
 #[test]
 fn source_port_hashing_follows_the_computed_slots() {
     with_lab(|lab| {
-        assert_ne!(HTTPS4.flags & SERVICE_HASH_SRC_PORT, 0);
+        assert!(HTTPS4.flags.contains(ServiceFlags::HASH_SRC_PORT));
         let (p1, p2) = ports_split_by_port_hashing(HTTPS4.table, CLIENT4.into());
         let (s1, s2) = (
             HTTPS4.pick(CLIENT4.into(), p1),

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
-use ricochet_common::{Reason, ServiceKey, ServiceValue, VipKey, PROTO_TCP, PROTO_UDP};
+use ricochet_common::{Reason, ServiceKey, ServiceValue, VipFlags, VipKey, PROTO_TCP, PROTO_UDP};
 use ricochet_dataplane::Dataplane;
 use ricochet_ebpf::{
     packet::HostPacket,
@@ -628,7 +628,7 @@ fn reference_balance(p: &ToVip, svc: &Service) -> Expect {
 struct HostWorld;
 
 impl Lookup for HostWorld {
-    fn vip_flags(&self, key: &VipKey) -> Option<u32> {
+    fn vip_flags(&self, key: &VipKey) -> Option<VipFlags> {
         VIPS.iter()
             .find(|(vip, _)| VipKey::new(*vip) == *key)
             .map(|(_, flags)| *flags)

@@ -5,7 +5,7 @@
 
 use core::mem::MaybeUninit;
 
-use ricochet_common::{Event, Reason, Settings, FAMILY_V4, SETTINGS_HAVE_V4, SETTINGS_HAVE_V6};
+use ricochet_common::{Event, Reason, Settings, SettingsFlags, FAMILY_V4};
 
 use crate::{
     encap::{encap_v4, encap_v6, Random},
@@ -59,12 +59,12 @@ pub fn balance(ctx: &impl XdpPacket, env: &impl Env, p: &Parsed) -> Result<Next,
     let pick = pick_server(env, p, &svc, settings.hash_seed).ok_or(Reason::DropNoServer)?;
     let bytes = p.frame_len as u64;
     let next = if p.family == FAMILY_V4 {
-        if settings.flags & SETTINGS_HAVE_V4 == 0 {
+        if !settings.flags.contains(SettingsFlags::HAVE_V4) {
             return Err(Reason::DropNoSource);
         }
         encap_v4(ctx, env, p, settings, &pick)?
     } else {
-        if settings.flags & SETTINGS_HAVE_V6 == 0 {
+        if !settings.flags.contains(SettingsFlags::HAVE_V6) {
             return Err(Reason::DropNoSource);
         }
         encap_v6(ctx, env, p, settings, &pick)?
@@ -91,8 +91,8 @@ mod tests {
         testenv::*,
     };
     use ricochet_common::{
-        hash::client_hash, FlowKey, NextHop, ServerValue, ServiceValue, TokenBucket, FAMILY_V6,
-        SERVER_ACTIVE, SERVER_DRAINING, SERVER_FREE,
+        hash::client_hash, FlowKey, NextHop, ServerState, ServerValue, ServiceFlags, ServiceValue,
+        TokenBucket, VipFlags, FAMILY_V6,
     };
     use std::{vec, vec::Vec};
 
@@ -112,13 +112,13 @@ mod tests {
     /// 2 (v6), a route to every server through ifindex 5.
     fn env() -> TestEnv {
         let mut e = TestEnv::default();
-        e.add_vip(&VIP4, 0);
-        e.add_vip(&VIP6, 0);
+        e.add_vip(&VIP4, VipFlags::EMPTY);
+        e.add_vip(&VIP6, VipFlags::EMPTY);
         let svc = |service_id, table_offset| ServiceValue {
             service_id,
             table_offset,
             table_size: 7,
-            flags: 0,
+            flags: ServiceFlags::EMPTY,
         };
         e.add_service(&VIP4, 6, 80, svc(3, 0));
         e.add_service(&VIP6, 6, 80, svc(4, 7));
@@ -128,14 +128,14 @@ mod tests {
             ServerValue {
                 addr: addr16(&WEB01),
                 family: FAMILY_V4,
-                state: SERVER_ACTIVE,
+                state: ServerState::ACTIVE,
                 generation: 11,
                 ..Default::default()
             },
             ServerValue {
                 addr: WEB01_V6,
                 family: FAMILY_V6,
-                state: SERVER_ACTIVE,
+                state: ServerState::ACTIVE,
                 generation: 12,
                 ..Default::default()
             },
@@ -144,7 +144,7 @@ mod tests {
             source_v4: LB4,
             source_v6: LB6,
             hash_seed: SEED,
-            flags: SETTINGS_HAVE_V4 | SETTINGS_HAVE_V6,
+            flags: SettingsFlags::HAVE_V4 | SettingsFlags::HAVE_V6,
             _reserved: 0,
         });
         e.next_hops = vec![NextHop::default(); 3].into();
@@ -295,7 +295,7 @@ mod tests {
         let mut e = env();
         run_frame(&e, &syn4(0)).0.unwrap();
         // Draining keeps the flow; the Maglev table no longer names the server.
-        e.servers[1].state = SERVER_DRAINING;
+        e.servers[1].state = ServerState::DRAINING;
         e.maglev[..7].copy_from_slice(&[0; 7]);
         assert_eq!(run_frame(&e, &ack4(0)).0, Ok(Forward { ifindex: 5 }));
         // A SYN of the same five-tuple opens a new connection: hashed, no server there.
@@ -305,7 +305,7 @@ mod tests {
         e.servers[1].generation = 99;
         assert_eq!(run_frame(&e, &ack4(0)).0, Err(Reason::DropNoServer));
         e.servers[1].generation = 11;
-        e.servers[1].state = SERVER_FREE;
+        e.servers[1].state = ServerState::FREE;
         assert_eq!(run_frame(&e, &ack4(0)).0, Err(Reason::DropNoServer));
         // The two data segments that found no usable entry were non-SYN misses.
         assert_eq!(e.event(Event::FlowMissNonSyn), 2);
@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn a_missing_source_address_drops_that_family_only() {
         let mut e = env();
-        e.settings.as_mut().unwrap().flags = SETTINGS_HAVE_V6;
+        e.settings.as_mut().unwrap().flags = SettingsFlags::HAVE_V6;
         assert_eq!(run_frame(&e, &syn4(0)).0, Err(Reason::DropNoSource));
         assert!(run_frame(&e, &syn6(0)).0.is_ok());
         e.settings = None;

@@ -3,8 +3,8 @@
 //! Maglev table (`MAGLEV`, server ids into `SERVERS`).
 
 use ricochet_common::{
-    hash::client_hash, Event, FlowKey, FlowValue, ServerValue, ServiceValue, SERVER_ACTIVE,
-    SERVER_FREE, SERVICE_HASH_SRC_PORT,
+    hash::client_hash, Event, FlowKey, FlowValue, ServerState, ServerValue, ServiceFlags,
+    ServiceValue,
 };
 
 use crate::{balance::Stats, headers::IPPROTO_TCP, parse::Parsed};
@@ -68,12 +68,12 @@ pub fn pick_server(
     if svc.table_size == 0 {
         return None;
     }
-    let with_port = svc.flags & SERVICE_HASH_SRC_PORT != 0;
+    let with_port = svc.flags.contains(ServiceFlags::HASH_SRC_PORT);
     let h = client_hash(&p.src, p.sport, with_port, seed);
     let slot = svc.table_offset.wrapping_add(h % svc.table_size);
     let id = maps.maglev(slot)?;
     let s = maps.server(id)?;
-    if s.state != SERVER_ACTIVE {
+    if s.state != ServerState::ACTIVE {
         return None;
     }
     Some(Pick {
@@ -88,7 +88,7 @@ pub fn pick_server(
 fn recorded(maps: &impl Table, p: &Parsed) -> Option<Pick> {
     let f = maps.flow(&flow_key(p))?;
     let s = maps.server(f.server_id)?;
-    if s.generation == f.generation && s.state != SERVER_FREE {
+    if s.generation == f.generation && s.state != ServerState::FREE {
         Some(Pick {
             server_id: f.server_id,
             server: s,
@@ -113,7 +113,7 @@ pub fn record(maps: &impl Table, p: &Parsed, pick: &Pick) -> Result<(), InsertEr
 mod tests {
     use super::*;
     use crate::testenv::{addr16, key_bytes, TestEnv};
-    use ricochet_common::{FAMILY_V4, SERVER_DRAINING};
+    use ricochet_common::{VipFlags, FAMILY_V4};
     use std::{vec, vec::Vec};
 
     fn parsed(sport: u16) -> Parsed {
@@ -123,7 +123,7 @@ mod tests {
             family: FAMILY_V4,
             proto: 6,
             ip_len: 40,
-            vip_flags: 0,
+            vip_flags: VipFlags::EMPTY,
             src: addr16(&[192, 168, 11, 2]),
             dst: addr16(&[192, 168, 35, 241]),
             sport: sport.to_be_bytes(),
@@ -208,7 +208,11 @@ mod tests {
         TestEnv {
             servers: (0..5)
                 .map(|i| ServerValue {
-                    state: if i == 0 { SERVER_FREE } else { SERVER_ACTIVE },
+                    state: if i == 0 {
+                        ServerState::FREE
+                    } else {
+                        ServerState::ACTIVE
+                    },
                     generation: 100 + i,
                     ..Default::default()
                 })
@@ -222,7 +226,7 @@ mod tests {
         service_id: 0,
         table_offset: 3,
         table_size: 13,
-        flags: 0,
+        flags: ServiceFlags::EMPTY,
     };
 
     #[test]
@@ -241,7 +245,7 @@ mod tests {
             .collect();
         assert!(ids.iter().all(|&i| i == ids[0]));
         let with_port = ServiceValue {
-            flags: SERVICE_HASH_SRC_PORT,
+            flags: ServiceFlags::HASH_SRC_PORT,
             ..SVC
         };
         let ids: Vec<u32> = (1..50u16)
@@ -271,7 +275,7 @@ mod tests {
         record(&e, &p, &moved).unwrap();
         let again = pick_server(&e, &p, &SVC, 9).unwrap();
         assert_eq!((again.server_id, again.new_flow), (other, false));
-        e.servers[other as usize].state = SERVER_DRAINING;
+        e.servers[other as usize].state = ServerState::DRAINING;
         assert_eq!(pick_server(&e, &p, &SVC, 9).unwrap().server_id, other);
         e.servers[other as usize].generation += 1;
         assert_eq!(
@@ -289,7 +293,7 @@ mod tests {
         };
         assert_eq!(pick_server(&e, &parsed(1), &empty, 9), None);
         for s in &mut e.servers {
-            s.state = SERVER_DRAINING;
+            s.state = ServerState::DRAINING;
         }
         assert_eq!(pick_server(&e, &parsed(1), &SVC, 9), None);
         e.insert_error = Some(-7);

@@ -8,7 +8,7 @@
 
 use core::mem::MaybeUninit;
 
-use ricochet_common::{Reason, ServiceValue, FAMILY_V4, FAMILY_V6};
+use ricochet_common::{Reason, ServiceValue, VipFlags, FAMILY_V4, FAMILY_V6};
 
 use crate::{
     headers::*,
@@ -29,8 +29,8 @@ pub struct Parsed {
     pub proto: u8,
     /// Length of the IP packet (header included), from its header.
     pub ip_len: u16,
-    /// `VIP_*` flags of the destination VIP.
-    pub vip_flags: u32,
+    /// Flags of the destination VIP.
+    pub vip_flags: VipFlags,
     /// Source and destination in the 16-byte map form (IPv4: first four bytes).
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -231,7 +231,7 @@ fn parse_v6(
 mod tests {
     use super::*;
     use crate::{packet::HostPacket, testenv::*};
-    use ricochet_common::{VIP_TCP_ALL_PORTS, VIP_UDP_ALL_PORTS};
+    use ricochet_common::ServiceFlags;
     use std::vec::Vec;
 
     const VIP4: [u8; 4] = [192, 168, 35, 241];
@@ -242,13 +242,13 @@ mod tests {
         service_id: 3,
         table_offset: 0,
         table_size: 7,
-        flags: 0,
+        flags: ServiceFlags::EMPTY,
     };
 
     fn env() -> TestEnv {
         let mut e = TestEnv::default();
-        e.add_vip(&VIP4, 0);
-        e.add_vip(&VIP6, VIP_UDP_ALL_PORTS);
+        e.add_vip(&VIP4, VipFlags::EMPTY);
+        e.add_vip(&VIP6, VipFlags::UDP_ALL_PORTS);
         e.add_service(&VIP4, IPPROTO_TCP, 80, WEB);
         e.add_service(&VIP6, IPPROTO_TCP, 443, WEB);
         e
@@ -316,7 +316,7 @@ mod tests {
             (p.family, p.ip_len, p.src, p.dst),
             (FAMILY_V6, 60, CLIENT6, VIP6)
         );
-        assert_eq!(p.vip_flags, VIP_UDP_ALL_PORTS);
+        assert_eq!(p.vip_flags, VipFlags::UDP_ALL_PORTS);
     }
 
     #[test]
@@ -458,7 +458,7 @@ mod tests {
             classify_frame(&e, &frame).err(),
             Some(Reason::DropNoService)
         );
-        e.add_vip(&VIP4, VIP_TCP_ALL_PORTS);
+        e.add_vip(&VIP4, VipFlags::TCP_ALL_PORTS);
         assert_eq!(classify_frame(&e, &frame).unwrap().service.service_id, 9);
         let port80 = v4_frame(None, ipv4(CLIENT4, VIP4, 6, true, &tcp(1, 80, b"")));
         assert_eq!(

@@ -2,21 +2,21 @@
 //! answers (VIP, protocol, port) (`SERVICES`, with the VIP's every-port entry as the
 //! fallback when its flags say it has one).
 
-use ricochet_common::{ServiceKey, ServiceValue, VipKey, VIP_TCP_ALL_PORTS, VIP_UDP_ALL_PORTS};
+use ricochet_common::{ServiceKey, ServiceValue, VipFlags, VipKey};
 
 use crate::{headers::IPPROTO_TCP, parse::Parsed};
 
 /// The VIP and service maps, as the parser and the balancer read them.
 pub trait Lookup {
-    /// The `VIP_*` flags of a VIP, `None` if `key` is not a VIP.
-    fn vip_flags(&self, key: &VipKey) -> Option<u32>;
+    /// The flags of a VIP, `None` if `key` is not a VIP.
+    fn vip_flags(&self, key: &VipKey) -> Option<VipFlags>;
     /// The service of (VIP, protocol, port); port 0 is a VIP's every-port entry.
     fn service(&self, key: &ServiceKey) -> Option<ServiceValue>;
 }
 
-/// The `VIP_*` flags of `addr` (16-byte map form) if it is a VIP of `family`.
+/// The flags of `addr` (16-byte map form) if it is a VIP of `family`.
 #[inline(always)]
-pub fn vip_flags(maps: &impl Lookup, addr: [u8; 16], family: u8) -> Option<u32> {
+pub fn vip_flags(maps: &impl Lookup, addr: [u8; 16], family: u8) -> Option<VipFlags> {
     maps.vip_flags(&VipKey::from_raw(addr, family))
 }
 
@@ -29,11 +29,11 @@ pub fn find_service(maps: &impl Lookup, p: &Parsed) -> Option<ServiceValue> {
         return Some(v);
     }
     let all_ports = if p.proto == IPPROTO_TCP {
-        VIP_TCP_ALL_PORTS
+        VipFlags::TCP_ALL_PORTS
     } else {
-        VIP_UDP_ALL_PORTS
+        VipFlags::UDP_ALL_PORTS
     };
-    if p.vip_flags & all_ports == 0 {
+    if !p.vip_flags.contains(all_ports) {
         return None;
     }
     key.port = [0, 0];
@@ -49,10 +49,10 @@ mod tests {
     #[test]
     fn vip_keys_carry_the_family_and_zero_padding() {
         let mut e = TestEnv::default();
-        e.add_vip(&[10, 0, 0, 1], VIP_UDP_ALL_PORTS);
+        e.add_vip(&[10, 0, 0, 1], VipFlags::UDP_ALL_PORTS);
         assert_eq!(
             vip_flags(&e, addr16(&[10, 0, 0, 1]), FAMILY_V4),
-            Some(VIP_UDP_ALL_PORTS)
+            Some(VipFlags::UDP_ALL_PORTS)
         );
         assert_eq!(vip_flags(&e, addr16(&[10, 0, 0, 1]), FAMILY_V6), None);
         assert_eq!(vip_flags(&e, addr16(&[10, 0, 0, 2]), FAMILY_V4), None);

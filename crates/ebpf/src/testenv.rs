@@ -5,7 +5,7 @@ use std::{cell::RefCell, collections::BTreeMap, vec::Vec};
 
 use ricochet_common::{
     Counters, Event, FlowKey, FlowValue, NextHop, ServerValue, ServiceKey, ServiceValue, Settings,
-    TokenBucket, VipKey, FAMILY_V4, FAMILY_V6,
+    TokenBucket, VipFlags, VipKey, FAMILY_V4, FAMILY_V6,
 };
 
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
 /// The maps and helpers of one CPU, in memory.
 #[derive(Default)]
 pub struct TestEnv {
-    pub vips: BTreeMap<VipKey, u32>,
+    pub vips: BTreeMap<VipKey, VipFlags>,
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     pub flows: RefCell<BTreeMap<[u8; 40], FlowValue>>,
     /// `insert_flow` fails with this error number when set.
@@ -60,7 +60,7 @@ pub fn addr16(a: &[u8]) -> [u8; 16] {
 }
 
 impl TestEnv {
-    pub fn add_vip(&mut self, addr: &[u8], flags: u32) {
+    pub fn add_vip(&mut self, addr: &[u8], flags: VipFlags) {
         let family = if addr.len() == 4 {
             FAMILY_V4
         } else {
@@ -91,7 +91,7 @@ impl TestEnv {
 }
 
 impl Lookup for TestEnv {
-    fn vip_flags(&self, key: &VipKey) -> Option<u32> {
+    fn vip_flags(&self, key: &VipKey) -> Option<VipFlags> {
         self.vips.get(key).copied()
     }
     fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {

@@ -41,9 +41,8 @@ use std::net::IpAddr;
 use anyhow::Context as _;
 use regions::{Region, RegionAllocator};
 use ricochet_common::{
-    ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue, PROTO_TCP, PROTO_UDP,
-    SERVER_ACTIVE, SERVER_DRAINING, SERVER_FREE, SERVICE_HASH_SRC_PORT, VIP_TCP_ALL_PORTS,
-    VIP_UDP_ALL_PORTS,
+    ServerState as SlotState, ServerValue, ServiceFlags, ServiceKey, ServiceValue, Settings,
+    SettingsFlags, VipFlags, VipKey, VipValue, PROTO_TCP, PROTO_UDP,
 };
 use ricochet_config::{Desired, DesiredPool, DesiredService, HashMode, PortSpec, Protocol};
 use ricochet_dataplane::Dataplane;
@@ -107,11 +106,11 @@ pub fn settings(
     };
     if let Some(v4) = source_v4 {
         s.source_v4 = v4.octets();
-        s.flags |= ricochet_common::SETTINGS_HAVE_V4;
+        s.flags |= SettingsFlags::HAVE_V4;
     }
     if let Some(v6) = source_v6 {
         s.source_v6 = v6.octets();
-        s.flags |= ricochet_common::SETTINGS_HAVE_V6;
+        s.flags |= SettingsFlags::HAVE_V6;
     }
     s
 }
@@ -453,7 +452,7 @@ impl<D: Dataplane> Engine<D> {
             servers = e
                 .slots
                 .iter()
-                .filter(|s| s.value.state != SERVER_FREE)
+                .filter(|s| s.value.state != SlotState::FREE)
                 .count(),
             "adopted the pinned data plane state"
         );
@@ -637,7 +636,7 @@ impl<D: Dataplane> Engine<D> {
         let mut unclaimed: HashMap<SlotKey, u32> = HashMap::new();
         if full {
             for (i, s) in self.slots.iter().enumerate() {
-                if !s.owned && s.value.state != SERVER_FREE {
+                if !s.owned && s.value.state != SlotState::FREE {
                     unclaimed
                         .entry((s.value.pool_tag, s.value.addr, s.value.family))
                         .or_insert(i as u32);
@@ -647,7 +646,7 @@ impl<D: Dataplane> Engine<D> {
         let mut free_slots = (0..caps.servers).filter(|&i| {
             self.slots
                 .get(i as usize)
-                .is_none_or(|s| !s.owned && s.value.state == SERVER_FREE)
+                .is_none_or(|s| !s.owned && s.value.state == SlotState::FREE)
         });
         // Pinned tables of the pools, found through the services that use them.
         let mut adopted_regions: BTreeMap<&str, Region> = BTreeMap::new();
@@ -694,7 +693,7 @@ impl<D: Dataplane> Engine<D> {
                     let free = self
                         .slots
                         .iter()
-                        .filter(|s| !s.owned && s.value.state == SERVER_FREE)
+                        .filter(|s| !s.owned && s.value.state == SlotState::FREE)
                         .count();
                     return Err(PlanError::ServerSlots {
                         needed,
@@ -786,9 +785,9 @@ impl<D: Dataplane> Engine<D> {
                 table_offset: region.map_or(0, |r| r.offset),
                 table_size: region.map_or(0, |r| r.len),
                 flags: if s.hash == HashMode::SourceIpAndPort {
-                    SERVICE_HASH_SRC_PORT
+                    ServiceFlags::HASH_SRC_PORT
                 } else {
-                    0
+                    ServiceFlags::EMPTY
                 },
             };
             for k in &keys {
@@ -860,9 +859,9 @@ impl<D: Dataplane> Engine<D> {
                 let vip = vip_entries.entry(VipKey::new(s.vip)).or_default();
                 if s.ports == PortSpec::All {
                     vip.flags |= if s.protocol == Protocol::Tcp {
-                        VIP_TCP_ALL_PORTS
+                        VipFlags::TCP_ALL_PORTS
                     } else {
-                        VIP_UDP_ALL_PORTS
+                        VipFlags::UDP_ALL_PORTS
                     };
                 }
             }
@@ -912,16 +911,16 @@ impl<D: Dataplane> Engine<D> {
                 let (addr, family) = ricochet_common::addr_bytes(s.ip);
                 let slot = &mut self.slots[s.slot as usize];
                 let want_state = if s.enabled {
-                    SERVER_ACTIVE
+                    SlotState::ACTIVE
                 } else {
-                    SERVER_DRAINING
+                    SlotState::DRAINING
                 };
                 if plan.new_slots.contains(&s.slot) {
                     // A fresh generation first, so that no torn read pairs the old
                     // generation with the new address.
                     let mut v = slot.value;
                     v.generation = v.generation.wrapping_add(1);
-                    v.state = SERVER_FREE;
+                    v.state = SlotState::FREE;
                     self.dp.put_server(s.slot, &v)?;
                     v = ServerValue {
                         addr,
@@ -933,8 +932,8 @@ impl<D: Dataplane> Engine<D> {
                     self.dp.put_server(s.slot, &v)?;
                     slot.value = v;
                     report.servers_activated += usize::from(s.enabled);
-                } else if s.enabled && slot.value.state != SERVER_ACTIVE {
-                    slot.value.state = SERVER_ACTIVE;
+                } else if s.enabled && slot.value.state != SlotState::ACTIVE {
+                    slot.value.state = SlotState::ACTIVE;
                     slot.value.pool_tag = tag;
                     self.dp.put_server(s.slot, &slot.value)?;
                     report.servers_activated += 1;
@@ -988,8 +987,8 @@ impl<D: Dataplane> Engine<D> {
         for p in &plan.pools {
             for s in p.servers.iter().filter(|s| !s.enabled) {
                 let slot = &mut self.slots[s.slot as usize];
-                if slot.value.state == SERVER_ACTIVE {
-                    slot.value.state = SERVER_DRAINING;
+                if slot.value.state == SlotState::ACTIVE {
+                    slot.value.state = SlotState::DRAINING;
                     self.dp.put_server(s.slot, &slot.value)?;
                     report.servers_drained += 1;
                 }
@@ -1015,10 +1014,10 @@ impl<D: Dataplane> Engine<D> {
         };
         for i in leaving.into_iter().filter(|i| !planned.contains(i)) {
             let slot = &mut self.slots[i as usize];
-            if slot.owned || slot.value.state != SERVER_FREE {
+            if slot.owned || slot.value.state != SlotState::FREE {
                 slot.owned = false;
-                if slot.value.state != SERVER_FREE {
-                    slot.value.state = SERVER_FREE;
+                if slot.value.state != SlotState::FREE {
+                    slot.value.state = SlotState::FREE;
                     self.dp.put_server(i, &slot.value)?;
                     report.servers_freed += 1;
                 }

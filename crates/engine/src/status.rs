@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use ricochet_common::{Counters, SERVER_ACTIVE, SERVER_DRAINING};
+use ricochet_common::{Counters, ServerState as SlotState};
 use ricochet_config::{HashMode, PortSpec, Protocol};
 use ricochet_dataplane::Dataplane;
 use serde::{Deserialize, Serialize};
@@ -69,10 +69,10 @@ pub struct Status {
     pub reasons: Vec<(String, u64)>,
 }
 
-fn state_name(s: u8) -> &'static str {
+fn state_name(s: SlotState) -> &'static str {
     match s {
-        SERVER_ACTIVE => "active",
-        SERVER_DRAINING => "draining",
+        SlotState::ACTIVE => "active",
+        SlotState::DRAINING => "draining",
         _ => "free",
     }
 }

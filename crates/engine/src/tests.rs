@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ricochet_common::{
-    ServiceKey, VipKey, PROTO_TCP, PROTO_UDP, SERVER_ACTIVE, SERVER_DRAINING, SERVER_FREE,
+    ServerState as SlotState, ServiceFlags, ServiceKey, VipFlags, VipKey, PROTO_TCP, PROTO_UDP,
 };
 use ricochet_config::Config;
 use ricochet_dataplane::{memory::MemoryDataplane, Capacities, Dataplane};
@@ -77,11 +77,11 @@ fn seed_is_programmed() {
         (32000..33600).contains(&share_a),
         "ratio 1:1 gives half the slots, got {share_a}"
     );
-    assert_eq!(dp.servers[a as usize].state, SERVER_ACTIVE);
+    assert_eq!(dp.servers[a as usize].state, SlotState::ACTIVE);
     assert_eq!(dp.servers[a as usize].ip(), Some(ip("192.168.33.10")));
     // dns-pool hashes on source IP and port.
     let dns = dp.services[&ServiceKey::new(ip("192.168.35.241"), PROTO_UDP, 53)];
-    assert_eq!(dns.flags & SERVICE_HASH_SRC_PORT, SERVICE_HASH_SRC_PORT);
+    assert!(dns.flags.contains(ServiceFlags::HASH_SRC_PORT));
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn removing_a_server_frees_its_slot_and_rewrites_only_its_pool() {
     let r = e.apply(&desired(&cfg)).unwrap();
     assert_eq!(r.tables_written, 1, "only web-pool's table changes: {r:?}");
     assert_eq!(r.servers_freed, 1);
-    assert_eq!(e.dataplane().servers[gone as usize].state, SERVER_FREE);
+    assert_eq!(e.dataplane().servers[gone as usize].state, SlotState::FREE);
     assert!(table_of(&e, "192.168.35.241", PROTO_TCP, 80)
         .iter()
         .all(|&s| s == kept));
@@ -129,12 +129,12 @@ fn disabling_a_server_drains_it() {
     let cfg = SEED.replacen("      - { ip: 192.168.33.10 }\n      - { ip: 192.168.34.10 }\n    health_monitors: [web-tcp]", "      - { ip: 192.168.33.10, enabled: false }\n      - { ip: 192.168.34.10 }\n    health_monitors: [web-tcp]", 1);
     let r = e.apply(&desired(&cfg)).unwrap();
     assert_eq!(r.servers_drained, 1);
-    assert_eq!(e.dataplane().servers[a as usize].state, SERVER_DRAINING);
+    assert_eq!(e.dataplane().servers[a as usize].state, SlotState::DRAINING);
     assert!(!table_of(&e, "192.168.35.241", PROTO_TCP, 80).contains(&a));
     // Re-enabling puts it back in the table, in the same slot and generation.
     let generation = e.dataplane().servers[a as usize].generation;
     e.apply(&desired(SEED)).unwrap();
-    assert_eq!(e.dataplane().servers[a as usize].state, SERVER_ACTIVE);
+    assert_eq!(e.dataplane().servers[a as usize].state, SlotState::ACTIVE);
     assert_eq!(e.dataplane().servers[a as usize].generation, generation);
     assert!(table_of(&e, "192.168.35.241", PROTO_TCP, 80).contains(&a));
 }
@@ -164,7 +164,7 @@ virtual_services: [{name: vs, vip: 10.9.9.9, services: [{port: 80}], network_pro
     for s in [slot, slot2, slot3] {
         let v = e.dataplane().servers[s as usize];
         if v.ip() != Some(ip("10.0.0.3")) {
-            assert_eq!(v.state, SERVER_FREE);
+            assert_eq!(v.state, SlotState::FREE);
         }
     }
 }
@@ -235,9 +235,9 @@ virtual_services:
         .contains_key(&ServiceKey::new(ip("10.9.9.8"), PROTO_TCP, 0)));
     assert_eq!(
         dp.vips[&VipKey::new(ip("10.9.9.8"))].flags,
-        ricochet_common::VIP_TCP_ALL_PORTS
+        ricochet_common::VipFlags::TCP_ALL_PORTS
     );
-    assert_eq!(dp.vips[&VipKey::new(ip("10.9.9.9"))].flags, 0);
+    assert_eq!(dp.vips[&VipKey::new(ip("10.9.9.9"))].flags, VipFlags::EMPTY);
     // Both services share the pool's single table.
     let a = dp.services[&ServiceKey::new(ip("10.9.9.9"), PROTO_TCP, 8005)];
     let b = dp.services[&ServiceKey::new(ip("10.9.9.8"), PROTO_TCP, 0)];
@@ -261,7 +261,7 @@ fn removing_a_service_removes_its_entries_and_vip() {
         .dataplane()
         .servers
         .iter()
-        .all(|s| s.family != ricochet_common::FAMILY_V6 || s.state == SERVER_FREE));
+        .all(|s| s.family != ricochet_common::FAMILY_V6 || s.state == SlotState::FREE));
 }
 
 #[test]
@@ -475,11 +475,15 @@ fn view(dp: &MemoryDataplane) -> View {
                 .iter()
                 .map(|&slot| {
                     let s = dp.servers[slot as usize];
-                    assert_eq!(s.state, SERVER_ACTIVE, "a table holds only active servers");
+                    assert_eq!(
+                        s.state,
+                        SlotState::ACTIVE,
+                        "a table holds only active servers"
+                    );
                     s.ip().unwrap()
                 })
                 .collect();
-            (*k, (v.flags, table))
+            (*k, (v.flags.bits(), table))
         })
         .collect();
     let ids: BTreeSet<u32> = dp.services.values().map(|v| v.service_id).collect();
@@ -496,8 +500,8 @@ fn view(dp: &MemoryDataplane) -> View {
     let mut servers: Vec<(IpAddr, u8)> = dp
         .servers
         .iter()
-        .filter(|s| s.state != SERVER_FREE)
-        .map(|s| (s.ip().unwrap(), s.state))
+        .filter(|s| s.state != SlotState::FREE)
+        .map(|s| (s.ip().unwrap(), s.state.raw()))
         .collect();
     servers.sort();
     (services, dp.vips.clone(), servers)

@@ -5,9 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ricochet_common::{
-    addr_bytes, hash::client_hash, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey,
-    VipValue, PROTO_TCP, PROTO_UDP, SERVER_ACTIVE, SERVICE_HASH_SRC_PORT, SETTINGS_HAVE_V4,
-    SETTINGS_HAVE_V6, VIP_TCP_ALL_PORTS,
+    addr_bytes, hash::client_hash, Reason, ServerState, ServerValue, ServiceFlags, ServiceKey,
+    ServiceValue, Settings, SettingsFlags, VipFlags, VipKey, VipValue, PROTO_TCP, PROTO_UDP,
 };
 use ricochet_dataplane::{
     kernel::{KernelDataplane, LoadOptions},
@@ -112,7 +111,7 @@ impl Server {
         ServerValue {
             addr,
             family,
-            state: SERVER_ACTIVE,
+            state: ServerState::ACTIVE,
             generation: self.generation,
             pool_tag: 0xf17e,
             ..Default::default()
@@ -146,7 +145,7 @@ pub struct Service {
     pub port: u16,
     pub offset: u32,
     pub table: &'static [u32],
-    pub flags: u32,
+    pub flags: ServiceFlags,
 }
 
 const fn tcp_service(
@@ -163,7 +162,7 @@ const fn tcp_service(
         port,
         offset,
         table,
-        flags: 0,
+        flags: ServiceFlags::EMPTY,
     }
 }
 
@@ -172,7 +171,7 @@ pub const HTTP4: Service = tcp_service(1, IpAddr::V4(VIP4), 80, 0, &MIXED4);
 pub const ALT4: Service = tcp_service(2, IpAddr::V4(VIP4), 8080, 7, &[WEB02_4.id; 7]);
 pub const DNS4: Service = Service {
     proto: PROTO_UDP,
-    flags: SERVICE_HASH_SRC_PORT,
+    flags: ServiceFlags::HASH_SRC_PORT,
     ..tcp_service(3, IpAddr::V4(VIP4), 53, 14, &INVERSE4)
 };
 /// A service whose pool has no usable server (table size 0).
@@ -181,13 +180,13 @@ pub const HTTP6: Service = tcp_service(5, IpAddr::V6(VIP6), 80, 21, &MIXED6);
 pub const ALT6: Service = tcp_service(6, IpAddr::V6(VIP6), 8080, 28, &[WEB02_6.id; 7]);
 pub const DNS6: Service = Service {
     proto: PROTO_UDP,
-    flags: SERVICE_HASH_SRC_PORT,
+    flags: ServiceFlags::HASH_SRC_PORT,
     ..tcp_service(7, IpAddr::V6(VIP6), 53, 35, &INVERSE6)
 };
 /// The port-0 entry of the all-ports VIP.
 pub const ALL_PORTS4: Service = tcp_service(8, IpAddr::V4(VIP4_ALL_PORTS), 0, 42, &INVERSE4);
 pub const HTTPS4: Service = Service {
-    flags: SERVICE_HASH_SRC_PORT,
+    flags: ServiceFlags::HASH_SRC_PORT,
     ..tcp_service(9, IpAddr::V4(VIP4), 443, 49, &SHUFFLED4)
 };
 /// A specific port of the all-ports VIP: takes precedence over the port-0 entry.
@@ -212,11 +211,11 @@ pub const SERVICES: [Service; 13] = [
     UNROUTABLE4,
     UNRESOLVED4,
 ];
-/// The world's VIPs and their `VIP_*` flags.
-pub const VIPS: [(IpAddr, u32); 3] = [
-    (IpAddr::V4(VIP4), 0),
-    (IpAddr::V6(VIP6), 0),
-    (IpAddr::V4(VIP4_ALL_PORTS), VIP_TCP_ALL_PORTS),
+/// The world's VIPs and their flags.
+pub const VIPS: [(IpAddr, VipFlags); 3] = [
+    (IpAddr::V4(VIP4), VipFlags::EMPTY),
+    (IpAddr::V6(VIP6), VipFlags::EMPTY),
+    (IpAddr::V4(VIP4_ALL_PORTS), VipFlags::TCP_ALL_PORTS),
 ];
 
 /// First free slot of the Maglev array after the world's tables.
@@ -242,16 +241,22 @@ impl Service {
 }
 
 /// `table[client_hash(src, sport, with_port, SEED) % len]`.
-pub fn pick_in(table: &[u32], flags: u32, client: IpAddr, sport: u16) -> u32 {
+pub fn pick_in(table: &[u32], flags: ServiceFlags, client: IpAddr, sport: u16) -> u32 {
     pick_seeded(table, flags, client, sport, SEED)
 }
 
-pub fn pick_seeded(table: &[u32], flags: u32, client: IpAddr, sport: u16, seed: u32) -> u32 {
+pub fn pick_seeded(
+    table: &[u32],
+    flags: ServiceFlags,
+    client: IpAddr,
+    sport: u16,
+    seed: u32,
+) -> u32 {
     let (src, _) = addr_bytes(client);
     let h = client_hash(
         &src,
         sport.to_be_bytes(),
-        flags & SERVICE_HASH_SRC_PORT != 0,
+        flags.contains(ServiceFlags::HASH_SRC_PORT),
         seed,
     );
     table[(h % table.len() as u32) as usize]
@@ -267,7 +272,7 @@ pub fn world_settings() -> Settings {
         source_v4: LB_V4.octets(),
         source_v6: LB_V6.octets(),
         hash_seed: SEED,
-        flags: SETTINGS_HAVE_V4 | SETTINGS_HAVE_V6,
+        flags: SettingsFlags::HAVE_V4 | SettingsFlags::HAVE_V6,
         ..Default::default()
     }
 }

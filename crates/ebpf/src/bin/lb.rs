@@ -30,7 +30,7 @@ mod prog {
     };
     use ricochet_common::{
         limits, Counters, Event, FlowKey, FlowValue, NextHop, Reason, ServerValue, ServiceKey,
-        ServiceValue, Settings, TokenBucket, VipKey, VipValue,
+        ServiceValue, Settings, TokenBucket, VipFlags, VipKey, VipValue,
     };
     use ricochet_ebpf::{
         balance::{self, Env, Stats},
@@ -121,7 +121,7 @@ mod prog {
 
     impl Lookup for Kernel<'_> {
         #[inline(always)]
-        fn vip_flags(&self, key: &VipKey) -> Option<u32> {
+        fn vip_flags(&self, key: &VipKey) -> Option<VipFlags> {
             // SAFETY: the value is copied out at once.
             unsafe { VIPS.get(key) }.map(|v| v.flags)
         }
