@@ -108,6 +108,32 @@ impl Bed {
         serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }
 
+    /// The non-SYN flow-table misses `ricochet status` shows (its text form: the line an
+    /// operator reads).
+    fn non_syn_misses(&self) -> u64 {
+        const LINE: &str = "Non-SYN TCP packets that missed the flow table (hashed again): ";
+        let out = self
+            .seed
+            .topo
+            .se1
+            .ns
+            .output(&[
+                RICOCHET,
+                "status",
+                "--state-dir",
+                &self.seed.path(FILE_STATE),
+            ])
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "status: {text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(LINE))
+            .unwrap_or_else(|| panic!("`ricochet status` has no line {LINE:?}:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("the non-SYN miss count is not a number ({e}):\n{text}"))
+    }
+
     /// New flows of `web-vs` and the packets counted per reason, from `ricochet status`.
     fn counters(&self) -> (u64, BTreeMap<String, u64>) {
         let st = self.status();
@@ -232,6 +258,7 @@ fn keep_connections_through(test: &str, flags: &str) -> FloodReport {
         "every connection's flow is in the table before the flood"
     );
     let (flows_before, reasons_before) = bed.counters();
+    let misses_before = bed.non_syn_misses();
 
     let (sent, seconds) = bed.flood(flags);
     // Not all of them: the kernel's LRU keeps entries that were looked up again on an
@@ -245,6 +272,7 @@ fn keep_connections_through(test: &str, flags: &str) -> FloodReport {
 
     let (flows_after, reasons_after) = bed.counters();
     let new_flows = flows_after - flows_before;
+    let non_syn_misses = bed.non_syn_misses() - misses_before;
     let in_table = dp.flow_count();
     let moved: BTreeMap<&str, u64> = reasons_after
         .iter()
@@ -255,7 +283,7 @@ fn keep_connections_through(test: &str, flags: &str) -> FloodReport {
         "hping3 --flood --rand-source {flags}: {sent} packets in {seconds:.1} s \
          ({:.0} packets/s offered); {new_flows} new flows, {evicted} of the \
          {CONNECTIONS} connections' entries evicted, {in_table} flows in the \
-         {FLOWS}-entry table; reasons counted: {moved:?}",
+         {FLOWS}-entry table; {non_syn_misses} non-SYN misses; reasons counted: {moved:?}",
         sent as f64 / seconds
     );
     assert!(
@@ -288,6 +316,7 @@ fn keep_connections_through(test: &str, flags: &str) -> FloodReport {
         new_flows,
         evicted,
         back,
+        non_syn_misses,
         moved: moved.into_iter().map(|(r, n)| (r.to_owned(), n)).collect(),
     }
 }
@@ -298,6 +327,8 @@ struct FloodReport {
     evicted: usize,
     /// Connections' flows in the table again after one request each.
     back: usize,
+    /// Growth of `ricochet status`'s non-SYN miss count during the flood.
+    non_syn_misses: u64,
     moved: BTreeMap<String, u64>,
 }
 
@@ -333,6 +364,14 @@ fn spoofed_syn_flood_keeps_200_keepalive_connections_on_their_servers() {
         "every new flow was a forwarded SYN: {:?}",
         r.moved
     );
+    // SYNs are hashed without a lookup: they are no misses, and the idle connections
+    // sent nothing during the flood.
+    assert!(
+        r.non_syn_misses < r.new_flows / 100,
+        "a SYN flood counted {} non-SYN misses for {} new flows",
+        r.non_syn_misses,
+        r.new_flows
+    );
     assert!(r.sent > 0);
 }
 
@@ -344,5 +383,12 @@ fn spoofed_syn_flood_keeps_200_keepalive_connections_on_their_servers() {
 fn spoofed_ack_flood_creates_flows_and_keeps_the_connections() {
     let r = keep_connections_through("ackflood", "-A");
     r.assert_overflowed_the_table();
+    // Every ACK that made a new flow missed the table first, and `ricochet status` says so.
+    assert!(
+        r.non_syn_misses >= r.new_flows,
+        "{} new flows from spoofed ACKs but only {} non-SYN misses in `ricochet status`",
+        r.new_flows,
+        r.non_syn_misses
+    );
     assert!(r.sent > 0);
 }
