@@ -1764,15 +1764,7 @@ with N flows reads N of them.
 
 /// A count with thousands separators: 10,000; 4,194,304.
 fn short_services(n: u32) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::report::grouped(u64::from(n))
 }
 
 #[cfg(test)]

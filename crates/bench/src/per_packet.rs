@@ -1688,15 +1688,7 @@ fn target_summary(rows: &[Row], target: Target) -> String {
 
 /// Thousands separators for counts in prose.
 fn grouped(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::report::grouped(n as u64)
 }
 
 fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {

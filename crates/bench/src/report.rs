@@ -75,3 +75,16 @@ mod tests {
         assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
     }
 }
+
+/// `n` with its thousands separated by commas (`2,097,152`).
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

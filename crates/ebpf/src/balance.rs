@@ -155,21 +155,7 @@ mod tests {
     }
 
     fn fib_out(ifindex: u32, mtu: u16) -> FibParams {
-        FibParams {
-            family: 0,
-            l4_protocol: 0,
-            sport: 0,
-            dport: 0,
-            tot_len_mtu: mtu,
-            ifindex,
-            tos_flowinfo: 0,
-            src: [0; 16],
-            dst: [0; 16],
-            vlan_proto: 0,
-            vlan_tci: 0,
-            smac: EGRESS_MAC,
-            dmac: SERVER_MAC,
-        }
+        fib_answer(ifindex, mtu, EGRESS_MAC, SERVER_MAC)
     }
 
     fn syn4(payload: usize) -> Vec<u8> {

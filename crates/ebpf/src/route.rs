@@ -150,7 +150,7 @@ pub fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testenv::TestEnv;
+    use crate::testenv::{fib_answer, TestEnv};
     use std::vec;
 
     fn server() -> ServerValue {
@@ -163,21 +163,7 @@ mod tests {
     }
 
     fn params(ifindex: u32, mtu: u16) -> FibParams {
-        FibParams {
-            family: 0,
-            l4_protocol: 0,
-            sport: 0,
-            dport: 0,
-            tot_len_mtu: mtu,
-            ifindex,
-            tos_flowinfo: 0,
-            src: [0; 16],
-            dst: [0; 16],
-            vlan_proto: 0,
-            vlan_tci: 0,
-            smac: [1; 6],
-            dmac: [2; 6],
-        }
+        fib_answer(ifindex, mtu, [1; 6], [2; 6])
     }
 
     fn env() -> TestEnv {

@@ -255,6 +255,26 @@ pub fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Headroom of the host frames: room for the outer and ICMP headers.
+/// What a successful `bpf_fib_lookup` writes back: the egress, the route's MTU and the
+/// next hop's MACs (the inputs are not looked at by the code under test).
+pub fn fib_answer(ifindex: u32, mtu: u16, smac: [u8; 6], dmac: [u8; 6]) -> crate::route::FibParams {
+    crate::route::FibParams {
+        family: 0,
+        l4_protocol: 0,
+        sport: 0,
+        dport: 0,
+        tot_len_mtu: mtu,
+        ifindex,
+        tos_flowinfo: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        vlan_proto: 0,
+        vlan_tci: 0,
+        smac,
+        dmac,
+    }
+}
+
 pub const HEADROOM: usize = 256;
 
 /// A buffer holding `frame` after [`HEADROOM`] bytes, with 256 bytes of tailroom.
