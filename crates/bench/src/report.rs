@@ -67,15 +67,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     md
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn markdown_table() {
-        let t = super::table(&["a", "b"], &[vec!["1".into(), "2".into()]]);
-        assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
-    }
-}
-
 /// `n` with its thousands separated by commas (`2,097,152`).
 pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -87,4 +78,13 @@ pub fn grouped(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn markdown_table() {
+        let t = super::table(&["a", "b"], &[vec!["1".into(), "2".into()]]);
+        assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
+    }
 }
