@@ -37,10 +37,14 @@ pub struct AllInOneArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
+    /// The engine's metrics (the controller's are at its own address, /metrics).
+    #[command(flatten)]
+    pub metrics: daemon::MetricsArgs,
 }
 
 pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     let name = engine_name(args.name.unwrap_or_else(hostname))?;
+    let metrics = args.metrics.options()?;
     // Before the runtime starts: the engine's handlers decide when everything stops.
     let control = Control::from_signals()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -90,6 +94,7 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
                 token_file,
                 name,
             }),
+            metrics,
         },
         &control,
     );

@@ -49,6 +49,31 @@ pub struct EngineArgs {
     pub watch_interval_ms: u64,
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Where the engine serves its Prometheus metrics (off unless asked for).
+#[derive(Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// Serve `GET /metrics` (Prometheus text format) on this address, e.g.
+    /// 127.0.0.1:9480. Off by default. Beyond loopback --metrics-token-file is required.
+    #[arg(long, env = "RICOCHET_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token scrapers must send (at least 16 characters).
+    #[arg(long, env = "RICOCHET_METRICS_TOKEN_FILE", requires = "metrics_listen")]
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+impl MetricsArgs {
+    /// The library's options; an address beyond loopback without a token is refused.
+    pub fn options(self) -> anyhow::Result<Option<ricochet_daemon::metrics::MetricsOptions>> {
+        self.metrics_listen
+            .map(|listen| {
+                ricochet_daemon::metrics::MetricsOptions::new(listen, self.metrics_token_file)
+            })
+            .transpose()
+    }
 }
 
 /// The data plane's settings, the same whatever the configuration's source.
@@ -131,6 +156,7 @@ impl EngineArgs {
             data_plane: self.data_plane.options(),
             state_dir: self.state_dir,
             source,
+            metrics: self.metrics.options()?,
         })
     }
 }

@@ -12,6 +12,7 @@
 //! - [`health`]: the monitors of the pools that run, and what their verdicts change;
 //! - [`state`]: the state file `ricochet status` reads;
 //! - [`report`]: what the engine tells the controller, and the thread that posts it;
+//! - [`metrics`]: `GET /metrics` (Prometheus text format) on `--metrics-listen`;
 //! - [`run`]: start-up and the run loops, until [`Control`] says stop.
 //!
 //! The run loops are generic over the data plane: tests run them in-process over the
@@ -19,6 +20,7 @@
 
 pub mod control;
 pub mod health;
+pub mod metrics;
 pub mod neighbours;
 pub mod net;
 pub mod report;
@@ -74,4 +76,6 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Where the configuration comes from.
     pub source: Source,
+    /// Where to serve `GET /metrics`; `None`: not served.
+    pub metrics: Option<metrics::MetricsOptions>,
 }

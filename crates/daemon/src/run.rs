@@ -40,7 +40,18 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
         data_plane: args,
         state_dir,
         source,
+        metrics: metrics_options,
     } = options;
+    // Bound first: a bad address or token file stops the start-up before the kernel is
+    // touched.
+    let metrics = match &metrics_options {
+        Some(o) => {
+            let m = std::sync::Arc::new(crate::metrics::EngineMetrics::default());
+            crate::metrics::serve(o, m.clone())?;
+            Some(m)
+        }
+        None => None,
+    };
     let ifindex = net::ifindex(&args.interface)?;
     let (v4, v6) = net::interface_addrs(&args.interface)?;
     let source_v4 = args.source_v4.or_else(|| v4.first().copied());
@@ -70,6 +81,9 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
             let mut addresses: Vec<IpAddr> = v4.iter().copied().map(IpAddr::V4).collect();
             addresses.extend(v6.iter().copied().map(IpAddr::V6));
             let (follower, reporter) = controller::connect(options, addresses);
+            if let Some(m) = &metrics {
+                m.follow_controller(follower.connected_watch());
+            }
             let persisted = match controller::load_persisted(&state_dir) {
                 Some(p) => match p.config.compile() {
                     Ok(desired) => {
@@ -134,6 +148,9 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
             source_v6,
         },
     )?;
+    if let Some(m) = metrics {
+        runner.set_metrics(m);
+    }
     if adopted {
         // The revisions go on from those of the engine that left this data plane.
         if let Ok(previous) = crate::state::read(&state_dir) {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -17,6 +18,7 @@ use ricochet_engine::{ApplyReport, Engine};
 use tracing::{error, info, warn};
 
 use crate::health::{self, without_down_servers, DownServers, Monitoring};
+use crate::metrics::{EngineMetrics, Snapshot};
 use crate::state::{self, Origin, StateFile};
 
 /// What the daemon needs of a data plane besides its maps.
@@ -102,6 +104,8 @@ pub struct Runner<D: DaemonDataplane> {
     /// The revision of the engine this one took over from (its state file, same pins):
     /// the revision goes on from there.
     revision_base: u64,
+    /// The metrics served on `--metrics-listen`, if any.
+    metrics: Option<Arc<EngineMetrics>>,
 }
 
 impl<D: DaemonDataplane> Runner<D> {
@@ -121,7 +125,14 @@ impl<D: DaemonDataplane> Runner<D> {
             peer_findings: Vec::new(),
             transmit_errors: BTreeMap::new(),
             revision_base: 0,
+            metrics: None,
         })
+    }
+
+    /// Records applies into `metrics` and publishes a snapshot to it with every state
+    /// file write.
+    pub fn set_metrics(&mut self, metrics: Arc<EngineMetrics>) {
+        self.metrics = Some(metrics);
     }
 
     /// Continues the revisions of an engine that ran before on the same pinned data
@@ -287,7 +298,12 @@ impl<D: DaemonDataplane> Runner<D> {
         self.engine
             .dataplane()
             .resolve_next_hops(&server_ips(&effective));
-        let report = self.engine.apply(&effective)?;
+        let started = Instant::now();
+        let applied = self.engine.apply(&effective);
+        if let Some(m) = &self.metrics {
+            m.observe_apply(started.elapsed(), applied.is_ok());
+        }
+        let report = applied?;
         self.current = desired.clone();
         if !self.attached {
             self.engine
@@ -344,15 +360,50 @@ impl<D: DaemonDataplane> Runner<D> {
         })
     }
 
-    /// Writes the state file once the data plane is attached; a failure is logged.
+    /// Writes the state file once the data plane is attached, and publishes the same
+    /// reading to the metrics; a failure is logged.
     pub fn write_state_logged(&self) {
-        if self.attached {
-            if let Err(e) = self
-                .state()
-                .and_then(|st| state::write(&self.options.state_dir, &st))
-            {
-                warn!("state file: {e:#}");
-            }
+        if !self.attached {
+            return;
+        }
+        let st = match self.state() {
+            Ok(st) => st,
+            Err(e) => return warn!("state file: {e:#}"),
+        };
+        if let Err(e) = state::write(&self.options.state_dir, &st) {
+            warn!("state file: {e:#}");
+        }
+        if let Some(m) = &self.metrics {
+            m.publish(self.metrics_snapshot(st));
+        }
+    }
+
+    /// The metrics' snapshot around `state` (this moment's state file).
+    pub fn metrics_snapshot(&self, state: StateFile) -> Snapshot {
+        let dp = self.engine.dataplane();
+        let events = dp.event_counters().unwrap_or_else(|e| {
+            warn!("reading the event counters: {e:#}");
+            Vec::new()
+        });
+        Snapshot {
+            state,
+            servers: self
+                .current
+                .pools
+                .iter()
+                .flat_map(|p| {
+                    p.servers
+                        .iter()
+                        .map(|s| (p.name.clone(), s.ip, s.ratio, s.enabled))
+                })
+                .collect(),
+            events,
+            transmit_counters: self
+                .transmit
+                .as_ref()
+                .map(|t| t.counters().clone())
+                .unwrap_or_default(),
+            flow_capacity: dp.capacities().flows,
         }
     }
 }

@@ -289,6 +289,12 @@ impl XmitMonitor {
         })
     }
 
+    /// Every XDP transmit error counter of the namespace's interfaces as the last check
+    /// read it: (interface, counter) → the driver's value (for the engine's metrics).
+    pub fn counters(&self) -> &BTreeMap<(String, String), u64> {
+        &self.last
+    }
+
     /// Checks the veth peer of the load balancer's interface and every counter that rose
     /// since the previous check (or since [`new`](Self::new)).
     pub fn check(&mut self) -> anyhow::Result<Vec<Finding>> {

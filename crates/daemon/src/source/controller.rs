@@ -64,12 +64,25 @@ pub struct Follower {
     pub updates: mpsc::Receiver<Desired>,
     url: String,
     stop: Arc<AtomicBool>,
+    link: Arc<LinkState>,
 }
 
 impl Follower {
     /// The controller's API.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether the controller answered the engine's last call (false until it first
+    /// answers).
+    pub fn connected(&self) -> bool {
+        self.link.connected.load(Ordering::SeqCst)
+    }
+
+    /// [`Follower::connected`] for another thread (the metrics server).
+    pub fn connected_watch(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let link = self.link.clone();
+        move || link.connected.load(Ordering::SeqCst)
     }
 }
 
@@ -78,10 +91,13 @@ impl Follower {
 pub(crate) struct LinkState {
     url: String,
     lost: AtomicBool,
+    /// The last call got an answer (the metrics' `ricochet_engine_controller_connected`).
+    connected: AtomicBool,
 }
 
 impl LinkState {
     pub(crate) fn failed(&self, what: &str, e: &ClientError) {
+        self.connected.store(false, Ordering::SeqCst);
         if !self.lost.swap(true, Ordering::SeqCst) {
             // An answer that refuses (a wrong token, say) is not a lost controller: say
             // which, so that the operator looks at the right thing.
@@ -98,6 +114,7 @@ impl LinkState {
     }
 
     pub(crate) fn answered(&self) {
+        self.connected.store(true, Ordering::SeqCst);
         if self.lost.swap(false, Ordering::SeqCst) {
             info!("the controller at {} answers again", self.url);
         }
@@ -122,6 +139,7 @@ pub fn connect(options: &ControllerOptions, addresses: Vec<IpAddr>) -> (Follower
         url: options.url.clone(),
         // Nothing logged until the first failure: "lost" then means "not reached".
         lost: AtomicBool::new(false),
+        connected: AtomicBool::new(false),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, updates) = mpsc::channel();
@@ -137,11 +155,12 @@ pub fn connect(options: &ControllerOptions, addresses: Vec<IpAddr>) -> (Follower
             .spawn(move || watch(&client, &link, &stop, &registration, &tx))
             .expect("spawning a thread");
     }
-    let reporter = Reporter::start(client, link, &options.name);
+    let reporter = Reporter::start(client, link.clone(), &options.name);
     let follower = Follower {
         updates,
         url: options.url.clone(),
         stop,
+        link,
     };
     (follower, reporter)
 }
