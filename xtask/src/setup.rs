@@ -29,7 +29,12 @@ const PACKAGES: &[&str] = &[
     "hping3",
     "libnginx-mod-stream",
     "fonts-dejavu-core",
+    // The official Prometheus client's text parser reads /metrics in the tests.
+    "python3-prometheus-client",
 ];
+
+/// promtool lints the metrics' names in the tests (`promtool check metrics`).
+const PROMTOOL: &str = "/usr/local/bin/promtool";
 
 /// The LLVM major version that bpf-linker is built against; the nightly that compiles the eBPF
 /// crate must emit bitcode of the same major version.
@@ -38,7 +43,7 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 pub(crate) const NIGHTLY: &str = "nightly";
 
-const STEPS: usize = 5;
+const STEPS: usize = 6;
 
 /// Entry point of `cargo xtask setup` (also the first step of `test` and `demo`): runs every
 /// step in order.
@@ -48,6 +53,7 @@ pub fn setup() -> Result<(), Failure> {
     nightly_rust_src(3)?;
     nightly_llvm(4)?;
     bpf_linker(5)?;
+    promtool(6)?;
     println!("Setup complete.");
     Ok(())
 }
@@ -109,6 +115,51 @@ fn debian_packages(index: usize) -> Result<(), Failure> {
         .args(&missing))
     .map_err(apt_failure)?;
     progress(index, WHAT, &format!("installed {list}"));
+    Ok(())
+}
+
+/// promtool, taken out of Debian's prometheus package rather than installed with it:
+/// installing the package would also start a Prometheus server (its init script) on
+/// port 9090. `apt-get download` and `dpkg-deb -x` run no maintainer script.
+fn promtool(index: usize) -> Result<(), Failure> {
+    const WHAT: &str = "promtool (from Debian's prometheus package)";
+    if Path::new(PROMTOOL).exists() {
+        progress(index, WHAT, "already installed");
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(Failure::new(format!(
+            "[{index}/{STEPS}] {WHAT}: {PROMTOOL} is missing, and installing it needs root"
+        ))
+        .hint("rerun `cargo xtask setup` as root"));
+    }
+    progress(index, WHAT, &format!("extracting it to {PROMTOOL}"));
+    let dir = std::env::temp_dir().join(format!("ricochet-promtool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::new(format!("creating {}: {e}", dir.display())))?;
+    let result = (|| {
+        run(Command::new("apt-get")
+            .current_dir(&dir)
+            .args(["download", "prometheus"]))
+        .map_err(|f| f.hint("run `apt-get update` (as root), then `cargo xtask setup` again"))?;
+        let deb = std::fs::read_dir(&dir)
+            .map_err(|e| Failure::new(format!("reading {}: {e}", dir.display())))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .ok_or_else(|| Failure::new("apt-get download prometheus left no .deb file"))?;
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("root")))?;
+        std::fs::copy(dir.join("root/usr/bin/promtool"), PROMTOOL)
+            .map_err(|e| Failure::new(format!("copying promtool to {PROMTOOL}: {e}")))?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    progress(index, WHAT, "installed");
     Ok(())
 }
 

@@ -28,6 +28,7 @@ use crate::engines::Engines;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::kind::{referrers, ConfigObject, Kind};
+use crate::metrics::ApiMetrics;
 use crate::store::{Store, StoreError};
 use crate::types::{
     is_valid_engine_name, ApplyResult, Configuration, Deleted, Desired, EngineRegistration,
@@ -54,11 +55,13 @@ pub struct AppState {
     pub engines: Arc<Engines>,
     /// Becomes true when the controller stops: waiting polls return at once.
     pub shutdown: watch::Receiver<bool>,
+    /// Requests by route and status, for `GET /metrics`.
+    pub metrics: Arc<ApiMetrics>,
 }
 
 impl AppState {
     /// Runs `f` on the store off the async threads (redb blocks, and commits fsync).
-    async fn store<T: Send + 'static>(
+    pub(crate) async fn store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -187,18 +190,24 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(desired))
         .routes(routes!(healthz))
         .routes(routes!(openapi_json))
+        .routes(routes!(crate::metrics::scrape))
 }
 
 /// The API: routes, the document, JSON errors for unknown routes and wrong methods, and
 /// authentication (`tokens`; `None` turns it off).
 pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
+    let metrics = state.metrics.clone();
     let (router, openapi) = routes().split_for_parts();
     let router = router
         .layer(Extension(Arc::new(openapi)))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(tokens, auth::require_token));
+        .layer(middleware::from_fn_with_state(tokens, auth::require_token))
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ));
     // A layer on a router runs inside each route, before axum adds the `Allow` header to
     // a 405; so the 405 rewrite wraps the whole router instead.
     Router::new()

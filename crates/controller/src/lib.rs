@@ -7,6 +7,7 @@
 //! - [`auth`]: bearer tokens (SHA-256 stored), the admin token created on first start.
 //! - [`engines`]: live state of service engines (connection, last report).
 //! - [`status`]: virtual services up, degraded or down from their servers' health.
+//! - [`metrics`]: `GET /metrics` (Prometheus text format): requests, store, engines.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), ricochet_controller::ControllerError> {
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod engines;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod status;
 pub mod store;
 
@@ -162,6 +164,7 @@ impl Controller {
             config_revision: Arc::new(watch::channel(config_revision).0),
             engines: Arc::new(Engines::new(options.engine_timeout)),
             shutdown: shutdown_rx,
+            metrics: Arc::default(),
         };
         Ok(Controller {
             listener,

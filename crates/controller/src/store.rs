@@ -284,6 +284,8 @@ fn system_l4_application() -> ApplicationProfile {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// How long each commit took (its fsync, mostly): the controller's metrics.
+    commits: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Store {
@@ -299,6 +301,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_owned(),
+            commits: crate::metrics::commit_histogram(),
         };
         store.initialise()?;
         Ok(store)
@@ -307,6 +310,11 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The durations of the commits since the store was opened.
+    pub fn commit_durations(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        &self.commits
     }
 
     fn initialise(&self) -> Result<(), StoreError> {
@@ -410,7 +418,9 @@ impl Store {
                 table.pop_first()?;
             }
         }
+        let started = std::time::Instant::now();
         wtx.commit()?;
+        self.commits.observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
 

@@ -823,6 +823,7 @@ fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
     let mut expected = vec![
         "GET /healthz".to_owned(),
         "GET /api/v1/openapi.json".to_owned(),
+        "GET /metrics".to_owned(),
         "GET /api/v1/configuration".to_owned(),
         "PUT /api/v1/configuration".to_owned(),
         "GET /api/v1/events".to_owned(),

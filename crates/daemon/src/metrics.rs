@@ -678,9 +678,12 @@ mod tests {
         let m = EngineMetrics::default();
         m.follow_controller(|| false);
         let text = m.encode();
-        let parsed =
-            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-        let names: Vec<&str> = parsed.samples.iter().map(|s| s.metric.as_str()).collect();
+        let parsed = ricochet_testkit::prometheus::parse(&text);
+        let names: Vec<&str> = parsed
+            .iter()
+            .flat_map(|f| &f.samples)
+            .map(|s| s.name.as_str())
+            .collect();
         assert!(names.contains(&"ricochet_engine_attached"), "{text}");
         assert!(
             names.contains(&"ricochet_engine_controller_connected"),

@@ -1,7 +1,8 @@
 //! The engine's `/metrics` over the in-memory data plane: the families, their types and
-//! labels as a Prometheus text parser reads them, the labels of servers of a pool one
-//! service uses or several share, and the token beyond loopback. (Counters moving with
-//! traffic: `crates/cli/tests/metrics_e2e.rs`, on the kernel's data plane.)
+//! labels as the Prometheus client's parser reads them and promtool lints them, the labels
+//! of servers of a pool one service uses or several share, and the token beyond
+//! loopback. (Counters moving with traffic: `crates/cli/tests/metrics_e2e.rs`, on the
+//! kernel's data plane.)
 
 // This test needs no run loop, so not every helper is used.
 #[allow(dead_code)]
@@ -10,21 +11,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_parse::{Sample, Scrape, Value};
 use ricochet_daemon::metrics::{serve, EngineMetrics, MetricsOptions};
+use ricochet_dataplane::memory::MemoryDataplane;
+use ricochet_testkit::prometheus::{promtool_check, Metrics};
 
-fn parse(text: &str) -> Scrape {
-    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
-}
-
-fn samples<'a>(scrape: &'a Scrape, name: &str) -> Vec<&'a Sample> {
-    scrape.samples.iter().filter(|s| s.metric == name).collect()
-}
-
-fn apply(
-    runner: &mut ricochet_daemon::Runner<ricochet_dataplane::memory::MemoryDataplane>,
-    text: &str,
-) {
+fn apply(runner: &mut ricochet_daemon::Runner<MemoryDataplane>, text: &str) {
     let config = ricochet_config::Config::from_yaml_str(text).unwrap();
     let desired = config.compile().unwrap();
     runner.apply(&config, &desired).unwrap();
@@ -39,82 +30,93 @@ fn families_types_and_labels_follow_what_runs() {
 
     // One service on the pool: its servers carry the service's labels.
     apply(&mut runner, &common::config("192.0.2.100", 1));
-    let scrape = parse(&metrics.encode());
-    let vs = samples(&scrape, "ricochet_virtual_service_packets_total");
-    assert_eq!(vs.len(), 1);
-    assert_eq!(vs[0].labels.get("name"), Some("vs-0"));
-    assert_eq!(vs[0].labels.get("vip"), Some("192.0.2.100"));
-    assert_eq!(vs[0].labels.get("port"), Some("80"));
-    assert_eq!(vs[0].labels.get("protocol"), Some("tcp"));
-    assert!(matches!(vs[0].value, Value::Counter(v) if v == 0.0));
-    for family in [
+    let text = metrics.encode();
+    promtool_check(&text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
+    let m = Metrics::parse(&text);
+    let vs = [
+        ("name", "vs-0"),
+        ("vip", "192.0.2.100"),
+        ("port", "80"),
+        ("protocol", "tcp"),
+    ];
+    for name in [
+        "ricochet_virtual_service_packets_total",
+        "ricochet_virtual_service_bytes_total",
+        "ricochet_virtual_service_new_flows_total",
+    ] {
+        assert_eq!(m.kind(name), "counter", "{name}");
+        assert_eq!(m.value(name, &vs), 0.0, "{name}");
+    }
+    for name in [
         "ricochet_server_packets_total",
         "ricochet_server_bytes_total",
         "ricochet_server_new_flows_total",
     ] {
-        let s = samples(&scrape, family);
-        let mut servers: Vec<_> = s.iter().map(|s| s.labels.get("server").unwrap()).collect();
-        servers.sort();
-        assert_eq!(servers, ["192.0.2.10", "192.0.2.11"], "{family}");
-        assert!(s.iter().all(|s| s.labels.get("name") == Some("vs-0")
-            && s.labels.get("pool") == Some("web-pool")
-            && matches!(s.value, Value::Counter(_))));
+        assert_eq!(m.kind(name), "counter");
+        for server in ["192.0.2.10", "192.0.2.11"] {
+            let mut labels = vs.to_vec();
+            labels.extend([("pool", "web-pool"), ("server", server)]);
+            assert_eq!(m.value(name, &labels), 0.0, "{name} {server}");
+        }
     }
-    let weights = samples(&scrape, "ricochet_server_weight");
-    assert_eq!(weights.len(), 2);
-    assert!(weights.iter().all(|s| s.value == Value::Gauge(1.0)));
+    assert_eq!(m.kind("ricochet_server_weight"), "gauge");
+    assert_eq!(
+        m.value("ricochet_server_weight", &[("server", "192.0.2.10")]),
+        1.0
+    );
     // No monitor: servers are up ("no health monitor"), one series per state.
-    let health = samples(&scrape, "ricochet_server_health");
-    assert_eq!(health.len(), 6);
-    for s in &health {
-        let expect = if s.labels.get("state") == Some("up") {
-            1.0
-        } else {
-            0.0
-        };
-        assert_eq!(s.value, Value::Gauge(expect), "{s:?}");
+    for (state, v) in [("up", 1.0), ("down", 0.0), ("unknown", 0.0)] {
+        assert_eq!(
+            m.value(
+                "ricochet_server_health",
+                &[("server", "192.0.2.11"), ("state", state)]
+            ),
+            v
+        );
     }
-    let reasons = samples(&scrape, "ricochet_packets_total");
-    assert_eq!(reasons.len(), ricochet_common::Reason::ALL.len());
-    assert!(reasons
-        .iter()
-        .any(|s| s.labels.get("reason") == Some("drop_no_service")
-            && s.labels.get("verdict") == Some("drop")));
+    assert_eq!(
+        m.samples("ricochet_packets_total", &[]).count(),
+        ricochet_common::Reason::ALL.len()
+    );
+    assert_eq!(
+        m.value(
+            "ricochet_packets_total",
+            &[("reason", "drop_no_service"), ("verdict", "drop")]
+        ),
+        0.0
+    );
     for name in [
         "ricochet_flow_table_insert_failures_total",
         "ricochet_flow_table_non_syn_misses_total",
     ] {
-        assert!(
-            matches!(samples(&scrape, name)[..], [s] if s.value == Value::Counter(0.0)),
-            "{name}"
-        );
+        assert_eq!(m.kind(name), "counter");
+        assert_eq!(m.value(name, &[]), 0.0, "{name}");
     }
+    assert_eq!(m.value("ricochet_engine_revision", &[]), 1.0);
     assert_eq!(
-        samples(&scrape, "ricochet_engine_revision")[0].value,
-        Value::Gauge(1.0)
+        m.kind("ricochet_engine_apply_duration_seconds_count"),
+        "histogram"
     );
-    let applies = samples(&scrape, "ricochet_engine_apply_duration_seconds");
-    assert!(
-        matches!(&applies[0].value, Value::Histogram(b) if b.last().unwrap().count == 1.0),
-        "{applies:?}"
+    assert_eq!(
+        m.value("ricochet_engine_apply_duration_seconds_count", &[]),
+        1.0
     );
 
-    // Two services share the pool: the servers' counters are not per service.
+    // Two services share the pool: the servers' counters are not per service, so their
+    // service labels are empty (absent, to Prometheus).
     apply(&mut runner, &common::config("192.0.2.100", 2));
-    let scrape = parse(&metrics.encode());
+    let m = Metrics::parse(&metrics.encode());
     assert_eq!(
-        samples(&scrape, "ricochet_virtual_service_bytes_total").len(),
+        m.samples("ricochet_virtual_service_bytes_total", &[])
+            .count(),
         2
     );
-    let servers = samples(&scrape, "ricochet_server_packets_total");
+    let servers: Vec<_> = m.samples("ricochet_server_packets_total", &[]).collect();
     assert_eq!(servers.len(), 2);
-    assert!(servers
-        .iter()
-        .all(|s| s.labels.get("name").unwrap_or("").is_empty()));
-    assert_eq!(
-        samples(&scrape, "ricochet_engine_revision")[0].value,
-        Value::Gauge(2.0)
-    );
+    assert!(servers.iter().all(
+        |s| s.labels.get("name").is_none_or(|n| n.is_empty()) && s.labels["pool"] == "web-pool"
+    ));
+    assert_eq!(m.value("ricochet_engine_revision", &[]), 2.0);
 }
 
 #[test]
@@ -151,9 +153,6 @@ fn the_endpoint_wants_its_token() {
         r.headers().get("content-type").unwrap(),
         "text/plain; version=0.0.4; charset=utf-8"
     );
-    let scrape = parse(&r.body_mut().read_to_string().unwrap());
-    assert_eq!(
-        samples(&scrape, "ricochet_engine_attached")[0].value,
-        Value::Gauge(0.0)
-    );
+    let m = Metrics::parse(&r.body_mut().read_to_string().unwrap());
+    assert_eq!(m.value("ricochet_engine_attached", &[]), 0.0);
 }

@@ -9,6 +9,7 @@
 //! - [`netns`]: network namespaces owned by threads ([`netns::in_fresh_netns`],
 //!   [`netns::Ns`]).
 //! - [`lab`]: the fixture lab's network inside such a namespace.
+//! - [`prometheus`]: `/metrics` read by the Python client's parser and `promtool`.
 //! - [`require_root`] and [`is_bpffs`].
 //!
 //! The seed's multi-namespace topology for end-to-end tests is `ricochet-testbed`'s
@@ -19,6 +20,7 @@ pub mod ip;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod prometheus;
 
 use std::path::Path;
 

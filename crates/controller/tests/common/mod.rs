@@ -181,8 +181,14 @@ impl Ctl {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.body_mut().read_to_string().unwrap_or_default();
+        let json = headers
+            .get("content-type")
+            .is_none_or(|v| v.to_str().unwrap_or_default().contains("json"));
         let body = if text.is_empty() {
             Value::Null
+        } else if !json {
+            // /metrics answers the Prometheus text format.
+            Value::String(text)
         } else {
             serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{method} {path}: answer is not JSON ({e}): {text}"))
