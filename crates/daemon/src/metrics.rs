@@ -347,7 +347,7 @@ impl Collector for SnapshotCollector {
             ("packets", "Packets", |c| c.packets),
             (
                 "bytes",
-                "Bytes (IP packets as received, before encapsulation)",
+                "Bytes (frames as received, Ethernet header included, before encapsulation)",
                 |c| c.bytes,
             ),
             ("new_flows", "New flows (hashed to a server)", |c| {
