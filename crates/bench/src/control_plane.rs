@@ -574,6 +574,13 @@ struct ScalePoint {
     /// The same, the engine thread's CPU time ([`thread_cpu_ms`]), ms.
     kernel_change_cpu_ms: Vec<f64>,
     memory_change_ms: Vec<f64>,
+    /// `Engine::status` over the kernel maps after the initial apply: every counter, the
+    /// reading the engine's run loop takes each second for its state file and metrics, ms.
+    status_read_ms: Vec<f64>,
+    /// Encoding `/metrics` from that reading (what a scrape costs the engine), ms.
+    scrape_encode_ms: Vec<f64>,
+    /// The size of that `/metrics` answer.
+    scrape_bytes: usize,
     /// Map element updates of the initial apply (Maglev slots, service entries, VIPs,
     /// server slot writes), from the in-memory data plane's count.
     initial_writes: u64,
@@ -633,7 +640,11 @@ fn scale_point(n: usize, reps: usize) -> anyhow::Result<ScalePoint> {
         initial_writes: 0,
         change_writes: 0,
         change_report: String::new(),
+        status_read_ms: Vec::new(),
+        scrape_encode_ms: Vec::new(),
+        scrape_bytes: 0,
     };
+    let metrics = ricochet_daemon::metrics::EngineMetrics::default();
     fn time<D: Dataplane>(e: &mut Engine<D>, d: &Desired) -> anyhow::Result<(f64, ApplyReport)> {
         let start = Instant::now();
         let r = e.apply(d)?;
@@ -666,6 +677,10 @@ fn scale_point(n: usize, reps: usize) -> anyhow::Result<ScalePoint> {
                 .with_context(|| format!("applying {n} virtual services"))?
                 .0,
         );
+        let (read, encode, bytes) = time_scrape(&kernel, &desired, &metrics)?;
+        p.status_read_ms.push(read);
+        p.scrape_encode_ms.push(encode);
+        p.scrape_bytes = bytes;
         p.memory_noop_ms.push(time(&mut mem, &desired)?.0);
         p.kernel_noop_ms.push(time(&mut kernel, &desired)?.0);
         for _ in 0..CHANGES_PER_REP {
@@ -682,6 +697,58 @@ fn scale_point(n: usize, reps: usize) -> anyhow::Result<ScalePoint> {
         }
     }
     Ok(p)
+}
+
+/// The engine's metrics at `engine`'s size: the counter reading (ms), the encoding of
+/// `/metrics` from it (ms) and the answer's size in bytes.
+fn time_scrape(
+    engine: &Engine<KernelDataplane>,
+    desired: &Desired,
+    metrics: &ricochet_daemon::metrics::EngineMetrics,
+) -> anyhow::Result<(f64, f64, usize)> {
+    let start = Instant::now();
+    let status = engine.status()?;
+    let events = engine.dataplane().event_counters()?;
+    let read = ms_since(start);
+    let services = status.services.len();
+    let snapshot = ricochet_daemon::metrics::Snapshot {
+        state: ricochet_daemon::StateFile {
+            interface: LAB_IF.to_owned(),
+            pin_dir: "/nonexistent".into(),
+            config: None,
+            controller: None,
+            controller_revision: None,
+            health: Vec::new(),
+            pid: std::process::id(),
+            status,
+            warnings: Vec::new(),
+        },
+        servers: desired
+            .pools
+            .iter()
+            .flat_map(|p| {
+                p.servers
+                    .iter()
+                    .map(|s| (p.name.clone(), s.ip, s.ratio, s.enabled))
+            })
+            .collect(),
+        events,
+        transmit_counters: Default::default(),
+        flow_capacity: engine.dataplane().capacities().flows,
+    };
+    let start = Instant::now();
+    metrics.publish(snapshot);
+    let text = metrics.encode();
+    let encode = ms_since(start);
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("ricochet_virtual_service_packets_total{"))
+        .count();
+    anyhow::ensure!(
+        series == services,
+        "/metrics has {series} virtual services, the engine runs {services}"
+    );
+    Ok((read, encode, text.len()))
 }
 
 /// `ricochet check-config` of a file, wall time (ms) of each of `reps` runs.
@@ -1381,6 +1448,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
                 fmt_ms(med(&p.kernel_change_cpu_ms)),
                 fmt_ms(med(&p.memory_change_ms)),
                 p.change_writes.to_string(),
+                fmt_ms(med(&p.status_read_ms)),
+                fmt_ms(med(&p.scrape_encode_ms)),
+                format!("{}", p.scrape_bytes / 1024),
             ]
         })
         .collect();
@@ -1398,6 +1468,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
             "one-VS change (kernel), engine CPU ms",
             "one-VS change (in memory) ms",
             "map element updates of the change",
+            "counters read (kernel) ms",
+            "/metrics encode ms",
+            "/metrics KiB",
         ],
         &rows,
     ));
@@ -1415,6 +1488,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
          re-apply is that cost alone). The difference between the kernel and in-memory \
          columns is the map system calls: one BPF_MAP_UPDATE_BATCH per Maglev table, one \
          update per service entry, VIP and server slot write.\n\n\
+         **Metrics at scale.** \"counters read\" is `Engine::status` over the kernel maps: \
+         every service's and server slot's per-CPU counters, the reading the engine's run loop \
+         takes once a second for its state file and `/metrics`; \"/metrics encode\" is what \
+         a scrape then costs (the Prometheus text of that reading, `prometheus-client`): a \
+         scrape reads no map.\n\n\
          ![Apply time vs VSs](control-plane-scale.png)\n\nRaw: [{raw_scale}]({raw_scale}), \
          [{raw_check}]({raw_check}).\n",
         last.yaml_bytes / 1024,
