@@ -29,6 +29,11 @@ const PACKAGES: &[&str] = &[
     "hping3",
     "libnginx-mod-stream",
     "fonts-dejavu-core",
+    // `cargo xtask package`: dpkg-shlibdeps and strip (dpkg-dev), lintian; its install test
+    // builds a Debian 12 root with debootstrap.
+    "dpkg-dev",
+    "lintian",
+    "debootstrap",
 ];
 
 /// The LLVM major version that bpf-linker is built against; the nightly that compiles the eBPF
