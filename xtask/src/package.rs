@@ -195,7 +195,7 @@ pub fn build(root: &Path, target: &Path) -> Result<PathBuf, Failure> {
 pub fn lintian(deb: &Path) -> Result<(), Failure> {
     let result = crate::cmd::probe(
         Command::new("lintian")
-            .args(["--info", "--display-info", "--fail-on", "error,warning"])
+            .args(["--display-info", "--fail-on", "error,warning"])
             .arg(deb),
     )?;
     let report = String::from_utf8_lossy(&result.stdout);
