@@ -5,6 +5,8 @@
 //! needs (`cargo xtask setup`).
 
 mod cmd;
+mod install_test;
+mod package;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,13 @@ Commands:
           `cargo xtask bench -- --out /tmp/report per-packet maglev`.
           `cargo xtask bench --katran-object PATH [-- ...]` also measures Katran's XDP balancer
           (a balancer.bpf.o you built from Katran's sources) beside Ricochet, per packet.
+  package setup, then build the Debian package target/package/ricochet_<version>_<arch>.deb
+          (release binary with its eBPF objects, systemd units, /etc/ricochet conffiles, man
+          pages and completions generated from the CLI) and run lintian on it.
+  package-test
+          package, then install it in a clean Debian 12 root (debootstrap, cached under
+          target/package-test) and check it (needs root). Part of `test` when `test` is given
+          no arguments.
   help    Print this message.
 ";
 
@@ -43,6 +52,8 @@ fn main() -> ExitCode {
         "setup" => no_arguments("setup", rest).and_then(|()| setup::setup()),
         "test" => passthrough("test", rest).and_then(test),
         "demo" => passthrough("demo", rest).and_then(demo),
+        "package" => no_arguments("package", rest).and_then(|()| package().map(drop)),
+        "package-test" => no_arguments("package-test", rest).and_then(|()| package_test()),
         "bench" => {
             bench_arguments(rest).and_then(|(katran, extra)| bench(katran.as_deref(), extra))
         }
@@ -160,7 +171,7 @@ fn test(extra: &[String]) -> Result<(), Failure> {
     require_root("`cargo xtask test` (the privileged end-to-end tests)")?;
     let root = workspace_root();
     let start = Instant::now();
-    const TOTAL: usize = 5;
+    const TOTAL: usize = 6;
 
     step(1, TOTAL, "setup", setup::setup)?;
     step(2, TOTAL, "cargo fmt --all --check", || {
@@ -204,6 +215,20 @@ fn test(extra: &[String]) -> Result<(), Failure> {
     step(5, TOTAL, &format!("cargo {}", args.join(" ")), || {
         run(cargo(root).args(&args))
     })?;
+    if extra.is_empty() {
+        step(
+            6,
+            TOTAL,
+            "package: build the .deb, lintian, install it in a Debian 12 root",
+            || package_checks(root),
+        )?;
+    } else {
+        // Said, not silent: a narrowed run leaves the package out.
+        println!(
+            "\n==> [6/{TOTAL}] package: skipped because arguments were given; run \
+             `cargo xtask package-test`"
+        );
+    }
 
     println!(
         "\nAll checks passed in {:.1} s.",
@@ -245,6 +270,37 @@ fn bpf_clippy_command(root: &Path, target_dir: &Path) -> std::process::Command {
         command.env_remove(key);
     }
     command
+}
+
+/// `cargo xtask package`: the `.deb`, checked by lintian; returns its path.
+fn package() -> Result<PathBuf, Failure> {
+    let root = workspace_root();
+    setup::setup()?;
+    let deb = package::build(root, &target_dir(root)?)?;
+    package::lintian(&deb)?;
+    println!("\nPackage: {}", deb.display());
+    Ok(deb)
+}
+
+fn package_test() -> Result<(), Failure> {
+    require_root("`cargo xtask package-test` (debootstrap, chroot)")?;
+    setup::setup()?;
+    package_checks(workspace_root())
+}
+
+/// Builds the package, runs lintian, and installs it in a clean Debian 12 root.
+fn package_checks(root: &Path) -> Result<(), Failure> {
+    let target = target_dir(root)?;
+    let start = Instant::now();
+    let deb = package::build(root, &target)?;
+    println!(
+        "    package built in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let linted = Instant::now();
+    package::lintian(&deb)?;
+    println!("    lintian took {:.1} s", linted.elapsed().as_secs_f64());
+    install_test::install_test(&target, &deb)
 }
 
 fn demo(extra: &[String]) -> Result<(), Failure> {

@@ -31,6 +31,11 @@ const PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     // The official Prometheus client's text parser reads /metrics in the tests.
     "python3-prometheus-client",
+    // `cargo xtask package`: dpkg-shlibdeps and strip (dpkg-dev), lintian; its install test
+    // builds a Debian 12 root with debootstrap.
+    "dpkg-dev",
+    "lintian",
+    "debootstrap",
 ];
 
 /// promtool lints the metrics' names in the tests (`promtool check metrics`).

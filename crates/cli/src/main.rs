@@ -9,11 +9,13 @@
 //! - `ricochet server ...`: makes a pool server DSR-ready, checks it, undoes it.
 //! - `ricochet controller`: the controller (store, REST API, tokens).
 //! - `ricochet apply/get/create/replace/delete/events`: the controller's clients.
+//! - `ricochet generate man|completion`: man pages and shell completions.
 
 mod all_in_one;
 mod api_client;
 mod controller;
 mod daemon;
+mod generate;
 mod objects;
 mod server;
 mod status;
@@ -21,7 +23,7 @@ mod status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +81,9 @@ enum Command {
     Delete(objects::DeleteArgs),
     /// Show state changes: configuration, engines, servers.
     Events(objects::EventsArgs),
+    /// Write man pages or print shell completions (the package ships them).
+    #[command(subcommand)]
+    Generate(generate::GenerateCommand),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
         Command::Replace(args) => objects::replace(args),
         Command::Delete(args) => objects::delete(args),
         Command::Events(args) => objects::events(args),
+        Command::Generate(what) => generate::run(what, Cli::command()),
         Command::Detach {
             interface,
             pin_dir,
