@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use crate::auth::{self, Actor, Tokens};
 use crate::engines::Engines;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{parse_json, ApiJson, ApiPath, ApiQuery, JsonBytes};
 use crate::kind::{referrers, ConfigObject, Kind};
 use crate::store::{Store, StoreError};
 use crate::types::{
@@ -39,8 +39,8 @@ use crate::types::{
 pub const MAX_WAIT_SECS: u64 = 300;
 /// Desired-state poll wait when `wait` is not given.
 pub const DEFAULT_WAIT_SECS: u64 = 30;
-/// Largest request body (a whole configuration).
-const BODY_LIMIT: usize = 16 << 20;
+/// Largest request body (a whole configuration): the API's one message limit.
+const BODY_LIMIT: usize = ricochet_api::MAX_MESSAGE_BYTES;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -54,6 +54,8 @@ pub struct AppState {
     pub engines: Arc<Engines>,
     /// Becomes true when the controller stops: waiting polls return at once.
     pub shutdown: watch::Receiver<bool>,
+    /// The desired-state document of the newest revision, shared by all pollers.
+    pub desired: Arc<crate::desired::DesiredCache>,
 }
 
 impl AppState {
@@ -198,6 +200,9 @@ pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Inside authentication: what reaches it has passed (the connection limit
+        // keeps such connections).
+        .layer(middleware::from_fn(crate::connections::mark_authenticated))
         .layer(middleware::from_fn_with_state(tokens, auth::require_token));
     // A layer on a router runs inside each route, before axum adds the `Allow` header to
     // a 405; so the 405 rewrite wraps the whole router instead.
@@ -932,13 +937,46 @@ async fn unregister_engine(
 async fn engine_report(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    ApiJson(report): ApiJson<EngineReport>,
-) -> Result<Json<ServiceEngine>, ApiError> {
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
     // Registered first: a report must not resurrect an unregistered engine.
-    engine_view(&state, name.clone()).await?;
-    let events = state.engines.report(&name, report);
+    let record = {
+        let name = name.clone();
+        state.store(move |s| s.engine(&name)).await?
+    };
+    let record = record.ok_or_else(|| engine_not_registered(&name))?;
+    let current = *state.config_revision.borrow();
+    let configured = state
+        .desired
+        .at_least(&state.store, current)
+        .await?
+        .report_bound;
+    // Parsing, comparing with the previous report and answering are linear in the
+    // report's size and run off the async workers, so that a large report delays no
+    // other request.
+    let engines = Arc::clone(&state.engines);
+    let (events, answer) = tokio::task::spawn_blocking(move || {
+        let report: EngineReport = parse_json(&body)?;
+        if report.servers.len() > configured {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "report_too_large",
+                format!(
+                    "the report lists {} servers but the configuration has {configured}; an \
+                     engine reports at most the servers it was given",
+                    report.servers.len()
+                ),
+            )
+            .with_detail("servers", format!("at most {configured} entries")));
+        }
+        let events = engines.report(&name, report);
+        let answer = serde_json::to_vec(&engines.view(record)).expect("views serialize");
+        Ok((events, answer))
+    })
+    .await
+    .map_err(|e| ApiError::internal("a report task failed", &e))??;
     state.record(events).await;
-    engine_view(&state, name).await.map(Json)
+    Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -1007,13 +1045,18 @@ async fn desired(
             }
         }
     }
-    let snap = state.store(|s| s.snapshot()).await?;
+    // One document per revision, whichever poller asks first builds it.
+    let current = *revisions.borrow();
+    let doc = state.desired.at_least(&state.store, current).await?;
     Ok((
-        [(header::ETAG, etag(snap.config_revision))],
-        Json(Desired {
-            revision: snap.config_revision,
-            config: snap.config,
-        }),
+        [
+            (header::ETAG, etag(doc.revision)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        doc.body.clone(),
     )
         .into_response())
 }
