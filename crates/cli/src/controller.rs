@@ -89,6 +89,6 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(ricochet_controller::serve(options))?;
     // A store write still running on a blocking thread is waited for; nothing else.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    runtime.shutdown_timeout(Duration::from_millis(500));
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,9 @@ use crate::types::{
 
 /// Longest desired-state poll; longer waits are shortened to this.
 pub const MAX_WAIT_SECS: u64 = 300;
+/// Waiting desired-state polls are woken at most this often (a burst of commits reaches
+/// them as its first commit at once, then its newest revision every interval).
+pub const POLL_WAKE_INTERVAL: Duration = Duration::from_millis(500);
 /// Desired-state poll wait when `wait` is not given.
 pub const DEFAULT_WAIT_SECS: u64 = 30;
 /// Largest request body (a whole configuration): the API's one message limit.
@@ -56,6 +59,11 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The desired-state document of the newest revision, shared by all pollers.
     pub desired: Arc<crate::desired::DesiredCache>,
+    /// The newest committed configuration revision (ahead of `config_revision` while a
+    /// wake is paced).
+    pub committed_revision: Arc<std::sync::atomic::AtomicU64>,
+    /// Signalled by each commit, for [`AppState::pace_poll_wakes`].
+    pub committed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -74,13 +82,31 @@ impl AppState {
     /// Wakes desired-state polls; never moves the published revision backwards (two
     /// commits may finish in either order).
     fn publish(&self, config_revision: u64) {
-        self.config_revision.send_if_modified(|current| {
-            let newer = config_revision > *current;
-            if newer {
-                *current = config_revision;
-            }
-            newer
-        });
+        self.committed_revision
+            .fetch_max(config_revision, std::sync::atomic::Ordering::AcqRel);
+        self.committed.notify_one();
+    }
+
+    /// Forwards committed revisions to the pollers' channel: the first commit after a
+    /// quiet spell at once, later ones at most every [`POLL_WAKE_INTERVAL`], each time
+    /// with the newest revision. Every wake answers every waiting engine and each polls
+    /// again, so waking them for each commit of a burst would spend the controller's CPU
+    /// on configurations the engines replace a moment later, and starve the writes.
+    pub async fn pace_poll_wakes(self) {
+        loop {
+            self.committed.notified().await;
+            let latest = self
+                .committed_revision
+                .load(std::sync::atomic::Ordering::Acquire);
+            self.config_revision.send_if_modified(|current| {
+                let newer = latest > *current;
+                if newer {
+                    *current = latest;
+                }
+                newer
+            });
+            tokio::time::sleep(POLL_WAKE_INTERVAL).await;
+        }
     }
 
     /// Records engine events; a failure is logged, not returned: the request it came

@@ -53,7 +53,7 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`Limits::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping controller waits for connections to finish before dropping them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1200);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
 /// Descriptors kept free of connections: the store, blocking threads, logs.
 const RESERVED_FDS: u64 = 64;
 
@@ -130,6 +130,8 @@ struct Conn {
     first_byte: AtomicU64,
     /// Told to close (evicted to make room).
     evict: Notify,
+    /// Its deadline moved (a first byte, a request started or ended).
+    moved: Notify,
     epoch: Instant,
 }
 
@@ -182,6 +184,7 @@ impl Registry {
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(0),
             evict: Notify::new(),
+            moved: Notify::new(),
             epoch,
         });
         conn.idle_since.store(conn.now_ms(), Ordering::Release);
@@ -364,6 +367,7 @@ async fn http<IO>(
                 debug!(conn = conn.id, "closed to make room for another connection");
                 return;
             }
+            () = conn.moved.notified() => {}
             changed = closing.changed(), if !shutting_down => {
                 shutting_down = true;
                 if changed.is_ok() {
@@ -387,6 +391,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.idle_since.store(self.0.now_ms(), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.moved.notify_one();
     }
 }
 
@@ -410,6 +415,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
             && conn.first_byte.load(Ordering::Acquire) == 0
         {
             conn.first_byte.store(conn.now_ms() + 1, Ordering::Release);
+            conn.moved.notify_one();
         }
         polled
     }

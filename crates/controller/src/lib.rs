@@ -211,12 +211,10 @@ impl Controller {
             .await
             .expect("opening the store does not panic")?;
         let (_, config_revision) = store.revisions()?;
-        let listener = tokio::net::TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| ControllerError::Bind {
-                addr: options.listen,
-                source,
-            })?;
+        let listener = listen(options.listen).map_err(|source| ControllerError::Bind {
+            addr: options.listen,
+            source,
+        })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
             store: Arc::new(store),
@@ -224,6 +222,8 @@ impl Controller {
             engines: Arc::new(Engines::new(options.engine_timeout)),
             shutdown: shutdown_rx,
             desired: Arc::new(desired::DesiredCache::default()),
+            committed_revision: Arc::new(std::sync::atomic::AtomicU64::new(config_revision)),
+            committed: Arc::new(tokio::sync::Notify::new()),
         };
         Ok(Controller {
             listener,
@@ -297,6 +297,7 @@ impl Controller {
         }
 
         let sweeper = tokio::spawn(sweep_engines(self.state.clone(), self.engine_timeout));
+        let pacer = tokio::spawn(self.state.clone().pace_poll_wakes());
         let router = api::router(self.state.clone(), self.tokens);
         let shutdown = self.shutdown;
         connections::serve(
@@ -312,8 +313,23 @@ impl Controller {
         )
         .await;
         sweeper.abort();
+        pacer.abort();
         Ok(())
     }
+}
+
+/// A listener with a backlog of 4,096 (tokio's default is 1,024): a burst of
+/// connections beyond the backlog would be dropped by the kernel before the accept loop
+/// sees them, and the connection limit could not choose whom to keep.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Marks silent engines disconnected, several times per timeout.
