@@ -959,6 +959,7 @@ async fn unregister_engine(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "Not registered", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "More servers than the configuration has", body = ErrorBody),
     ))]
 async fn engine_report(
     State(state): State<AppState>,
