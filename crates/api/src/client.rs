@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use ureq::unversioned::transport::Connector as _;
 
-use crate::ErrorBody;
+use crate::tls::{ClientTls, TlsConnector};
+use crate::{ErrorBody, MAX_MESSAGE_BYTES};
 
 /// Where the controller is and how to authenticate.
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// File holding the API token (the controller writes the admin token there).
     pub token_file: PathBuf,
+    /// How an `https://` controller's certificate is verified.
+    pub tls: ClientTls,
 }
 
 /// A failed API call.
@@ -66,7 +70,8 @@ pub struct Client {
     url: String,
     token: Result<String, String>,
     token_source: String,
-    agent: ureq::Agent,
+    /// The agent, or why TLS could not be set up (reported by every call).
+    agent: Result<ureq::Agent, String>,
 }
 
 impl Client {
@@ -86,12 +91,36 @@ impl Client {
                 (token, file)
             }
         };
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
+            .build();
+        let tls = if args.url.starts_with("https://")
+            || args.tls.ca_file.is_some()
+            || args.tls.fingerprint.is_some()
+        {
+            TlsConnector::new(&args.tls).map(Some)
+        } else {
+            Ok(None)
+        };
+        let plain_with_tls_options = !args.url.starts_with("https://")
+            && tls.is_ok()
+            && (args.tls.ca_file.is_some() || args.tls.fingerprint.is_some());
+        let agent = match tls {
+            _ if plain_with_tls_options => Err(format!(
+                "a CA file or a fingerprint is given but the URL {} is not https://: \
+                 nothing would be verified",
+                args.url
+            )),
+            Ok(Some(tls)) => Ok(ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::TcpConnector::default().chain(tls),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            )),
+            Ok(None) => Ok(config.into()),
+            Err(e) => Err(e),
+        };
         Client {
             url: args.url.trim_end_matches('/').to_owned(),
             token,
@@ -166,9 +195,14 @@ impl Client {
         };
         let mut response = result?;
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().map_err(|e| {
-            ClientError::Unexpected(format!("reading the answer of {method} {url}: {e}"))
-        })?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_MESSAGE_BYTES as u64)
+            .read_to_string()
+            .map_err(|e| {
+                ClientError::Unexpected(format!("reading the answer of {method} {url}: {e}"))
+            })?;
         Ok((status, text))
     }
 
@@ -182,7 +216,11 @@ impl Client {
         let request = request
             .body(body)
             .map_err(|e| ClientError::Unexpected(format!("bad request to {url}: {e}")))?;
-        self.agent.run(request).map_err(|e| self.unreachable(&e))
+        let agent = self
+            .agent
+            .as_ref()
+            .map_err(|why| ClientError::Unreachable(why.clone()))?;
+        agent.run(request).map_err(|e| self.unreachable(&e))
     }
 
     /// Decodes a 2xx answer, or turns an error answer into a readable error.
@@ -227,6 +265,12 @@ impl Client {
             ureq::Error::Timeout(t) => format!("timed out ({t})"),
             other => other.to_string(),
         };
+        if why.starts_with("TLS") {
+            return ClientError::Unreachable(format!(
+                "refusing the controller at {}: {why}",
+                self.url
+            ));
+        }
         ClientError::Unreachable(format!(
             "the controller is not reachable at {} ({why}); start it with `ricochet \
              controller`, or point --url (RICOCHET_URL) at the one that runs",

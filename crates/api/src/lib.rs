@@ -11,6 +11,13 @@ pub mod client;
 pub mod diff;
 pub mod error;
 pub mod kind;
+pub mod tls;
 pub mod types;
 
 pub use error::{ErrorBody, ErrorDetail};
+
+/// The largest message of the API, either way: a request body the controller accepts,
+/// and an answer its clients (the CLI, the engines) read. The controller refuses a
+/// configuration whose desired-state document (`GET /api/v1/desired`) would exceed it,
+/// so that whatever it accepts can reach every engine.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;

@@ -35,6 +35,10 @@ pub struct AllInOneArgs {
     /// The engine's name at the controller (default: the host name).
     #[arg(long, env = "RICOCHET_ENGINE_NAME")]
     pub name: Option<String>,
+    /// Allow plain HTTP on an address other than loopback (tokens cross the network in
+    /// clear).
+    #[arg(long, env = "RICOCHET_ALLOW_PLAIN_HTTP")]
+    pub allow_plain_http: bool,
     #[command(flatten)]
     pub data_plane: DataPlaneArgs,
     /// The engine's metrics (the controller's are at its own address, /metrics).
@@ -52,7 +56,8 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let options = ricochet_controller::Options::new(args.listen, args.state_dir.clone());
+    let mut options = ricochet_controller::Options::new(args.listen, args.state_dir.clone());
+    options.allow_plain_http = args.allow_plain_http;
     let controller = runtime.block_on(ricochet_controller::Controller::bind(options))?;
     let bound = controller.local_addr();
     // The engine reaches the controller on loopback when it listens on every address.
@@ -93,6 +98,7 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
                 token: None,
                 token_file,
                 name,
+                tls: Default::default(),
             }),
             metrics,
         },

@@ -23,6 +23,13 @@ pub struct ClientArgs {
         default_value = "/var/lib/ricochet/admin-token"
     )]
     pub token_file: PathBuf,
+    /// PEM file of the CA that signed the controller's certificate (https://).
+    #[arg(long, env = "RICOCHET_CA_FILE", conflicts_with = "fingerprint")]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the controller's certificate, pinned (https://; e.g. the
+    /// self-signed one it logs at start).
+    #[arg(long, env = "RICOCHET_CONTROLLER_FINGERPRINT")]
+    pub fingerprint: Option<String>,
 }
 
 impl ClientArgs {
@@ -32,6 +39,10 @@ impl ClientArgs {
             url: self.url.clone(),
             token: self.token.clone(),
             token_file: self.token_file.clone(),
+            tls: ricochet_api::tls::ClientTls {
+                ca_file: self.ca_file.clone(),
+                fingerprint: self.fingerprint.clone(),
+            },
         })
     }
 }

@@ -40,6 +40,12 @@ pub struct EngineArgs {
     /// This engine's name at the controller (default: the host name).
     #[arg(long, env = "RICOCHET_ENGINE_NAME")]
     pub name: Option<String>,
+    /// PEM file of the CA that signed the controller's certificate (https://).
+    #[arg(long, env = "RICOCHET_CA_FILE", conflicts_with = "fingerprint")]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the controller's certificate, pinned (https://).
+    #[arg(long, env = "RICOCHET_CONTROLLER_FINGERPRINT")]
+    pub fingerprint: Option<String>,
     /// Directory of the state file read by `ricochet status`, and of the last
     /// configuration applied from the controller.
     #[arg(long, env = "RICOCHET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
@@ -149,6 +155,10 @@ impl EngineArgs {
                 token: self.token,
                 token_file: self.token_file,
                 name: engine_name(self.name.unwrap_or_else(hostname))?,
+                tls: ricochet_api::tls::ClientTls {
+                    ca_file: self.ca_file,
+                    fingerprint: self.fingerprint,
+                },
             }),
             _ => bail!("give either --config FILE or --controller URL"),
         };

@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use crate::auth::{self, Actor, Tokens};
 use crate::engines::Engines;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{parse_json, ApiJson, ApiPath, ApiQuery, JsonBytes};
 use crate::kind::{referrers, ConfigObject, Kind};
 use crate::metrics::ApiMetrics;
 use crate::store::{Store, StoreError};
@@ -38,10 +38,13 @@ use crate::types::{
 
 /// Longest desired-state poll; longer waits are shortened to this.
 pub const MAX_WAIT_SECS: u64 = 300;
+/// Waiting desired-state polls are woken at most this often (a burst of commits reaches
+/// them as its first commit at once, then its newest revision every interval).
+pub const POLL_WAKE_INTERVAL: Duration = Duration::from_millis(500);
 /// Desired-state poll wait when `wait` is not given.
 pub const DEFAULT_WAIT_SECS: u64 = 30;
-/// Largest request body (a whole configuration).
-const BODY_LIMIT: usize = 16 << 20;
+/// Largest request body (a whole configuration): the API's one message limit.
+const BODY_LIMIT: usize = ricochet_api::MAX_MESSAGE_BYTES;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -57,6 +60,13 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Requests by route and status, for `GET /metrics`.
     pub metrics: Arc<ApiMetrics>,
+    /// The desired-state document of the newest revision, shared by all pollers.
+    pub desired: Arc<crate::desired::DesiredCache>,
+    /// The newest committed configuration revision (ahead of `config_revision` while a
+    /// wake is paced).
+    pub committed_revision: Arc<std::sync::atomic::AtomicU64>,
+    /// Signalled by each commit, for [`AppState::pace_poll_wakes`].
+    pub committed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -75,13 +85,31 @@ impl AppState {
     /// Wakes desired-state polls; never moves the published revision backwards (two
     /// commits may finish in either order).
     fn publish(&self, config_revision: u64) {
-        self.config_revision.send_if_modified(|current| {
-            let newer = config_revision > *current;
-            if newer {
-                *current = config_revision;
-            }
-            newer
-        });
+        self.committed_revision
+            .fetch_max(config_revision, std::sync::atomic::Ordering::AcqRel);
+        self.committed.notify_one();
+    }
+
+    /// Forwards committed revisions to the pollers' channel: the first commit after a
+    /// quiet spell at once, later ones at most every [`POLL_WAKE_INTERVAL`], each time
+    /// with the newest revision. Every wake answers every waiting engine and each polls
+    /// again, so waking them for each commit of a burst would spend the controller's CPU
+    /// on configurations the engines replace a moment later, and starve the writes.
+    pub async fn pace_poll_wakes(self) {
+        loop {
+            self.committed.notified().await;
+            let latest = self
+                .committed_revision
+                .load(std::sync::atomic::Ordering::Acquire);
+            self.config_revision.send_if_modified(|current| {
+                let newer = latest > *current;
+                if newer {
+                    *current = latest;
+                }
+                newer
+            });
+            tokio::time::sleep(POLL_WAKE_INTERVAL).await;
+        }
     }
 
     /// Records engine events; a failure is logged, not returned: the request it came
@@ -203,6 +231,9 @@ pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Inside authentication: what reaches it has passed (the connection limit
+        // keeps such connections).
+        .layer(middleware::from_fn(crate::connections::mark_authenticated))
         .layer(middleware::from_fn_with_state(tokens, auth::require_token))
         .layer(middleware::from_fn_with_state(
             metrics,
@@ -937,17 +968,51 @@ async fn unregister_engine(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "Not registered", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "More servers than the configuration has", body = ErrorBody),
     ))]
 async fn engine_report(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    ApiJson(report): ApiJson<EngineReport>,
-) -> Result<Json<ServiceEngine>, ApiError> {
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
     // Registered first: a report must not resurrect an unregistered engine.
-    engine_view(&state, name.clone()).await?;
-    let events = state.engines.report(&name, report);
+    let record = {
+        let name = name.clone();
+        state.store(move |s| s.engine(&name)).await?
+    };
+    let record = record.ok_or_else(|| engine_not_registered(&name))?;
+    let current = *state.config_revision.borrow();
+    let configured = state
+        .desired
+        .at_least(&state.store, current)
+        .await?
+        .report_bound;
+    // Parsing, comparing with the previous report and answering are linear in the
+    // report's size and run off the async workers, so that a large report delays no
+    // other request.
+    let engines = Arc::clone(&state.engines);
+    let (events, answer) = tokio::task::spawn_blocking(move || {
+        let report: EngineReport = parse_json(&body)?;
+        if report.servers.len() > configured {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "report_too_large",
+                format!(
+                    "the report lists {} servers but the configuration has {configured}; an \
+                     engine reports at most the servers it was given",
+                    report.servers.len()
+                ),
+            )
+            .with_detail("servers", format!("at most {configured} entries")));
+        }
+        let events = engines.report(&name, report);
+        let answer = serde_json::to_vec(&engines.view(record)).expect("views serialize");
+        Ok((events, answer))
+    })
+    .await
+    .map_err(|e| ApiError::internal("a report task failed", &e))??;
     state.record(events).await;
-    engine_view(&state, name).await.map(Json)
+    Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -1016,13 +1081,18 @@ async fn desired(
             }
         }
     }
-    let snap = state.store(|s| s.snapshot()).await?;
+    // One document per revision, whichever poller asks first builds it.
+    let current = *revisions.borrow();
+    let doc = state.desired.at_least(&state.store, current).await?;
     Ok((
-        [(header::ETAG, etag(snap.config_revision))],
-        Json(Desired {
-            revision: snap.config_revision,
-            config: snap.config,
-        }),
+        [
+            (header::ETAG, etag(doc.revision)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        doc.body.clone(),
     )
         .into_response())
 }

@@ -23,7 +23,8 @@ struct Live {
     /// Desired-state polls waiting now: an engine waiting in one is connected.
     polls: usize,
     connected: bool,
-    report: Option<ReceivedReport>,
+    /// Shared, so that readers clone it outside the lock.
+    report: Option<Arc<ReceivedReport>>,
 }
 
 /// Live state of every engine heard from since the controller started.
@@ -84,64 +85,41 @@ impl Engines {
     }
 
     /// Stores a report; returns the events of what changed since the previous one.
+    ///
+    /// Linear in the report's servers (the previous report is indexed by pool and
+    /// address), and the lock is held only to take and to put the reports: the comparison
+    /// runs outside it, so that a large report never holds up the readers of other
+    /// engines' state. Call it off the async workers.
     pub fn report(&self, name: &str, report: EngineReport) -> Vec<NewEvent> {
-        let mut events: Vec<NewEvent> = self.seen(name, "reports").into_iter().collect();
-        let mut live = self.lock();
-        let entry = live.entry(name.to_owned()).or_default();
-        let previous = entry.report.take().map(|r| r.report);
-
-        let old_state = previous.as_ref().map(|p| p.state);
-        if old_state != Some(report.state) {
-            let running = match report.revision {
-                Some(r) => format!("runs configuration revision {r}"),
-                None => "runs no configuration yet".to_owned(),
-            };
-            events.push(NewEvent {
-                subject: subject(name),
-                state: report.state.as_str().into(),
-                previous: old_state.map(|s| s.as_str().into()),
-                reason: match &report.message {
-                    Some(m) => format!("the engine reports: {m} ({running})"),
-                    None => format!("the engine reports it {running}"),
-                },
-            });
-        }
-
-        for server in &report.servers {
-            let before = previous
-                .as_ref()
-                .and_then(|p| {
-                    p.servers
-                        .iter()
-                        .find(|s| s.pool == server.pool && s.ip == server.ip)
-                })
-                .map_or(HealthState::Unknown, |s| s.state);
-            if before != server.state {
-                events.push(NewEvent {
-                    subject: format!(
-                        "{}/pools/{}/servers/{}",
-                        subject(name),
-                        server.pool,
-                        server.ip
-                    ),
-                    state: server.state.as_str().into(),
-                    previous: Some(before.as_str().into()),
-                    reason: match (&server.reason, &server.since) {
-                        (Some(reason), Some(since)) => {
-                            format!("{reason} (engine {name}, since {since})")
-                        }
-                        (Some(reason), None) => format!("{reason} (engine {name})"),
-                        (None, _) => format!("reported by engine {name}"),
-                    },
-                });
-            }
-        }
-
-        entry.report = Some(ReceivedReport {
+        let connected = self.seen(name, "reports");
+        let report = Arc::new(ReceivedReport {
             received_at: now(),
             report,
         });
-        events
+        loop {
+            let previous = self
+                .lock()
+                .get(name)
+                .and_then(|e| e.report.as_ref().map(Arc::clone));
+            let mut events: Vec<NewEvent> = connected.clone().into_iter().collect();
+            events.extend(report_events(
+                name,
+                previous.as_ref().map(|p| &p.report),
+                &report.report,
+            ));
+            let mut live = self.lock();
+            let entry = live.entry(name.to_owned()).or_default();
+            // Another report of this engine came in meanwhile: compare with that one.
+            let unchanged = match (&entry.report, &previous) {
+                (Some(now), Some(before)) => Arc::ptr_eq(now, before),
+                (None, None) => true,
+                _ => false,
+            };
+            if unchanged {
+                entry.report = Some(report);
+                return events;
+            }
+        }
     }
 
     /// Engines unheard for longer than the timeout and not polling become disconnected;
@@ -172,12 +150,15 @@ impl Engines {
 
     /// The server health reported by each connected engine: (engine, server).
     pub fn server_health(&self) -> Vec<(String, ServerHealth)> {
-        let live = self.lock();
-        let mut all: Vec<(String, ServerHealth)> = live
+        let reports: Vec<(String, Arc<ReceivedReport>)> = self
+            .lock()
             .iter()
             .filter(|(_, e)| e.connected)
-            .filter_map(|(name, e)| e.report.as_ref().map(|r| (name, &r.report.servers)))
-            .flat_map(|(name, servers)| servers.iter().map(|s| (name.clone(), s.clone())))
+            .filter_map(|(name, e)| e.report.as_ref().map(|r| (name.clone(), Arc::clone(r))))
+            .collect();
+        let mut all: Vec<(String, ServerHealth)> = reports
+            .iter()
+            .flat_map(|(name, r)| r.report.servers.iter().map(|s| (name.clone(), s.clone())))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -190,16 +171,23 @@ impl Engines {
 
     /// The API's view of a registered engine.
     pub fn view(&self, record: EngineRecord) -> ServiceEngine {
-        let live = self.lock();
-        let entry = live.get(&record.name);
+        let (connected, last_seen, report) = {
+            let live = self.lock();
+            let entry = live.get(&record.name);
+            (
+                entry.is_some_and(|e| e.connected),
+                entry.and_then(|e| e.last_seen.as_ref().map(|(_, t)| t.clone())),
+                entry.and_then(|e| e.report.as_ref().map(Arc::clone)),
+            )
+        };
         ServiceEngine {
-            connection: if entry.is_some_and(|e| e.connected) {
+            connection: if connected {
                 Connection::Connected
             } else {
                 Connection::Disconnected
             },
-            last_seen: entry.and_then(|e| e.last_seen.as_ref().map(|(_, t)| t.clone())),
-            report: entry.and_then(|e| e.report.clone()),
+            last_seen,
+            report: report.map(|r| (*r).clone()),
             name: record.name,
             addresses: record.addresses,
             version: record.version,
@@ -207,6 +195,66 @@ impl Engines {
             revision: record.revision,
         }
     }
+}
+
+/// The events of a new report against the previous one: the engine's state, and each
+/// server whose health changed (a server not in the previous report was `unknown`).
+fn report_events(
+    name: &str,
+    previous: Option<&EngineReport>,
+    report: &EngineReport,
+) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    let old_state = previous.map(|p| p.state);
+    if old_state != Some(report.state) {
+        let running = match report.revision {
+            Some(r) => format!("runs configuration revision {r}"),
+            None => "runs no configuration yet".to_owned(),
+        };
+        events.push(NewEvent {
+            subject: subject(name),
+            state: report.state.as_str().into(),
+            previous: old_state.map(|s| s.as_str().into()),
+            reason: match &report.message {
+                Some(m) => format!("the engine reports: {m} ({running})"),
+                None => format!("the engine reports it {running}"),
+            },
+        });
+    }
+    let before: HashMap<(&str, std::net::IpAddr), HealthState> = previous
+        .map(|p| {
+            p.servers
+                .iter()
+                .map(|s| ((s.pool.as_str(), s.ip), s.state))
+                .collect()
+        })
+        .unwrap_or_default();
+    for server in &report.servers {
+        let before = before
+            .get(&(server.pool.as_str(), server.ip))
+            .copied()
+            .unwrap_or(HealthState::Unknown);
+        if before != server.state {
+            events.push(NewEvent {
+                subject: format!(
+                    "{}/pools/{}/servers/{}",
+                    subject(name),
+                    server.pool,
+                    server.ip
+                ),
+                state: server.state.as_str().into(),
+                previous: Some(before.as_str().into()),
+                reason: match (&server.reason, &server.since) {
+                    (Some(reason), Some(since)) => {
+                        format!("{reason} (engine {name}, since {since})")
+                    }
+                    (Some(reason), None) => format!("{reason} (engine {name})"),
+                    (None, _) => format!("reported by engine {name}"),
+                },
+            });
+        }
+    }
+    events
 }
 
 /// Held while an engine waits in a desired-state poll.

@@ -25,12 +25,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod connections;
+pub mod desired;
 pub mod engines;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 // The API's data types live in ricochet-api (shared with the engines and the CLI).
 pub use ricochet_api::{diff, kind, types};
@@ -47,8 +50,10 @@ use tracing::{info, warn};
 
 use crate::api::AppState;
 use crate::auth::{AdminToken, AuthSetupError, Tokens};
+use crate::connections::Limits;
 use crate::engines::Engines;
 use crate::store::{Store, StoreError, STORE_FILE};
+use crate::tls::{TlsError, TlsOptions};
 
 /// Default address of the API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8480";
@@ -70,6 +75,13 @@ pub struct Options {
     pub new_admin_token: bool,
     /// An engine not heard from for this long is disconnected.
     pub engine_timeout: Duration,
+    /// Serve the API over TLS with this certificate and key.
+    pub tls: Option<TlsOptions>,
+    /// Allow plain HTTP on an address other than loopback (tokens would cross the
+    /// network in clear).
+    pub allow_plain_http: bool,
+    /// Connection limits and timeouts.
+    pub limits: Limits,
 }
 
 impl Options {
@@ -81,6 +93,9 @@ impl Options {
             auth: true,
             new_admin_token: false,
             engine_timeout: DEFAULT_ENGINE_TIMEOUT,
+            tls: None,
+            allow_plain_http: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -110,9 +125,16 @@ pub enum ControllerError {
         /// Why.
         source: std::io::Error,
     },
-    /// Serving failed.
-    #[error("serving the API: {0}")]
-    Serve(std::io::Error),
+    /// Plain HTTP on an address that is not loopback, without `allow_plain_http`.
+    #[error(
+        "refusing plain HTTP on {0}, which is not a loopback address: tokens would cross the \
+         network in clear; serve TLS (--tls-cert and --tls-key, or --tls-self-signed) or pass \
+         --allow-plain-http"
+    )]
+    PlainHttp(SocketAddr),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A controller with its store open and its address bound, not serving yet.
@@ -123,12 +145,51 @@ pub struct Controller {
     shutdown: watch::Sender<bool>,
     admin_token: Option<AdminToken>,
     engine_timeout: Duration,
+    tls: Option<tls::ServerTls>,
+    limits: Limits,
 }
 
 impl Controller {
     /// Opens the store (creating the state directory and, on first start, the admin
     /// token) and binds the address.
     pub async fn bind(options: Options) -> Result<Controller, ControllerError> {
+        if options.tls.is_none() && !options.allow_plain_http && !options.listen.ip().is_loopback()
+        {
+            return Err(ControllerError::PlainHttp(options.listen));
+        }
+        match connections::raise_fd_limit() {
+            Ok((before, now)) if before != now => {
+                info!("raised the open-file limit from {before} to {now}")
+            }
+            Ok((_, now)) => info!("open-file limit: {now}"),
+            Err(e) => warn!("cannot read or raise the open-file limit: {e}"),
+        }
+        let mut limits = options.limits;
+        limits.max_connections = connections::effective_max_connections(limits.max_connections);
+        if limits.max_connections < options.limits.max_connections {
+            warn!(
+                "at most {} connections (not {}): the open-file limit leaves no room for more",
+                limits.max_connections, options.limits.max_connections
+            );
+        }
+        let tls = match &options.tls {
+            Some(t) => {
+                let t2 = t.clone();
+                let server = tokio::task::spawn_blocking(move || tls::server_tls(&t2))
+                    .await
+                    .expect("setting up TLS does not panic")?;
+                if server.generated {
+                    info!(
+                        "generated a self-signed TLS certificate {} (key {}) for {}",
+                        t.cert.display(),
+                        t.key.display(),
+                        t.names.join(", ")
+                    );
+                }
+                Some(server)
+            }
+            None => None,
+        };
         let dir = options.state_dir.clone();
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -152,12 +213,10 @@ impl Controller {
             .await
             .expect("opening the store does not panic")?;
         let (_, config_revision) = store.revisions()?;
-        let listener = tokio::net::TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| ControllerError::Bind {
-                addr: options.listen,
-                source,
-            })?;
+        let listener = listen(options.listen).map_err(|source| ControllerError::Bind {
+            addr: options.listen,
+            source,
+        })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
             store: Arc::new(store),
@@ -165,6 +224,9 @@ impl Controller {
             engines: Arc::new(Engines::new(options.engine_timeout)),
             shutdown: shutdown_rx,
             metrics: Arc::default(),
+            desired: Arc::new(desired::DesiredCache::default()),
+            committed_revision: Arc::new(std::sync::atomic::AtomicU64::new(config_revision)),
+            committed: Arc::new(tokio::sync::Notify::new()),
         };
         Ok(Controller {
             listener,
@@ -173,6 +235,8 @@ impl Controller {
             shutdown,
             admin_token,
             engine_timeout: options.engine_timeout,
+            tls,
+            limits,
         })
     }
 
@@ -191,8 +255,14 @@ impl Controller {
         }
     }
 
+    /// The SHA-256 fingerprint of the TLS certificate, if the API is served over TLS.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.fingerprint.as_str())
+    }
+
     /// Serves until `stop` completes, then finishes the requests in progress (waiting
-    /// desired-state polls return at once) and returns.
+    /// desired-state polls return at once) and returns, within
+    /// [`connections::SHUTDOWN_GRACE`] (connections still open then are dropped).
     pub async fn run(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -213,24 +283,56 @@ impl Controller {
             }
             None => warn!("authentication is OFF: anyone who can reach {addr} can change the configuration"),
         }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         info!(
             store = %self.state.store.path().display(),
-            "controller listening on http://{addr} (OpenAPI document: /api/v1/openapi.json)"
+            "controller listening on {scheme}://{addr} (OpenAPI document: /api/v1/openapi.json); \
+             at most {} connections, header timeout {:?}, idle timeout {:?}",
+            self.limits.max_connections,
+            self.limits.header_timeout,
+            self.limits.idle_timeout
         );
+        if let Some(tls) = &self.tls {
+            info!(
+                "TLS certificate SHA-256 fingerprint: {} (clients may pin it with --fingerprint)",
+                tls.fingerprint
+            );
+        }
 
         let sweeper = tokio::spawn(sweep_engines(self.state.clone(), self.engine_timeout));
+        let pacer = tokio::spawn(self.state.clone().pace_poll_wakes());
         let router = api::router(self.state.clone(), self.tokens);
         let shutdown = self.shutdown;
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
+        connections::serve(
+            self.listener,
+            router,
+            self.tls.map(|t| t.acceptor),
+            self.limits,
+            async move {
                 stop.await;
                 info!("stopping: finishing requests in progress");
                 let _ = shutdown.send(true);
-            })
-            .await;
+            },
+        )
+        .await;
         sweeper.abort();
-        served.map_err(ControllerError::Serve)
+        pacer.abort();
+        Ok(())
     }
+}
+
+/// A listener with a backlog of 4,096 (tokio's default is 1,024): a burst of
+/// connections beyond the backlog would be dropped by the kernel before the accept loop
+/// sees them, and the connection limit could not choose whom to keep.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Marks silent engines disconnected, several times per timeout.

@@ -120,6 +120,7 @@ fn a_poll_behind_the_revision_returns_at_once_and_one_level_with_it_waits_then_3
 #[test]
 fn registration_is_idempotent_and_reports_are_kept_and_logged() {
     let ctl = Ctl::start();
+    ctl.seed_web();
     let start = ctl.revision();
     let r = register(&ctl, "se1", "0.1.0").expect(201);
     assert_eq!(r.body["name"], "se1");
@@ -150,6 +151,23 @@ fn registration_is_idempotent_and_reports_are_kept_and_logged() {
         report("running", servers),
     )
     .expect(200);
+    // The configuration has two servers: a report of three is refused, and kept nowhere.
+    let three = json!([{"pool": "web-pool", "ip": "192.168.33.10", "state": "up"},
+                       {"pool": "web-pool", "ip": "192.168.34.10", "state": "up"},
+                       {"pool": "web-pool", "ip": "192.168.34.11", "state": "up"}]);
+    let refused = ctl.refused(422, "report_too_large", |c| {
+        c.post(
+            "/api/v1/service-engines/se1/report",
+            report("running", three),
+        )
+    });
+    assert!(
+        refused
+            .message()
+            .contains("lists 3 servers but the configuration has 2"),
+        "{}",
+        refused.message()
+    );
     let down = json!([{"pool": "web-pool", "ip": "192.168.33.10", "state": "down",
                        "reason": "VIP 192.168.35.241 not configured on the server"}]);
     ctl.post(

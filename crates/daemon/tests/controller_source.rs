@@ -58,6 +58,7 @@ impl TestController {
             url: self.url.clone(),
             token: None,
             token_file: "/nonexistent/token".into(),
+            tls: Default::default(),
         })
     }
 
@@ -121,6 +122,7 @@ fn the_engine_applies_and_reports_the_controllers_revisions_and_refuses_what_it_
             token: None,
             token_file: "/nonexistent/token".into(),
             name: NAME.into(),
+            tls: Default::default(),
         },
         vec!["192.0.2.7".parse().unwrap()],
     );

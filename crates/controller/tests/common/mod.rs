@@ -180,7 +180,12 @@ impl Ctl {
         let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(ricochet_api::MAX_MESSAGE_BYTES as u64)
+            .read_to_string()
+            .unwrap_or_default();
         let json = headers
             .get("content-type")
             .is_none_or(|v| v.to_str().unwrap_or_default().contains("json"));

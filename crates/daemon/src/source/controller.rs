@@ -56,6 +56,8 @@ pub struct ControllerOptions {
     pub token_file: PathBuf,
     /// This engine's name at the controller.
     pub name: String,
+    /// How an `https://` controller's certificate is verified.
+    pub tls: ricochet_api::tls::ClientTls,
 }
 
 /// The watcher: configurations from the controller.
@@ -128,6 +130,7 @@ pub fn connect(options: &ControllerOptions, addresses: Vec<IpAddr>) -> (Follower
         url: options.url.clone(),
         token: options.token.clone(),
         token_file: options.token_file.clone(),
+        tls: options.tls.clone(),
     }));
     if let Some(why) = client.token_problem() {
         warn!(
