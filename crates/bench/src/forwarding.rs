@@ -211,18 +211,17 @@ struct Pair {
     dut_prog: u32,
 }
 
-/// Busy and total clock ticks of each CPU, from `/proc/stat` (`cpuN` lines; idle and
-/// iowait are not busy).
-fn parse_proc_stat(text: &str) -> BTreeMap<usize, (u64, u64)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let cpu: usize = words.next()?.strip_prefix("cpu")?.parse().ok()?;
-            let ticks: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
-            // user nice system idle iowait irq softirq steal (guest time is inside user).
-            let total: u64 = ticks.iter().take(8).sum();
-            let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-            Some((cpu, (total - idle, total)))
+/// Busy and total clock ticks of each CPU, from `/proc/stat`'s `cpuN` lines (idle and
+/// iowait are not busy; guest time is inside user).
+fn per_cpu_ticks(stats: &procfs::KernelStats) -> BTreeMap<usize, (u64, u64)> {
+    stats
+        .cpu_time
+        .iter()
+        .enumerate()
+        .map(|(cpu, t)| {
+            let t = sys::MachineTicks::of(t);
+            let busy = t.busy() + t.steal;
+            (cpu, (busy, busy + t.idle + t.iowait))
         })
         .collect()
 }
@@ -585,7 +584,7 @@ impl Bed {
             );
         }
         let at = Instant::now();
-        let cpus = parse_proc_stat(&std::fs::read_to_string("/proc/stat")?);
+        let cpus = per_cpu_ticks(&sys::read_proc_stat()?);
         Ok(Sample {
             at,
             gen_at,
@@ -1178,8 +1177,7 @@ fn reason_totals(windows: &[Window]) -> BTreeMap<String, u64> {
 }
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let cpus = parse_proc_stat(&stat);
+    let cpus = per_cpu_ticks(&sys::read_proc_stat()?);
     ensure!(
         cpus.contains_key(&GEN_CPU) && cpus.contains_key(&DUT_CPU),
         "the forwarding benchmark needs two CPUs (0 for the generator, 1 for the device \
@@ -1773,10 +1771,15 @@ mod tests {
 
     #[test]
     fn proc_stat_gives_busy_and_total_ticks_per_cpu() {
+        use procfs::FromBufReadSI as _;
         let text = "cpu  10 0 10 100 0 0 0 0 0 0\n\
                     cpu0 1 2 3 40 5 6 7 8 9 10\n\
-                    cpu1 0 0 50 50 0 0 0 0 0 0\nintr 1 2 3\n";
-        let cpus = parse_proc_stat(text);
+                    cpu1 0 0 50 50 0 0 0 0 0 0\nintr 1 2 3\nctxt 5\nbtime 1\n\
+                    processes 3\nprocs_running 1\nprocs_blocked 0\n";
+        let stats =
+            procfs::KernelStats::from_buf_read(text.as_bytes(), procfs::current_system_info())
+                .unwrap();
+        let cpus = per_cpu_ticks(&stats);
         // cpu0: total = 1+2+3+40+5+6+7+8 = 72, idle+iowait = 45, busy 27 (guest is in user).
         assert_eq!(cpus.get(&0), Some(&(27, 72)));
         assert_eq!(cpus.get(&1), Some(&(50, 100)));
