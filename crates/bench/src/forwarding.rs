@@ -178,6 +178,11 @@ fn round_configs() -> Vec<Config> {
 }
 
 /// The flow count in short form: 1k, 64k, 4M.
+/// A summary's "min – max" cell, in Mpps.
+fn mpps_span(s: &Summary) -> String {
+    format!("{} – {}", mpps(s.min), mpps(s.max))
+}
+
 fn short_flows(n: u32) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{}M", n >> 20)
@@ -1412,11 +1417,7 @@ fn report(
             vec![
                 short_flows(s.config.flows),
                 mpps(s.rate_per_dut_cpu.p50),
-                format!(
-                    "{} – {}",
-                    mpps(s.rate_per_dut_cpu.min),
-                    mpps(s.rate_per_dut_cpu.max)
-                ),
+                mpps_span(&s.rate_per_dut_cpu),
                 format!(
                     "{:.2}",
                     s.rate_per_dut_cpu.p50 / bounce.rate_per_dut_cpu.p50
@@ -1441,14 +1442,10 @@ fn report(
             vec![
                 s.label.clone(),
                 format!("**{}**", mpps(s.rate_per_dut_cpu.p50)),
-                format!(
-                    "{} – {}",
-                    mpps(s.rate_per_dut_cpu.min),
-                    mpps(s.rate_per_dut_cpu.max)
-                ),
+                mpps_span(&s.rate_per_dut_cpu),
                 ns(1e9 / s.rate_per_dut_cpu.p50),
                 mpps(s.rate.p50),
-                format!("{} – {}", mpps(s.rate.min), mpps(s.rate.max)),
+                mpps_span(&s.rate),
                 saturated_cell(s),
             ]
         })
@@ -1478,11 +1475,7 @@ fn report(
             vec![
                 short_services(s.config.services),
                 mpps(s.rate_per_dut_cpu.p50),
-                format!(
-                    "{} – {}",
-                    mpps(s.rate_per_dut_cpu.min),
-                    mpps(s.rate_per_dut_cpu.max)
-                ),
+                mpps_span(&s.rate_per_dut_cpu),
                 format!(
                     "{:.2}",
                     s.rate_per_dut_cpu.p50 / ricochet.rate_per_dut_cpu.p50

@@ -42,26 +42,12 @@ const CONNECTIONS: usize = 200;
 /// How long hping3 floods (bounded by `timeout`, which interrupts it).
 const FLOOD_SECONDS: u32 = 3;
 
+/// The pool's servers: web01 on se1's segment, web02 behind the router.
+const WEB01: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 10);
+const WEB02: Ipv4Addr = Ipv4Addr::new(192, 168, 34, 10);
+
 /// One flood at a time: two at once would only measure the machine.
 static FLOODS: Mutex<()> = Mutex::new(());
-
-const CONFIG: &str = "network_profiles:
-  - name: dsr-l3-tcp
-    type: tcp_fast_path
-    dsr: { enabled: true, type: l3, encapsulation: ipinip }
-pools:
-  - name: web-pool
-    consistent_hash: source_ip_and_port
-    servers:
-      - { ip: 192.168.33.10 }
-      - { ip: 192.168.34.10 }
-virtual_services:
-  - name: web-vs
-    vip: 192.168.35.241
-    services: [{ port: 80 }]
-    network_profile: dsr-l3-tcp
-    pool: web-pool
-";
 
 struct Bed {
     seed: SeedBed,
@@ -75,7 +61,7 @@ impl Bed {
 
     fn with_flows(test: &str, flows: u32) -> Bed {
         let seed = seed_bed(test, &[VIP_V4.into()]);
-        seed.write_config(CONFIG);
+        seed.write_config(&ricochet_testbed::web_vs_config(VIP_V4, &[WEB01, WEB02]));
         let engine = seed.start_file_engine(&flows.to_string(), &[]);
         Bed {
             seed,
@@ -92,46 +78,28 @@ impl Bed {
         .expect("opening the engine's pinned maps")
     }
 
-    /// `ricochet status --json`.
-    fn status(&self) -> serde_json::Value {
-        let out = self
-            .seed
-            .topo
-            .se1
-            .ns
-            .output(&[
-                RICOCHET,
-                "status",
-                "--json",
-                "--state-dir",
-                &self.seed.path(FILE_STATE),
-            ])
-            .unwrap();
+    /// `ricochet status [extra]`'s standard output; fails on a failed status.
+    fn status_output(&self, extra: &[&str]) -> Vec<u8> {
+        let state = self.seed.path(FILE_STATE);
+        let mut args = vec![RICOCHET, "status", "--state-dir", &state];
+        args.extend_from_slice(extra);
+        let out = self.seed.topo.se1.ns.output(&args).unwrap();
         assert!(
             out.status.success(),
             "status: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+        out.stdout
+    }
+
+    /// `ricochet status --json`.
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.status_output(&["--json"])).expect("status --json is JSON")
     }
 
     /// `ricochet status` as an operator reads it.
     fn status_text(&self) -> String {
-        let out = self
-            .seed
-            .topo
-            .se1
-            .ns
-            .output(&[
-                RICOCHET,
-                "status",
-                "--state-dir",
-                &self.seed.path(FILE_STATE),
-            ])
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "status: {text}");
-        text
+        String::from_utf8_lossy(&self.status_output(&[])).into_owned()
     }
 
     /// The non-SYN flow-table misses `ricochet status` shows (its text form: the line an

@@ -8,7 +8,7 @@ use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
 };
 
-use crate::{link::link_by_name, request, Errno, Error, Result};
+use crate::{link::index_of, request, Errno, Result};
 
 /// How far an address is valid (`ifa_scope`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,22 +40,10 @@ pub fn host_prefix(ip: IpAddr) -> u8 {
     }
 }
 
-fn interface_index(dev: &str, op: &dyn Fn() -> String) -> Result<u32> {
-    link_by_name(dev)
-        .map(|l| l.index)
-        .map_err(|e| match e.errno() {
-            Some(Errno::ENODEV) => Error::answer(
-                op(),
-                format!("there is no interface {dev} in this network namespace"),
-            ),
-            _ => e,
-        })
-}
-
 /// The addresses of interface `dev`, IPv4 and IPv6, in the kernel's order.
 pub fn addresses(dev: &str) -> Result<Vec<Address>> {
     let op = || format!("listing the addresses of {dev}");
-    let index = interface_index(dev, &op)?;
+    let index = index_of(dev, &op)?;
     let answers = request(
         &op,
         RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -113,7 +101,7 @@ fn message(index: u32, ip: IpAddr, prefix: u8) -> AddressMessage {
 /// address is there already.
 pub fn add_address(dev: &str, ip: IpAddr, prefix: u8) -> Result<()> {
     let op = || format!("adding {ip}/{prefix} to {dev}");
-    let index = interface_index(dev, &op)?;
+    let index = index_of(dev, &op)?;
     let mut msg = message(index, ip, prefix);
     if ip.is_ipv6() {
         msg.header.flags = AddressHeaderFlags::Nodad;
@@ -140,7 +128,7 @@ pub fn add_address(dev: &str, ip: IpAddr, prefix: u8) -> Result<()> {
 /// not there.
 pub fn delete_address(dev: &str, ip: IpAddr, prefix: u8) -> Result<()> {
     let op = || format!("removing {ip}/{prefix} from {dev}");
-    let index = interface_index(dev, &op)?;
+    let index = index_of(dev, &op)?;
     request(
         &op,
         RouteNetlinkMessage::DelAddress(message(index, ip, prefix)),

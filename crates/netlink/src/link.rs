@@ -198,7 +198,7 @@ pub fn nsid_of(ns: BorrowedFd<'_>) -> Result<Option<i32>> {
 }
 
 /// The interface `name`, or an error saying it is not in this namespace.
-fn index_of(name: &str, op: &dyn Fn() -> String) -> Result<u32> {
+pub(crate) fn index_of(name: &str, op: &dyn Fn() -> String) -> Result<u32> {
     link_by_name(name)
         .map(|l| l.index)
         .map_err(|e| match e.errno() {
