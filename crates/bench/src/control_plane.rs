@@ -23,7 +23,7 @@ use ricochet_dataplane::kernel::{KernelDataplane, LoadOptions};
 use ricochet_dataplane::memory::MemoryDataplane;
 use ricochet_dataplane::{Capacities, Dataplane};
 use ricochet_engine::{ApplyReport, Engine};
-use ricochet_testbed::{self as tb, Netns, Process, Topology};
+use ricochet_testbed::{self as tb, Process, Topology};
 use serde::Serialize;
 
 use crate::plot::{self, Axes, BarGroup, Series};
@@ -133,17 +133,7 @@ const ETH_LEN: usize = 14;
 const XDP_TX: u32 = 3;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 50, 0, 2);
 
-/// The ones' complement sum of 16-bit words, folded (RFC 1071).
-pub fn internet_checksum(data: &[u8], initial: u32) -> u16 {
-    let mut sum = initial;
-    for chunk in data.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use ricochet_testkit::checksum::internet_checksum_from as internet_checksum;
 
 /// An Ethernet frame with a TCP SYN from `src:sport` to `dst:dport`, checksums right.
 pub fn tcp_syn_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
@@ -189,10 +179,7 @@ pub fn ipip_destination(frame: &[u8]) -> Option<Ipv4Addr> {
 // ---------------------------------------------------------------------------------------
 // The library lab: a namespace where the program's FIB lookups succeed
 
-const LAB_IF: &str = "cp0";
-const LAB_PEER: &str = "cp1";
-const LAB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 7);
-const LAB_ROUTER: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+use ricochet_testkit::lab::{ip_batch, LB_IF, LB_V4 as LAB_ADDR, ROUTER as LAB_ROUTER};
 
 /// Capacities for up to about 10,000 services with small pools (the defaults hold 4096).
 fn lab_caps() -> Capacities {
@@ -208,50 +195,16 @@ fn lab_caps() -> Capacities {
     }
 }
 
-/// A namespace with `cp0` (10.200.0.7/24, a veth), a permanent neighbour 10.200.0.1 as the
-/// router, and the generated servers' 10.201.0.0/16 routed through it.
-fn lab_netns() -> anyhow::Result<Netns> {
-    let ns = Netns::new("cp")?;
-    ns.ip(&[
-        "link", "add", LAB_IF, "type", "veth", "peer", "name", LAB_PEER,
-    ])?;
-    ns.ip(&["link", "set", LAB_IF, "up"])?;
-    ns.ip(&["link", "set", LAB_PEER, "up"])?;
-    ns.ip(&["addr", "add", &format!("{LAB_ADDR}/24"), "dev", LAB_IF])?;
-    ns.ip(&[
-        "neigh",
-        "add",
-        &LAB_ROUTER.to_string(),
-        "lladdr",
-        "02:00:00:00:00:01",
-        "dev",
-        LAB_IF,
-        "nud",
-        "permanent",
-    ])?;
-    ns.ip(&[
-        "route",
-        "add",
-        "10.201.0.0/16",
-        "via",
-        &LAB_ROUTER.to_string(),
-        "dev",
-        LAB_IF,
-    ])?;
-    // bpf_fib_lookup refuses to forward from an interface without forwarding.
-    ns.set_sysctls(&[("net.ipv4.conf.all.forwarding", "1")])?;
-    Ok(ns)
-}
-
-fn if_index(name: &str) -> anyhow::Result<u32> {
-    let c = std::ffi::CString::new(name)?;
-    // SAFETY: a valid C string; the lookup uses the calling thread's namespace.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    ensure!(
-        index != 0,
-        "interface {name} not found in the lab namespace"
-    );
-    Ok(index)
+/// The fixture lab's network (`ricochet_testkit::lab`) in the calling thread's fresh
+/// namespace, with the generated servers' 10.201.0.0/16 routed through its router; the
+/// ifindex of the load balancer's interface.
+fn build_lab() -> u32 {
+    let ifindex = ricochet_testkit::lab::build_lab_network();
+    ip_batch(&[format!(
+        "route add 10.201.0.0/16 via {} dev {LB_IF}",
+        LAB_ROUTER.v4
+    )]);
+    ifindex
 }
 
 fn load(caps: Capacities) -> anyhow::Result<(Engine<KernelDataplane>, f64)> {
@@ -956,18 +909,9 @@ impl Drop for Bed {
 
 /// Whether process `pid` has a handler for `signal` (its `SigCgt` mask in /proc).
 fn catches_signal(pid: u32, signal: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| caught_signals(&s))
-        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
-}
-
-/// The `SigCgt:` mask of a /proc/<pid>/status text.
-pub fn caught_signals(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .is_ok_and(|s| s.sigcgt & (1 << (signal - 1)) != 0)
 }
 
 /// Tries TCP connections to `addr` (each waiting at most `attempt`) until one succeeds or
@@ -1185,9 +1129,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
 
     // (a) and (c): in a namespace of their own (BPF_PROG_TEST_RUN resolves the ingress
     // interface there, and bpf_fib_lookup uses its routes and neighbours).
-    let ns = lab_netns()?;
-    let (library, scale) = ns.run(|| -> anyhow::Result<_> {
-        let ifindex = if_index(LAB_IF)?;
+    let (library, scale) = ricochet_testkit::netns::in_fresh_netns(|| -> anyhow::Result<_> {
+        let ifindex = build_lab();
         let library = library_changes(ifindex, base_services, lib_reps)?;
         let scale = scale_ns
             .iter()
@@ -1203,8 +1146,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok((library, scale))
-    })??;
-    drop(ns);
+    })?;
 
     // check-config of the largest file.
     let biggest = *scale_ns.last().expect("sizes");
@@ -1647,13 +1589,14 @@ mod tests {
     }
 
     #[test]
-    fn caught_signal_mask() {
-        let status = "Name:\tricochet\nSigIgn:\t0000000000001004\nSigCgt:\t0000000000004443\n";
-        let mask = caught_signals(status).unwrap();
-        assert_eq!(mask, 0x4443);
-        assert!(mask & (1 << (libc::SIGHUP - 1)) != 0);
-        assert!(mask & (1 << (libc::SIGUSR1 - 1)) == 0);
-        assert_eq!(caught_signals("Name:\tx\n"), None);
+    fn this_process_catches_what_it_handles() {
+        let pid = std::process::id();
+        // The test harness handles none of these; SIGHUP is caught once a handler is set.
+        assert!(!catches_signal(pid, libc::SIGUSR2));
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(libc::SIGUSR2, flag).unwrap();
+        assert!(catches_signal(pid, libc::SIGUSR2));
+        assert!(!catches_signal(u32::MAX >> 1, libc::SIGUSR2));
     }
 
     #[test]

@@ -322,33 +322,6 @@ fn require_program(name: &str, package: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ricochet's configuration: the seed's virtual service, pool web01 and web02, hashing the
-/// client's address and port (one client, many connections: both servers get some).
-pub fn ricochet_config(vip: Ipv4Addr, servers: &[Ipv4Addr]) -> String {
-    let servers: String = servers
-        .iter()
-        .map(|ip| format!("      - {{ ip: {ip} }}\n"))
-        .collect();
-    format!(
-        "network_profiles:
-  - name: dsr-l3-tcp
-    type: tcp_fast_path
-    dsr: {{ enabled: true, type: l3, encapsulation: ipinip }}
-pools:
-  - name: web-pool
-    consistent_hash: source_ip_and_port
-    servers:
-{servers}virtual_services:
-  - name: web-vs
-    vip: {vip}
-    services: [{{ port: 80 }}]
-    application_profile: System-L4-Application
-    network_profile: dsr-l3-tcp
-    pool: web-pool
-"
-    )
-}
-
 /// The seed's network with web01 and web02 DSR-ready and serving, se1 ready for either
 /// load balancer, and threaded NAPI where the attribution needs it. Drop undoes
 /// `ricochet server setup` (its record lives in /run, outside the namespaces), detaches any
@@ -481,7 +454,7 @@ impl Bed {
         self.router_napi = sys::threaded_napi(&self.topo.router.ns, se1.router_port)?;
         std::fs::write(
             self.dir.join("ricochet.yaml"),
-            ricochet_config(VIP_V4, &[self.topo.web01.ipv4, self.topo.web02.ipv4]),
+            ricochet_testbed::web_vs_config(VIP_V4, &[self.topo.web01.ipv4, self.topo.web02.ipv4]),
         )?;
         Ok(())
     }
@@ -919,7 +892,7 @@ mod tests {
 
     #[test]
     fn ricochet_config_is_valid() {
-        let text = ricochet_config(
+        let text = ricochet_testbed::web_vs_config(
             VIP_V4,
             &[
                 Ipv4Addr::new(192, 168, 33, 10),

@@ -178,6 +178,11 @@ fn round_configs() -> Vec<Config> {
 }
 
 /// The flow count in short form: 1k, 64k, 4M.
+/// A summary's "min – max" cell, in Mpps.
+fn mpps_span(s: &Summary) -> String {
+    format!("{} – {}", mpps(s.min), mpps(s.max))
+}
+
 fn short_flows(n: u32) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{}M", n >> 20)
@@ -211,18 +216,17 @@ struct Pair {
     dut_prog: u32,
 }
 
-/// Busy and total clock ticks of each CPU, from `/proc/stat` (`cpuN` lines; idle and
-/// iowait are not busy).
-fn parse_proc_stat(text: &str) -> BTreeMap<usize, (u64, u64)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let cpu: usize = words.next()?.strip_prefix("cpu")?.parse().ok()?;
-            let ticks: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
-            // user nice system idle iowait irq softirq steal (guest time is inside user).
-            let total: u64 = ticks.iter().take(8).sum();
-            let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-            Some((cpu, (total - idle, total)))
+/// Busy and total clock ticks of each CPU, from `/proc/stat`'s `cpuN` lines (idle and
+/// iowait are not busy; guest time is inside user).
+fn per_cpu_ticks(stats: &procfs::KernelStats) -> BTreeMap<usize, (u64, u64)> {
+    stats
+        .cpu_time
+        .iter()
+        .enumerate()
+        .map(|(cpu, t)| {
+            let t = sys::MachineTicks::of(t);
+            let busy = t.busy() + t.steal;
+            (cpu, (busy, busy + t.idle + t.iowait))
         })
         .collect()
 }
@@ -585,7 +589,7 @@ impl Bed {
             );
         }
         let at = Instant::now();
-        let cpus = parse_proc_stat(&std::fs::read_to_string("/proc/stat")?);
+        let cpus = per_cpu_ticks(&sys::read_proc_stat()?);
         Ok(Sample {
             at,
             gen_at,
@@ -1178,8 +1182,7 @@ fn reason_totals(windows: &[Window]) -> BTreeMap<String, u64> {
 }
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let cpus = parse_proc_stat(&stat);
+    let cpus = per_cpu_ticks(&sys::read_proc_stat()?);
     ensure!(
         cpus.contains_key(&GEN_CPU) && cpus.contains_key(&DUT_CPU),
         "the forwarding benchmark needs two CPUs (0 for the generator, 1 for the device \
@@ -1414,11 +1417,7 @@ fn report(
             vec![
                 short_flows(s.config.flows),
                 mpps(s.rate_per_dut_cpu.p50),
-                format!(
-                    "{} – {}",
-                    mpps(s.rate_per_dut_cpu.min),
-                    mpps(s.rate_per_dut_cpu.max)
-                ),
+                mpps_span(&s.rate_per_dut_cpu),
                 format!(
                     "{:.2}",
                     s.rate_per_dut_cpu.p50 / bounce.rate_per_dut_cpu.p50
@@ -1443,14 +1442,10 @@ fn report(
             vec![
                 s.label.clone(),
                 format!("**{}**", mpps(s.rate_per_dut_cpu.p50)),
-                format!(
-                    "{} – {}",
-                    mpps(s.rate_per_dut_cpu.min),
-                    mpps(s.rate_per_dut_cpu.max)
-                ),
+                mpps_span(&s.rate_per_dut_cpu),
                 ns(1e9 / s.rate_per_dut_cpu.p50),
                 mpps(s.rate.p50),
-                format!("{} – {}", mpps(s.rate.min), mpps(s.rate.max)),
+                mpps_span(&s.rate),
                 saturated_cell(s),
             ]
         })
@@ -1480,11 +1475,7 @@ fn report(
             vec![
                 short_services(s.config.services),
                 mpps(s.rate_per_dut_cpu.p50),
-                format!(
-                    "{} – {}",
-                    mpps(s.rate_per_dut_cpu.min),
-                    mpps(s.rate_per_dut_cpu.max)
-                ),
+                mpps_span(&s.rate_per_dut_cpu),
                 format!(
                     "{:.2}",
                     s.rate_per_dut_cpu.p50 / ricochet.rate_per_dut_cpu.p50
@@ -1773,10 +1764,15 @@ mod tests {
 
     #[test]
     fn proc_stat_gives_busy_and_total_ticks_per_cpu() {
+        use procfs::FromBufReadSI as _;
         let text = "cpu  10 0 10 100 0 0 0 0 0 0\n\
                     cpu0 1 2 3 40 5 6 7 8 9 10\n\
-                    cpu1 0 0 50 50 0 0 0 0 0 0\nintr 1 2 3\n";
-        let cpus = parse_proc_stat(text);
+                    cpu1 0 0 50 50 0 0 0 0 0 0\nintr 1 2 3\nctxt 5\nbtime 1\n\
+                    processes 3\nprocs_running 1\nprocs_blocked 0\n";
+        let stats =
+            procfs::KernelStats::from_buf_read(text.as_bytes(), procfs::current_system_info())
+                .unwrap();
+        let cpus = per_cpu_ticks(&stats);
         // cpu0: total = 1+2+3+40+5+6+7+8 = 72, idle+iowait = 45, busy 27 (guest is in user).
         assert_eq!(cpus.get(&0), Some(&(27, 72)));
         assert_eq!(cpus.get(&1), Some(&(50, 100)));

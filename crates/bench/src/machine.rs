@@ -31,24 +31,22 @@ fn command_line(program: &str, args: &[&str]) -> String {
 
 impl Machine {
     pub fn probe() -> Machine {
-        let cpuinfo = read("/proc/cpuinfo");
+        use procfs::Current as _;
+        let cpuinfo = procfs::CpuInfo::current().ok();
         let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-            .unwrap_or_else(|| "unknown".to_owned());
+            .as_ref()
+            .and_then(|c| c.model_name(0))
+            .unwrap_or("unknown")
+            .to_owned();
         let hypervisor = cpuinfo
-            .lines()
-            .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"));
-        let memory_kib: f64 = read("/proc/meminfo")
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
+            .as_ref()
+            .and_then(|c| c.flags(0))
+            .is_some_and(|flags| flags.contains(&"hypervisor"));
+        let memory_bytes = procfs::Meminfo::current().map_or(0, |m| m.mem_total) as f64;
         Machine {
             cpu_model,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_gib: memory_kib / (1024.0 * 1024.0),
+            memory_gib: memory_bytes / (1024.0 * 1024.0 * 1024.0),
             kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
             hostname: read("/proc/sys/kernel/hostname").trim().to_owned(),
             hypervisor,

@@ -30,7 +30,6 @@ use ricochet_dataplane::{
     Capacities, Dataplane,
 };
 use ricochet_engine::Engine;
-use ricochet_testbed::Netns;
 use serde::Serialize;
 
 use crate::katran::{self, Katran};
@@ -43,34 +42,22 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
-/// The load balancer's interface in the namespace; frames are "received" on it.
-const LB_IF: &str = "pp0";
-const PEER_IF: &str = "pp1";
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x07];
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x08];
-/// Source MAC of client frames (the upstream router's).
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
-const LB_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 7);
-const LB_V6: Ipv6Addr = Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 7);
-/// Servers on the load balancer's segment, with permanent neighbour entries: the FIB
-/// answers with their MACs and the program transmits with XDP_TX.
+// The network is the fixture lab's (`ricochet_testkit::lab`), built in a network namespace
+// of the measuring thread: the load balancer's veth with its addresses, the servers on its
+// segment with permanent neighbour entries (the FIB answers with their MACs and the program
+// transmits with XDP_TX), forwarding on.
+use ricochet_testkit::lab::{
+    build_lab_network, CLIENT_MAC, LB_MAC, LB_V4, LB_V6, PEER_MAC,
+    UNRESOLVED_V4 as UNRESOLVED_SERVER, WEB01, WEB03,
+};
+/// The servers on the load balancer's segment.
 const SERVERS: [(Ipv4Addr, Ipv6Addr, [u8; 6]); 2] = [
-    (
-        Ipv4Addr::new(192, 168, 33, 10),
-        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0x10),
-        [0x02, 0, 0, 0, 0, 0x0a],
-    ),
-    (
-        Ipv4Addr::new(192, 168, 33, 11),
-        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0x11),
-        [0x02, 0, 0, 0, 0, 0x0b],
-    ),
+    (WEB01.v4, WEB01.v6, WEB01.mac),
+    (WEB03.v4, WEB03.v6, WEB03.mac),
 ];
 const VIP4: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 241);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfc00, 3, 0, 0, 0, 0, 0, 0x24a);
 const NOT_VIP4: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 99);
-/// On the segment, but without a neighbour entry: the FIB lookup for it fails.
-const UNRESOLVED_SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 50);
 /// The VIP's port served by the pool of [`UNRESOLVED_SERVER`].
 const UNRESOLVED_PORT: u16 = 8080;
 /// A VIP port without a virtual service.
@@ -544,17 +531,8 @@ fn client_v6(base: Ipv6Addr, i: u32) -> (Ipv6Addr, u16) {
     (addr, FIRST_PORT + (i % PORTS_PER_CLIENT) as u16)
 }
 
-/// RFC 1071 checksum of an IPv4 header whose checksum field is zero.
-fn ipv4_header_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+// RFC 1071 checksum of an IPv4 header whose checksum field is zero: the test kit's.
+use ricochet_testkit::checksum::internet_checksum as ipv4_header_checksum;
 
 fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC).ipv4(src.octets(), dst.octets(), 64);
@@ -1241,49 +1219,6 @@ impl Bench {
         self.check_katran_counts(&katran_before, &runs, "in the hot-loop cross-check")?;
         Ok(samples)
     }
-}
-
-/// Builds the namespace's network: the load balancer's veth with its addresses,
-/// permanent neighbours for the servers, forwarding on (bpf_fib_lookup wants it).
-fn build_network(ns: &Netns) -> anyhow::Result<()> {
-    let mac = |m: [u8; 6]| ricochet_testbed::format_mac(&m);
-    ns.ip(&[
-        "link",
-        "add",
-        LB_IF,
-        "address",
-        &mac(LB_MAC),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        PEER_IF,
-        "address",
-        &mac(PEER_MAC),
-    ])?;
-    ns.ip(&["link", "set", LB_IF, "up"])?;
-    ns.ip(&["link", "set", PEER_IF, "up"])?;
-    ns.ip(&["addr", "add", &format!("{LB_V4}/24"), "dev", LB_IF])?;
-    ns.ip(&["addr", "add", &format!("{LB_V6}/64"), "dev", LB_IF, "nodad"])?;
-    for (v4, v6, m) in SERVERS {
-        for addr in [v4.to_string(), v6.to_string()] {
-            ns.ip(&[
-                "neigh",
-                "add",
-                &addr,
-                "lladdr",
-                &mac(m),
-                "dev",
-                LB_IF,
-                "nud",
-                "permanent",
-            ])?;
-        }
-    }
-    ns.set_sysctls(&[
-        ("net.ipv4.conf.all.forwarding", "1"),
-        ("net.ipv6.conf.all.forwarding", "1"),
-    ])
 }
 
 fn desired() -> anyhow::Result<Desired> {
@@ -2127,34 +2062,21 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
         0
     };
     let start = Instant::now();
-    let netns = Netns::new("pp").context("creating the benchmark's network namespace")?;
-    build_network(&netns).context("building the benchmark's network in its namespace")?;
-    eprintln!(
-        "    per-packet: namespace ready in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    let measured = netns
-        .run(|| -> anyhow::Result<Measured> {
-            let ifindex = {
-                let name = std::ffi::CString::new(LB_IF).expect("interface name");
-                // SAFETY: valid C string; resolved in this thread's (the namespace's) netns.
-                unsafe { libc::if_nametoindex(name.as_ptr()) }
-            };
-            ensure!(
-                ifindex != 0,
-                "{LB_IF} is not visible in the namespace's thread"
-            );
-            measure(
-                ifindex,
-                cpu,
-                warmup,
-                rounds,
-                repeat_calls,
-                ctx.katran_object.as_deref(),
-            )
-        })
-        .context("running in the benchmark's namespace")??;
-    drop(netns);
+    let measured = ricochet_testkit::netns::in_fresh_netns(|| -> anyhow::Result<Measured> {
+        let ifindex = build_lab_network();
+        eprintln!(
+            "    per-packet: namespace ready in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        measure(
+            ifindex,
+            cpu,
+            warmup,
+            rounds,
+            repeat_calls,
+            ctx.katran_object.as_deref(),
+        )
+    })?;
 
     let rows = rows(&measured);
     let bars = "per_packet_overhead.png".to_owned();

@@ -1,45 +1,46 @@
-//! What the sections read from the system, in one place: CPU time from /proc (per task from
-//! `schedstat`, in nanoseconds; per namespace; kernel NAPI threads; the whole machine from
-//! `/proc/stat`), interface counters (`ip -s -j link`, `ethtool -S`), threaded NAPI, and CPU
+//! What the sections read from the system, in one place: CPU time from /proc through the
+//! `procfs` crate (per task from `schedstat`, in nanoseconds; per namespace; kernel NAPI
+//! threads; the whole machine from `/proc/stat`), interface counters (`ip -s -j link`, `ethtool -S`), threaded NAPI, and CPU
 //! pinning.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::{ensure, Context as _};
+use procfs::{process::Process, CpuTime, KernelStats};
 use ricochet_testbed::Netns;
 use serde::{Deserialize, Serialize};
 
-/// The first field of `/proc/<pid>/task/<tid>/schedstat`: nanoseconds the task ran.
-pub fn parse_schedstat(text: &str) -> anyhow::Result<u64> {
-    let first = text
-        .split_whitespace()
-        .next()
-        .with_context(|| format!("empty schedstat {text:?}"))?;
-    first
-        .parse()
-        .with_context(|| format!("bad schedstat {text:?}"))
-}
-
-/// Nanoseconds every thread of process `pid` ran (0 if it is gone). A thread that exited
-/// before the call is not counted, so callers compare the same long-lived processes.
+/// Nanoseconds every thread of process `pid` ran (0 if it is gone), from each task's
+/// `schedstat`. A thread that exited before the call is not counted, so callers compare the
+/// same long-lived processes.
 pub fn process_cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(tasks) = Process::new(pid as i32).and_then(|p| p.tasks()) else {
         return 0;
     };
     tasks
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|text| parse_schedstat(&text).ok())
+        .filter_map(|task| task.schedstat().ok())
+        .map(|s| s.sum_exec_runtime)
         .sum()
 }
 
 /// Nanoseconds a single task (e.g. a kernel thread) ran.
 pub fn task_cpu_ns(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/schedstat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_schedstat(&text)
+    Ok(Process::new(pid as i32)
+        .and_then(|p| p.schedstat())
+        .with_context(|| format!("reading /proc/{pid}/schedstat"))?
+        .sum_exec_runtime)
+}
+
+/// Every process of the machine with its command name (`comm`), as (pid, name).
+fn processes_by_name() -> Vec<(u32, String)> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.flatten()
+        .filter_map(|p| Some((p.pid as u32, p.stat().ok()?.comm)))
+        .collect()
 }
 
 /// CPU nanoseconds per process id.
@@ -62,26 +63,10 @@ pub fn delta_seconds(before: &PerProcess, after: &PerProcess) -> f64 {
 /// The kernel threads whose name starts with `napi/<dev>-` (threaded NAPI names its threads
 /// `napi/<device>-<napi id>`), as (pid, name).
 pub fn napi_threads(dev: &str) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
-            let comm = comm.trim();
-            if is_napi_thread_of(comm, dev) {
-                found.push((pid, comm.to_owned()));
-            }
-        }
-    }
-    found
+    processes_by_name()
+        .into_iter()
+        .filter(|(_, comm)| is_napi_thread_of(comm, dev))
+        .collect()
 }
 
 /// A kernel NAPI thread (`napi/<dev>-<id>`).
@@ -169,16 +154,10 @@ pub fn cpus() -> usize {
 /// The kernel's softirq threads (`ksoftirqd/<cpu>`), which take over softirq work that
 /// interrupted tasks did not finish, as pids.
 pub fn ksoftirqd_threads() -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            comm.starts_with("ksoftirqd/").then_some(pid)
-        })
+    processes_by_name()
+        .into_iter()
+        .filter(|(_, comm)| comm.starts_with("ksoftirqd/"))
+        .map(|(pid, _)| pid)
         .collect()
 }
 
@@ -204,34 +183,23 @@ pub struct MachineTicks {
 }
 
 impl MachineTicks {
-    pub fn parse(proc_stat: &str) -> anyhow::Result<Self> {
-        let line = proc_stat
-            .lines()
-            .find(|l| l.starts_with("cpu "))
-            .context("no aggregate `cpu` line in /proc/stat")?;
-        let fields: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("bad /proc/stat line {line:?}"))?;
-        if fields.len() < 8 {
-            bail!("short /proc/stat line {line:?}");
+    /// The ticks of one `cpu` line of `/proc/stat` (the fields older kernels lack are 0).
+    pub fn of(t: &CpuTime) -> Self {
+        Self {
+            user: t.user,
+            nice: t.nice,
+            system: t.system,
+            idle: t.idle,
+            iowait: t.iowait.unwrap_or(0),
+            irq: t.irq.unwrap_or(0),
+            softirq: t.softirq.unwrap_or(0),
+            steal: t.steal.unwrap_or(0),
         }
-        Ok(Self {
-            user: fields[0],
-            nice: fields[1],
-            system: fields[2],
-            idle: fields[3],
-            iowait: fields[4],
-            irq: fields[5],
-            softirq: fields[6],
-            steal: fields[7],
-        })
     }
 
+    /// The whole machine's (the aggregate `cpu` line).
     pub fn read() -> anyhow::Result<Self> {
-        Self::parse(&std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?)
+        Ok(Self::of(&read_proc_stat()?.total))
     }
 
     /// Ticks spent working (user, system, interrupts; guest time is inside user).
@@ -249,10 +217,15 @@ impl MachineTicks {
     }
 }
 
+/// `/proc/stat`: the CPU time lines (aggregate and per CPU), in clock ticks.
+pub fn read_proc_stat() -> anyhow::Result<KernelStats> {
+    use procfs::CurrentSI as _;
+    KernelStats::current().context("reading /proc/stat")
+}
+
 /// The length of a `/proc/stat` clock tick (USER_HZ), in seconds.
 pub fn clock_tick_seconds() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = procfs::ticks_per_second();
     1.0 / if hz > 0 { hz as f64 } else { 100.0 }
 }
 
@@ -349,23 +322,14 @@ pub fn veth_rx_queue_sum(stats: &BTreeMap<String, u64>, what: &str) -> u64 {
 
 /// Whether a pid still names the same kernel thread.
 pub fn thread_is(pid: u32, name: &str) -> bool {
-    std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("comm"))
-        .is_ok_and(|comm| comm.trim() == name)
+    Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .is_ok_and(|stat| stat.comm == name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schedstat_first_field_is_the_run_time() {
-        assert_eq!(
-            parse_schedstat("934943258 1787616 412\n").unwrap(),
-            934943258
-        );
-        assert!(parse_schedstat("").is_err());
-        assert!(parse_schedstat("x 1 2").is_err());
-    }
 
     #[test]
     fn this_thread_has_run() {
@@ -384,8 +348,11 @@ mod tests {
 
     #[test]
     fn proc_stat_cpu_line() {
-        let text = "cpu  10 2 30 400 5 6 7 8 9 10\ncpu0 5 1 15 200 2 3 3 4 0 0\nintr 1 2\n";
-        let t = MachineTicks::parse(text).unwrap();
+        use procfs::FromBufReadSI as _;
+        let text = "cpu  10 2 30 400 5 6 7 8 9 10\ncpu0 5 1 15 200 2 3 3 4 0 0\nintr 1 2\nctxt 5\nbtime 1\nprocesses 3\nprocs_running 1\nprocs_blocked 0\n";
+        let system = procfs::current_system_info();
+        let stats = KernelStats::from_buf_read(text.as_bytes(), system).unwrap();
+        let t = MachineTicks::of(&stats.total);
         assert_eq!(t.busy(), 10 + 2 + 30 + 6 + 7);
         assert_eq!(t.steal, 8);
         let later = MachineTicks {
@@ -397,8 +364,6 @@ mod tests {
         let tick = clock_tick_seconds();
         assert!((busy - 110.0 * tick).abs() < 1e-9);
         assert!((softirq - 10.0 * tick).abs() < 1e-9);
-        assert!(MachineTicks::parse("cpu0 1 2 3\n").is_err());
-        assert!(MachineTicks::parse("cpu  1 2 3\n").is_err());
         // The real file parses.
         assert!(MachineTicks::read().unwrap().busy() > 0);
     }

@@ -22,12 +22,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ricochet_common::{FlowKey, PROTO_TCP};
+use std::net::Ipv4Addr;
+
+use ricochet_common::{Event, FlowKey, PROTO_TCP};
 use ricochet_dataplane::{
     kernel::{KernelDataplane, LoadOptions},
     Capacities, Dataplane as _,
 };
 use ricochet_testbed::{Process, SeedBed, VIP_V4};
+use ricochet_testkit::packets::{tcp4, FROM_CLIENT, L2};
 use support::seed::{seed_bed, Conn, FileMode as _, FILE_STATE};
 use support::RICOCHET;
 
@@ -39,26 +42,12 @@ const CONNECTIONS: usize = 200;
 /// How long hping3 floods (bounded by `timeout`, which interrupts it).
 const FLOOD_SECONDS: u32 = 3;
 
+/// The pool's servers: web01 on se1's segment, web02 behind the router.
+const WEB01: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 10);
+const WEB02: Ipv4Addr = Ipv4Addr::new(192, 168, 34, 10);
+
 /// One flood at a time: two at once would only measure the machine.
 static FLOODS: Mutex<()> = Mutex::new(());
-
-const CONFIG: &str = "network_profiles:
-  - name: dsr-l3-tcp
-    type: tcp_fast_path
-    dsr: { enabled: true, type: l3, encapsulation: ipinip }
-pools:
-  - name: web-pool
-    consistent_hash: source_ip_and_port
-    servers:
-      - { ip: 192.168.33.10 }
-      - { ip: 192.168.34.10 }
-virtual_services:
-  - name: web-vs
-    vip: 192.168.35.241
-    services: [{ port: 80 }]
-    network_profile: dsr-l3-tcp
-    pool: web-pool
-";
 
 struct Bed {
     seed: SeedBed,
@@ -67,9 +56,13 @@ struct Bed {
 
 impl Bed {
     fn new(test: &str) -> Bed {
+        Bed::with_flows(test, FLOWS)
+    }
+
+    fn with_flows(test: &str, flows: u32) -> Bed {
         let seed = seed_bed(test, &[VIP_V4.into()]);
-        seed.write_config(CONFIG);
-        let engine = seed.start_file_engine(&FLOWS.to_string(), &[]);
+        seed.write_config(&ricochet_testbed::web_vs_config(VIP_V4, &[WEB01, WEB02]));
+        let engine = seed.start_file_engine(&flows.to_string(), &[]);
         Bed {
             seed,
             _engine: engine,
@@ -85,47 +78,35 @@ impl Bed {
         .expect("opening the engine's pinned maps")
     }
 
-    /// `ricochet status --json`.
-    fn status(&self) -> serde_json::Value {
-        let out = self
-            .seed
-            .topo
-            .se1
-            .ns
-            .output(&[
-                RICOCHET,
-                "status",
-                "--json",
-                "--state-dir",
-                &self.seed.path(FILE_STATE),
-            ])
-            .unwrap();
+    /// `ricochet status [extra]`'s standard output; fails on a failed status.
+    fn status_output(&self, extra: &[&str]) -> Vec<u8> {
+        let state = self.seed.path(FILE_STATE);
+        let mut args = vec![RICOCHET, "status", "--state-dir", &state];
+        args.extend_from_slice(extra);
+        let out = self.seed.topo.se1.ns.output(&args).unwrap();
         assert!(
             out.status.success(),
             "status: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+        out.stdout
+    }
+
+    /// `ricochet status --json`.
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.status_output(&["--json"])).expect("status --json is JSON")
+    }
+
+    /// `ricochet status` as an operator reads it.
+    fn status_text(&self) -> String {
+        String::from_utf8_lossy(&self.status_output(&[])).into_owned()
     }
 
     /// The non-SYN flow-table misses `ricochet status` shows (its text form: the line an
     /// operator reads).
     fn non_syn_misses(&self) -> u64 {
         const LINE: &str = "Non-SYN TCP packets that missed the flow table (hashed again): ";
-        let out = self
-            .seed
-            .topo
-            .se1
-            .ns
-            .output(&[
-                RICOCHET,
-                "status",
-                "--state-dir",
-                &self.seed.path(FILE_STATE),
-            ])
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "status: {text}");
+        let text = self.status_text();
         text.lines()
             .find_map(|l| l.strip_prefix(LINE))
             .unwrap_or_else(|| panic!("`ricochet status` has no line {LINE:?}:\n{text}"))
@@ -391,4 +372,126 @@ fn spoofed_ack_flood_creates_flows_and_keeps_the_connections() {
         r.non_syn_misses
     );
     assert!(r.sent > 0);
+}
+
+/// Runs of the real program per CPU in one round of the insert race below.
+const RACE_RUNS: u32 = 20_000;
+/// Rounds at most: a failure is rare (1 to 30 in 100,000 inserts here, fewer while other
+/// work keeps the two threads from overlapping), so the race goes on until one is seen.
+const RACE_ROUNDS: u32 = 30;
+
+/// A real condition under which the kernel refuses a flow-table insert: `FLOWS` is a
+/// common (not per-CPU) LRU hash, and its insert (`htab_lru_map_update_elem`) takes a free
+/// node first and returns `-ENOMEM` when `prealloc_lru_pop` finds none. With one entry,
+/// the only node is either in the table, where an insert on another CPU steals it (the
+/// `__local_list_pop_pending` path deletes it from the table), or taken by another CPU's
+/// insert that has not linked it into its bucket yet: stealing it then fails
+/// (`del_from_htab` finds no such element), and so does the insert. So new flows inserted
+/// from both CPUs at once into a one-entry table fail now and then. The engine runs with
+/// `--flows 1`; two threads, pinned to CPUs 0 and 1 in se1's namespace, run the engine's
+/// program (loaded over its pinned maps) on new SYNs with BPF_PROG_TEST_RUN at the same
+/// time. Every packet must still be forwarded, the failures counted in `EVENTS`, and
+/// `ricochet status` must show the count.
+///
+/// A per-CPU LRU (`BPF_F_NO_COMMON_LRU`) would have no such condition:
+/// `bpf_percpu_lru_pop_free` takes nodes from the CPU's own list only, its forced shrink
+/// deletes any of them that is in the table, and the one node of that list outside the
+/// table is the one the CPU's own insert holds (an XDP program never runs twice at once on
+/// one CPU); its only failure is the bucket lock's deadlock or timeout return. Then this
+/// test would have to give way to one through BPF_PROG_TEST_RUN alone.
+#[test]
+fn inserts_racing_on_two_cpus_into_a_one_entry_table_fail_and_are_counted() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test races inserts on two CPUs and this machine has {cpus}"
+    );
+    let _one_flood = FLOODS.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::with_flows("insertrace", 1);
+    let failed_count = |dp: &KernelDataplane| {
+        dp.event_counters()
+            .unwrap()
+            .into_iter()
+            .find(|(e, _)| *e == Event::FlowInsertFailed)
+            .map(|(_, n)| n)
+            .unwrap()
+    };
+    let before = failed_count(&bed.data_plane());
+    let se1 = &bed.seed.topo.se1;
+    let mut rounds = 0;
+    let mut failed = 0;
+    while failed == 0 && rounds < RACE_ROUNDS {
+        let start = std::sync::Barrier::new(2);
+        let forwarded: u32 = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..2u8)
+                .map(|cpu| {
+                    let (bed, start) = (&bed, &start);
+                    scope.spawn(move || {
+                        se1.ns
+                            .run(|| race_inserts(bed, cpu, rounds, start))
+                            .expect("entering se1's namespace")
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        assert_eq!(
+            forwarded,
+            2 * RACE_RUNS,
+            "every SYN is forwarded, recorded or not"
+        );
+        rounds += 1;
+        failed = failed_count(&bed.data_plane()) - before;
+    }
+    let inserts = u64::from(2 * RACE_RUNS * rounds);
+    assert!(
+        failed > 0,
+        "{inserts} inserts from two CPUs into a one-entry table, and none failed"
+    );
+    assert!(
+        failed < inserts / 10,
+        "{failed} of {inserts} inserts failed: most should succeed"
+    );
+    let text = bed.status_text();
+    let line = format!("Event flow_insert_failed: {}", before + failed);
+    assert!(
+        text.lines().any(|l| l.trim() == line),
+        "`ricochet status` has no line {line:?}:\n{text}"
+    );
+    eprintln!("{failed} of {inserts} racing inserts failed ({rounds} round(s))");
+}
+
+/// In se1's namespace, pinned to `cpu`: waits for the other CPU's thread, then runs the
+/// engine's program on [`RACE_RUNS`] SYNs of new flows (new in each `round`); how many it
+/// forwarded.
+fn race_inserts(bed: &Bed, cpu: u8, round: u32, start: &std::sync::Barrier) -> u32 {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(usize::from(cpu)).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .unwrap_or_else(|e| panic!("pinning the test thread to CPU {cpu}: {e}"));
+    let mut dp = bed.data_plane();
+    let se1 = &bed.seed.topo.se1;
+    let ifindex = nix::net::if_::if_nametoindex(se1.iface).expect("se1's interface");
+    let l2 = L2 {
+        dst: se1.mac,
+        ..FROM_CLIENT
+    };
+    let frames: Vec<Vec<u8>> = (0..RACE_RUNS)
+        .map(|i| {
+            // A source of its own per CPU, round and run: every SYN is a new flow.
+            let client = Ipv4Addr::new(192, 168, 100 + cpu, 2 + round as u8);
+            let port = 1024 + i as u16;
+            l2.ipv4(&tcp4(client, port, VIP_V4, 80, true, b""))
+        })
+        .collect();
+    start.wait();
+    let mut forwarded = 0;
+    for frame in &frames {
+        let out = dp.test_run(frame, ifindex).expect("BPF_PROG_TEST_RUN");
+        // XDP_TX, or XDP_REDIRECT toward another interface.
+        if matches!(out.action, 3 | 4) {
+            forwarded += 1;
+        }
+    }
+    forwarded
 }

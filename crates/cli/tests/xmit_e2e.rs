@@ -11,22 +11,6 @@ use ricochet_testbed::{Netns, Process};
 use support::seed::{cli_in, start_controller_in, started, CONTROLLER};
 use support::{assert_quiet_end, run_into_closed_pipe, wait_until, RICOCHET};
 
-const CONFIG: &str = "network_profiles:
-  - name: dsr-l3-tcp
-    type: tcp_fast_path
-    dsr: { enabled: true, type: l3, encapsulation: ipinip }
-pools:
-  - name: web-pool
-    servers:
-      - { ip: 192.168.33.10 }
-virtual_services:
-  - name: web-vs
-    vip: 192.168.35.241
-    services: [{ port: 80 }]
-    network_profile: dsr-l3-tcp
-    pool: web-pool
-";
-
 /// The engine's namespace (`eth0`, 192.168.33.7) and its neighbour's (`up0`, 192.168.33.1,
 /// routing the VIP to the engine); the server 192.168.33.10 is "behind" `up0` (a
 /// permanent neighbour entry with its MAC), so every packet to the VIP is encapsulated
@@ -80,7 +64,11 @@ fn lab() -> Lab {
     ])
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ricochet.yaml"), CONFIG).unwrap();
+    let config = ricochet_testbed::web_vs_config(
+        ricochet_testbed::VIP_V4,
+        &[std::net::Ipv4Addr::new(192, 168, 33, 10)],
+    );
+    std::fs::write(dir.path().join("ricochet.yaml"), config).unwrap();
     Lab { lb, peer, dir }
 }
 

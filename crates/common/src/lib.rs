@@ -7,6 +7,7 @@
 //! `core::net` types through the constructors below.
 #![no_std]
 
+pub mod checksum;
 pub mod hash;
 pub mod probe;
 

@@ -8,18 +8,8 @@
 
 use std::net::IpAddr;
 
+use ricochet_common::checksum::internet_checksum;
 use tracing::debug;
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// Sends one ICMP/ICMPv6 echo request to `ip` from a raw socket.
 pub fn probe(ip: IpAddr) -> std::io::Result<()> {
@@ -34,7 +24,7 @@ pub fn probe(ip: IpAddr) -> std::io::Result<()> {
     }
     let mut msg = [kind, 0, 0, 0, 0x52, 0x43, 0, 1, b'r', b'i', b'c', b'o'];
     if ip.is_ipv4() {
-        let c = checksum(&msg);
+        let c = internet_checksum(&msg);
         msg[2..4].copy_from_slice(&c.to_be_bytes());
     } // The kernel fills in ICMPv6 checksums of raw sockets.
     let rc = match ip {

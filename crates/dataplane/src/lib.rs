@@ -8,7 +8,8 @@
 pub mod ethtool;
 pub mod kernel;
 pub mod memory;
-pub mod netlink;
+/// Route netlink (interfaces, XDP attachments, veth peers), from its own crate.
+pub use ricochet_netlink as netlink;
 pub mod offloads;
 pub mod xmit;
 

@@ -1,17 +1,9 @@
 //! Interfaces, addresses and routes of the calling thread's network namespace, through
-//! `ip -j` (iproute2's JSON output).
+//! route netlink (`ricochet-netlink`).
 use std::net::IpAddr;
 
-use crate::{cmd, ServerError};
-use anyhow::Context as _;
-
-/// One interface.
-#[derive(Debug, Clone)]
-pub(crate) struct Link {
-    pub mtu: u32,
-    /// Administratively up (`IFF_UP`).
-    pub up: bool,
-}
+use crate::ServerError;
+pub(crate) use ricochet_netlink::host_prefix;
 
 /// One address of an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,15 +12,6 @@ pub(crate) struct Addr {
     pub prefix: u8,
     /// Scope global (not link-local or host).
     pub global: bool,
-}
-
-/// The host prefix length of `ip`'s family: 32 or 128.
-pub(crate) fn host_prefix(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() {
-        32
-    } else {
-        128
-    }
 }
 
 /// The ifindex of `name`, or [`ServerError::NoSuchInterface`].
@@ -42,45 +25,22 @@ pub(crate) fn exists(name: &str) -> bool {
 }
 
 /// MTU and state of `name`.
-pub(crate) fn link(name: &str) -> anyhow::Result<Link> {
+pub(crate) fn link(name: &str) -> anyhow::Result<ricochet_netlink::Link> {
     require(name)?;
-    let v = cmd::ip_json(&["link", "show", "dev", name])?;
-    let l = v
-        .get(0)
-        .with_context(|| format!("`ip -j link show dev {name}` printed no interface"))?;
-    let mtu = l["mtu"]
-        .as_u64()
-        .with_context(|| format!("no MTU for interface {name}"))?;
-    let up = l["flags"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|x| x.as_str() == Some("UP")));
-    Ok(Link {
-        mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
-        up,
-    })
+    Ok(ricochet_netlink::link_by_name(name)?)
 }
 
 /// The addresses of `dev`.
 pub(crate) fn addresses(dev: &str) -> anyhow::Result<Vec<Addr>> {
     require(dev)?;
-    let v = cmd::ip_json(&["addr", "show", "dev", dev])?;
-    let mut out = Vec::new();
-    for l in v.as_array().into_iter().flatten() {
-        for a in l["addr_info"].as_array().into_iter().flatten() {
-            let (Some(local), Some(prefix)) = (a["local"].as_str(), a["prefixlen"].as_u64()) else {
-                continue;
-            };
-            let Ok(addr) = local.parse::<IpAddr>() else {
-                continue;
-            };
-            out.push(Addr {
-                addr,
-                prefix: u8::try_from(prefix).unwrap_or(0),
-                global: a["scope"].as_str() == Some("global"),
-            });
-        }
-    }
-    Ok(out)
+    Ok(ricochet_netlink::addresses(dev)?
+        .into_iter()
+        .map(|a| Addr {
+            addr: a.addr,
+            prefix: a.prefix,
+            global: a.scope == ricochet_netlink::Scope::Global,
+        })
+        .collect())
 }
 
 /// Whether `ip` is one of `dev`'s addresses (any prefix length).
@@ -96,47 +56,19 @@ pub(crate) fn add_address_command(dev: &str, ip: IpAddr) -> String {
     format!("ip {fam}addr add {ip}/{} dev {dev}{nodad}", host_prefix(ip))
 }
 
-/// Adds `ip` as a host address to `dev`.
+/// Adds `ip` as a host address to `dev` (IPv6 without duplicate address detection).
 pub(crate) fn add_address(dev: &str, ip: IpAddr) -> anyhow::Result<()> {
-    let cidr = format!("{ip}/{}", host_prefix(ip));
-    let mut args = vec!["addr", "add", cidr.as_str(), "dev", dev];
-    if ip.is_ipv6() {
-        args.push("nodad");
-    }
-    cmd::run("ip", &args).with_context(|| format!("adding VIP {ip} to {dev}"))?;
-    Ok(())
+    Ok(ricochet_netlink::add_address(dev, ip, host_prefix(ip))?)
 }
 
 /// Removes `ip/prefix` from `dev`.
 pub(crate) fn del_address(dev: &str, ip: IpAddr, prefix: u8) -> anyhow::Result<()> {
-    let cidr = format!("{ip}/{prefix}");
-    cmd::run("ip", &["addr", "del", &cidr, "dev", dev])
-        .with_context(|| format!("removing VIP {ip} from {dev}"))?;
-    Ok(())
+    Ok(ricochet_netlink::delete_address(dev, ip, prefix)?)
 }
 
 /// Sets `dev` administratively up or down.
 pub(crate) fn set_up(dev: &str, up: bool) -> anyhow::Result<()> {
-    let state = if up { "up" } else { "down" };
-    cmd::run("ip", &["link", "set", "dev", dev, state])
-        .with_context(|| format!("setting interface {dev} {state}"))?;
-    Ok(())
-}
-
-/// The interface of the default route, IPv4 first, then IPv6.
-pub(crate) fn default_route_interface() -> anyhow::Result<Option<String>> {
-    for fam in ["-4", "-6"] {
-        let v = cmd::ip_json(&[fam, "route", "show", "default"])?;
-        if let Some(dev) = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|r| r["dev"].as_str())
-        {
-            return Ok(Some(dev.to_owned()));
-        }
-    }
-    Ok(None)
+    Ok(ricochet_netlink::set_link_up(dev, up)?)
 }
 
 /// The interface tunnel packets arrive on: `given`, else `recorded` (from an earlier setup),
@@ -144,7 +76,7 @@ pub(crate) fn default_route_interface() -> anyhow::Result<Option<String>> {
 pub(crate) fn resolve(given: Option<&str>, recorded: Option<&str>) -> anyhow::Result<String> {
     let name = match given.or(recorded) {
         Some(n) => n.to_owned(),
-        None => default_route_interface()?.ok_or(ServerError::NoDefaultRoute)?,
+        None => ricochet_netlink::default_route_interface()?.ok_or(ServerError::NoDefaultRoute)?,
     };
     require(&name)?;
     Ok(name)

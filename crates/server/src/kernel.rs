@@ -3,7 +3,7 @@
 //! `ip6tnl0` every IP6IP6 packet; the VIPs go on them as in the seed's netplan.
 use std::{net::IpAddr, path::Path};
 
-use anyhow::Context as _;
+use ricochet_netlink::Tunnel;
 use tracing::info;
 
 use crate::{cmd, iface, setup::Apply, ServerError};
@@ -13,18 +13,12 @@ pub(crate) const TUNL: &str = "tunl0";
 /// The IPv6 fallback tunnel.
 pub(crate) const IP6TNL: &str = "ip6tnl0";
 
-/// Module, device and the `ip` arguments that create the device, per family.
-pub(crate) fn tunnel(v6: bool) -> (&'static str, &'static str, &'static [&'static str]) {
+/// Module, device and tunnel type, per family.
+pub(crate) fn tunnel(v6: bool) -> (&'static str, &'static str, Tunnel) {
     if v6 {
-        (
-            "ip6_tunnel",
-            IP6TNL,
-            &[
-                "link", "add", "name", IP6TNL, "type", "ip6tnl", "mode", "ip6ip6",
-            ],
-        )
+        ("ip6_tunnel", IP6TNL, Tunnel::Ip6Ip6)
     } else {
-        ("ipip", TUNL, &["link", "add", "name", TUNL, "type", "ipip"])
+        ("ipip", TUNL, Tunnel::IpIp)
     }
 }
 
@@ -64,7 +58,7 @@ pub(crate) fn ensure(vips: &[IpAddr], apply: &mut Apply<'_>) -> anyhow::Result<(
         if fam.is_empty() {
             continue;
         }
-        let (module, dev, create) = tunnel(v6);
+        let (module, dev, kind) = tunnel(v6);
         if !have(v6, true) {
             return Err(ServerError::NoKernelTunnel {
                 module,
@@ -73,7 +67,7 @@ pub(crate) fn ensure(vips: &[IpAddr], apply: &mut Apply<'_>) -> anyhow::Result<(
             .into());
         }
         if !iface::exists(dev) {
-            cmd::run("ip", create).with_context(|| format!("creating tunnel {dev}"))?;
+            ricochet_netlink::create_tunnel(dev, kind)?;
             info!(dev, "tunnel created");
             apply.st.links_created.push(dev.to_owned());
             apply.changes.push(format!("created tunnel {dev}"));

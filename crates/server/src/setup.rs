@@ -2,7 +2,7 @@
 //! reverse exactly the recorded changes.
 use std::{fmt, fs, net::IpAddr, path::PathBuf};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::anyhow;
 use tracing::{info, warn};
 
 use crate::{
@@ -398,12 +398,10 @@ fn undo_all(spec: &ServerSpec, st: &mut State, errors: &mut Vec<anyhow::Error>) 
         if !iface::exists(dev) {
             return false;
         }
-        match crate::cmd::run("ip", &["link", "del", "dev", dev])
-            .with_context(|| format!("deleting tunnel {dev}"))
-        {
-            Ok(_) => false,
+        match ricochet_netlink::delete_link(dev) {
+            Ok(()) => false,
             Err(e) => {
-                errors.push(e);
+                errors.push(e.into());
                 true
             }
         }

@@ -1,20 +1,19 @@
-//! Route netlink queries the data plane needs about interfaces: their kind, their XDP
-//! attachment, a veth's peer (and the namespace it lives in).
-//!
-//! Every call opens a netlink socket in the calling thread's network namespace.
+//! Interfaces: lookup by name or index, state and MTU, XDP attachments, a veth's peer (and
+//! the namespace it lives in); setting one up or down, creating a tunnel, deleting one.
 
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 
-use anyhow::{anyhow, bail, Context as _};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::{
-    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp, XdpAttached},
+    link::{
+        InfoData, InfoIpTunnel, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
+        XdpAttached,
+    },
     nsid::{NsidAttribute, NsidMessage},
-    RouteNetlinkMessage,
+    IpProtocol, RouteNetlinkMessage,
 };
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::{request, Errno, Error, Result};
 
 /// Which XDP programs an interface runs (`IFLA_XDP`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +39,8 @@ pub struct Link {
     pub name: String,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// The MTU (`IFLA_MTU`); 0 if the kernel gave none.
+    pub mtu: u32,
     /// `veth`, `bridge`, ... (`IFLA_INFO_KIND`); `None` for physical devices and `lo`.
     pub kind: Option<String>,
     pub xdp: XdpState,
@@ -61,6 +62,7 @@ fn parse_link(msg: LinkMessage) -> Link {
         index: msg.header.index,
         name: String::new(),
         up: msg.header.flags.contains(LinkFlags::Up),
+        mtu: 0,
         kind: None,
         xdp: XdpState::default(),
         link: None,
@@ -69,6 +71,7 @@ fn parse_link(msg: LinkMessage) -> Link {
     for attr in msg.attributes {
         match attr {
             LinkAttribute::IfName(name) => link.name = name,
+            LinkAttribute::Mtu(mtu) => link.mtu = mtu,
             LinkAttribute::Link(index) if index != 0 => link.link = Some(index),
             LinkAttribute::LinkNetNsId(id) if id >= 0 => link.link_netnsid = Some(id),
             LinkAttribute::LinkInfo(infos) => {
@@ -112,64 +115,17 @@ fn parse_xdp(attrs: &[LinkXdp]) -> XdpState {
     state
 }
 
-/// Sends one request and collects the answers (all parts of a dump).
-fn request(msg: RouteNetlinkMessage, flags: u16) -> anyhow::Result<Vec<RouteNetlinkMessage>> {
-    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a route netlink socket")?;
-    socket.bind_auto().context("binding the netlink socket")?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .context("connecting the netlink socket")?;
-    let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
-    packet.header.flags = NLM_F_REQUEST | flags;
-    packet.header.sequence_number = 1;
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf);
-    socket.send(&buf, 0).context("sending a netlink request")?;
-    let dump = flags & NLM_F_DUMP != 0;
-    let mut answers = Vec::new();
-    loop {
-        let (data, _) = socket
-            .recv_from_full()
-            .context("receiving a netlink answer")?;
-        let mut offset = 0;
-        while offset < data.len() {
-            let reply: NetlinkMessage<RouteNetlinkMessage> =
-                NetlinkMessage::deserialize(&data[offset..])
-                    .map_err(|e| anyhow!("decoding a netlink answer: {e}"))?;
-            let len = reply.header.length as usize;
-            match reply.payload {
-                NetlinkPayload::Done(_) => return Ok(answers),
-                NetlinkPayload::Error(e) => match e.code {
-                    Some(_) => return Err(e.to_io().into()),
-                    None => return Ok(answers),
-                },
-                NetlinkPayload::InnerMessage(m) => {
-                    answers.push(m);
-                    if !dump && flags & NLM_F_ACK == 0 {
-                        return Ok(answers);
-                    }
-                }
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            offset += len;
-        }
-    }
-}
-
-fn one_link(mut msg: LinkMessage, what: &str) -> anyhow::Result<Link> {
+fn one_link(mut msg: LinkMessage, what: &str) -> Result<Link> {
     msg.header.interface_family = netlink_packet_route::AddressFamily::Unspec;
-    let answers = request(RouteNetlinkMessage::GetLink(msg), 0).map_err(|e| {
-        match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|e| e.raw_os_error())
-        {
-            Some(libc::ENODEV) => anyhow!("no interface {what} in this network namespace"),
-            _ => e.context(format!("asking netlink about interface {what}")),
-        }
+    let op = || format!("looking up interface {what}");
+    let answers = request(&op, RouteNetlinkMessage::GetLink(msg), 0).map_err(|e| {
+        e.hinted(|errno| {
+            (errno == Errno::ENODEV).then(|| {
+                "no interface of that name or index in this network namespace (`ip link` \
+                 lists them)"
+                    .to_owned()
+            })
+        })
     })?;
     answers
         .into_iter()
@@ -177,11 +133,11 @@ fn one_link(mut msg: LinkMessage, what: &str) -> anyhow::Result<Link> {
             RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
             _ => None,
         })
-        .ok_or_else(|| anyhow!("netlink gave no answer about interface {what}"))
+        .ok_or_else(|| Error::answer(op(), "the kernel gave no answer"))
 }
 
 /// The interface named `name` in this namespace.
-pub fn link_by_name(name: &str) -> anyhow::Result<Link> {
+pub fn link_by_name(name: &str) -> Result<Link> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
     one_link(msg, name)
@@ -189,7 +145,7 @@ pub fn link_by_name(name: &str) -> anyhow::Result<Link> {
 
 /// The interface with index `index` in this namespace, or with `netnsid` in the namespace
 /// that has this id here (`IFLA_TARGET_NETNSID`, Linux 4.20+).
-pub fn link_by_index(index: u32, netnsid: Option<i32>) -> anyhow::Result<Link> {
+pub fn link_by_index(index: u32, netnsid: Option<i32>) -> Result<Link> {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     if let Some(id) = netnsid {
@@ -203,12 +159,12 @@ pub fn link_by_index(index: u32, netnsid: Option<i32>) -> anyhow::Result<Link> {
 }
 
 /// Every interface of this namespace.
-pub fn links() -> anyhow::Result<Vec<Link>> {
+pub fn links() -> Result<Vec<Link>> {
     let answers = request(
+        &|| "listing interfaces".to_owned(),
         RouteNetlinkMessage::GetLink(LinkMessage::default()),
         NLM_F_DUMP,
-    )
-    .context("listing interfaces through netlink")?;
+    )?;
     Ok(answers
         .into_iter()
         .filter_map(|m| match m {
@@ -220,12 +176,12 @@ pub fn links() -> anyhow::Result<Vec<Link>> {
 
 /// The id this namespace gives the network namespace `ns` (a `/proc/PID/ns/net` or
 /// `/run/netns/NAME` descriptor), if it gave it one.
-pub fn nsid_of(ns: BorrowedFd<'_>) -> anyhow::Result<Option<i32>> {
+pub fn nsid_of(ns: BorrowedFd<'_>) -> Result<Option<i32>> {
     let mut msg = NsidMessage::default();
     msg.attributes
         .push(NsidAttribute::Fd(ns.as_raw_fd() as u32));
-    let answers = request(RouteNetlinkMessage::GetNsId(msg), 0)
-        .context("asking netlink for a namespace id")?;
+    let op = || "asking for a network namespace's id".to_owned();
+    let answers = request(&op, RouteNetlinkMessage::GetNsId(msg), 0)?;
     for m in answers {
         if let RouteNetlinkMessage::NewNsId(m) = m {
             for a in m.attributes {
@@ -235,7 +191,99 @@ pub fn nsid_of(ns: BorrowedFd<'_>) -> anyhow::Result<Option<i32>> {
             }
         }
     }
-    bail!("netlink answered RTM_GETNSID without an id")
+    Err(Error::answer(
+        op(),
+        "the kernel answered RTM_GETNSID without an id",
+    ))
+}
+
+/// The interface `name`, or an error saying it is not in this namespace.
+pub(crate) fn index_of(name: &str, op: &dyn Fn() -> String) -> Result<u32> {
+    link_by_name(name)
+        .map(|l| l.index)
+        .map_err(|e| match e.errno() {
+            Some(Errno::ENODEV) => Error::answer(
+                op(),
+                format!("there is no interface {name} in this network namespace"),
+            ),
+            _ => e,
+        })
+}
+
+/// Sets interface `name` administratively up or down (`ip link set dev NAME up|down`).
+pub fn set_link_up(name: &str, up: bool) -> Result<()> {
+    let state = if up { "up" } else { "down" };
+    let op = || format!("setting interface {name} {state}");
+    let mut msg = LinkMessage::default();
+    msg.header.index = index_of(name, &op)?;
+    msg.header.change_mask = LinkFlags::Up;
+    if up {
+        msg.header.flags = LinkFlags::Up;
+    }
+    request(&op, RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)?;
+    Ok(())
+}
+
+/// Deletes interface `name` (`ip link del dev NAME`).
+pub fn delete_link(name: &str) -> Result<()> {
+    let op = || format!("deleting interface {name}");
+    let mut msg = LinkMessage::default();
+    msg.header.index = index_of(name, &op)?;
+    request(&op, RouteNetlinkMessage::DelLink(msg), NLM_F_ACK).map_err(|e| {
+        e.hinted(|errno| {
+            (errno == Errno::EOPNOTSUPP).then(|| {
+                "the kernel does not let this interface be deleted (a module's fallback \
+                 device goes with its module)"
+                    .to_owned()
+            })
+        })
+    })?;
+    Ok(())
+}
+
+/// A tunnel device [`create_tunnel`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tunnel {
+    /// IPv4 in IPv4 (`type ipip`, module `ipip`).
+    IpIp,
+    /// IPv6 in IPv6 (`type ip6tnl mode ip6ip6`, module `ip6_tunnel`).
+    Ip6Ip6,
+}
+
+/// Creates the tunnel device `name` of type `kind`, with no fixed endpoints, so that it
+/// receives every packet of its kind that no other tunnel claims (`ip link add name NAME
+/// type ipip`, or `type ip6tnl mode ip6ip6`).
+pub fn create_tunnel(name: &str, kind: Tunnel) -> Result<()> {
+    let (info_kind, module, shown) = match kind {
+        Tunnel::IpIp => (InfoKind::IpIp, "ipip", "ipip"),
+        Tunnel::Ip6Ip6 => (InfoKind::Ip6Tnl, "ip6_tunnel", "ip6tnl mode ip6ip6"),
+    };
+    let op = || format!("creating tunnel {name} (type {shown})");
+    let mut info = vec![LinkInfo::Kind(info_kind)];
+    if kind == Tunnel::Ip6Ip6 {
+        info.push(LinkInfo::Data(InfoData::IpTunnel(vec![
+            InfoIpTunnel::Protocol(IpProtocol::Ipv6),
+        ])));
+    }
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    msg.attributes.push(LinkAttribute::LinkInfo(info));
+    request(
+        &op,
+        RouteNetlinkMessage::NewLink(msg),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map_err(|e| {
+        e.hinted(|errno| match errno {
+            Errno::EEXIST => Some(format!("an interface named {name} exists already")),
+            Errno::EOPNOTSUPP => Some(format!(
+                "this kernel has no {module} module: load it (`modprobe {module}`) or use \
+                 Ricochet's eBPF decapsulator"
+            )),
+            _ => None,
+        })
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -249,8 +297,17 @@ mod tests {
         assert_eq!(lo.kind, None);
         assert_eq!(link_by_index(1, None).unwrap().name, "lo");
         assert!(links().unwrap().iter().any(|l| l.name == "lo"));
-        let e = link_by_name("no-such-if0").unwrap_err().to_string();
-        assert!(e.contains("no interface no-such-if0"), "{e}");
+        assert!(lo.up && lo.mtu > 0, "{lo:?}");
+        let e = link_by_name("no-such-if0").unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::ENODEV));
+        let e = e.to_string();
+        assert!(
+            e.starts_with(
+                "looking up interface no-such-if0: the kernel answered ENODEV (No such device)"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("no interface of that name"), "{e}");
     }
 
     #[test]
