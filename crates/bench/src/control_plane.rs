@@ -666,7 +666,7 @@ fn time_scrape(
     let services = status.services.len();
     let snapshot = ricochet_daemon::metrics::Snapshot {
         state: ricochet_daemon::StateFile {
-            interface: LAB_IF.to_owned(),
+            interface: LB_IF.to_owned(),
             pin_dir: "/nonexistent".into(),
             config: None,
             controller: None,
