@@ -34,7 +34,7 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     Ebpf,
 };
-use ricochet_common::{FlowKey, FlowValue, PROTO_TCP};
+use ricochet_common::{FlowKey, PROTO_TCP};
 use ricochet_config::{Desired, DesiredPool, DesiredServer, DesiredService, HashMode, PortSpec};
 use ricochet_dataplane::{
     kernel::{AttachMode, KernelDataplane, LoadOptions},
@@ -274,22 +274,14 @@ fn desired(count: u32) -> Desired {
 /// point of the curve measures established flows from its first frame: a warm-up could
 /// not learn four million flows (most frames are refused by the full ring). Each point
 /// cycles through the first N of them; the windows' new-flow counts show any that missed.
-fn fill_curve_flows(engine: &mut Engine<KernelDataplane>) -> anyhow::Result<()> {
-    let slots = engine.dataplane().servers()?;
-    let targets: Vec<FlowValue> = engine
-        .pools()
-        .flat_map(|p| p.servers.iter())
-        .map(|s| FlowValue {
-            server_id: s.slot,
-            generation: slots[s.slot as usize].generation,
-        })
-        .collect();
-    ensure!(
-        !targets.is_empty(),
-        "the pool has no servers to fill flows for"
-    );
+fn fill_curve_flows(
+    engine: &mut Engine<KernelDataplane>,
+    consult_flows: bool,
+) -> anyhow::Result<()> {
     let total = FLOW_COUNTS[FLOW_COUNTS.len() - 1];
     let start = Instant::now();
+    let mut flows = Vec::with_capacity(total as usize);
+    let picker = engine.flow_picker()?;
     for f in 0..total {
         let (client, sport) = gen_flow(f);
         let key = FlowKey::new(
@@ -299,11 +291,37 @@ fn fill_curve_flows(engine: &mut Engine<KernelDataplane>) -> anyhow::Result<()> 
             SERVICE_PORT,
             PROTO_TCP,
         );
+        // Each on its Maglev pick, as traffic records them.
+        let value = picker(&key).ok_or_else(|| anyhow!("flow {f} has no Maglev pick"))?;
+        flows.push((key, value));
+    }
+    drop(picker);
+    for (f, (key, value)) in flows.iter().enumerate() {
         engine
             .dataplane_mut()
-            .insert_flow(&key, &targets[f as usize % targets.len()])
+            .insert_flow(key, value)
             .with_context(|| format!("writing flow {f} of the curve"))?;
     }
+    // The steady state clears the flags (the engine's scan: no flow disagrees), unless
+    // asked to measure with the flow table consulted.
+    let scan = Instant::now();
+    while !consult_flows && engine.consulting() {
+        let r = engine.scan_flows(300)?;
+        ensure!(
+            r.disagreeing.values().all(|n| *n == 0),
+            "flows disagree with their Maglev pick: {:?}",
+            r.disagreeing
+        );
+        ensure!(
+            scan.elapsed() < Duration::from_secs(20),
+            "the scan did not clear the flags in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(
+        engine.consulting() == consult_flows,
+        "the flow table's use is not the one asked for"
+    );
     eprintln!(
         "    forwarding: {} flows of the curve written in {:.1} s",
         total,
@@ -426,7 +444,7 @@ struct Bed {
 }
 
 impl Bed {
-    fn build() -> anyhow::Result<Bed> {
+    fn build(consult_flows: bool) -> anyhow::Result<Bed> {
         let gen = Netns::new("fwdgen")?;
         let dut = Netns::new("fwddut")?;
         let pid = std::process::id();
@@ -525,7 +543,7 @@ impl Bed {
         let mut engine = Engine::new(dp);
         engine.set_settings(&ricochet_engine::settings(Some(DUT_ADDR), None, 0x5eed))?;
         engine.apply(&desired(1))?;
-        fill_curve_flows(&mut engine)?;
+        fill_curve_flows(&mut engine, consult_flows)?;
 
         let mut take = |name: &str| {
             bench
@@ -1213,7 +1231,7 @@ fn run_pinned(ctx: &Ctx) -> anyhow::Result<Body> {
         (5, Duration::from_secs(2), Duration::from_secs(3))
     };
     install_stop_handler()?;
-    let mut bed = Bed::build()?;
+    let mut bed = Bed::build(ctx.consult_flows)?;
     bed.check_generator()?;
     let mut windows = Vec::new();
     for round in 0..rounds {
@@ -1511,6 +1529,19 @@ fn report(
     } else {
         ""
     };
+    let flows_note = if ctx.consult_flows {
+        "\n**Flow table consulted** (`--consult-flows`): every established packet looks its \
+         flow up, as right after a pool change.\n"
+            .to_owned()
+    } else {
+        format!(
+            "\n**Flow table not consulted** (the steady state: the engine's scan found every \
+             flow on its Maglev pick): established packets take the Maglev pick and 1 in {} \
+             looks its flow up; `--consult-flows` measures the other state.\n",
+            ricochet_common::limits::FLOW_SAMPLE
+        )
+    };
+    let quick_note = format!("{quick_note}{flows_note}");
     let saturation_note = if all_saturated {
         "Every device was saturated in the median window: its ring refused frames (the \
          generator offered more than it took) while its CPU went to forwarding (the DUT's and \

@@ -40,6 +40,10 @@ pub struct Ctx {
     /// Katran's balancer object (`balancer.bpf.o`, built by the user from Katran's
     /// sources): the per-packet section measures it beside Ricochet when given.
     pub katran_object: Option<PathBuf>,
+    /// Measure with every service's flow table consulted (`CONSULT_FLOWS` set, as right
+    /// after a pool change); otherwise in the steady state, the flags cleared by the
+    /// engine's scan of the filled table.
+    pub consult_flows: bool,
 }
 
 impl Ctx {
@@ -53,6 +57,7 @@ impl Ctx {
             quick,
             ricochet_bin,
             katran_object: None,
+            consult_flows: false,
         })
     }
 
@@ -299,6 +304,7 @@ mod tests {
             quick: true,
             ricochet_bin: Some("/nonexistent/ricochet".into()),
             katran_object: None,
+            consult_flows: false,
         };
         let error = ctx.ricochet_binary().unwrap_err().to_string();
         assert!(

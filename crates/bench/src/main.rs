@@ -24,6 +24,11 @@ struct Args {
     /// Without it, the report gives Ricochet's overheads above the floor only.
     #[arg(long, value_name = "PATH")]
     katran_object: Option<PathBuf>,
+    /// Per-packet and forwarding sections: every service's flow table consulted (as right
+    /// after a pool change) instead of the steady state (flags cleared by the engine's
+    /// scan once no flow disagrees with its Maglev table).
+    #[arg(long)]
+    consult_flows: bool,
     /// Sections to run, in report order whatever the order given (default: all).
     #[arg(value_parser = section_ids())]
     sections: Vec<String>,
@@ -47,9 +52,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ricochet_testbed::require_root()
         .context("the benchmarks load XDP programs and build namespaces")?;
-    let ctx = Ctx::new(&args.out, args.quick, args.ricochet.clone())
+    let mut ctx = Ctx::new(&args.out, args.quick, args.ricochet.clone())
         .context("--out: cannot create the report directory")?
         .with_katran_object(args.katran_object.clone())?;
+    ctx.consult_flows = args.consult_flows;
     let selected: Vec<_> = SECTIONS
         .iter()
         .filter(|(id, _, _)| args.sections.is_empty() || args.sections.iter().any(|s| s == id))

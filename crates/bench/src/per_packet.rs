@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context as _};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -889,6 +889,8 @@ struct KatranInfo {
 #[derive(Debug, Serialize)]
 struct Measured {
     cpu: usize,
+    /// Whether every service's flow table was consulted (`CONSULT_FLOWS`).
+    flows_consulted: bool,
     /// The paths measured, in [`Path::ALL`] order.
     paths: Vec<Path>,
     katran: Option<KatranInfo>,
@@ -1085,11 +1087,28 @@ impl Bench {
     ) -> anyhow::Result<()> {
         let step = ((to - from) / 10).max(1);
         let start = Instant::now();
+        let picker = self.engine.flow_picker()?;
+        let mut flows = Vec::with_capacity(((to - from) as usize) * kinds.len());
         for i in from..to {
             for &kind in kinds {
-                let targets = &self.flow_targets[kind as usize];
-                let value = targets[i as usize % targets.len()];
                 let key = table_flow(kind, i);
+                // As traffic records them: each flow on its Maglev pick (the diagnostics'
+                // on their fixed targets, a free slot or the one unresolved server).
+                let value = match kind {
+                    TableFlows::V4 | TableFlows::V6 => picker(&key)
+                        .with_context(|| format!("no Maglev pick for flow {i} ({kind:?})"))?,
+                    _ => {
+                        let targets = &self.flow_targets[kind as usize];
+                        targets[i as usize % targets.len()]
+                    }
+                };
+                flows.push((i, kind, key, value));
+            }
+        }
+        drop(picker);
+        let mut last = from;
+        for (i, kind, key, value) in flows {
+            {
                 self.engine
                     .dataplane_mut()
                     .insert_flow(&key, &value)
@@ -1100,13 +1119,41 @@ impl Bench {
                         .with_context(|| format!("writing flow {i} into Katran's LRU"))?;
                 }
             }
-            if progress && (i - from + 1).is_multiple_of(step) {
+            if progress && i != last && (i - from).is_multiple_of(step) {
+                last = i;
                 eprintln!(
                     "    per-packet: filling the flow table: {} flows written ({:.1} s)",
                     kinds.len() as u32 * (i - from + 1),
                     start.elapsed().as_secs_f64()
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Leaves every service's flow table consulted, or clears the flags as the engine's
+    /// scan does once no flow disagrees (after its grace: a few seconds at most).
+    fn set_flow_table_use(&mut self, consult: bool) -> anyhow::Result<()> {
+        if consult {
+            ensure!(
+                self.engine.consulting(),
+                "the services' flow tables are not consulted after their first apply"
+            );
+            return Ok(());
+        }
+        let start = Instant::now();
+        while self.engine.consulting() {
+            let r = self.engine.scan_flows(300)?;
+            ensure!(
+                r.disagreeing.values().all(|n| *n == 0),
+                "flows disagree with their Maglev pick: {:?}",
+                r.disagreeing
+            );
+            ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "the scan did not clear the flags in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
         Ok(())
     }
@@ -1259,6 +1306,7 @@ fn set_up(
             .map(|s| FlowValue {
                 server_id: s.slot,
                 generation: slots[s.slot as usize].generation,
+                seen: ricochet_engine::flows::flow_clock_now(),
             })
             .collect())
     };
@@ -1276,6 +1324,7 @@ fn set_up(
         vec![FlowValue {
             server_id: free_slot,
             generation: 0,
+            seen: ricochet_engine::flows::flow_clock_now(),
         }],
     ];
     ensure!(
@@ -1313,6 +1362,7 @@ fn measure(
     rounds: u32,
     repeat_calls: u32,
     katran_object: Option<&std::path::Path>,
+    consult_flows: bool,
 ) -> anyhow::Result<Measured> {
     let _pinned = crate::sys::pin_thread(&[cpu])?;
     let start = Instant::now();
@@ -1330,6 +1380,7 @@ fn measure(
         TableFlows::NoServer,
     ];
     bench.fill(&all_kinds, 0, HOT_FLOWS, false)?;
+    bench.set_flow_table_use(consult_flows)?;
     let start = Instant::now();
     let repeated = bench.repeated(repeat_calls, &mut rng)?;
     let repeated_seconds = start.elapsed().as_secs_f64();
@@ -1398,6 +1449,7 @@ fn measure(
     }
     Ok(Measured {
         cpu,
+        flows_consulted: consult_flows,
         paths: bench.paths.clone(),
         katran: bench.katran.as_ref().map(|k| KatranInfo {
             object: katran_object
@@ -2075,6 +2127,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
             rounds,
             repeat_calls,
             ctx.katran_object.as_deref(),
+            ctx.consult_flows,
         )
     })?;
 
@@ -2192,6 +2245,18 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
         "Katran was not measured (no --katran-object): overheads above the floor only".to_owned()
     };
     let headlines = vec![
+        if measured.flows_consulted {
+            "flow table consulted by every service (--consult-flows: CONSULT_FLOWS set, as \
+             right after a pool change): established TCP packets look their flow up"
+                .to_owned()
+        } else {
+            format!(
+                "flow table not consulted (the steady state: the engine's scan found every \
+                 flow on its Maglev pick): established TCP packets take the Maglev pick, 1 in \
+                 {} looks its flow up; run with --consult-flows for the other state",
+                ricochet_common::limits::FLOW_SAMPLE
+            )
+        },
         format!(
             "floor (an XDP_TX-only program): {} ns per single BPF_PROG_TEST_RUN run; the \
              overheads below are medians above it, empty table / 1M flows",

@@ -118,6 +118,14 @@ pub struct DataPlaneArgs {
     /// Seed of the client hash: engines sharing VIPs (ECMP) must use the same one.
     #[arg(long, env = "RICOCHET_HASH_SEED", default_value_t = 0)]
     pub hash_seed: u32,
+    /// Seconds without a packet after which a recorded flow counts as closed: after a
+    /// pool change, flows recorded on a server the new Maglev table does not pick keep it
+    /// (the flow table is consulted) until each has closed or idled this long.
+    #[arg(long, env = "RICOCHET_FLOW_IDLE_TIMEOUT", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flow_idle_timeout: u64,
+    /// Seconds between two scans of the flow table while some service's is consulted.
+    #[arg(long, env = "RICOCHET_FLOW_SCAN_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flow_scan_interval: u64,
 }
 
 impl DataPlaneArgs {
@@ -138,6 +146,10 @@ impl DataPlaneArgs {
                 vips: self.max_vips,
             },
             hash_seed: self.hash_seed,
+            flow_scan: ricochet_daemon::runner::FlowScan {
+                interval: Duration::from_secs(self.flow_scan_interval),
+                idle_timeout_secs: self.flow_idle_timeout,
+            },
         }
     }
 }

@@ -151,6 +151,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    print_flow_table_use(&st.status.services);
     let down: Vec<_> = st
         .health
         .iter()
@@ -176,11 +177,54 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     for (event, n) in ricochet_dataplane::Dataplane::event_counters(&dp)? {
         if event == ricochet_common::Event::FlowMissNonSyn {
             // Always shown: a rising count means flows were reshuffled (another load
-            // balancer took over their clients, or the table evicted them).
-            println!("Non-SYN TCP packets that missed the flow table (hashed again): {n}");
+            // balancer took over their clients, or the table evicted them), or, while
+            // no flow table is consulted, 1 in 16 of the packets of unknown flows (a
+            // spoofed ACK flood's, say).
+            println!(
+                "Non-SYN TCP packets that looked their flow up and missed (hashed and \
+                 recorded again; every packet of a consulted service looks up, 1 in {} of \
+                 the others): {n}",
+                ricochet_common::limits::FLOW_SAMPLE
+            );
         } else if n > 0 {
             println!("Event {}: {n}", event.name());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Per service: whether established TCP packets look their flow up, and why.
+fn print_flow_table_use(services: &[ricochet_engine::status::ServiceStatus]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = |t: Option<u64>| {
+        t.map_or_else(
+            || "?".to_owned(),
+            |t| format!("{} s ago", now.saturating_sub(t)),
+        )
+    };
+    println!("Flow table consulted by established packets:");
+    for s in services {
+        let f = &s.flow_table;
+        let line = if s.protocol == ricochet_config::Protocol::Udp {
+            "always (UDP: no SYN marks a new flow)".to_owned()
+        } else if !f.consulted {
+            format!(
+                "no: the Maglev pick (no live flow disagrees with the table; 1 in {} looks up)",
+                ricochet_common::limits::FLOW_SAMPLE
+            )
+        } else {
+            let why = f.reason.map_or("the flag is set in the maps", |r| r.text());
+            let scan = match f.disagreeing {
+                Some(n) => format!(
+                    "last scan {}: {n} live flows recorded on another server than the table picks",
+                    ago(f.scanned_unix)
+                ),
+                None => "not scanned yet".to_owned(),
+            };
+            format!("yes, since {} ({why}); {scan}", ago(f.since_unix))
+        };
+        println!("  {:<32} {line}", s.name);
+    }
 }

@@ -226,6 +226,11 @@ pub mod limits {
     pub const MAX_VIPS: u32 = 4096;
     /// Default flow-table size (LRU).
     pub const DEFAULT_FLOWS: u32 = 1_000_000;
+    /// While a service's flow table is not consulted, one established TCP packet in
+    /// this many (at random) still looks its flow up: it keeps a long-lived flow's
+    /// entry recent in the LRU and its `seen` stamp fresh, and records it again if it
+    /// was evicted.
+    pub const FLOW_SAMPLE: u32 = 16;
     /// Slots of the shared Maglev array: tables are allocated as regions in it, and a
     /// changed table is written to a fresh region before the service switches over.
     pub const DEFAULT_MAGLEV_SLOTS: u32 = 4 * 65537 * 8;
@@ -387,12 +392,18 @@ bit_flags! {
         /// Hash on source IP and source port (Avi's "consistent hash with source IP and
         /// port"); without it, on source IP only.
         const HASH_SRC_PORT = 1 << 0;
+        /// Established TCP packets look their flow up in `FLOWS` (set by the engine with
+        /// every change of the service's Maglev table, cleared once a scan of `FLOWS`
+        /// finds no live flow of the service whose recorded server the current table
+        /// would not pick). Clear: they take the Maglev pick, and one in
+        /// [`limits::FLOW_SAMPLE`] still looks up, to keep the flow's entry fresh.
+        const CONSULT_FLOWS = 1 << 1;
     }
 }
 
 /// Key of `FLOWS`: the five-tuple as received.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -447,14 +458,29 @@ pub struct FlowValue {
     /// Must equal the server slot's generation; a slot reused for another server gets a
     /// new generation, so flows of the old server are re-hashed instead of misdelivered.
     pub generation: u32,
+    /// When a packet of the flow last looked it up (or recorded it), in units of
+    /// [`FLOW_CLOCK_SHIFT`] of the monotonic coarse clock: the engine's scan takes a
+    /// flow unseen for longer than its idle timeout for closed.
+    pub seen: u32,
 }
 assert_layout!(
     FlowValue {
         server_id,
-        generation
+        generation,
+        seen
     },
-    8
+    12
 );
+
+/// `FlowValue::seen` is `CLOCK_MONOTONIC_COARSE` in ns shifted right by this (units of
+/// 2^30 ns, about 1.07 s; wraps after 146 years).
+pub const FLOW_CLOCK_SHIFT: u32 = 30;
+
+/// The `FlowValue::seen` stamp of a monotonic coarse time in ns.
+#[inline(always)]
+pub const fn flow_clock(coarse_ns: u64) -> u32 {
+    (coarse_ns >> FLOW_CLOCK_SHIFT) as u32
+}
 
 /// State of a server slot in `SERVERS` (`ServerValue::state`).
 ///
@@ -772,9 +798,12 @@ counted_enum! {
         /// A new flow's `FLOWS` insert failed (the kernel could not allocate an entry):
         /// the packet was forwarded, and the flow's next packet is hashed again.
         FlowInsertFailed => "flow_insert_failed",
-        /// A TCP packet that is not a connection's SYN found no usable flow-table entry
-        /// (evicted, or recorded by another load balancer or before a restart) and was
-        /// hashed again: katran's signal that flows were reshuffled.
+        /// A TCP packet that is not a connection's SYN looked its flow up and found no
+        /// usable entry (evicted, or recorded by another load balancer or before a
+        /// restart), and was hashed and recorded again: katran's signal that flows were
+        /// reshuffled. Only packets that look up count: every one of a service whose
+        /// flow table is consulted (`ServiceFlags::CONSULT_FLOWS`), one in
+        /// `limits::FLOW_SAMPLE` of the others.
         FlowMissNonSyn => "flow_miss_non_syn",
     }
 }

@@ -65,6 +65,8 @@ pub struct DataPlaneOptions {
     pub capacities: Capacities,
     /// Seed of the client hash: engines sharing VIPs (ECMP) must use the same one.
     pub hash_seed: u32,
+    /// The flow-table scans (see [`runner::FlowScan`]).
+    pub flow_scan: runner::FlowScan,
 }
 
 /// Everything the daemon needs to run.

@@ -146,6 +146,7 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
             state_dir: state_dir.clone(),
             source_v4,
             source_v6,
+            flow_scan: args.flow_scan,
         },
     )?;
     if let Some(m) = metrics {
@@ -234,10 +235,12 @@ pub fn start_controller<D: DaemonDataplane>(
 }
 
 /// The duties of every loop turn besides the configuration: neighbour probes and the
-/// check for XDP frames lost on transmit every 5 s, the state file every second.
+/// check for XDP frames lost on transmit every 5 s, the flow-table scan at its interval
+/// (while some flag is set), the state file every second.
 struct Chores {
     last_probe: Instant,
     last_state: Instant,
+    last_scan: Instant,
 }
 
 impl Chores {
@@ -245,6 +248,7 @@ impl Chores {
         Chores {
             last_probe: Instant::now(),
             last_state: Instant::now(),
+            last_scan: Instant::now(),
         }
     }
 
@@ -253,6 +257,10 @@ impl Chores {
             runner.resolve_next_hops();
             runner.check_transmit();
             self.last_probe = Instant::now();
+        }
+        if self.last_scan.elapsed() >= runner.options().flow_scan.interval {
+            runner.scan_flows();
+            self.last_scan = Instant::now();
         }
         if self.last_state.elapsed() >= Duration::from_secs(1) {
             runner.write_state_logged();

@@ -15,7 +15,7 @@ use ricochet_dataplane::memory::MemoryDataplane;
 use ricochet_dataplane::xmit::{Finding, FindingKind, XmitMonitor};
 use ricochet_dataplane::Dataplane;
 use ricochet_engine::{ApplyReport, Engine};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::health::{self, without_down_servers, DownServers, Monitoring};
 use crate::metrics::{EngineMetrics, Snapshot};
@@ -67,6 +67,25 @@ impl DaemonDataplane for MemoryDataplane {
 /// How long a rise of a transmit error counter stays among the warnings.
 const TRANSMIT_ERRORS_SHOWN: Duration = Duration::from_secs(60);
 
+/// When the flow table is scanned, to stop consulting it (`ricochet_engine::flows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowScan {
+    /// Time between two scans while some service's flow table is consulted (none
+    /// otherwise). A scan of a million flows reads them in about a hundred system calls.
+    pub interval: Duration,
+    /// A flow unseen for this long is taken for closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for FlowScan {
+    fn default() -> Self {
+        FlowScan {
+            interval: Duration::from_secs(5),
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
 /// The settings a [`Runner`] applies with.
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
@@ -80,6 +99,7 @@ pub struct RunnerOptions {
     /// The outer source addresses (already defaulted from the interface).
     pub source_v4: Option<Ipv4Addr>,
     pub source_v6: Option<Ipv6Addr>,
+    pub flow_scan: FlowScan,
 }
 
 /// The engine with what it needs to apply configurations and describe itself.
@@ -332,6 +352,33 @@ impl<D: DaemonDataplane> Runner<D> {
         }
         self.write_state_logged();
         Ok(report)
+    }
+
+    /// Scans the flow table if some service's is consulted; clears the flags it can
+    /// (logged by the engine) and rewrites the state file when it did. A failed scan is
+    /// logged and tried again at the next interval: the flags stay set, which is safe.
+    pub fn scan_flows(&mut self) {
+        if !self.engine.consulting() {
+            return;
+        }
+        let start = Instant::now();
+        match self
+            .engine
+            .scan_flows(self.options.flow_scan.idle_timeout_secs)
+        {
+            Ok(r) => {
+                debug!(
+                    entries = r.entries,
+                    ms = start.elapsed().as_millis() as u64,
+                    disagreeing = ?r.disagreeing,
+                    "flow table scanned"
+                );
+                if !r.cleared.is_empty() {
+                    self.write_state_logged();
+                }
+            }
+            Err(e) => warn!("flow table scan failed (the flags stay set): {e:#}"),
+        }
     }
 
     /// Probes the next hops of every server that runs.

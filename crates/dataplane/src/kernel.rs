@@ -168,6 +168,34 @@ fn drop_outgrown_counters(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes the pin of a flow table whose value size is not this program's (pinned by an
+/// older program, before `FlowValue` had its `seen` stamp): the program cannot load over
+/// it. Its flows are lost; their next packets take their Maglev pick, the server they
+/// had while the tables did not change.
+fn drop_incompatible_flows(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join(maps::FLOWS);
+    if !path.exists() {
+        return Ok(());
+    }
+    let pinned = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?
+        .info()
+        .with_context(|| format!("reading map info of {}", path.display()))?
+        .value_size();
+    let want = std::mem::size_of::<FlowValue>() as u32;
+    if pinned != want {
+        warn!(
+            map = maps::FLOWS,
+            pinned_value_size = pinned,
+            value_size = want,
+            "the pinned flow table predates this program's flow entries; it starts empty"
+        );
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing incompatible pin {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The capacities of the maps pinned in `dir`: what a reader of a running data plane
 /// (`ricochet status`) loads with, so that it asks for nothing the pins do not have.
 pub fn pinned_caps(dir: &Path) -> anyhow::Result<Capacities> {
@@ -225,6 +253,7 @@ impl KernelDataplane {
             Some(dir) => {
                 ensure_bpffs(dir)?;
                 drop_outgrown_counters(dir)?;
+                drop_incompatible_flows(dir)?;
                 adopted = dir.join(maps::SERVICES).exists();
                 if adopted {
                     let wanted = caps;
@@ -786,6 +815,57 @@ fn map_lookup_batch_array(
     }
 }
 
+/// BPF_MAP_LOOKUP_BATCH over the whole hash map `fd` of `K` → `V`, `batch` elements per
+/// system call, each visited in the kernel's order. Answers the number visited.
+fn map_lookup_batch_hash<K: aya::Pod + Default, V: aya::Pod + Default>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    batch: u32,
+    visit: &mut dyn FnMut(&K, &V),
+) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    let mut keys = vec![K::default(); batch as usize];
+    let mut values = vec![V::default(); batch as usize];
+    // The hash map's batch token is its next bucket (a u32): none to start from.
+    let (mut token_in, mut token_out) = (0u32, 0u32);
+    let mut first = true;
+    let mut total = 0u64;
+    loop {
+        // keys, values and both tokens outlive the call; the kernel writes at most
+        // `batch` elements into keys and values.
+        let mut attr = batch_attr(
+            if first {
+                0
+            } else {
+                std::ptr::addr_of!(token_in) as u64
+            },
+            std::ptr::addr_of_mut!(token_out) as u64,
+            keys.as_mut_ptr() as u64,
+            values.as_mut_ptr() as u64,
+            batch,
+            fd.as_raw_fd() as u32,
+        );
+        let result = bpf_syscall(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = batch_count(&attr) as usize;
+        for (k, v) in keys.iter().zip(&values).take(got) {
+            visit(k, v);
+        }
+        total += got as u64;
+        match result {
+            Ok(_) => {}
+            // The end of the map (with the last elements, if any).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(total),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (after {total} elements)"),
+                ))
+            }
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
 /// Detaches the link pinned at `path` from its hook now (BPF_LINK_DETACH); the pin stays.
 fn force_detach_link(path: &Path) -> anyhow::Result<()> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -892,6 +972,11 @@ impl Dataplane for KernelDataplane {
         })
     }
     /// One BPF_MAP_LOOKUP_BATCH for the whole region.
+    fn scan_flows(&self, visit: &mut dyn FnMut(&FlowKey, &FlowValue)) -> anyhow::Result<u64> {
+        use std::os::fd::AsFd as _;
+        map_lookup_batch_hash(self.flows.map().fd().as_fd(), crate::FLOW_SCAN_BATCH, visit)
+            .context("reading FLOWS (BPF_MAP_LOOKUP_BATCH)")
+    }
     fn read_table(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>> {
         let len = self.table_region(offset, len as usize)?;
         if len == 0 {

@@ -14,8 +14,12 @@ pub mod offloads;
 pub mod xmit;
 
 use ricochet_common::{
-    Counters, Event, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
+    Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue, Settings,
+    VipKey, VipValue,
 };
+
+/// Flow-table entries one system call of [`Dataplane::scan_flows`] reads.
+pub const FLOW_SCAN_BATCH: u32 = 8192;
 
 /// Capacities of the maps, fixed when the program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +77,11 @@ pub trait Dataplane {
     fn write_table(&mut self, offset: u32, slots: &[u32]) -> anyhow::Result<()>;
     /// Reads `len` slots of the Maglev array from `offset`, as one batch.
     fn read_table(&self, offset: u32, len: u32) -> anyhow::Result<Vec<u32>>;
+
+    /// Visits every entry of the flow table (the kernel data plane reads it in batches of
+    /// [`FLOW_SCAN_BATCH`], one system call each; entries the program adds or evicts
+    /// meanwhile may or may not be visited). Answers the number of entries visited.
+    fn scan_flows(&self, visit: &mut dyn FnMut(&FlowKey, &FlowValue)) -> anyhow::Result<u64>;
 
     /// Counters summed over CPUs.
     fn service_counters(&self, id: u32) -> anyhow::Result<Counters>;

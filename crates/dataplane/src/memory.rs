@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure};
 use ricochet_common::{
-    Counters, Event, Reason, ServerValue, ServiceKey, ServiceValue, Settings, VipKey, VipValue,
+    Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue, Settings,
+    VipKey, VipValue,
 };
 
 use crate::{Capacities, Dataplane};
@@ -37,6 +38,9 @@ pub struct MemoryDataplane {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     pub servers: Vec<ServerValue>,
     pub maglev: Vec<u32>,
+    /// The flow table's entries (the engine never writes it; tests put flows here as the
+    /// program would record them).
+    pub flows: Vec<(FlowKey, FlowValue)>,
     /// Number of write calls so far (a whole table counts once): lets tests assert that a
     /// no-op apply writes nothing.
     pub writes: u64,
@@ -60,6 +64,7 @@ impl MemoryDataplane {
             services: BTreeMap::new(),
             servers: vec![ServerValue::default(); caps.servers as usize],
             maglev: vec![0; caps.maglev_slots as usize],
+            flows: Vec::new(),
             writes: 0,
             table_slots_written: 0,
             reads: Cell::new(0),
@@ -171,6 +176,13 @@ impl Dataplane for MemoryDataplane {
         ensure!(end <= self.maglev.len(), "table region out of range");
         self.read();
         Ok(self.maglev[offset as usize..end].to_vec())
+    }
+    fn scan_flows(&self, visit: &mut dyn FnMut(&FlowKey, &FlowValue)) -> anyhow::Result<u64> {
+        self.read();
+        for (k, v) in &self.flows {
+            visit(k, v);
+        }
+        Ok(self.flows.len() as u64)
     }
     fn service_counters(&self, _id: u32) -> anyhow::Result<Counters> {
         Ok(Counters::default())

@@ -113,7 +113,8 @@ fn other_server(svc: &Service, s: Server) -> Server {
 }
 
 /// Points `svc` at a new table, written to a fresh region first, as the engine
-/// switches tables.
+/// switches tables: with the flow table consulted (`CONSULT_FLOWS`, set by the switch).
+/// (`Service::value` has the flag.)
 fn switch_table(lab: &mut Lab, svc: &Service, slots: &[u32]) {
     lab.dp.write_table(FREE_TABLE_OFFSET, slots).unwrap();
     let value = ServiceValue {
@@ -124,12 +125,13 @@ fn switch_table(lab: &mut Lab, svc: &Service, slots: &[u32]) {
     lab.dp.put_service(&svc.key(), &value).unwrap();
 }
 
+/// The flow's entry, its `seen` stamp zeroed (the clock's; see `the_program_stamps_flows`).
 fn flow_of(lab: &Lab, key: &FlowKey) -> Option<FlowValue> {
     lab.dp
         .flows()
         .into_iter()
         .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
+        .map(|(_, v)| FlowValue { seen: 0, ..v })
 }
 
 fn http4_flow(client: Ipv4Addr, sport: u16) -> FlowKey {
@@ -1330,7 +1332,8 @@ fn assert_http4_flow(lab: &Lab, server: Server, what: &str) {
         flow_of(lab, &http4_flow(CLIENT4, CLIENT_PORT)),
         Some(FlowValue {
             server_id: server.id,
-            generation: server.generation
+            generation: server.generation,
+            seen: 0,
         }),
         "{what}"
     );
@@ -1435,7 +1438,8 @@ fn syn_skips_the_lookup_but_is_recorded(lab: &mut Lab, flow: &HttpFlow) {
         flow_of(lab, &flow.key),
         Some(FlowValue {
             server_id: b.id,
-            generation: b.generation
+            generation: b.generation,
+            seen: 0,
         }),
         "the SYN recorded its hash pick over the old entry"
     );
@@ -2021,4 +2025,109 @@ fn lab_leaves_the_root_namespace_alone() {
     );
     let after: Vec<String> = sysctls.iter().map(|p| read(p)).collect();
     assert_eq!(before, after, "root namespace sysctls changed");
+}
+
+/// Now on the clock of `FlowValue::seen` (`CLOCK_MONOTONIC_COARSE`, 2^30 ns units).
+fn flow_clock_now() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ricochet_common::flow_clock(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// With the flag clear (the steady state once the engine's scan found no flow off its
+/// Maglev pick), an established packet takes the pick, even over an entry that says
+/// otherwise, and the entry is not read except by a sample; with the flag set, the entry
+/// wins. Every entry the program writes is stamped with the coarse clock.
+#[test]
+fn with_the_flag_clear_established_packets_take_the_maglev_pick() {
+    with_lab(|lab| {
+        let flow = HttpFlow::v4(CLIENT4);
+        let a = flow.first_server();
+        let b = other_server(flow.svc, a);
+        let before = flow_clock_now();
+        lab.check(&flow.to("SYN: new flow to A", &flow.syn, a));
+        let after = flow_clock_now();
+        let seen = lab
+            .dp
+            .flows()
+            .into_iter()
+            .find(|(k, _)| *k == flow.key)
+            .map(|(_, v)| v.seen)
+            .expect("the SYN recorded its flow");
+        assert!(
+            (before..=after).contains(&seen),
+            "stamped {seen}, between {before} and {after}"
+        );
+        // An entry naming B (as if recorded before a table change).
+        lab.dp.remove_flow(&flow.key).unwrap();
+        lab.dp
+            .insert_flow(
+                &flow.key,
+                &FlowValue {
+                    server_id: b.id,
+                    generation: b.generation,
+                    seen,
+                },
+            )
+            .unwrap();
+        lab.dp
+            .put_service(&flow.svc.key(), &flow.svc.value_not_consulted())
+            .unwrap();
+        // Every packet goes to A, the sampled ones (which read the entry) included.
+        for i in 0..64 {
+            lab.check(&flow.to(&format!("data segment {i}: the Maglev pick"), &flow.ack, a));
+        }
+        lab.dp
+            .put_service(&flow.svc.key(), &flow.svc.value())
+            .unwrap();
+        lab.check(&flow.to("flag set: the entry's server", &flow.ack, b));
+        assert_eq!(non_syn_misses(lab), 0);
+    });
+}
+
+/// With the flag clear, data segments of unknown flows (a spoofed ACK flood's) are
+/// forwarded to their pick and only the sampled 1 in 16 look up, miss, are counted and
+/// recorded; with the flag set, every one is.
+#[test]
+fn with_the_flag_clear_one_in_16_unknown_flows_is_looked_up_and_recorded() {
+    const ACKS: u16 = 3200;
+    with_lab(|lab| {
+        let svc = &HTTP4;
+        lab.dp
+            .put_service(&svc.key(), &svc.value_not_consulted())
+            .unwrap();
+        let (misses, flows) = (non_syn_misses(lab), lab.dp.flow_count());
+        for port in 0..ACKS {
+            let sport = 10_000 + port;
+            let out = lab.run(&FROM_CLIENT.ipv4(&ack4(CLIENT4, sport, VIP4, 80)));
+            assert_eq!(
+                out.reasons,
+                [(Reason::Forwarded, 1)],
+                "ACK from port {sport}"
+            );
+        }
+        let missed = non_syn_misses(lab) - misses;
+        let recorded = (lab.dp.flow_count() - flows) as u64;
+        // Binomial(3200, 1/16): mean 200, standard deviation 14; these bounds are 7 of them.
+        assert!(
+            (100..=300).contains(&missed),
+            "{missed} of {ACKS} unknown ACKs looked up and missed: not about 1 in 16"
+        );
+        assert_eq!(recorded, missed, "each miss is recorded");
+        lab.dp.put_service(&svc.key(), &svc.value()).unwrap();
+        let (misses, flows) = (non_syn_misses(lab), lab.dp.flow_count());
+        for port in 0..100u16 {
+            lab.run(&FROM_CLIENT.ipv4(&ack4(CLIENT4, 20_000 + port, VIP4, 80)));
+        }
+        assert_eq!(
+            non_syn_misses(lab) - misses,
+            100,
+            "flag set: every one misses"
+        );
+        assert_eq!(lab.dp.flow_count() - flows, 100);
+    });
 }

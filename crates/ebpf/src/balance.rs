@@ -109,7 +109,8 @@ mod tests {
     const SEED: u32 = 0x1234_5678;
 
     /// One service per family, a Maglev table of 7 slots all naming server 1 (v4) or
-    /// 2 (v6), a route to every server through ifindex 5.
+    /// 2 (v6), a route to every server through ifindex 5; the flow table is consulted
+    /// (`flow`'s tests cover the flag clear).
     fn env() -> TestEnv {
         let mut e = TestEnv::default();
         e.add_vip(&VIP4, VipFlags::EMPTY);
@@ -118,7 +119,7 @@ mod tests {
             service_id,
             table_offset,
             table_size: 7,
-            flags: ServiceFlags::EMPTY,
+            flags: ServiceFlags::CONSULT_FLOWS,
         };
         e.add_service(&VIP4, 6, 80, svc(3, 0));
         e.add_service(&VIP6, 6, 80, svc(4, 7));

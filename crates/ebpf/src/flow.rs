@@ -1,13 +1,22 @@
 //! The flow table (`FLOWS`) and the Maglev pick: a flow keeps the server recorded for
 //! it while that server's slot still holds it; a new flow is hashed onto its service's
 //! Maglev table (`MAGLEV`, server ids into `SERVERS`).
+//!
+//! The table matters only for flows whose recorded server differs from what the current
+//! Maglev table picks, and such flows exist only after the service's table changed. So
+//! an established TCP packet looks its flow up only while its service has
+//! `ServiceFlags::CONSULT_FLOWS` (the engine sets it with every table change and clears
+//! it once no live flow disagrees with the table); otherwise it takes the Maglev pick
+//! (array reads that stay in cache), and one packet in `limits::FLOW_SAMPLE` looks up
+//! anyway, to keep the flow's entry recent and recorded. Every new connection (SYN) is
+//! recorded whatever the flag, so that a later change finds it.
 
 use ricochet_common::{
-    hash::client_hash, Event, FlowKey, FlowValue, ServerState, ServerValue, ServiceFlags,
-    ServiceValue,
+    hash::client_hash, limits::FLOW_SAMPLE, Event, FlowKey, FlowValue, ServerState, ServerValue,
+    ServiceFlags, ServiceValue,
 };
 
-use crate::{balance::Stats, headers::IPPROTO_TCP, parse::Parsed};
+use crate::{balance::Stats, encap::Random, headers::IPPROTO_TCP, parse::Parsed};
 
 /// `FLOWS` rejected an insert (the kernel's error number, negative).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +24,9 @@ pub struct InsertError(pub i32);
 
 /// The maps of flows, servers and Maglev tables.
 pub trait Table {
-    /// The flow's entry in `FLOWS`.
+    /// The flow's entry in `FLOWS`, its `seen` stamp set to [`Table::flow_clock`] (the
+    /// kernel writes the stamp only when it changed, so that a hot entry's cache line
+    /// stays clean).
     fn flow(&self, key: &FlowKey) -> Option<FlowValue>;
     /// Records a new flow in `FLOWS`.
     fn insert_flow(&self, key: &FlowKey, value: &FlowValue) -> Result<(), InsertError>;
@@ -23,6 +34,8 @@ pub trait Table {
     fn server(&self, id: u32) -> Option<ServerValue>;
     /// Slot `slot` of `MAGLEV`: a server id.
     fn maglev(&self, slot: u32) -> Option<u32>;
+    /// Now, as a `FlowValue::seen` stamp (`ricochet_common::flow_clock`).
+    fn flow_clock(&self) -> u32;
 }
 
 /// The server a packet goes to.
@@ -30,7 +43,8 @@ pub trait Table {
 pub struct Pick {
     pub server_id: u32,
     pub server: ServerValue,
-    /// Picked from the Maglev table: the flow is to be recorded once forwarded.
+    /// Picked from the Maglev table for a flow to be recorded once forwarded (a new
+    /// connection, or a flow whose lookup missed).
     pub new_flow: bool,
 }
 
@@ -40,63 +54,99 @@ pub fn flow_key(p: &Parsed) -> FlowKey {
     FlowKey::from_raw(p.src, p.dst, p.sport, p.dport, p.proto, p.family)
 }
 
-/// The server of this packet's flow: the one recorded in `FLOWS` while it still
-/// holds its slot, or a new pick from the Maglev table (to be recorded by [`record`]
-/// once the packet is forwarded: a flow whose first packet is dropped, for no route
-/// yet or too big, must not leave a stale entry).
+/// Whether this packet is one of the [`FLOW_SAMPLE`] that look up while the flow table
+/// is not consulted (the top bits of a random number: the low ones are the IPv4 ID's).
+#[inline(always)]
+fn sampled(maps: &impl Random) -> bool {
+    maps.prandom_u32() < u32::MAX / FLOW_SAMPLE
+}
+
+/// The server of this packet's flow (to be recorded by [`record`] once the packet is
+/// forwarded when `new_flow`: a flow whose first packet is dropped, for no route yet or
+/// too big, must not leave a stale entry).
 ///
-/// A TCP SYN (without ACK) is not looked up: it opens a new connection, so its flow is
-/// hashed whatever the table holds, and recording it replaces any stale entry of the
-/// five-tuple (a retransmitted SYN is hashed again onto the same server while the
-/// Maglev table is unchanged). A TCP packet that is not a SYN and finds no usable entry
-/// is counted as [`Event::FlowMissNonSyn`] before it is hashed.
+/// - A TCP SYN (without ACK) is not looked up: it opens a new connection, so its flow
+///   is hashed whatever the table holds, and recording it replaces any stale entry of
+///   the five-tuple (a retransmitted SYN is hashed again onto the same server while the
+///   Maglev table is unchanged).
+/// - Any other packet of a service with `CONSULT_FLOWS`, and every UDP packet (no SYN
+///   tells a UDP flow's first packet, so it is always looked up): the server recorded
+///   in `FLOWS` while it still holds its slot, else a new pick to record.
+/// - Any other TCP packet: the Maglev pick, not recorded, except one in
+///   [`FLOW_SAMPLE`], which looks up (refreshing the entry) and records the pick if it
+///   missed. A sampled hit still goes to the pick: while the flag is clear the two
+///   agree, and every packet of a flow must go one way.
+///
+/// A TCP packet that is not a SYN, looked up and found no usable entry is counted as
+/// [`Event::FlowMissNonSyn`] before it is hashed.
 #[inline(always)]
 pub fn pick_server(
-    maps: &(impl Table + Stats),
+    maps: &(impl Table + Stats + Random),
     p: &Parsed,
     svc: &ServiceValue,
     seed: u32,
 ) -> Option<Pick> {
+    let chosen = choose(maps, p, svc, seed);
+    if chosen & CHOSEN == 0 {
+        return None;
+    }
+    let server_id = chosen as u32;
+    Some(Pick {
+        server_id,
+        server: maps.server(server_id)?,
+        new_flow: chosen & NEW_FLOW != 0,
+    })
+}
+
+/// [`choose`]'s answer has a server (its id in the low 32 bits).
+const CHOSEN: u64 = 1 << 32;
+/// [`choose`]'s server is a new pick, to be recorded.
+const NEW_FLOW: u64 = 1 << 33;
+
+/// [`pick_server`]'s decision, as one register (id | [`CHOSEN`] | [`NEW_FLOW`], or 0):
+/// a BPF-to-BPF subprogram, so that the flow key and the server values it handles live
+/// in a frame that is a sibling of the encapsulation's, not in `balance`'s (inlined,
+/// the three frames of the deepest call chain exceeded the verifier's 512 bytes).
+#[inline(never)]
+fn choose(maps: &(impl Table + Stats + Random), p: &Parsed, svc: &ServiceValue, seed: u32) -> u64 {
+    let mut new_flow = NEW_FLOW;
     if !p.syn {
-        if let Some(pick) = recorded(maps, p) {
-            return Some(pick);
-        }
-        if p.proto == IPPROTO_TCP {
-            maps.count_event(Event::FlowMissNonSyn);
+        let tcp = p.proto == IPPROTO_TCP;
+        let consult = !tcp || svc.flags.contains(ServiceFlags::CONSULT_FLOWS);
+        if consult || sampled(maps) {
+            if let Some(id) = recorded(maps, p) {
+                if consult {
+                    return CHOSEN | id as u64;
+                }
+                new_flow = 0;
+            } else if tcp {
+                maps.count_event(Event::FlowMissNonSyn);
+            }
+        } else {
+            new_flow = 0;
         }
     }
     if svc.table_size == 0 {
-        return None;
+        return 0;
     }
     let with_port = svc.flags.contains(ServiceFlags::HASH_SRC_PORT);
     let h = client_hash(&p.src, p.sport, with_port, seed);
     let slot = svc.table_offset.wrapping_add(h % svc.table_size);
-    let id = maps.maglev(slot)?;
-    let s = maps.server(id)?;
-    if s.state != ServerState::ACTIVE {
-        return None;
+    let Some(id) = maps.maglev(slot) else {
+        return 0;
+    };
+    match maps.server(id) {
+        Some(s) if s.state == ServerState::ACTIVE => CHOSEN | new_flow | id as u64,
+        _ => 0,
     }
-    Some(Pick {
-        server_id: id,
-        server: s,
-        new_flow: true,
-    })
 }
 
-/// The flow's recorded server, while its slot still holds it.
+/// The flow's recorded server id, while its slot still holds it.
 #[inline(always)]
-fn recorded(maps: &impl Table, p: &Parsed) -> Option<Pick> {
+fn recorded(maps: &impl Table, p: &Parsed) -> Option<u32> {
     let f = maps.flow(&flow_key(p))?;
     let s = maps.server(f.server_id)?;
-    if s.generation == f.generation && s.state != ServerState::FREE {
-        Some(Pick {
-            server_id: f.server_id,
-            server: s,
-            new_flow: false,
-        })
-    } else {
-        None
-    }
+    (s.generation == f.generation && s.state != ServerState::FREE).then_some(f.server_id)
 }
 
 /// Records a new flow's server in `FLOWS`.
@@ -105,6 +155,7 @@ pub fn record(maps: &impl Table, p: &Parsed, pick: &Pick) -> Result<(), InsertEr
     let value = FlowValue {
         server_id: pick.server_id,
         generation: pick.server.generation,
+        seen: maps.flow_clock(),
     };
     maps.insert_flow(&flow_key(p), &value)
 }
@@ -222,12 +273,136 @@ mod tests {
         }
     }
 
+    /// A service whose flow table is consulted (a table change is being carried).
     const SVC: ServiceValue = ServiceValue {
         service_id: 0,
         table_offset: 3,
         table_size: 13,
-        flags: ServiceFlags::EMPTY,
+        flags: ServiceFlags::CONSULT_FLOWS,
     };
+    /// The same service with the flag clear (no live flow disagrees with its table).
+    const CLEAR: ServiceValue = ServiceValue {
+        flags: ServiceFlags::EMPTY,
+        ..SVC
+    };
+    /// A `prandom_u32` answer that samples (the highest that does) and one that does not.
+    const SAMPLED: u32 = u32::MAX / FLOW_SAMPLE - 1;
+    const NOT_SAMPLED: u32 = u32::MAX / FLOW_SAMPLE;
+
+    /// Records `p`'s flow on a server other than its Maglev pick: the pick's id and the
+    /// other's.
+    fn record_elsewhere(e: &TestEnv, p: &Parsed) -> (u32, u32) {
+        let hashed = pick_server(e, &Parsed { syn: true, ..*p }, &SVC, 9).unwrap();
+        let other = 1 + hashed.server_id % 4;
+        let moved = Pick {
+            server_id: other,
+            server: e.servers[other as usize],
+            new_flow: true,
+        };
+        record(e, p, &moved).unwrap();
+        (hashed.server_id, other)
+    }
+
+    #[test]
+    fn with_the_flag_clear_established_packets_take_the_maglev_pick_unrecorded() {
+        let mut e = env();
+        e.prandom = Some(NOT_SAMPLED);
+        let p = parsed(7);
+        let (hashed, _other) = record_elsewhere(&e, &p);
+        let before = e.flows.borrow().clone();
+        e.flow_clock = 50;
+        // The recorded (disagreeing) entry is not read: the pick, nothing recorded, no
+        // miss counted, the entry's stamp untouched.
+        let pick = pick_server(&e, &p, &CLEAR, 9).unwrap();
+        assert_eq!((pick.server_id, pick.new_flow), (hashed, false));
+        // An unknown flow likewise: no record, no miss (a spoofed ACK leaves nothing).
+        let unknown = pick_server(&e, &parsed(8), &CLEAR, 9).unwrap();
+        assert!(!unknown.new_flow);
+        assert_eq!(*e.flows.borrow(), before);
+        assert_eq!(e.event(Event::FlowMissNonSyn), 0);
+        // With the flag set the same packet follows its entry.
+        assert_ne!(pick_server(&e, &p, &SVC, 9).unwrap().server_id, hashed);
+    }
+
+    #[test]
+    fn a_sampled_packet_refreshes_its_entry_or_records_it_again() {
+        let mut e = env();
+        e.prandom = Some(SAMPLED);
+        e.flow_clock = 10;
+        let p = parsed(7);
+        let first = pick_server(&e, &syn(7), &CLEAR, 9).unwrap();
+        assert!(first.new_flow, "a SYN is recorded whatever the flag");
+        record(&e, &p, &first).unwrap();
+        // A sampled hit: the pick (it agrees), not recorded again, the stamp refreshed.
+        e.flow_clock = 20;
+        let hit = pick_server(&e, &p, &CLEAR, 9).unwrap();
+        assert_eq!((hit.server_id, hit.new_flow), (first.server_id, false));
+        let key = key_bytes(&flow_key(&p));
+        assert_eq!(e.flows.borrow()[&key].seen, 20);
+        // An evicted flow's sampled packet misses: counted, and the pick is to be
+        // recorded again, stamped now.
+        e.flows.borrow_mut().clear();
+        e.flow_clock = 30;
+        let miss = pick_server(&e, &p, &CLEAR, 9).unwrap();
+        assert_eq!((miss.server_id, miss.new_flow), (first.server_id, true));
+        assert_eq!(e.event(Event::FlowMissNonSyn), 1);
+        record(&e, &p, &miss).unwrap();
+        assert_eq!(e.flows.borrow()[&key].seen, 30);
+    }
+
+    #[test]
+    fn a_sampled_hit_that_disagrees_still_goes_to_the_pick() {
+        // Every packet of a flow goes one way: the sample must not split it.
+        let mut e = env();
+        e.prandom = Some(SAMPLED);
+        let p = parsed(7);
+        let (hashed, other) = record_elsewhere(&e, &p);
+        let pick = pick_server(&e, &p, &CLEAR, 9).unwrap();
+        assert_eq!((pick.server_id, pick.new_flow), (hashed, false));
+        // With the flag set, the entry wins.
+        let consulted = pick_server(&e, &p, &SVC, 9).unwrap();
+        assert_eq!((consulted.server_id, consulted.new_flow), (other, false));
+    }
+
+    #[test]
+    fn udp_is_looked_up_whatever_the_flag() {
+        // No SYN marks a UDP flow's first packet: it is recorded by its lookup's miss.
+        let mut e = env();
+        e.prandom = Some(NOT_SAMPLED);
+        let udp = Parsed {
+            proto: 17,
+            ..parsed(3)
+        };
+        let first = pick_server(&e, &udp, &CLEAR, 9).unwrap();
+        assert!(first.new_flow);
+        let other = 1 + first.server_id % 4;
+        let moved = Pick {
+            server_id: other,
+            server: e.servers[other as usize],
+            new_flow: true,
+        };
+        record(&e, &udp, &moved).unwrap();
+        assert_eq!(pick_server(&e, &udp, &CLEAR, 9).unwrap().server_id, other);
+        assert_eq!(
+            e.event(Event::FlowMissNonSyn),
+            0,
+            "UDP misses are not counted"
+        );
+    }
+
+    #[test]
+    fn a_lookup_stamps_the_entry() {
+        let mut e = env();
+        let p = parsed(7);
+        e.flow_clock = 5;
+        let pick = pick_server(&e, &p, &SVC, 9).unwrap();
+        record(&e, &p, &pick).unwrap();
+        let key = key_bytes(&flow_key(&p));
+        assert_eq!(e.flows.borrow()[&key].seen, 5);
+        e.flow_clock = 6;
+        pick_server(&e, &p, &SVC, 9).unwrap();
+        assert_eq!(e.flows.borrow()[&key].seen, 6);
+    }
 
     #[test]
     fn new_flows_take_their_hash_slot() {

@@ -38,6 +38,10 @@ pub struct TestEnv {
     pub events: RefCell<BTreeMap<&'static str, u64>>,
     pub now_ns: u64,
     pub bucket: RefCell<TokenBucket>,
+    /// What `flow_clock` answers (`FlowValue::seen` units).
+    pub flow_clock: u32,
+    /// What `prandom_u32` answers; `None`: 0x5eed_1d00 (not a flow-table sample).
+    pub prandom: Option<u32>,
 }
 
 pub fn key_bytes(k: &FlowKey) -> [u8; 40] {
@@ -101,7 +105,10 @@ impl Lookup for TestEnv {
 
 impl Table for TestEnv {
     fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        self.flows.borrow().get(&key_bytes(key)).copied()
+        let mut flows = self.flows.borrow_mut();
+        let f = flows.get_mut(&key_bytes(key))?;
+        f.seen = self.flow_clock;
+        Some(*f)
     }
     fn insert_flow(&self, key: &FlowKey, value: &FlowValue) -> Result<(), InsertError> {
         if let Some(e) = self.insert_error {
@@ -115,6 +122,9 @@ impl Table for TestEnv {
     }
     fn maglev(&self, slot: u32) -> Option<u32> {
         self.maglev.get(slot as usize).copied()
+    }
+    fn flow_clock(&self) -> u32 {
+        self.flow_clock
     }
 }
 
@@ -145,7 +155,7 @@ impl Fib for TestEnv {
 
 impl Random for TestEnv {
     fn prandom_u32(&self) -> u32 {
-        0x5eed_1d00
+        self.prandom.unwrap_or(0x5eed_1d00)
     }
 }
 

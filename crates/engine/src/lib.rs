@@ -28,10 +28,17 @@
 //! engine, the apply after a commit that failed midway, and the apply after
 //! [`Engine::resync`].
 //!
+//! Step 3 also sets `ServiceFlags::CONSULT_FLOWS` on every entry that switches to
+//! another table (or appears), in the same atomic update: established TCP packets of
+//! the service then look their flow up, so flows recorded on the old table keep their
+//! servers. [`Engine::scan_flows`] clears the flag once no live flow disagrees with the
+//! current table (see [`flows`]); an identical rewrite keeps the flag as it is.
+//!
 //! On a restart over pinned maps, [`Engine::adopt`] rebuilds the bookkeeping from the
 //! maps themselves, so the first apply reuses the same service ids, server slots and
 //! (when unchanged) tables: established flows keep their servers.
 
+pub mod flows;
 mod regions;
 pub mod status;
 
@@ -206,6 +213,8 @@ pub struct Engine<D: Dataplane> {
     /// state, and diffs the entries they touch against this record.
     written: Option<Written>,
     revision: u64,
+    /// Services whose entries carry `CONSULT_FLOWS`, by name.
+    consult: BTreeMap<String, flows::Consult>,
 }
 
 /// Summary of one apply, for logs and tests.
@@ -282,6 +291,8 @@ struct Plan<'d> {
     /// Written VIPs that go unless `vip_entries` holds them.
     stale_vips: BTreeSet<VipKey>,
     full: bool,
+    /// Services some entry of which switches table (or appears): flagged CONSULT_FLOWS.
+    table_changed: BTreeSet<&'d str>,
 }
 
 fn proto_number(p: Protocol) -> u8 {
@@ -413,6 +424,7 @@ impl<D: Dataplane> Engine<D> {
             adopted: BTreeMap::new(),
             written: None,
             revision: 0,
+            consult: BTreeMap::new(),
         }
     }
 
@@ -489,7 +501,13 @@ impl<D: Dataplane> Engine<D> {
         self.revision
     }
 
+    /// Writes `SETTINGS`. A new hash seed moves every flow's pick, so every service's
+    /// flow table is consulted first.
     pub fn set_settings(&mut self, settings: &Settings) -> anyhow::Result<()> {
+        let old = self.dp.settings().context("reading SETTINGS")?;
+        if old.hash_seed != settings.hash_seed && !self.dp.services()?.is_empty() {
+            self.consult_all(flows::ConsultReason::SeedChanged)?;
+        }
         self.dp.set_settings(settings)
     }
 
@@ -771,6 +789,7 @@ impl<D: Dataplane> Engine<D> {
         let mut next_id = (0..caps.services).filter(|&i| !used_ids[i as usize]);
         let mut services = Vec::with_capacity(candidates.len());
         let mut service_entries: BTreeMap<ServiceKey, (ServiceValue, &str)> = BTreeMap::new();
+        let mut table_changed = BTreeSet::new();
         for ((s, keys, _), id) in candidates.into_iter().zip(kept_ids) {
             let id = match id {
                 Some(id) => id,
@@ -791,6 +810,24 @@ impl<D: Dataplane> Engine<D> {
                 },
             };
             for k in &keys {
+                // The flag comes with a changed table (or a new entry) and stays on an
+                // identical rewrite until a scan clears it.
+                let mut value = value;
+                let hash = |v: &ServiceValue| v.flags.contains(ServiceFlags::HASH_SRC_PORT);
+                match written.services.get(k) {
+                    Some(w)
+                        if (w.table_offset, w.table_size, hash(w))
+                            == (value.table_offset, value.table_size, hash(&value)) =>
+                    {
+                        if w.flags.contains(ServiceFlags::CONSULT_FLOWS) {
+                            value.flags |= ServiceFlags::CONSULT_FLOWS;
+                        }
+                    }
+                    _ => {
+                        value.flags |= ServiceFlags::CONSULT_FLOWS;
+                        table_changed.insert(s.name.as_str());
+                    }
+                }
                 if let Some((_, other)) = service_entries.insert(*k, (value, &s.name)) {
                     return Err(PlanError::SharedEntry {
                         entry: entry_text(k),
@@ -891,6 +928,7 @@ impl<D: Dataplane> Engine<D> {
             vip_entries,
             stale_vips,
             full,
+            table_changed,
         })
     }
 
@@ -1055,9 +1093,31 @@ impl<D: Dataplane> Engine<D> {
         }
         for name in &plan.removed_services {
             self.services.remove(name);
+            self.consult.remove(name);
         }
         for p in plan.services {
             let s = p.desired;
+            let consulted = p.keys.iter().any(|k| {
+                written
+                    .services
+                    .get(k)
+                    .is_some_and(|v| v.flags.contains(ServiceFlags::CONSULT_FLOWS))
+            });
+            let reason = if plan.table_changed.contains(s.name.as_str()) {
+                Some(flows::ConsultReason::TableChanged)
+            } else if consulted && !self.consult.contains_key(&s.name) {
+                Some(flows::ConsultReason::Adopted)
+            } else {
+                None
+            };
+            if !consulted {
+                self.consult.remove(&s.name);
+            } else if let Some(reason) = reason {
+                // Several changes in a row: the grace and the scans start again.
+                info!(service = %s.name, reason = reason.text(), "flow table consulted");
+                self.consult
+                    .insert(s.name.clone(), flows::Consult::new(reason));
+            }
             self.services.insert(
                 s.name.clone(),
                 ServiceState {

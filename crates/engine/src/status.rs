@@ -8,7 +8,7 @@ use ricochet_config::{HashMode, PortSpec, Protocol};
 use ricochet_dataplane::Dataplane;
 use serde::{Deserialize, Serialize};
 
-use crate::Engine;
+use crate::{flows::FlowTableStatus, service_keys, Engine};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
@@ -38,6 +38,10 @@ pub struct ServiceStatus {
     pub hash: HashMode,
     #[serde(default)]
     pub counters: Count,
+    /// Whether established TCP packets look their flow up (the live flag of its entries)
+    /// and why.
+    #[serde(default)]
+    pub flow_table: FlowTableStatus,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,8 +85,22 @@ impl Status {
     /// Refreshes every counter from `dp` (the structure stays as recorded).
     pub fn refresh_counters(&mut self, dp: &impl Dataplane) -> anyhow::Result<()> {
         let servers = dp.servers()?;
+        let entries: std::collections::HashMap<_, _> = dp.services()?.into_iter().collect();
         for s in &mut self.services {
             s.counters = dp.service_counters(s.id)?.into();
+            // The live flag: the record may predate a scan's clearing.
+            let live = service_keys(s.vip, s.protocol, &s.ports).iter().any(|k| {
+                entries.get(k).is_some_and(|v| {
+                    v.flags
+                        .contains(ricochet_common::ServiceFlags::CONSULT_FLOWS)
+                })
+            });
+            if live != s.flow_table.consulted {
+                s.flow_table = FlowTableStatus {
+                    consulted: live,
+                    ..FlowTableStatus::default()
+                };
+            }
         }
         for p in &mut self.pools {
             for s in &mut p.servers {
@@ -118,6 +136,7 @@ impl<D: Dataplane> Engine<D> {
                     pool: s.pool.clone(),
                     hash: s.hash,
                     counters: Count::default(),
+                    flow_table: self.flow_table_status(&s.name),
                 })
                 .collect(),
             pools: self

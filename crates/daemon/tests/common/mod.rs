@@ -55,6 +55,7 @@ pub fn runner(state_dir: &Path) -> Runner<MemoryDataplane> {
             state_dir: state_dir.to_owned(),
             source_v4,
             source_v6: None,
+            flow_scan: Default::default(),
         },
     )
     .unwrap()

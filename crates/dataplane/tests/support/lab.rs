@@ -225,7 +225,18 @@ impl Service {
     pub fn key(&self) -> ServiceKey {
         ServiceKey::new(self.vip, self.proto, self.port)
     }
+    /// The entry as the engine's first apply writes it: with `CONSULT_FLOWS` (a new
+    /// entry is flagged until a scan of the flow table clears it), so established packets
+    /// follow the flow table; [`Service::value_not_consulted`] is the steady state.
     pub fn value(&self) -> ServiceValue {
+        ServiceValue {
+            flags: self.flags | ServiceFlags::CONSULT_FLOWS,
+            ..self.value_not_consulted()
+        }
+    }
+    /// The entry once the engine's scan cleared its flag: established TCP packets take
+    /// the Maglev pick, and one in 16 looks its flow up.
+    pub fn value_not_consulted(&self) -> ServiceValue {
         ServiceValue {
             service_id: self.id,
             table_offset: self.offset,

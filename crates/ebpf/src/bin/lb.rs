@@ -22,7 +22,8 @@ mod prog {
     use aya_ebpf::{
         bindings::xdp_action,
         helpers::{
-            bpf_fib_lookup, bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_ns, bpf_redirect,
+            bpf_fib_lookup, bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns,
+            bpf_ktime_get_ns, bpf_redirect,
         },
         macros::{map, xdp},
         maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -135,8 +136,18 @@ mod prog {
     impl Table for Kernel<'_> {
         #[inline(always)]
         fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-            // SAFETY: the value is copied out at once.
-            unsafe { FLOWS.get(key) }.copied()
+            let f = FLOWS.get_ptr_mut(key)?;
+            let now = self.flow_clock();
+            // SAFETY: the entry stays valid for the program's run (RCU); a concurrent
+            // writer of the stamp writes the same or a newer one, and a torn read of a
+            // flow the engine replaced is not possible (userspace never writes FLOWS
+            // while forwarding).
+            unsafe {
+                if (*f).seen != now {
+                    (*f).seen = now;
+                }
+                Some(*f)
+            }
         }
         #[inline(always)]
         fn insert_flow(&self, key: &FlowKey, value: &FlowValue) -> Result<(), InsertError> {
@@ -149,6 +160,11 @@ mod prog {
         #[inline(always)]
         fn maglev(&self, slot: u32) -> Option<u32> {
             MAGLEV.get(slot).copied()
+        }
+        #[inline(always)]
+        fn flow_clock(&self) -> u32 {
+            // SAFETY: plain helper call (the coarse clock: no clock source read).
+            ricochet_common::flow_clock(unsafe { bpf_ktime_get_coarse_ns() })
         }
     }
 
