@@ -10,6 +10,14 @@
 //! - `ricochet controller`: the controller (store, REST API, tokens).
 //! - `ricochet apply/get/create/replace/delete/events`: the controller's clients.
 
+/// `println!` for lines that hold text from the controller (names, messages, reasons):
+/// terminal control characters are escaped ([`ricochet_api::text::terminal_safe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        println!("{}", ricochet_api::text::terminal_safe(&format!($($arg)*)))
+    };
+}
+
 mod all_in_one;
 mod api_client;
 mod controller;
@@ -17,6 +25,7 @@ mod daemon;
 mod objects;
 mod server;
 mod status;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +88,9 @@ enum Command {
     Delete(objects::DeleteArgs),
     /// Show state changes: configuration, engines, servers.
     Events(objects::EventsArgs),
+    /// Manage the controller's API tokens and their roles (admin token needed).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +118,7 @@ fn main() -> ExitCode {
         Command::Replace(args) => objects::replace(args),
         Command::Delete(args) => objects::delete(args),
         Command::Events(args) => objects::events(args),
+        Command::Token(cmd) => tokens::run(cmd),
         Command::Detach {
             interface,
             pin_dir,
@@ -115,7 +128,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote the controller's answers.
+            eprintln!(
+                "error: {}",
+                ricochet_api::text::terminal_safe(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }
