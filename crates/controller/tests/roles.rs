@@ -27,8 +27,17 @@ fn token(ctl: &Ctl, name: &str, role: &str, engine: Option<&str>) -> String {
 
 fn call(ctl: &Ctl, token: &str, method: &str, path: &str, body: Option<Value>) -> common::Reply {
     let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
-    let content_type = bytes.as_ref().map(|_| "application/json");
-    ctl.raw(method, path, Some(token), content_type, bytes)
+    let authorization = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", authorization.as_str())];
+    if bytes.is_some() {
+        // A refusal answers before the body is read, and the server then closes the
+        // connection: do not let the client reuse it for the next request.
+        headers.extend([
+            ("Content-Type", "application/json"),
+            ("Connection", "close"),
+        ]);
+    }
+    ctl.request(method, path, &headers, bytes)
 }
 
 /// Which roles may call a route: the specification, written independently of the
