@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "dnsmasq",
     "knot-dnsutils",
     "python3-scapy",
+    // The virtual environment schemathesis is installed into (step 6).
+    "python3-venv",
     "wrk",
     // Spoofed SYN and ACK floods in crates/cli/tests/flood_e2e.rs.
     "hping3",
@@ -48,7 +50,13 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 pub(crate) const NIGHTLY: &str = "nightly";
 
-const STEPS: usize = 6;
+/// schemathesis, from PyPI, which the controller's tests run against its OpenAPI document.
+pub(crate) const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// Its virtual environment, in the workspace's target directory (nothing installed
+/// system-wide); `crates/controller/tests/schemathesis.rs` runs it from there.
+const SCHEMATHESIS_VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/schemathesis-venv");
+
+const STEPS: usize = 7;
 
 /// Entry point of `cargo xtask setup` (also the first step of `test` and `demo`): runs every
 /// step in order.
@@ -59,6 +67,7 @@ pub fn setup() -> Result<(), Failure> {
     nightly_llvm(4)?;
     bpf_linker(5)?;
     promtool(6)?;
+    schemathesis(7)?;
     println!("Setup complete.");
     Ok(())
 }
@@ -294,6 +303,35 @@ fn bpf_linker_built_for_llvm() -> Option<bool> {
     let features = &entry[entry.find("\"features\":[")?..];
     let features = &features[..features.find(']')?];
     Some(features.contains(&format!("\"llvm-{LLVM_MAJOR}\"")))
+}
+
+fn schemathesis(index: usize) -> Result<(), Failure> {
+    let what = format!("schemathesis {SCHEMATHESIS_VERSION} (PyPI, in target/schemathesis-venv)");
+    let venv = Path::new(SCHEMATHESIS_VENV);
+    let bin = venv.join("bin/schemathesis");
+    let installed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed
+        .as_deref()
+        .is_some_and(|v| v.ends_with(&format!("version {SCHEMATHESIS_VERSION}")))
+    {
+        progress(index, &what, "already installed");
+        return Ok(());
+    }
+    progress(index, &what, "installing");
+    if !venv.join("bin/pip").exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(venv))
+            .map_err(|f| f.hint("install python3-venv (step 1 does, as root)"))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet"])
+        .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}")))
+    .map_err(|f| f.hint("pip needs to reach pypi.org"))?;
+    Ok(())
 }
 
 fn bpf_linker(index: usize) -> Result<(), Failure> {

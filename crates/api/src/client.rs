@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use ureq::unversioned::transport::Connector as _;
 
+use crate::text::terminal_safe;
 use crate::tls::{ClientTls, TlsConnector};
+use crate::ErrorBody;
 use crate::{ErrorBody, MAX_MESSAGE_BYTES};
 
 /// Where the controller is and how to authenticate.
@@ -46,11 +48,12 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Api { body, hint, .. } => {
-                write!(f, "{}", body.message)?;
+                write!(f, "{}", terminal_safe(&body.message))?;
                 for d in &body.details {
                     // The message already says it when there is one detail with its path.
                     if body.details.len() > 1 || !body.message.contains(&d.message) {
-                        write!(f, "\n  {}: {}", d.path, d.message)?;
+                        let (path, message) = (terminal_safe(&d.path), terminal_safe(&d.message));
+                        write!(f, "\n  {path}: {message}")?;
                     }
                 }
                 if let Some(hint) = hint {
@@ -58,7 +61,9 @@ impl fmt::Display for ClientError {
                 }
                 Ok(())
             }
-            ClientError::Unreachable(m) | ClientError::Unexpected(m) => f.write_str(m),
+            ClientError::Unreachable(m) | ClientError::Unexpected(m) => {
+                f.write_str(&terminal_safe(m))
+            }
         }
     }
 }

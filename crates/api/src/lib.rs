@@ -11,6 +11,7 @@ pub mod client;
 pub mod diff;
 pub mod error;
 pub mod kind;
+pub mod text;
 pub mod tls;
 pub mod types;
 

@@ -520,3 +520,132 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Tokens and roles
+// ---------------------------------------------------------------------------------------
+
+/// What a token may do. Each route of the API requires one level; `admin` may do
+/// everything, `operator` everything but token management, `read_only` only reads, and
+/// `engine` only what a service engine does (register, fetch the desired configuration,
+/// report), and only under its own engine name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, tokens included.
+    Admin,
+    /// Configuration objects and engines, not tokens.
+    Operator,
+    /// Reads only (configuration, engines, events, status), no tokens.
+    ReadOnly,
+    /// One service engine: register, fetch the desired configuration and report, for the
+    /// engine name of the token only.
+    Engine,
+}
+
+impl Role {
+    /// Every role, most powerful first.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::ReadOnly, Role::Engine];
+
+    /// The name used in the API and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::ReadOnly => "read_only",
+            Role::Engine => "engine",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s || r.as_str().replace('_', "-") == s)
+            .ok_or_else(|| format!("unknown role {s:?}: use admin, operator, read_only or engine"))
+    }
+}
+
+/// What a token name may hold, as said in refusals.
+pub const TOKEN_NAME_RULE: &str = "1 to 64 letters, digits, '-', '.' or '_'";
+
+/// Whether `name` is a valid token name ([`TOKEN_NAME_RULE`]): names appear in URLs and
+/// as the actor of events.
+pub fn is_valid_token_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+}
+
+/// A token to create (`POST /api/v1/tokens`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Unique among tokens; events name it as the actor.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")
+    )]
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// For the `engine` role (and only for it): the engine name it acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 253, pattern = "^[A-Za-z0-9._-]+$")
+    )]
+    pub engine: Option<String>,
+}
+
+/// A token as listed: never the token itself, which only its creator saw once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenInfo {
+    /// Its name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// For an engine token: the engine it acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// Every token, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenList {
+    /// The store's revision when read.
+    pub revision: u64,
+    /// The tokens.
+    pub items: Vec<TokenInfo>,
+}
+
+/// The answer to a token creation: the only time the token is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedToken {
+    /// The revision of the creation.
+    pub revision: u64,
+    /// The token's description.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// The secret to send as `Authorization: Bearer <token>`; the controller keeps only
+    /// its hash, so it cannot be shown again.
+    pub token: String,
+}

@@ -79,6 +79,8 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
          --token-file when the state directory is the default); engine {name} follows it",
         token_file.display()
     );
+    // The engine gets its own token, which can do only what an engine does, for its name.
+    let engine_token = controller.engine_token(&name)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::Builder::new()
         .name("controller".into())
@@ -95,7 +97,7 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
             state_dir: args.engine_state_dir,
             source: Source::Controller(ControllerOptions {
                 url: format!("http://{reach}"),
-                token: None,
+                token: engine_token,
                 token_file,
                 name,
                 tls: Default::default(),

@@ -11,6 +11,14 @@
 //! - `ricochet apply/get/create/replace/delete/events`: the controller's clients.
 //! - `ricochet generate man|completion`: man pages and shell completions.
 
+/// `println!` for lines that hold text from the controller (names, messages, reasons):
+/// terminal control characters are escaped ([`ricochet_api::text::terminal_safe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        println!("{}", ricochet_api::text::terminal_safe(&format!($($arg)*)))
+    };
+}
+
 mod all_in_one;
 mod api_client;
 mod controller;
@@ -19,6 +27,7 @@ mod generate;
 mod objects;
 mod server;
 mod status;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +93,9 @@ enum Command {
     /// Write man pages or print shell completions (the package ships them).
     #[command(subcommand)]
     Generate(generate::GenerateCommand),
+    /// Manage the controller's API tokens and their roles (admin token needed).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +124,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => objects::delete(args),
         Command::Events(args) => objects::events(args),
         Command::Generate(what) => generate::run(what, Cli::command()),
+        Command::Token(cmd) => tokens::run(cmd),
         Command::Detach {
             interface,
             pin_dir,
@@ -121,7 +134,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote the controller's answers.
+            eprintln!(
+                "error: {}",
+                ricochet_api::text::terminal_safe(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

@@ -12,6 +12,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use ricochet_api::diff::{ConfigDiff, FieldChange};
 use ricochet_api::kind::Kind;
+use ricochet_api::text::terminal_safe;
 use ricochet_api::types::{
     ApplyResult, Configuration, Deleted, EventList, ObjectList, ServiceEngine, ServiceEngineList,
     StatusView, Versioned,
@@ -171,8 +172,20 @@ pub struct EventsArgs {
     pub client: ClientArgs,
 }
 
-/// A URL path segment, percent-encoded (object names may hold any character).
-fn segment(name: &str) -> String {
+/// A name as a URL path segment, percent-encoded. A name longer than any the controller
+/// accepts is refused here: it names nothing, and a URL over 64 KiB is more than the HTTP
+/// library takes.
+pub(crate) fn segment(name: &str) -> anyhow::Result<String> {
+    const LONGEST: usize = 253; // engine names; object names are shorter
+    if name.len() > LONGEST {
+        bail!(
+            "{:?}... ({} bytes) is no name: names have at most {} bytes ({})",
+            name.chars().take(20).collect::<String>(),
+            name.len(),
+            ricochet_config::MAX_NAME_LEN,
+            ricochet_config::NAME_RULE
+        );
+    }
     let mut out = String::new();
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -181,7 +194,7 @@ fn segment(name: &str) -> String {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    out
+    Ok(out)
 }
 
 fn collection(kind: Kind) -> String {
@@ -207,19 +220,19 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         )
         .map_err(|e| anyhow::anyhow!("{e}\nnothing was applied"))?;
     if preview.diff.is_empty() {
-        println!(
+        outln!(
             "No changes: the controller already has this configuration (revision {}).",
             preview.revision
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "Changes to the configuration at revision {}:",
         preview.revision
     );
     print!("{}", render_diff(&preview.diff));
     if args.dry_run {
-        println!("Dry run: nothing was applied.");
+        outln!("Dry run: nothing was applied.");
         return Ok(ExitCode::SUCCESS);
     }
     if !args.yes {
@@ -231,7 +244,7 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            println!("Not applied.");
+            outln!("Not applied.");
             return Ok(ExitCode::FAILURE);
         }
     }
@@ -245,9 +258,9 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         )
         .map_err(|e| anyhow::anyhow!("{e}\nnothing was applied"))?;
     if applied.committed {
-        println!("Applied: configuration revision {}.", applied.revision);
+        outln!("Applied: configuration revision {}.", applied.revision);
     } else {
-        println!(
+        outln!(
             "No changes: the controller already has this configuration (revision {}).",
             applied.revision
         );
@@ -312,7 +325,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
             match args.output {
                 Output::Json => print_json(&answer),
                 Output::Yaml | Output::Table => {
-                    println!("# configuration revision {}", typed.revision);
+                    outln!("# configuration revision {}", typed.revision);
                     print_yaml(&typed.config)?;
                 }
             }
@@ -323,14 +336,13 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
-    );
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    // JSON escapes C0 controls itself, not DEL or C1; `\u{..}` is still JSON inside a string.
+    outln!("{}", terminal_safe(&text));
 }
 
 fn print_yaml(value: &impl Serialize) -> anyhow::Result<()> {
-    print!("{}", serde_yaml::to_string(value)?);
+    print!("{}", terminal_safe(&serde_yaml::to_string(value)?));
     Ok(())
 }
 
@@ -341,7 +353,7 @@ fn get_objects<T: Row + DeserializeOwned + Serialize>(
     let kind = T::KIND;
     let (answer, items): (Value, Vec<Versioned<T>>) = match &args.name {
         Some(name) => {
-            let answer: Value = client.get(&format!("{}/{}", collection(kind), segment(name)))?;
+            let answer: Value = client.get(&format!("{}/{}", collection(kind), segment(name)?))?;
             let one: Versioned<T> = serde_json::from_value(answer.clone())?;
             (answer, vec![one])
         }
@@ -370,7 +382,7 @@ fn get_objects<T: Row + DeserializeOwned + Serialize>(
             header.push("REVISION");
             print!("{}", table(&header, &rows));
             if rows.is_empty() {
-                println!("(no {}s)", kind.noun());
+                outln!("(no {}s)", kind.noun());
             }
         }
     }
@@ -432,7 +444,7 @@ fn get_status(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
                 )
             );
             if view.virtual_services.is_empty() {
-                println!("(no virtual services)");
+                outln!("(no virtual services)");
             }
         }
     }
@@ -443,7 +455,7 @@ fn get_engines(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
     let (answer, engines): (Value, Vec<ServiceEngine>) = match &args.name {
         Some(name) => {
             let answer: Value =
-                client.get(&format!("/api/v1/service-engines/{}", segment(name)))?;
+                client.get(&format!("/api/v1/service-engines/{}", segment(name)?))?;
             let one: ServiceEngine = serde_json::from_value(answer.clone())?;
             (answer, vec![one])
         }
@@ -490,13 +502,17 @@ fn get_engines(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
                 )
             );
             if rows.is_empty() {
-                println!("(no service engines registered)");
+                outln!("(no service engines registered)");
             }
             for e in &engines {
                 for w in e.report.iter().flat_map(|r| &r.report.warnings) {
-                    println!(
+                    outln!(
                         "WARNING {}: {} ({}): {}; to fix: {}",
-                        e.name, w.interface, w.kind, w.what, w.fix
+                        e.name,
+                        w.interface,
+                        w.kind,
+                        w.what,
+                        w.fix
                     );
                 }
             }
@@ -540,7 +556,7 @@ pub fn create(args: FileArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client();
     let (created, _): (Versioned<Value>, _) =
         client.call("POST", &collection(kind), Some(&object), &[])?;
-    println!(
+    outln!(
         "created {kind} {} (revision {})",
         created.object["name"].as_str().unwrap_or_default(),
         created.revision
@@ -560,11 +576,11 @@ pub fn replace(args: FileArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client();
     let (replaced, _): (Versioned<Value>, _) = client.call(
         "PUT",
-        &format!("{}/{}", collection(kind), segment(&name)),
+        &format!("{}/{}", collection(kind), segment(&name)?),
         Some(&object),
         &[],
     )?;
-    println!(
+    outln!(
         "{kind} {name} is at revision {} (the revision of its last change)",
         replaced.revision
     );
@@ -574,11 +590,11 @@ pub fn replace(args: FileArgs) -> anyhow::Result<ExitCode> {
 pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.client();
     let path = match args.kind {
-        Target::ServiceEngines => format!("/api/v1/service-engines/{}", segment(&args.name)),
+        Target::ServiceEngines => format!("/api/v1/service-engines/{}", segment(&args.name)?),
         other => format!(
             "{}/{}",
             collection(object_kind(other, "delete")?),
-            segment(&args.name)
+            segment(&args.name)?
         ),
     };
     let (deleted, _): (Deleted, _) = client.call("DELETE", &path, None, &[])?;
@@ -586,9 +602,10 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         Target::Object(kind) => kind.noun(),
         _ => "service engine",
     };
-    println!(
+    outln!(
         "deleted {what} {} (revision {})",
-        deleted.name, deleted.revision
+        deleted.name,
+        deleted.revision
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -635,9 +652,13 @@ pub fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------
 
 /// Left-aligned columns two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| terminal_safe(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -654,7 +675,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.trim_end().to_owned() + "\n"
     };
     let mut out = line(header.to_vec());
-    for row in rows {
+    for row in &rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
@@ -818,8 +839,9 @@ mod tests {
 
     #[test]
     fn names_are_percent_encoded_in_paths() {
-        assert_eq!(segment("web-pool.v2_x~"), "web-pool.v2_x~");
-        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(segment("web-pool.v2_x~").unwrap(), "web-pool.v2_x~");
+        assert!(segment(&"a".repeat(70_000)).is_err());
+        assert_eq!(segment("a b/c").unwrap(), "a%20b%2Fc");
     }
 
     #[test]

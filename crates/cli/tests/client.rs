@@ -288,3 +288,118 @@ fn a_missing_or_wrong_token_is_explained() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the token is not valid"), "{err}");
 }
+
+/// POSTs `body` to the controller with `token`; the status.
+fn post(ctl: &ControllerProcess, token: &str, path: &str, body: serde_json::Value) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .post(format!("{}{path}", ctl.url))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_vec(&body).unwrap())
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn tokens_are_created_listed_used_and_revoked_from_the_command_line() {
+    let (_dir, ctl) = controller();
+    let (code, out, err) = ctl.cli(&["token", "create", "dash", "--role", "read-only", "-q"]);
+    assert_eq!(code, 0, "{err}");
+    let ro = out.trim().to_owned();
+    assert!(ro.starts_with("rct_"), "{out}");
+    let (code, out, err) = ctl.cli(&[
+        "token", "create", "se1", "--role", "engine", "--engine", "se1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("role engine for engine se1") && out.contains("only this once"),
+        "{out}"
+    );
+
+    let (code, out, _) = ctl.cli(&["token", "list"]);
+    assert_eq!(code, 0);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "ROLE", "ENGINE", "CREATED"]);
+    assert_eq!(rows[1][..3], ["admin", "admin", "-"]);
+    assert_eq!(rows[2][..3], ["dash", "read_only", "-"]);
+    assert_eq!(rows[3][..3], ["se1", "engine", "se1"]);
+    assert!(!out.contains(&ro));
+
+    // The read-only token reads and cannot write; the refusal says why.
+    let as_ro = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--token", &ro]);
+        ctl.cli(&all)
+    };
+    assert_eq!(as_ro(&["get", "pools"]).0, 0);
+    let (code, _, err) = as_ro(&["delete", "pool", "web-pool"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("role read_only"), "{err}");
+    let (code, _, err) = as_ro(&["token", "list"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("only an admin token"), "{err}");
+
+    let (code, out, err) = ctl.cli(&["token", "revoke", "dash"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("revoked token dash"), "{out}");
+    let (code, _, err) = as_ro(&["get", "pools"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not valid"), "{err}");
+    let (code, _, err) = ctl.cli(&["token", "create", "x", "--role", "root"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown role"), "{err}");
+}
+
+#[test]
+fn remote_text_is_printed_with_terminal_controls_escaped() {
+    let (_dir, ctl) = controller();
+    let token = ctl.token();
+    let registration = serde_json::json!({"name": "se1", "addresses": ["10.0.0.1"],
+        "version": "1\u{1b}]0;owned\u{7}"});
+    assert_eq!(
+        post(&ctl, &token, "/api/v1/service-engines", registration),
+        201
+    );
+    let report = serde_json::json!({"state": "degraded",
+        "message": "bad \u{1b}[2J\u{9b}31m news"});
+    assert_eq!(
+        post(&ctl, &token, "/api/v1/service-engines/se1/report", report),
+        200
+    );
+    for args in [
+        &["get", "se"][..],
+        &["get", "se", "se1"],
+        &["get", "se", "-o", "json"],
+        &["get", "se", "-o", "yaml"],
+        &["events"],
+    ] {
+        let (code, out, err) = ctl.cli(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            !out.contains(['\u{1b}', '\u{9b}', '\u{7}']),
+            "{args:?} printed a raw control character: {out:?}"
+        );
+    }
+    let (_, out, _) = ctl.cli(&["get", "se", "se1"]);
+    assert!(
+        out.contains("1\\u{1b}]0;owned"),
+        "escaped, still readable: {out}"
+    );
+    // Errors quote the controller too.
+    let (code, _, err) = ctl.cli(&["delete", "pool", "a\u{1b}[2J"]);
+    assert_ne!(code, 0);
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    // A name longer than any name is refused before a request (it used to panic).
+    let long = "a".repeat(70_000);
+    let (code, _, err) = ctl.cli(&["get", "pool", &long]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is no name"), "{:.300}", err);
+}

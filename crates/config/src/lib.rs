@@ -77,10 +77,11 @@ use std::path::{Path, PathBuf};
 
 pub use compile::{Desired, DesiredPool, DesiredServer, DesiredService, HashMode, PortSpec};
 pub use model::{
-    http_request_lines, ApplicationProfile, ApplicationProfileType, Config, ConsistentHash,
-    DsrEncapsulation, DsrProfile, DsrType, HealthMonitor, HealthMonitorType, HttpMonitor,
-    HttpResponseCode, LbAlgorithm, NetworkProfile, NetworkProfileType, Pool, Protocol, Server,
-    Service, TcpMonitor, UdpMonitor, VirtualService, MAX_RATIO, MIN_RATIO, SYSTEM_L4_APPLICATION,
+    http_request_lines, is_valid_name, ApplicationProfile, ApplicationProfileType, Config,
+    ConsistentHash, DsrEncapsulation, DsrProfile, DsrType, HealthMonitor, HealthMonitorType,
+    HttpMonitor, HttpResponseCode, LbAlgorithm, NetworkProfile, NetworkProfileType, Pool, Protocol,
+    Server, Service, TcpMonitor, UdpMonitor, VirtualService, MAX_NAME_LEN, MAX_RATIO, MIN_RATIO,
+    NAME_PATTERN, NAME_RULE, SYSTEM_L4_APPLICATION,
 };
 pub use validate::{ValidationError, ValidationErrors};
 

@@ -17,6 +17,28 @@ use crate::table;
 /// Name of the application profile that always exists (Avi's `System-L4-Application`).
 pub const SYSTEM_L4_APPLICATION: &str = "System-L4-Application";
 
+/// Longest object name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// What an object name may hold, as said in refusals.
+pub const NAME_RULE: &str = "1 to 128 characters: ASCII letters, digits, '-', '_', '.' or ':', \
+starting with a letter or a digit (as Avi's names such as System-L4-Application)";
+
+/// The same rule as a regular expression, for the OpenAPI document.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
+
+/// Whether `name` is a valid object name ([`NAME_RULE`]). Names go into URLs, event
+/// subjects and terminals, so the set is small: no spaces, slashes or control characters.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LEN
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 /// Smallest server ratio (Avi's `Server.ratio`).
 pub const MIN_RATIO: u32 = 1;
 /// Largest server ratio (Avi's `Server.ratio`).
@@ -62,6 +84,14 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct NetworkProfile {
     /// Unique among network profiles.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub name: String,
     /// Avi's `profile.type`.
     #[serde(rename = "type")]
@@ -195,6 +225,14 @@ pub enum DsrEncapsulation {
 #[serde(deny_unknown_fields)]
 pub struct ApplicationProfile {
     /// Unique among application profiles.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub name: String,
     /// Avi's `type`.
     #[serde(rename = "type")]
@@ -220,6 +258,14 @@ pub enum ApplicationProfileType {
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// Unique among pools.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub name: String,
     /// The servers, addressed by their own IP (never the VIP, which lives on their
     /// loopback). A pool may be empty, as in Avi: its services then drop new flows.
@@ -303,6 +349,14 @@ pub enum ConsistentHash {
 #[serde(deny_unknown_fields)]
 pub struct VirtualService {
     /// Unique among virtual services.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub name: String,
     /// The virtual IP, IPv4 or IPv6 (Avi's `vsvip`). The servers must be in its family.
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "192.168.35.241"))]
@@ -356,6 +410,14 @@ impl Service {
 #[serde(deny_unknown_fields)]
 pub struct HealthMonitor {
     /// Unique among health monitors.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub name: String,
     /// Avi's `type`.
     #[serde(rename = "type")]

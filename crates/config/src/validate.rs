@@ -115,7 +115,7 @@ type IndexedRanges = Vec<(usize, (u16, u16))>;
 
 /// Path of object `index` of list `kind`: by name when it has one, else by index.
 fn object_path(kind: &str, index: usize, name: &str) -> String {
-    if name.trim().is_empty() {
+    if !crate::is_valid_name(name) {
         format!("{kind}[{index}]")
     } else {
         format!("{kind}[{name:?}]")
@@ -778,6 +778,19 @@ fn index_names<'a, T>(
             errors.push(ValidationError {
                 path: format!("{kind}[{i}].name"),
                 message: format!("a {noun} needs a name"),
+            });
+            continue;
+        }
+        if !crate::is_valid_name(name) {
+            // By index: the name itself may be huge or hold control characters.
+            let shown: String = name.chars().take(40).collect();
+            let more = if shown.len() < name.len() { "..." } else { "" };
+            errors.push(ValidationError {
+                path: format!("{kind}[{i}].name"),
+                message: format!(
+                    "{noun} name {shown:?}{more} is not valid: use {}",
+                    crate::NAME_RULE
+                ),
             });
             continue;
         }

@@ -23,7 +23,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{self, Actor, Tokens};
+use crate::auth::{self, Access, Actor, AuthState, EngineName, Principal, RouteAccess, Tokens};
 use crate::engines::Engines;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{parse_json, ApiJson, ApiPath, ApiQuery, JsonBytes};
@@ -31,9 +31,10 @@ use crate::kind::{referrers, ConfigObject, Kind};
 use crate::metrics::ApiMetrics;
 use crate::store::{Store, StoreError};
 use crate::types::{
-    is_valid_engine_name, ApplyResult, Configuration, Deleted, Desired, EngineRegistration,
-    EngineReport, EventList, Health, ObjectList, ServiceEngine, ServiceEngineList, Versioned,
-    ENGINE_NAME_RULE,
+    is_valid_engine_name, is_valid_token_name, ApplyResult, Configuration, CreatedToken, Deleted,
+    Desired, EngineRegistration, EngineReport, EventList, Health, NewToken, ObjectList, Role,
+    ServiceEngine, ServiceEngineList, TokenInfo, TokenList, Versioned, ENGINE_NAME_RULE,
+    TOKEN_NAME_RULE,
 };
 
 /// Longest desired-state poll; longer waits are shortened to this.
@@ -155,6 +156,7 @@ that last changed them, and the configuration the revision of its last change.",
         (name = "service-engines", description = "Engines: registration, reports, desired state"),
         (name = "events", description = "State changes with time, reason and revision"),
         (name = "status", description = "Virtual services up, degraded or down from their servers' health"),
+        (name = "tokens", description = "API tokens and their roles (admin only)"),
         (name = "system", description = "Health and this document"),
     )
 )]
@@ -174,6 +176,55 @@ impl Modify for BearerSecurity {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds the answers of the authorization layer to every operation that needs a token, so
+/// that the document cannot forget them on a route.
+struct AuthResponses;
+
+impl Modify for AuthResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                // `security(())` marks a public operation: an empty requirement.
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+                if public {
+                    continue;
+                }
+                let responses = &mut op.responses.responses;
+                responses
+                    .entry("401".to_owned())
+                    .or_insert_with(|| error("No valid token").into());
+                responses.entry("403".to_owned()).or_insert_with(|| {
+                    error("The token's role does not allow this request").into()
+                });
+            }
+        }
     }
 }
 
@@ -216,25 +267,119 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show_engine, unregister_engine))
         .routes(routes!(engine_report))
         .routes(routes!(desired))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
         .routes(routes!(healthz))
         .routes(routes!(openapi_json))
         .routes(routes!(crate::metrics::scrape))
 }
 
+/// What each route requires: every route the router serves must be here (a route
+/// missing is refused at run time and fails the role-matrix test).
+pub const ROUTE_ACCESS: &[RouteAccess] = &{
+    use Access::*;
+    const fn r(method: &'static str, path: &'static str, access: Access) -> RouteAccess {
+        RouteAccess {
+            method,
+            path,
+            access,
+        }
+    }
+    const NP: &str = "/api/v1/network-profiles";
+    const NP1: &str = "/api/v1/network-profiles/{name}";
+    const AP: &str = "/api/v1/application-profiles";
+    const AP1: &str = "/api/v1/application-profiles/{name}";
+    const HM: &str = "/api/v1/health-monitors";
+    const HM1: &str = "/api/v1/health-monitors/{name}";
+    const PO: &str = "/api/v1/pools";
+    const PO1: &str = "/api/v1/pools/{name}";
+    const VS: &str = "/api/v1/virtual-services";
+    const VS1: &str = "/api/v1/virtual-services/{name}";
+    const SE: &str = "/api/v1/service-engines";
+    const SE1: &str = "/api/v1/service-engines/{name}";
+    [
+        r("GET", NP, Read),
+        r("POST", NP, Write),
+        r("GET", NP1, Read),
+        r("PUT", NP1, Write),
+        r("DELETE", NP1, Write),
+        r("GET", AP, Read),
+        r("POST", AP, Write),
+        r("GET", AP1, Read),
+        r("PUT", AP1, Write),
+        r("DELETE", AP1, Write),
+        r("GET", HM, Read),
+        r("POST", HM, Write),
+        r("GET", HM1, Read),
+        r("PUT", HM1, Write),
+        r("DELETE", HM1, Write),
+        r("GET", PO, Read),
+        r("POST", PO, Write),
+        r("GET", PO1, Read),
+        r("PUT", PO1, Write),
+        r("DELETE", PO1, Write),
+        r("GET", VS, Read),
+        r("POST", VS, Write),
+        r("GET", VS1, Read),
+        r("PUT", VS1, Write),
+        r("DELETE", VS1, Write),
+        r("GET", "/api/v1/configuration", Read),
+        r("PUT", "/api/v1/configuration", Write),
+        r("GET", "/api/v1/events", Read),
+        r("GET", "/api/v1/status", Read),
+        r("GET", SE, Read),
+        r("POST", SE, EngineWrite(EngineName::Body)),
+        r("GET", SE1, Read),
+        r("DELETE", SE1, Write),
+        r(
+            "POST",
+            "/api/v1/service-engines/{name}/report",
+            EngineWrite(EngineName::Path),
+        ),
+        r("GET", "/api/v1/desired", EngineRead),
+        r("GET", "/api/v1/tokens", Admin),
+        r("POST", "/api/v1/tokens", Admin),
+        r("DELETE", "/api/v1/tokens/{name}", Admin),
+        r("GET", "/healthz", Public),
+        r("GET", "/api/v1/openapi.json", Public),
+        // Names every engine: not public; Prometheus gets a read-only token.
+        r("GET", "/metrics", Read),
+    ]
+};
+
 /// The API: routes, the document, JSON errors for unknown routes and wrong methods, and
 /// authentication (`tokens`; `None` turns it off).
 pub fn router(state: AppState, tokens: Option<Tokens>) -> Router {
     let metrics = state.metrics.clone();
-    let (router, openapi) = routes().split_for_parts();
+    let (router, openapi) = split();
     let router = router
         .layer(Extension(Arc::new(openapi)))
-        .fallback(not_found)
+        .layer(Extension(tokens.clone()))
+        // Unknown routes are 404 only to a valid token: without one, nothing tells which
+        // routes exist.
+        .fallback({
+            let tokens = tokens.clone();
+            move |request: Request| async move {
+                match tokens.as_ref().map(|t| auth::authenticate(t, &request)) {
+                    Some(Err(e)) => e,
+                    _ => not_found(request).await,
+                }
+            }
+        })
+        // Inside authorization: what reaches it has passed with a token (the connection
+        // limit keeps such connections; public routes carry no actor).
+        .route_layer(middleware::from_fn(crate::connections::mark_authenticated))
+        // After routing, so that it knows the matched route; before the handler's
+        // extractors, so that a refused request's body is not even read.
+        .route_layer(middleware::from_fn_with_state(
+            AuthState {
+                tokens,
+                routes: ROUTE_ACCESS,
+            },
+            auth::authorize,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // Inside authentication: what reaches it has passed (the connection limit
-        // keeps such connections).
-        .layer(middleware::from_fn(crate::connections::mark_authenticated))
-        .layer(middleware::from_fn_with_state(tokens, auth::require_token))
         .layer(middleware::from_fn_with_state(
             metrics,
             crate::metrics::track,
@@ -352,7 +497,7 @@ async fn create_object<T: ConfigObject>(
         })
         .await?;
     state.publish(applied.config_revision);
-    let location = format!("{}/{}", collection(kind), name);
+    let location = format!("{}/{}", collection(kind), percent_encode_segment(&name));
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -362,6 +507,20 @@ async fn create_object<T: ConfigObject>(
         }),
     )
         .into_response())
+}
+
+/// `name` as one URL path segment: every byte but unreserved ones (RFC 3986) encoded, so
+/// that `Location` always names the object that was created.
+pub fn percent_encode_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 async fn replace_object<T: ConfigObject>(
@@ -881,9 +1040,11 @@ async fn list_engines(State(state): State<AppState>) -> Result<Json<ServiceEngin
     ))]
 async fn register_engine(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(registration): ApiJson<EngineRegistration>,
 ) -> Result<Response, ApiError> {
     check_engine_name(&registration.name)?;
+    principal.check_engine(&registration.name)?;
     let EngineRegistration {
         name,
         addresses,
@@ -1106,6 +1267,180 @@ fn stopping() -> ApiError {
 }
 
 // ---------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------
+
+/// The tokens (`None` when authentication is off: then there are none to manage).
+fn token_registry(tokens: Option<Tokens>) -> Result<Tokens, ApiError> {
+    tokens.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "auth_disabled",
+            "authentication is off (--no-auth): there are no tokens to manage",
+        )
+    })
+}
+
+/// List the tokens.
+///
+/// Their names, roles and creation times; never the tokens (only their SHA-256 is kept).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses(
+        (status = 200, description = "Every token, sorted by name", body = TokenList),
+        (status = 409, description = "Authentication is off", body = ErrorBody),
+    ))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    Extension(tokens): Extension<Option<Tokens>>,
+) -> Result<Json<TokenList>, ApiError> {
+    token_registry(tokens)?;
+    let (records, (revision, _)) = state.store(|s| Ok((s.tokens()?, s.revisions()?))).await?;
+    let mut items: Vec<TokenInfo> = records.iter().map(|(_, r)| r.info()).collect();
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(TokenList { revision, items }))
+}
+
+/// Create a token.
+///
+/// The answer holds the token, shown this once: the controller keeps only its SHA-256.
+/// An `engine` token needs the engine name it acts for; other roles take none.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
+    request_body(content = NewToken, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; the only time the token is shown", body = CreatedToken),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 409, description = "A token has this name, or authentication is off", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid name, or an engine name missing or not expected", body = ErrorBody),
+    ))]
+async fn create_token(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(tokens): Extension<Option<Tokens>>,
+    ApiJson(new): ApiJson<NewToken>,
+) -> Result<Response, ApiError> {
+    let tokens = token_registry(tokens)?;
+    let invalid = |path: &str, message: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            format!("the token was refused: {message}"),
+        )
+        .with_detail(path, message)
+    };
+    if !is_valid_token_name(&new.name) {
+        return Err(invalid(
+            "name",
+            format!(
+                "token name {:?} is not valid: use {TOKEN_NAME_RULE}",
+                new.name
+            ),
+        ));
+    }
+    match (&new.role, &new.engine) {
+        (Role::Engine, None) => {
+            return Err(invalid(
+                "engine",
+                "an engine token needs the name of the engine it acts for".to_owned(),
+            ))
+        }
+        (Role::Engine, Some(engine)) if !is_valid_engine_name(engine) => {
+            return Err(invalid(
+                "engine",
+                format!("engine name {engine:?} is not valid: use {ENGINE_NAME_RULE}"),
+            ))
+        }
+        (role, Some(_)) if *role != Role::Engine => {
+            return Err(invalid(
+                "engine",
+                format!("only an engine token names an engine, not a {role} token"),
+            ))
+        }
+        _ => {}
+    }
+    let secret =
+        auth::generate().map_err(|e| ApiError::internal("no randomness for a token", &e))?;
+    let record = crate::store::TokenRecord {
+        name: new.name.clone(),
+        created_at: crate::store::now(),
+        role: Some(new.role),
+        engine: new.engine.clone(),
+    };
+    let info = record.info();
+    let reason = cause(&actor, "POST", "/api/v1/tokens");
+    let hash = auth::hash(&secret);
+    let revision = {
+        let tokens = tokens.clone();
+        state
+            .store(move |s| {
+                let revision = s.create_token(record, &hash, &reason)?;
+                tokens.reload(s)?;
+                Ok(revision)
+            })
+            .await?
+    };
+    let location = format!("/api/v1/tokens/{}", percent_encode_segment(&info.name));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(CreatedToken {
+            revision,
+            info,
+            token: secret,
+        }),
+    )
+        .into_response())
+}
+
+/// Revoke a token.
+///
+/// It stops working at once. Revoking the admin token is allowed; restart the controller
+/// with `--new-admin-token` to get one again.
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens",
+    params(("name" = String, Path, description = "The token's name")),
+    responses(
+        (status = 200, description = "Revoked", body = Deleted),
+        (status = 404, description = "No token has this name", body = ErrorBody),
+        (status = 409, description = "Authentication is off", body = ErrorBody),
+    ))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(tokens): Extension<Option<Tokens>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    let tokens = token_registry(tokens)?;
+    let reason = cause(
+        &actor,
+        "DELETE",
+        &format!("/api/v1/tokens/{}", percent_encode_segment(&name)),
+    );
+    let revision = {
+        let name = name.clone();
+        state
+            .store(move |s| {
+                let revision = s.revoke_token(&name, &reason)?;
+                tokens.reload(s)?;
+                Ok(revision)
+            })
+            .await?
+    };
+    let Some(revision) = revision else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no token is named {name:?}"),
+        )
+        .with_detail(format!("tokens[{name:?}]"), "no token has this name"));
+    };
+    Ok(Json(Deleted {
+        revision,
+        kind: "tokens".to_owned(),
+        name,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
 // System
 // ---------------------------------------------------------------------------------------
 
@@ -1135,5 +1470,14 @@ async fn openapi_json(
 
 /// The OpenAPI document of the API, as served at `/api/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    split().1
+}
+
+/// The router and its document, completed with what applies to every route.
+fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = routes().split_for_parts();
+    // Modifiers of the derived document run before the routes are added: this one
+    // needs them.
+    AuthResponses.modify(&mut openapi);
+    (router, openapi)
 }

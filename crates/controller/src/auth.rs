@@ -1,69 +1,177 @@
-//! Bearer-token authentication.
+//! Bearer-token authentication and role-based authorization.
 //!
 //! The store keeps only the SHA-256 of each token, so a copy of the store does not grant
 //! access. On the first start the controller creates the `admin` token, writes it to
 //! `<state_dir>/admin-token` (mode 0600) and then stores its hash: if it crashes in
 //! between, the next start finds no token in the store and creates a new one, so the file
-//! always holds a token that works.
+//! always holds a token that works. Other tokens are created through the API
+//! (`POST /api/v1/tokens`, admin only), each with a [`Role`].
 //!
-//! Every request needs `Authorization: Bearer <token>` except `GET /healthz` and the
-//! OpenAPI document. A missing or wrong token is answered 401 with
-//! `WWW-Authenticate: Bearer` before anything else happens (the body is not even read).
+//! Every route declares the [`Access`] it needs in one table (`api::ROUTE_ACCESS`);
+//! [`authorize`] runs after routing, finds the matched route in it and refuses a route
+//! that is not declared, so a new route cannot be reachable without a decision about who
+//! may call it. A missing or wrong token is answered 401 with `WWW-Authenticate: Bearer`,
+//! a token whose role does not allow the route 403, before anything else happens (the
+//! body is not even read).
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TokenRecord};
+use crate::types::Role;
 
 /// The file, in the state directory, holding the admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
-
-/// Paths served without a token.
-pub const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/api/v1/openapi.json"];
 
 /// Who made a request: the name of its token (`admin`), or `anonymous` when
 /// authentication is off. Handlers record it in events.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
-/// The accepted tokens, by hash.
+/// Who made a request and what they may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's name (the [`Actor`]).
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// For an engine token, the engine it acts for.
+    pub engine: Option<String>,
+}
+
+impl Principal {
+    /// Without authentication every request may do everything.
+    fn anonymous() -> Self {
+        Self {
+            name: "anonymous".to_owned(),
+            role: Role::Admin,
+            engine: None,
+        }
+    }
+
+    /// Refuses (403) an engine token acting for an engine other than its own; any other
+    /// role that reached an engine route may act for any engine.
+    pub fn check_engine(&self, engine: &str) -> Result<(), ApiError> {
+        if self.role != Role::Engine || self.engine.as_deref() == Some(engine) {
+            return Ok(());
+        }
+        Err(forbidden(format!(
+            "token {:?} is the token of engine {:?}; it cannot act for engine {engine:?}",
+            self.name,
+            self.engine.as_deref().unwrap_or_default()
+        )))
+    }
+}
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token (health check, the OpenAPI document).
+    Public,
+    /// Reading: every role but `engine`.
+    Read,
+    /// Changing configuration objects or engines: `admin` and `operator`.
+    Write,
+    /// Token management: `admin` only.
+    Admin,
+    /// What a service engine reads (the desired configuration): readers, and an engine
+    /// token for its own name, given as the query parameter `engine`.
+    EngineRead,
+    /// What a service engine does (register, report): `admin`, `operator`, and an engine
+    /// token for its own name, found where [`EngineName`] says.
+    EngineWrite(EngineName),
+}
+
+/// Where a request to an engine route names its engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineName {
+    /// The path's `{name}`: checked by [`authorize`].
+    Path,
+    /// The JSON body's `name`: the handler checks it with [`Principal::check_engine`]
+    /// once the body is parsed.
+    Body,
+}
+
+impl Access {
+    /// Whether `role` may use a route of this access (engine names aside).
+    pub fn allows(self, role: Role) -> bool {
+        use Role::*;
+        match self {
+            Access::Public => true,
+            Access::Read => matches!(role, Admin | Operator | ReadOnly),
+            Access::Write => matches!(role, Admin | Operator),
+            Access::Admin => role == Admin,
+            Access::EngineRead => true,
+            Access::EngineWrite(_) => matches!(role, Admin | Operator | Engine),
+        }
+    }
+}
+
+/// One route of the API and the access it needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteAccess {
+    /// The method (`GET`, `POST`, ...).
+    pub method: &'static str,
+    /// The route's path as the router declares it (`/api/v1/pools/{name}`).
+    pub path: &'static str,
+    /// What it needs.
+    pub access: Access,
+}
+
+/// The accepted tokens, by hash; shared with the token routes, which reload it after
+/// each change.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
-    by_hash: Arc<HashMap<String, String>>,
+    by_hash: Arc<RwLock<HashMap<String, TokenRecord>>>,
 }
 
 impl Tokens {
     /// Loads the tokens from the store.
     pub fn load(store: &Store) -> Result<Self, StoreError> {
-        let by_hash = store
-            .tokens()?
-            .into_iter()
-            .map(|(hash, record)| (hash, record.name))
-            .collect();
-        Ok(Self {
-            by_hash: Arc::new(by_hash),
-        })
+        let tokens = Self::default();
+        tokens.reload(store)?;
+        Ok(tokens)
+    }
+
+    /// Reads the tokens from the store again (after a token was created or revoked).
+    pub fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let by_hash = store.tokens()?.into_iter().collect();
+        *self
+            .by_hash
+            .write()
+            .expect("the token map is never poisoned") = by_hash;
+        Ok(())
     }
 
     /// Whether no token exists.
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.by_hash.read().expect("not poisoned").is_empty()
     }
 
-    /// The name of `token`, if it is one of ours. Lookup by hash: comparing hashes leaks
-    /// nothing useful about the token through timing.
-    pub fn name_of(&self, token: &str) -> Option<&str> {
-        self.by_hash.get(&hash(token)).map(String::as_str)
+    /// Who `token` is, if it is one of ours. The lookup is by the token's SHA-256: its
+    /// timing can reveal something of a hash, which reveals nothing of a token.
+    pub fn principal_of(&self, token: &str) -> Option<Principal> {
+        let map = self.by_hash.read().expect("not poisoned");
+        map.get(&hash(token)).map(|record| Principal {
+            name: record.name.clone(),
+            role: record.role(),
+            engine: record.engine.clone(),
+        })
+    }
+
+    /// The name of `token`, if it is one of ours.
+    pub fn name_of(&self, token: &str) -> Option<String> {
+        self.principal_of(token).map(|p| p.name)
     }
 }
 
@@ -154,53 +262,175 @@ pub enum AuthSetupError {
     Store(#[from] StoreError),
 }
 
-/// The middleware: lets public paths through, requires a known bearer token for the rest,
-/// and attaches the [`Actor`] to the request. `None` means authentication is off.
-pub async fn require_token(
-    State(tokens): State<Option<Tokens>>,
+fn forbidden(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// What the authorization middleware needs: the tokens (`None`: authentication is off)
+/// and the access of every route.
+#[derive(Clone)]
+pub struct AuthState {
+    /// The tokens, or `None` when authentication is off.
+    pub tokens: Option<Tokens>,
+    /// Every route's access.
+    pub routes: &'static [RouteAccess],
+}
+
+/// The access `routes` declares for `method` on the route `path`; `HEAD` is `GET`'s.
+pub fn access_of(routes: &[RouteAccess], method: &Method, path: &str) -> Option<Access> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    routes
+        .iter()
+        .find(|r| r.method == method && r.path == path)
+        .map(|r| r.access)
+}
+
+/// The middleware, run after routing: finds the route's [`Access`], authenticates the
+/// bearer token unless the route is public, checks the token's role and, for an engine
+/// token, the engine name of the request; then attaches the [`Actor`] and the
+/// [`Principal`] to the request.
+pub async fn authorize(
+    State(auth): State<AuthState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(tokens) = tokens else {
-        request
-            .extensions_mut()
-            .insert(Actor("anonymous".to_owned()));
-        return next.run(request).await;
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let Some(access) = access_of(auth.routes, request.method(), &route) else {
+        if auth.routes.iter().any(|r| r.path == route) {
+            // A method the route does not serve: the router answers 405, to a valid token
+            // only.
+            if let Some(tokens) = &auth.tokens {
+                if let Err(e) = authenticate(tokens, &request) {
+                    return e.into_response();
+                }
+            }
+            return next.run(request).await;
+        }
+        // Deny by default: a route nobody declared an access for is a bug, found by the
+        // role-matrix test, never an open door.
+        return ApiError::internal(
+            "authorization",
+            &format!("{} {route} has no declared access", request.method()),
+        )
+        .into_response();
     };
-    if PUBLIC_PATHS.contains(&request.uri().path()) {
+    if access == Access::Public {
         return next.run(request).await;
     }
+    let principal = match &auth.tokens {
+        None => Principal::anonymous(),
+        Some(tokens) => match authenticate(tokens, &request) {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        },
+    };
+    if !access.allows(principal.role) {
+        let what = match access {
+            Access::Admin => "only an admin token may manage tokens",
+            Access::Write | Access::EngineWrite(_) => {
+                "this request changes the configuration or the engines"
+            }
+            _ => "this request is not one an engine makes",
+        };
+        return forbidden(format!(
+            "token {:?} has role {}: {what} ({} {route})",
+            principal.name,
+            principal.role,
+            request.method()
+        ))
+        .into_response();
+    }
+    if principal.role == Role::Engine {
+        let engine = match access {
+            Access::EngineRead => {
+                query_param(request.uri().query().unwrap_or_default(), "engine").ok_or("engine")
+            }
+            Access::EngineWrite(EngineName::Path) => {
+                path_param(&mut request, "name").await.ok_or("name")
+            }
+            // The handler checks the body once it is parsed.
+            _ => Ok(String::new()),
+        };
+        let checked = match engine {
+            Ok(name) if name.is_empty() => Ok(()),
+            Ok(name) => principal.check_engine(&name),
+            Err(param) => Err(forbidden(format!(
+                "token {:?} is the token of engine {:?}: name it in the request ({param}={})",
+                principal.name,
+                principal.engine.as_deref().unwrap_or_default(),
+                principal.engine.as_deref().unwrap_or_default()
+            ))),
+        };
+        if let Err(e) = checked {
+            return e.into_response();
+        }
+    }
+    request
+        .extensions_mut()
+        .insert(Actor(principal.name.clone()));
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// The principal of the request's bearer token, or the 401 to answer.
+pub fn authenticate(tokens: &Tokens, request: &Request) -> Result<Principal, ApiError> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default());
     let Some(presented) = presented else {
-        return ApiError::unauthorized(
+        return Err(ApiError::unauthorized(
             "this request needs a token: send the header \"Authorization: Bearer <token>\" \
              (the admin token is in the controller's state directory, file admin-token)",
             false,
-        )
-        .into_response();
+        ));
     };
     let token = presented
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let Some(token) = token else {
-        return ApiError::unauthorized(
+        return Err(ApiError::unauthorized(
             "the Authorization header must be \"Bearer <token>\"",
             false,
-        )
-        .into_response();
+        ));
     };
-    match tokens.name_of(token) {
-        Some(name) => {
-            let actor = Actor(name.to_owned());
-            request.extensions_mut().insert(actor);
-            next.run(request).await
-        }
-        None => ApiError::unauthorized("the token is not valid", true).into_response(),
-    }
+    tokens
+        .principal_of(token)
+        .ok_or_else(|| ApiError::unauthorized("the token is not valid", true))
+}
+
+/// The percent-decoded value of the query parameter `key` (the other parameters are the
+/// handler's to check).
+fn query_param(query: &str, key: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// The percent-decoded path parameter `key` of the matched route.
+async fn path_param(request: &mut Request, key: &str) -> Option<String> {
+    use axum::extract::FromRequestParts as _;
+    let (mut parts, body) = std::mem::take(request).into_parts();
+    let params = RawPathParams::from_request_parts(&mut parts, &()).await;
+    let value = params.ok().and_then(|params| {
+        params
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_owned())
+    });
+    *request = Request::from_parts(parts, body);
+    value
 }
 
 #[cfg(test)]
@@ -231,7 +461,7 @@ mod tests {
         assert_eq!(mode, 0o600);
         let token = std::fs::read_to_string(&file).unwrap();
         let tokens = Tokens::load(&store).unwrap();
-        assert_eq!(tokens.name_of(token.trim()), Some("admin"));
+        assert_eq!(tokens.name_of(token.trim()).as_deref(), Some("admin"));
         assert_eq!(tokens.name_of("rct_wrong"), None);
         // A second start keeps it; a replacement revokes it.
         assert_eq!(
@@ -246,6 +476,6 @@ mod tests {
             "the old token is revoked"
         );
         let new = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(tokens.name_of(new.trim()), Some("admin"));
+        assert_eq!(tokens.name_of(new.trim()).as_deref(), Some("admin"));
     }
 }

@@ -111,6 +111,9 @@ pub enum ControllerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The state directory is not private and cannot be made so.
+    #[error("{0}")]
+    Insecure(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -191,18 +194,21 @@ impl Controller {
             None => None,
         };
         let dir = options.state_dir.clone();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| ControllerError::StateDir {
-                path: dir.clone(),
-                source,
-            })?;
+        private_dir(&dir)?;
         let (auth, new_token) = (options.auth, options.new_admin_token);
         let (store, tokens, admin_token) =
             tokio::task::spawn_blocking(move || -> Result<_, ControllerError> {
-                let store = Store::open(&dir.join(STORE_FILE))?;
+                let file = dir.join(STORE_FILE);
+                let store = Store::open(&file)?;
+                private_file(&file)?;
+                let migrated = store.migrate_token_roles()?;
+                if !migrated.is_empty() {
+                    info!(
+                        "store migrated: {} token(s) from before roles became admin tokens: {}",
+                        migrated.len(),
+                        migrated.join(", ")
+                    );
+                }
                 if !auth {
                     return Ok((store, None, None));
                 }
@@ -245,6 +251,28 @@ impl Controller {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Creates (or replaces) the engine token named `engine-<engine>`, for the engine
+    /// `engine` to use: the token itself, known only to the caller (the all-in-one
+    /// process hands it to its engine in memory). `None` when authentication is off.
+    pub fn engine_token(&self, engine: &str) -> Result<Option<String>, ControllerError> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(None);
+        };
+        let name = format!("engine-{engine}");
+        let token = auth::generate().map_err(|e| AuthSetupError::Random(e.to_string()))?;
+        let store = &self.state.store;
+        store.revoke_token(&name, "replaced by a new token for the all-in-one engine")?;
+        let record = store::TokenRecord {
+            name,
+            created_at: store::now(),
+            role: Some(types::Role::Engine),
+            engine: Some(engine.to_owned()),
+        };
+        store.create_token(record, &auth::hash(&token), "all-in-one start")?;
+        tokens.reload(store)?;
+        Ok(Some(token))
     }
 
     /// The admin token's file, if authentication is on.
@@ -333,6 +361,58 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+/// Creates the state directory 0700, or makes an existing one 0700: it holds the admin
+/// token and the store. A directory owned by another user is refused rather than changed.
+fn private_dir(dir: &Path) -> Result<(), ControllerError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let error = |source| ControllerError::StateDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(error)?;
+    let meta = std::fs::metadata(dir).map_err(error)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(ControllerError::Insecure(format!(
+            "the state directory {} has mode {mode:o} and belongs to uid {}, not to this \
+             process (uid {uid}): others could read the admin token; make it 0700 and owned \
+             by the controller's user",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(error)?;
+    warn!(
+        "the state directory {} had mode {mode:o}: made it 0700 (it holds the admin token)",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Makes `file` 0600 (redb creates its file with the process's umask).
+fn private_file(file: &Path) -> Result<(), ControllerError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let error = |source| ControllerError::StateDir {
+        path: file.to_owned(),
+        source,
+    };
+    let mode = std::fs::metadata(file).map_err(error)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
+        if mode & 0o077 != 0 {
+            warn!("{} had mode {mode:o}: made it 0600", file.display());
+        }
+    }
+    Ok(())
 }
 
 /// Marks silent engines disconnected, several times per timeout.

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::diff::ConfigDiff;
 use crate::error::ApiError;
 use crate::kind::{ConfigObject, Kind};
-use crate::types::{Event, Versioned};
+use crate::types::{Event, Role, TokenInfo, Versioned};
 
 /// The store's file inside the state directory.
 pub const STORE_FILE: &str = "controller.redb";
@@ -159,6 +159,30 @@ pub struct TokenRecord {
     pub name: String,
     /// When it was created.
     pub created_at: String,
+    /// What it may do. Absent in stores written before roles existed: those tokens were
+    /// all-powerful, and [`Store::migrate_token_roles`] makes them `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// For an engine token, the engine it acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+}
+
+impl TokenRecord {
+    /// Its role; a record from before roles is an admin token.
+    pub fn role(&self) -> Role {
+        self.role.unwrap_or(Role::Admin)
+    }
+
+    /// The API's view of it.
+    pub fn info(&self) -> TokenInfo {
+        TokenInfo {
+            name: self.name.clone(),
+            role: self.role(),
+            engine: self.engine.clone(),
+            created_at: self.created_at.clone(),
+        }
+    }
 }
 
 /// An event to append, before it gets its id, time and revision.
@@ -717,24 +741,19 @@ impl Store {
         Ok(all)
     }
 
-    /// Replaces the tokens named `name` with the one whose hash is `hash`.
+    /// Replaces the admin tokens named `name` with the one whose hash is `hash`.
     pub fn replace_token(&self, name: &str, hash: &str) -> Result<(), StoreError> {
         self.write(|tx| {
             let mut table = tx.tx.open_table(TOKENS)?;
-            let mut old = Vec::new();
-            for entry in table.iter()? {
-                let (h, value) = entry?;
-                let record: TokenRecord = parse(|| "a token record".to_owned(), value.value())?;
-                if record.name == name {
-                    old.push(h.value().to_owned());
-                }
-            }
+            let old = token_hashes_named(&table, name)?;
             for h in &old {
                 table.remove(h.as_str())?;
             }
             let record = TokenRecord {
                 name: name.to_owned(),
                 created_at: now(),
+                role: Some(Role::Admin),
+                engine: None,
             };
             table.insert(hash, to_json(&record).as_slice())?;
             tx.event(NewEvent {
@@ -750,6 +769,116 @@ impl Store {
             Ok(())
         })
     }
+
+    /// Stores a new token under `hash`; refused (409) if a token has this name. Returns
+    /// the record and the revision of the change.
+    pub fn create_token(
+        &self,
+        record: TokenRecord,
+        hash: &str,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            let mut table = tx.tx.open_table(TOKENS)?;
+            if !token_hashes_named(&table, &record.name)?.is_empty() {
+                return Err(StoreError::Refused(
+                    ApiError::new(
+                        axum::http::StatusCode::CONFLICT,
+                        "already_exists",
+                        format!(
+                            "a token named {:?} exists; revoke it first (DELETE \
+                             /api/v1/tokens/{})",
+                            record.name, record.name
+                        ),
+                    )
+                    .with_detail("name", "a token with this name exists"),
+                ));
+            }
+            table.insert(hash, to_json(&record).as_slice())?;
+            let revision = tx.revision();
+            let role = record.role();
+            tx.event(NewEvent {
+                subject: format!("tokens/{}", record.name),
+                state: "created".into(),
+                previous: None,
+                reason: match &record.engine {
+                    Some(engine) => format!("{reason}: role {role} for engine {engine}"),
+                    None => format!("{reason}: role {role}"),
+                },
+            });
+            Ok(revision)
+        })
+    }
+
+    /// Removes the token named `name`: the revision of the change, or `None` if no token
+    /// has this name.
+    pub fn revoke_token(&self, name: &str, reason: &str) -> Result<Option<u64>, StoreError> {
+        self.write(|tx| {
+            let mut table = tx.tx.open_table(TOKENS)?;
+            let old = token_hashes_named(&table, name)?;
+            if old.is_empty() {
+                return Ok(None);
+            }
+            for h in &old {
+                table.remove(h.as_str())?;
+            }
+            let revision = tx.revision();
+            tx.event(NewEvent {
+                subject: format!("tokens/{name}"),
+                state: "revoked".into(),
+                previous: Some("created".into()),
+                reason: reason.to_owned(),
+            });
+            Ok(Some(revision))
+        })
+    }
+
+    /// Gives the `admin` role to the tokens stored before roles existed (they could do
+    /// everything, so they keep doing it); the names of the tokens migrated.
+    pub fn migrate_token_roles(&self) -> Result<Vec<String>, StoreError> {
+        let stale: Vec<(String, TokenRecord)> = self
+            .tokens()?
+            .into_iter()
+            .filter(|(_, r)| r.role.is_none())
+            .collect();
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|tx| {
+            let mut table = tx.tx.open_table(TOKENS)?;
+            let mut names = Vec::new();
+            for (hash, mut record) in stale {
+                record.role = Some(Role::Admin);
+                table.insert(hash.as_str(), to_json(&record).as_slice())?;
+                tx.event(NewEvent {
+                    subject: format!("tokens/{}", record.name),
+                    state: "admin".into(),
+                    previous: None,
+                    reason: "store migration: tokens from before roles could do everything, \
+                             so they became admin tokens"
+                        .into(),
+                });
+                names.push(record.name);
+            }
+            Ok(names)
+        })
+    }
+}
+
+/// The hashes of the tokens named `name`.
+fn token_hashes_named(
+    table: &redb::Table<'_, &str, &[u8]>,
+    name: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut found = Vec::new();
+    for entry in table.iter()? {
+        let (h, value) = entry?;
+        let record: TokenRecord = parse(|| "a token record".to_owned(), value.value())?;
+        if record.name == name {
+            found.push(h.value().to_owned());
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -763,6 +892,26 @@ mod tests {
     }
 
     const SEED: &str = include_str!("../../config/examples/seed.yaml");
+
+    #[test]
+    fn tokens_stored_before_roles_become_admin_tokens() {
+        let (_dir, store) = store();
+        // A record as the previous version wrote it: no role.
+        store
+            .write(|tx| {
+                let mut table = tx.tx.open_table(TOKENS)?;
+                let old = br#"{"name":"admin","created_at":"2026-01-01T00:00:00.000Z"}"#;
+                table.insert("ab12", old.as_slice())?;
+                tx.revision();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.tokens().unwrap()[0].1.role, None);
+        assert_eq!(store.migrate_token_roles().unwrap(), ["admin"]);
+        let (hash, record) = &store.tokens().unwrap()[0];
+        assert_eq!((hash.as_str(), record.role), ("ab12", Some(Role::Admin)));
+        assert!(store.migrate_token_roles().unwrap().is_empty(), "once");
+    }
 
     #[test]
     fn a_new_store_has_the_built_in_profile_at_revision_1() {

@@ -834,6 +834,9 @@ fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
         "GET /api/v1/service-engines/{name}".to_owned(),
         "DELETE /api/v1/service-engines/{name}".to_owned(),
         "POST /api/v1/service-engines/{name}/report".to_owned(),
+        "GET /api/v1/tokens".to_owned(),
+        "POST /api/v1/tokens".to_owned(),
+        "DELETE /api/v1/tokens/{name}".to_owned(),
     ];
     for kind in [
         "network-profiles",
@@ -895,4 +898,44 @@ fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
             .unwrap()
             .contains("1..=20")
     );
+}
+
+#[test]
+fn names_outside_the_rule_are_422_with_their_path_and_change_nothing() {
+    let ctl = Ctl::start();
+    let huge = "p".repeat(8 << 20);
+    for name in [
+        "a\u{1}b",
+        "a/b",
+        "a b",
+        "-lead",
+        "\u{e9}t\u{e9}",
+        &"p".repeat(129),
+        &huge,
+    ] {
+        let mut body = pool();
+        body["name"] = json!(name);
+        body["health_monitors"] = json!([]);
+        let r = ctl.refused(422, "validation_failed", |c| c.post("/api/v1/pools", body));
+        assert_eq!(r.paths(), ["pools[0].name"], "{name:.40?}");
+        assert!(r.message().contains("is not valid"), "{}", r.message());
+        assert!(
+            r.message().len() < 400,
+            "the refusal does not echo a huge name"
+        );
+    }
+    assert!(ctl.get("/api/v1/pools").body["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // The longest and the widest valid names work, and Location leads to the object.
+    for name in ["p".repeat(128), "web:pool.v1_a-b".to_owned()] {
+        let mut body = pool();
+        body["name"] = json!(name);
+        body["health_monitors"] = json!([]);
+        let r = ctl.post("/api/v1/pools", body).expect(201);
+        let location = r.header("location").unwrap().to_owned();
+        assert!(!location.contains(':'), "percent-encoded: {location}");
+        assert_eq!(ctl.get(&location).expect(200).body["object"]["name"], name);
+    }
 }
