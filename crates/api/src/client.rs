@@ -12,7 +12,6 @@ use ureq::unversioned::transport::Connector as _;
 
 use crate::text::terminal_safe;
 use crate::tls::{ClientTls, TlsConnector};
-use crate::ErrorBody;
 use crate::{ErrorBody, MAX_MESSAGE_BYTES};
 
 /// Where the controller is and how to authenticate.

@@ -361,6 +361,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
 /// Creates the state directory 0700, or makes an existing one 0700: it holds the admin
 /// token and the store. A directory owned by another user is refused rather than changed.
 fn private_dir(dir: &Path) -> Result<(), ControllerError> {
