@@ -121,6 +121,8 @@ pub struct Controller {
     shutdown: watch::Sender<bool>,
     admin_token: Option<AdminToken>,
     engine_timeout: Duration,
+    /// Routes served beside the API (the web console's), see [`Controller::serve_beside`].
+    beside: axum::Router,
 }
 
 impl Controller {
@@ -170,6 +172,7 @@ impl Controller {
             shutdown,
             admin_token,
             engine_timeout: options.engine_timeout,
+            beside: axum::Router::new(),
         })
     }
 
@@ -186,6 +189,22 @@ impl Controller {
             Some(AdminToken::Created(p) | AdminToken::Existing(p)) => Some(p),
             None => None,
         }
+    }
+
+    /// What the API's handlers share (store, engines), for routes served beside it.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves `public` as it is and `authenticated` behind the API's own token check (the
+    /// same middleware, so every rule on tokens applies to both) on the API's address. Their
+    /// paths are matched before the API's and must not be the API's.
+    pub fn serve_beside(&mut self, public: axum::Router, authenticated: axum::Router<AppState>) {
+        let authenticated = authenticated.with_state(self.state.clone()).layer(
+            axum::middleware::from_fn_with_state(self.tokens.clone(), auth::require_token),
+        );
+        let beside = std::mem::replace(&mut self.beside, axum::Router::new());
+        self.beside = beside.merge(public).merge(authenticated);
     }
 
     /// Serves until `stop` completes, then finishes the requests in progress (waiting
@@ -216,7 +235,9 @@ impl Controller {
         );
 
         let sweeper = tokio::spawn(sweep_engines(self.state.clone(), self.engine_timeout));
-        let router = api::router(self.state.clone(), self.tokens);
+        let router = self
+            .beside
+            .merge(api::router(self.state.clone(), self.tokens));
         let shutdown = self.shutdown;
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
@@ -257,7 +278,7 @@ pub async fn serve(options: Options) -> Result<(), ControllerError> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn stop_signal() {
+pub async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
