@@ -29,6 +29,10 @@ const PACKAGES: &[&str] = &[
     "hping3",
     "libnginx-mod-stream",
     "fonts-dejavu-core",
+    // The web console's browser test (crates/cli/tests/console_e2e.rs): headless Chromium
+    // driven through chromedriver.
+    "chromium",
+    "chromium-driver",
 ];
 
 /// The LLVM major version that bpf-linker is built against; the nightly that compiles the eBPF
