@@ -120,6 +120,7 @@ export async function dashboardPage(main, ctx) {
     for (const row of rows.values()) row.tr.hidden = q !== '' && !row.tr.dataset.search.includes(q);
   }
   filter.addEventListener('input', applyFilter);
+  filter.addEventListener('change', applyFilter);
 
   function renderRates() {
     const s = latest();
