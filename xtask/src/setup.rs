@@ -38,6 +38,10 @@ const PACKAGES: &[&str] = &[
     "dpkg-dev",
     "lintian",
     "debootstrap",
+    // The web console's browser test (crates/cli/tests/console_e2e.rs): headless Chromium
+    // driven through chromedriver.
+    "chromium",
+    "chromium-driver",
 ];
 
 /// promtool lints the metrics' names in the tests (`promtool check metrics`).

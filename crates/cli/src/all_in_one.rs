@@ -58,7 +58,8 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let mut options = ricochet_controller::Options::new(args.listen, args.state_dir.clone());
     options.allow_plain_http = args.allow_plain_http;
-    let controller = runtime.block_on(ricochet_controller::Controller::bind(options))?;
+    let mut controller = runtime.block_on(ricochet_controller::Controller::bind(options))?;
+    ricochet_console::attach(&mut controller);
     let bound = controller.local_addr();
     // The engine reaches the controller on loopback when it listens on every address.
     let reach = match bound.ip() {

@@ -87,7 +87,11 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(ricochet_controller::serve(options))?;
+    runtime.block_on(async {
+        let mut controller = ricochet_controller::Controller::bind(options).await?;
+        ricochet_console::attach(&mut controller);
+        controller.run(ricochet_controller::stop_signal()).await
+    })?;
     // A store write still running on a blocking thread is waited for; nothing else.
     runtime.shutdown_timeout(Duration::from_millis(500));
     Ok(ExitCode::SUCCESS)

@@ -445,17 +445,42 @@ async fn list_objects<T: ConfigObject>(state: AppState) -> Result<Json<ObjectLis
     Ok(Json(ObjectList { revision, items }))
 }
 
-async fn show_object<T: ConfigObject>(
-    state: AppState,
-    name: String,
-) -> Result<Json<Versioned<T>>, ApiError> {
+async fn show_object<T: ConfigObject>(state: AppState, name: String) -> Result<Response, ApiError> {
     let found = {
         let name = name.clone();
         state.store(move |s| s.get::<T>(&name)).await?
     };
     found
-        .map(Json)
+        .map(versioned_response)
         .ok_or_else(|| ApiError::object_not_found(T::KIND, &name))
+}
+
+/// An object with its revision as the `ETag`, for a later `If-Match`.
+fn versioned_response<T: serde::Serialize>(v: Versioned<T>) -> Response {
+    ([(header::ETAG, etag(v.revision))], Json(v)).into_response()
+}
+
+/// The revision `If-Match` expects: `None` without the header or with `*` (whatever the
+/// current revision, RFC 9110).
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    if v.as_bytes().trim_ascii() == b"*" {
+        return Ok(None);
+    }
+    let text = v.to_str().unwrap_or_default().trim();
+    let parsed = text
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse::<u64>();
+    parsed.map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            format!("If-Match must be a revision such as \"12\", not {text:?}"),
+        )
+    })
 }
 
 async fn create_object<T: ConfigObject>(
@@ -527,8 +552,9 @@ async fn replace_object<T: ConfigObject>(
     state: AppState,
     actor: Actor,
     name: String,
+    expect: Option<u64>,
     object: T,
-) -> Result<Json<Versioned<T>>, ApiError> {
+) -> Result<Response, ApiError> {
     let kind = T::KIND;
     if object.name() != name {
         return Err(ApiError::new(
@@ -548,7 +574,7 @@ async fn replace_object<T: ConfigObject>(
         let name = name.clone();
         state
             .store(move |s| {
-                let applied = s.change_config(
+                let applied = s.change_config_if(
                     |config| {
                         let list = T::list_mut(config);
                         let Some(slot) = list.iter_mut().find(|o| o.name() == name) else {
@@ -559,6 +585,7 @@ async fn replace_object<T: ConfigObject>(
                     },
                     &reason,
                     None,
+                    expect.map(|r| (kind, name.as_str(), r)),
                     false,
                 )?;
                 let answer = if applied.committed {
@@ -579,7 +606,7 @@ async fn replace_object<T: ConfigObject>(
     }
     // Absent only if deleted between the two reads of an unchanged replace.
     answer
-        .map(Json)
+        .map(versioned_response)
         .ok_or_else(|| ApiError::object_not_found(kind, &name))
 }
 
@@ -685,26 +712,30 @@ macro_rules! object_api {
                 operation_id = stringify!($show),
                 params(("name" = String, Path, description = "The object's name")),
                 responses(
-                    (status = 200, description = "The object", body = Versioned<$ty>),
+                    (status = 200, description = "The object", body = Versioned<$ty>,
+                     headers(("ETag" = String, description = "The object's revision, quoted: send it as `If-Match` to replace it"))),
                     (status = 401, description = "No valid token", body = ErrorBody),
                     (status = 404, description = "No such object", body = ErrorBody),
                 ))]
             pub async fn show(
                 State(state): State<AppState>,
                 ApiPath(name): ApiPath<String>,
-            ) -> Result<Json<Versioned<$ty>>, ApiError> {
+            ) -> Result<Response, ApiError> {
                 show_object::<$ty>(state, name).await
             }
 
             #[utoipa::path(put, path = $item, tag = $tag, summary = concat!("Replace one ", $noun, " (the body's name must be the URL's)"),
                 operation_id = stringify!($replace),
-                params(("name" = String, Path, description = "The object's name")),
+                params(("name" = String, Path, description = "The object's name"),
+                    ("If-Match" = Option<String>, Header, description = "The object's revision this edit was prepared against (its `ETag`); `*` for any")),
                 request_body(content = $ty, content_type = "application/json"),
                 responses(
-                    (status = 200, description = "Replaced (or unchanged: same revision)", body = Versioned<$ty>),
+                    (status = 200, description = "Replaced (or unchanged: same revision)", body = Versioned<$ty>,
+                     headers(("ETag" = String, description = "The object's revision, quoted"))),
                     (status = 400, description = "Malformed body, or its name differs from the URL's", body = ErrorBody),
                     (status = 401, description = "No valid token", body = ErrorBody),
                     (status = 404, description = "No such object", body = ErrorBody),
+                    (status = 412, description = "The object changed since the `If-Match` revision", body = ErrorBody),
                     (status = 415, description = "Not JSON", body = ErrorBody),
                     (status = 422, description = "The resulting configuration does not validate", body = ErrorBody),
                 ))]
@@ -712,9 +743,10 @@ macro_rules! object_api {
                 State(state): State<AppState>,
                 Extension(actor): Extension<Actor>,
                 ApiPath(name): ApiPath<String>,
+                headers: HeaderMap,
                 ApiJson(object): ApiJson<$ty>,
-            ) -> Result<Json<Versioned<$ty>>, ApiError> {
-                replace_object::<$ty>(state, actor, name, object).await
+            ) -> Result<Response, ApiError> {
+                replace_object::<$ty>(state, actor, name, if_match(&headers)?, object).await
             }
 
             #[utoipa::path(delete, path = $item, tag = $tag, summary = concat!("Delete one ", $noun, " that nothing refers to"),
@@ -865,27 +897,7 @@ async fn put_configuration(
     headers: HeaderMap,
     ApiJson(config): ApiJson<Config>,
 ) -> Result<Json<ApplyResult>, ApiError> {
-    let expect = match headers.get(header::IF_MATCH) {
-        None => None,
-        // `*`: whatever the current revision (RFC 9110), as without the header.
-        Some(v) if v.as_bytes().trim_ascii() == b"*" => None,
-        Some(v) => {
-            let text = v.to_str().unwrap_or_default().trim();
-            let parsed = text
-                .trim_start_matches("W/")
-                .trim_matches('"')
-                .parse::<u64>();
-            Some(parsed.map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_header",
-                    format!(
-                        "If-Match must be a configuration revision such as \"12\", not {text:?}"
-                    ),
-                )
-            })?)
-        }
-    };
+    let expect = if_match(&headers)?;
     let dry_run = params.dry_run;
     let reason = cause(&actor, "PUT", "/api/v1/configuration");
     let applied = state

@@ -150,6 +150,8 @@ pub struct Controller {
     engine_timeout: Duration,
     tls: Option<tls::ServerTls>,
     limits: Limits,
+    /// Routes served beside the API (the web console's), see [`Controller::serve_beside`].
+    beside: axum::Router,
 }
 
 impl Controller {
@@ -243,6 +245,7 @@ impl Controller {
             engine_timeout: options.engine_timeout,
             tls,
             limits,
+            beside: axum::Router::new(),
         })
     }
 
@@ -288,6 +291,35 @@ impl Controller {
         self.tls.as_ref().map(|t| t.fingerprint.as_str())
     }
 
+    /// What the API's handlers share (store, engines), for routes served beside it.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves `public` as it is and `authenticated` behind the API's own authorization
+    /// (the same middleware and tokens, so every rule on tokens and roles applies to both),
+    /// each of its routes with the access `access` declares, on the API's address. Their
+    /// paths are matched before the API's and must not be the API's.
+    pub fn serve_beside(
+        &mut self,
+        public: axum::Router,
+        authenticated: axum::Router<AppState>,
+        access: &'static [auth::RouteAccess],
+    ) {
+        let authenticated = authenticated
+            .route_layer(axum::middleware::from_fn(connections::mark_authenticated))
+            .route_layer(axum::middleware::from_fn_with_state(
+                auth::AuthState {
+                    tokens: self.tokens.clone(),
+                    routes: access,
+                },
+                auth::authorize,
+            ))
+            .with_state(self.state.clone());
+        let beside = std::mem::replace(&mut self.beside, axum::Router::new());
+        self.beside = beside.merge(public).merge(authenticated);
+    }
+
     /// Serves until `stop` completes, then finishes the requests in progress (waiting
     /// desired-state polls return at once) and returns, within
     /// [`connections::SHUTDOWN_GRACE`] (connections still open then are dropped).
@@ -329,7 +361,9 @@ impl Controller {
 
         let sweeper = tokio::spawn(sweep_engines(self.state.clone(), self.engine_timeout));
         let pacer = tokio::spawn(self.state.clone().pace_poll_wakes());
-        let router = api::router(self.state.clone(), self.tokens);
+        let router = self
+            .beside
+            .merge(api::router(self.state.clone(), self.tokens));
         let shutdown = self.shutdown;
         connections::serve(
             self.listener,
@@ -444,7 +478,7 @@ pub async fn serve(options: Options) -> Result<(), ControllerError> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn stop_signal() {
+pub async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

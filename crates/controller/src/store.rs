@@ -511,8 +511,38 @@ impl Store {
         expect: Option<u64>,
         dry_run: bool,
     ) -> Result<Applied, StoreError> {
+        self.change_config_if(change, cause, expect, None, dry_run)
+    }
+
+    /// [`Store::change_config`], refused (412) also if `object` (kind, name, revision) is
+    /// stored with another revision: the edit of one object prepared against a version
+    /// that someone else changed since (`If-Match` on the object's routes).
+    pub fn change_config_if(
+        &self,
+        change: impl FnOnce(&mut Config) -> Result<(), ApiError>,
+        cause: &str,
+        expect: Option<u64>,
+        object: Option<(Kind, &str, u64)>,
+        dry_run: bool,
+    ) -> Result<Applied, StoreError> {
         self.write(|tx| {
             let current = tx.snapshot()?;
+            if let Some((kind, name, expected)) = object {
+                let stored = current.revisions.get(&(kind, name.to_owned()));
+                if let Some(&stored) = stored.filter(|r| **r != expected) {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::PRECONDITION_FAILED,
+                        "revision_mismatch",
+                        format!(
+                            "{kind} {name:?} was changed by someone else since revision \
+                             {expected} (it is at revision {stored}); nothing was saved: load \
+                             it again and redo the edit"
+                        ),
+                    )
+                    .with_detail(kind.path_of(name), format!("changed at revision {stored}"))
+                    .into());
+                }
+            }
             if let Some(expected) = expect.filter(|e| *e != current.config_revision) {
                 return Err(ApiError::new(
                     axum::http::StatusCode::PRECONDITION_FAILED,

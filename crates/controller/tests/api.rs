@@ -939,3 +939,64 @@ fn names_outside_the_rule_are_422_with_their_path_and_change_nothing() {
         assert_eq!(ctl.get(&location).expect(200).body["object"]["name"], name);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Edits of one object against the revision they were prepared from
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_edit_prepared_against_an_older_revision_of_the_object_is_refused() {
+    let ctl = Ctl::start();
+    ctl.seed_web();
+    let shown = ctl.get("/api/v1/pools/web-pool").expect(200);
+    let revision = shown.body["revision"].as_u64().unwrap();
+    assert_eq!(
+        shown.header("etag"),
+        Some(format!("\"{revision}\"").as_str())
+    );
+    let put_if = |c: &Ctl, if_match: &str, pool: &Value| {
+        let auth = format!("Bearer {}", c.token);
+        c.request(
+            "PUT",
+            "/api/v1/pools/web-pool",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+                ("If-Match", if_match),
+            ],
+            Some(serde_json::to_vec(pool).unwrap()),
+        )
+    };
+    let etag = format!("\"{revision}\"");
+
+    // A change to another object does not move this one's revision: still accepted.
+    let mut monitor = health_monitor();
+    monitor["send_interval"] = 12.into();
+    ctl.put("/api/v1/health-monitors/web-tcp", monitor)
+        .expect(200);
+    let mut first = shown.body["object"].clone();
+    first["servers"][0]["enabled"] = false.into();
+    let saved = put_if(&ctl, &etag, &first).expect(200);
+    let now = saved.body["revision"].as_u64().unwrap();
+    assert!(now > revision);
+    assert_eq!(saved.header("etag"), Some(format!("\"{now}\"").as_str()));
+
+    // The second editor prepared theirs against the same old revision: refused, with both
+    // revisions named, and nothing changes.
+    let mut second = shown.body["object"].clone();
+    second["servers"][1]["ratio"] = 3.into();
+    let r = ctl.refused(412, "revision_mismatch", |c| put_if(c, &etag, &second));
+    assert!(
+        r.message().contains(&format!("since revision {revision}"))
+            && r.message().contains(&format!("at revision {now}")),
+        "{}",
+        r.message()
+    );
+    assert_eq!(r.paths(), [r#"pools["web-pool"]"#]);
+    let stored = ctl.get("/api/v1/pools/web-pool").expect(200);
+    assert_eq!(stored.body["object"], first);
+
+    ctl.refused(400, "invalid_header", |c| put_if(c, "\"soon\"", &second));
+    // `*` and no header: whatever the revision.
+    put_if(&ctl, "*", &second).expect(200);
+}
