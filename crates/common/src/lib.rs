@@ -9,6 +9,7 @@
 
 pub mod hash;
 pub mod probe;
+pub mod vip_filter;
 
 /// Declares a `#[repr(u32)]` enum of counters whose variants are numbered from 0 in
 /// order, with `COUNT`, `ALL` (in index order), `name()` (the stable snake_case name of
@@ -195,6 +196,9 @@ pub const PROTO_UDP: u8 = 17;
 /// Names of the maps in the load-balancer object (also their pin names).
 pub mod maps {
     pub const VIPS: &str = "VIPS";
+    /// The bitmap over VIP addresses that spares non-VIP packets a lookup
+    /// ([`crate::vip_filter`]).
+    pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const SERVICES: &str = "SERVICES";
     pub const FLOWS: &str = "FLOWS";
     pub const SERVERS: &str = "SERVERS";

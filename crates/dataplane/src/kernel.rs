@@ -22,8 +22,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use ricochet_common::{
-    maps, Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue,
-    Settings, TokenBucket, VipKey, VipValue,
+    maps, vip_filter, Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey,
+    ServiceValue, Settings, TokenBucket, VipKey, VipValue,
 };
 use tracing::{info, warn};
 
@@ -79,6 +79,7 @@ pub struct KernelDataplane {
     /// turned off, and what to turn on again when this data plane (and so its link) goes.
     unpinned_offloads: Option<(String, offloads::Saved)>,
     vips: HashMap<MapData, VipKey, VipValue>,
+    vip_filter: Array<MapData, u64>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     flows: HashMap<MapData, FlowKey, FlowValue>,
     servers: Array<MapData, ServerValue>,
@@ -91,8 +92,9 @@ pub struct KernelDataplane {
     icmp_buckets: PerCpuArray<MapData, TokenBucket>,
 }
 
-const ALL_MAPS: [&str; 11] = [
+const ALL_MAPS: [&str; 12] = [
     maps::VIPS,
+    maps::VIP_FILTER,
     maps::SERVICES,
     maps::FLOWS,
     maps::SERVERS,
@@ -270,6 +272,7 @@ impl KernelDataplane {
         }
         let dp = KernelDataplane {
             vips: take(&mut ebpf, maps::VIPS)?,
+            vip_filter: take(&mut ebpf, maps::VIP_FILTER)?,
             services: take(&mut ebpf, maps::SERVICES)?,
             flows: take(&mut ebpf, maps::FLOWS)?,
             servers: take(&mut ebpf, maps::SERVERS)?,
@@ -743,16 +746,16 @@ fn map_update_batch<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-/// BPF_MAP_LOOKUP_BATCH on the array map `fd` of `u32` values: slots `offset..offset +
+/// BPF_MAP_LOOKUP_BATCH on the array map `fd` of `V` values: slots `offset..offset +
 /// len`, returned as (keys, values) in the kernel's order.
-fn map_lookup_batch_array(
+fn map_lookup_batch_array<V: aya::Pod + Default + Clone>(
     fd: std::os::fd::BorrowedFd<'_>,
     offset: u32,
     len: u32,
-) -> std::io::Result<(Vec<u32>, Vec<u32>)> {
+) -> std::io::Result<(Vec<u32>, Vec<V>)> {
     use std::os::fd::AsRawFd as _;
     let mut keys = vec![0u32; len as usize];
-    let mut values = vec![0u32; len as usize];
+    let mut values = vec![V::default(); len as usize];
     // The kernel starts after the key in in_batch (an array's first slot without one) and
     // stores the last key it read in out_batch.
     let start = offset.wrapping_sub(1);
@@ -846,6 +849,22 @@ impl Dataplane for KernelDataplane {
         self.vips
             .remove(key)
             .with_context(|| format!("removing VIP {:?}", key.ip()))
+    }
+    /// One BPF_MAP_LOOKUP_BATCH for the whole filter.
+    fn vip_filter(&self) -> anyhow::Result<Vec<u64>> {
+        use std::os::fd::AsFd as _;
+        let (keys, words) =
+            map_lookup_batch_array(self.vip_filter.map().fd().as_fd(), 0, vip_filter::WORDS)
+                .context("reading VIP_FILTER (BPF_MAP_LOOKUP_BATCH)")?;
+        if keys.iter().enumerate().any(|(i, k)| *k != i as u32) {
+            bail!("reading VIP_FILTER: the kernel returned its words out of order");
+        }
+        Ok(words)
+    }
+    fn put_vip_filter_word(&mut self, index: u32, word: u64) -> anyhow::Result<()> {
+        self.vip_filter
+            .set(index, word, 0)
+            .with_context(|| format!("writing word {index} of VIP_FILTER"))
     }
     fn services(&self) -> anyhow::Result<Vec<(ServiceKey, ServiceValue)>> {
         self.services

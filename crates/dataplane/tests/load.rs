@@ -25,6 +25,17 @@ fn verifier_accepts_program_and_maps_round_trip() {
     assert_eq!(dp.capacities().maglev_slots, 1024);
     dp.write_table(10, &[1, 2, 3]).unwrap();
     assert_eq!(dp.read_table(10, 3).unwrap(), vec![1, 2, 3]);
+    let words = ricochet_common::vip_filter::WORDS;
+    assert_eq!(dp.vip_filter().unwrap(), vec![0; words as usize]);
+    dp.put_vip_filter_word(0, 1).unwrap();
+    dp.put_vip_filter_word(words - 1, 1 << 63).unwrap();
+    let filter = dp.vip_filter().unwrap();
+    assert_eq!((filter[0], filter[words as usize - 1]), (1, 1 << 63));
+    assert_eq!(filter.iter().filter(|w| **w != 0).count(), 2);
+    assert!(
+        dp.put_vip_filter_word(words, 1).is_err(),
+        "the filter has {words} words"
+    );
     // A non-IP frame is passed and counted.
     let arp = [0xffu8; 60];
     let mut frame = arp;
