@@ -274,7 +274,11 @@ macro_rules! assert_layout {
 }
 
 /// Key of `VIPS` (and of the decapsulator's `DECAP_VIPS`): one virtual IP.
-#[repr(C)]
+///
+/// Aligned to 4 (its size is a multiple of 4, so no byte is added): the kernel then
+/// builds and hashes it with word copies, where an alignment of 1 costs a load and a
+/// store per byte of the address.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VipKey {
     /// IPv4 addresses occupy the first four bytes; the rest is zero.
@@ -328,7 +332,8 @@ bit_flags! {
 }
 
 /// Key of `SERVICES`: (VIP, protocol, destination port). Port 0 means every port.
-#[repr(C)]
+/// Aligned to 4 as [`VipKey`] is, for the same reason.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     pub addr: [u8; 16],
