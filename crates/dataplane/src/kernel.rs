@@ -142,11 +142,32 @@ fn pinned_capacities(dir: &Path, mut caps: Capacities) -> anyhow::Result<Capacit
     Ok(caps)
 }
 
-/// Removes the pins of counter maps indexed by a counted enum that has more variants
-/// than the pinned map has entries (pinned by an older program): reusing one would leave
-/// the new variants uncounted and unreadable. Their counts start again from zero.
-fn drop_outgrown_counters(dir: &Path) -> anyhow::Result<()> {
-    for (name, count) in [(maps::REASONS, Reason::COUNT), (maps::EVENTS, Event::COUNT)] {
+/// Removes the pins whose shape this program would misread, so that the load creates
+/// them afresh:
+/// - counter maps indexed by a counted enum that has more variants than the pinned map
+///   has entries (pinned by an older program): reusing one would leave the new variants
+///   uncounted and unreadable. Their counts start again from zero.
+/// - a `VIP_FILTER` of another size than [`vip_filter::WORDS`] words (bits are taken
+///   modulo the filter's size, so another size means other bits). The filter holds
+///   nothing of its own: the engine's first apply, a full one, writes it from `VIPS`
+///   before the program is attached.
+fn drop_outgrown_pins(dir: &Path) -> anyhow::Result<()> {
+    /// A map's name, whether a pinned size is outgrown, and the size this program needs.
+    type Shape = (&'static str, fn(u32) -> bool, u32);
+    let checks: [Shape; 3] = [
+        (
+            maps::REASONS,
+            |pinned| pinned < Reason::COUNT,
+            Reason::COUNT,
+        ),
+        (maps::EVENTS, |pinned| pinned < Event::COUNT, Event::COUNT),
+        (
+            maps::VIP_FILTER,
+            |pinned| pinned != vip_filter::WORDS,
+            vip_filter::WORDS,
+        ),
+    ];
+    for (name, outgrown, needed) in checks {
         let path = dir.join(name);
         if !path.exists() {
             continue;
@@ -156,12 +177,12 @@ fn drop_outgrown_counters(dir: &Path) -> anyhow::Result<()> {
             .info()
             .with_context(|| format!("reading map info of {}", path.display()))?
             .max_entries();
-        if pinned < count {
+        if outgrown(pinned) {
             warn!(
                 map = name,
                 pinned,
-                needed = count,
-                "pinned counters predate this program's reasons; they start again from zero"
+                needed,
+                "a pinned map has another shape than this program's; it is created afresh"
             );
             std::fs::remove_file(&path)
                 .with_context(|| format!("removing outgrown pin {}", path.display()))?;
@@ -226,7 +247,7 @@ impl KernelDataplane {
         let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;
-                drop_outgrown_counters(dir)?;
+                drop_outgrown_pins(dir)?;
                 adopted = dir.join(maps::SERVICES).exists();
                 if adopted {
                     let wanted = caps;
