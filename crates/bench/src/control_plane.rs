@@ -1518,10 +1518,11 @@ mod tests {
         let r = e
             .apply(&compile(&config_yaml(&generated(3))).unwrap())
             .unwrap();
-        // Per VS: two fresh server slots written twice each, the table, the entry, the VIP.
+        // Per VS: two fresh server slots written twice each, the table, the entry, the VIP
+        // and its word of the VIP filter (the three VIPs' bits are in three words).
         assert_eq!(
             element_writes(before, e.dataplane(), &r),
-            3 * (2 * 2 + u64::from(SMALL_TABLE) + 1 + 1)
+            3 * (2 * 2 + u64::from(SMALL_TABLE) + 1 + 1 + 1)
         );
     }
 

@@ -10,6 +10,7 @@
 pub mod checksum;
 pub mod hash;
 pub mod probe;
+pub mod vip_filter;
 
 /// Declares a `#[repr(u32)]` enum of counters whose variants are numbered from 0 in
 /// order, with `COUNT`, `ALL` (in index order), `name()` (the stable snake_case name of
@@ -196,6 +197,9 @@ pub const PROTO_UDP: u8 = 17;
 /// Names of the maps in the load-balancer object (also their pin names).
 pub mod maps {
     pub const VIPS: &str = "VIPS";
+    /// The bitmap over VIP addresses that spares non-VIP packets a lookup
+    /// ([`crate::vip_filter`]).
+    pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const SERVICES: &str = "SERVICES";
     pub const FLOWS: &str = "FLOWS";
     pub const SERVERS: &str = "SERVERS";
@@ -276,7 +280,11 @@ macro_rules! assert_layout {
 }
 
 /// Key of `VIPS` (and of the decapsulator's `DECAP_VIPS`): one virtual IP.
-#[repr(C)]
+///
+/// Aligned to 4 (its size is a multiple of 4, so no byte is added): the kernel then
+/// builds and hashes it with word copies, where an alignment of 1 costs a load and a
+/// store per byte of the address.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VipKey {
     /// IPv4 addresses occupy the first four bytes; the rest is zero.
@@ -330,7 +338,8 @@ bit_flags! {
 }
 
 /// Key of `SERVICES`: (VIP, protocol, destination port). Port 0 means every port.
-#[repr(C)]
+/// Aligned to 4 as [`VipKey`] is, for the same reason.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     pub addr: [u8; 16],

@@ -22,8 +22,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use ricochet_common::{
-    maps, Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue,
-    Settings, TokenBucket, VipKey, VipValue,
+    maps, vip_filter, Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey,
+    ServiceValue, Settings, TokenBucket, VipKey, VipValue,
 };
 use tracing::{info, warn};
 
@@ -79,6 +79,7 @@ pub struct KernelDataplane {
     /// turned off, and what to turn on again when this data plane (and so its link) goes.
     unpinned_offloads: Option<(String, offloads::Saved)>,
     vips: HashMap<MapData, VipKey, VipValue>,
+    vip_filter: Array<MapData, u64>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     flows: HashMap<MapData, FlowKey, FlowValue>,
     servers: Array<MapData, ServerValue>,
@@ -91,8 +92,9 @@ pub struct KernelDataplane {
     icmp_buckets: PerCpuArray<MapData, TokenBucket>,
 }
 
-const ALL_MAPS: [&str; 11] = [
+const ALL_MAPS: [&str; 12] = [
     maps::VIPS,
+    maps::VIP_FILTER,
     maps::SERVICES,
     maps::FLOWS,
     maps::SERVERS,
@@ -140,11 +142,32 @@ fn pinned_capacities(dir: &Path, mut caps: Capacities) -> anyhow::Result<Capacit
     Ok(caps)
 }
 
-/// Removes the pins of counter maps indexed by a counted enum that has more variants
-/// than the pinned map has entries (pinned by an older program): reusing one would leave
-/// the new variants uncounted and unreadable. Their counts start again from zero.
-fn drop_outgrown_counters(dir: &Path) -> anyhow::Result<()> {
-    for (name, count) in [(maps::REASONS, Reason::COUNT), (maps::EVENTS, Event::COUNT)] {
+/// Removes the pins whose shape this program would misread, so that the load creates
+/// them afresh:
+/// - counter maps indexed by a counted enum that has more variants than the pinned map
+///   has entries (pinned by an older program): reusing one would leave the new variants
+///   uncounted and unreadable. Their counts start again from zero.
+/// - a `VIP_FILTER` of another size than [`vip_filter::WORDS`] words (bits are taken
+///   modulo the filter's size, so another size means other bits). The filter holds
+///   nothing of its own: the engine's first apply, a full one, writes it from `VIPS`
+///   before the program is attached.
+fn drop_outgrown_pins(dir: &Path) -> anyhow::Result<()> {
+    /// A map's name, whether a pinned size is outgrown, and the size this program needs.
+    type Shape = (&'static str, fn(u32) -> bool, u32);
+    let checks: [Shape; 3] = [
+        (
+            maps::REASONS,
+            |pinned| pinned < Reason::COUNT,
+            Reason::COUNT,
+        ),
+        (maps::EVENTS, |pinned| pinned < Event::COUNT, Event::COUNT),
+        (
+            maps::VIP_FILTER,
+            |pinned| pinned != vip_filter::WORDS,
+            vip_filter::WORDS,
+        ),
+    ];
+    for (name, outgrown, needed) in checks {
         let path = dir.join(name);
         if !path.exists() {
             continue;
@@ -154,12 +177,12 @@ fn drop_outgrown_counters(dir: &Path) -> anyhow::Result<()> {
             .info()
             .with_context(|| format!("reading map info of {}", path.display()))?
             .max_entries();
-        if pinned < count {
+        if outgrown(pinned) {
             warn!(
                 map = name,
                 pinned,
-                needed = count,
-                "pinned counters predate this program's reasons; they start again from zero"
+                needed,
+                "a pinned map has another shape than this program's; it is created afresh"
             );
             std::fs::remove_file(&path)
                 .with_context(|| format!("removing outgrown pin {}", path.display()))?;
@@ -252,7 +275,7 @@ impl KernelDataplane {
         let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;
-                drop_outgrown_counters(dir)?;
+                drop_outgrown_pins(dir)?;
                 drop_incompatible_flows(dir)?;
                 adopted = dir.join(maps::SERVICES).exists();
                 if adopted {
@@ -299,6 +322,7 @@ impl KernelDataplane {
         }
         let dp = KernelDataplane {
             vips: take(&mut ebpf, maps::VIPS)?,
+            vip_filter: take(&mut ebpf, maps::VIP_FILTER)?,
             services: take(&mut ebpf, maps::SERVICES)?,
             flows: take(&mut ebpf, maps::FLOWS)?,
             servers: take(&mut ebpf, maps::SERVERS)?,
@@ -772,16 +796,16 @@ fn map_update_batch<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-/// BPF_MAP_LOOKUP_BATCH on the array map `fd` of `u32` values: slots `offset..offset +
+/// BPF_MAP_LOOKUP_BATCH on the array map `fd` of `V` values: slots `offset..offset +
 /// len`, returned as (keys, values) in the kernel's order.
-fn map_lookup_batch_array(
+fn map_lookup_batch_array<V: aya::Pod + Default + Clone>(
     fd: std::os::fd::BorrowedFd<'_>,
     offset: u32,
     len: u32,
-) -> std::io::Result<(Vec<u32>, Vec<u32>)> {
+) -> std::io::Result<(Vec<u32>, Vec<V>)> {
     use std::os::fd::AsRawFd as _;
     let mut keys = vec![0u32; len as usize];
-    let mut values = vec![0u32; len as usize];
+    let mut values = vec![V::default(); len as usize];
     // The kernel starts after the key in in_batch (an array's first slot without one) and
     // stores the last key it read in out_batch.
     let start = offset.wrapping_sub(1);
@@ -926,6 +950,22 @@ impl Dataplane for KernelDataplane {
         self.vips
             .remove(key)
             .with_context(|| format!("removing VIP {:?}", key.ip()))
+    }
+    /// One BPF_MAP_LOOKUP_BATCH for the whole filter.
+    fn vip_filter(&self) -> anyhow::Result<Vec<u64>> {
+        use std::os::fd::AsFd as _;
+        let (keys, words) =
+            map_lookup_batch_array(self.vip_filter.map().fd().as_fd(), 0, vip_filter::WORDS)
+                .context("reading VIP_FILTER (BPF_MAP_LOOKUP_BATCH)")?;
+        if keys.iter().enumerate().any(|(i, k)| *k != i as u32) {
+            bail!("reading VIP_FILTER: the kernel returned its words out of order");
+        }
+        Ok(words)
+    }
+    fn put_vip_filter_word(&mut self, index: u32, word: u64) -> anyhow::Result<()> {
+        self.vip_filter
+            .set(index, word, 0)
+            .with_context(|| format!("writing word {index} of VIP_FILTER"))
     }
     fn services(&self) -> anyhow::Result<Vec<(ServiceKey, ServiceValue)>> {
         self.services

@@ -61,6 +61,10 @@ pub trait Dataplane {
     fn vips(&self) -> anyhow::Result<Vec<(VipKey, VipValue)>>;
     fn put_vip(&mut self, key: &VipKey, value: &VipValue) -> anyhow::Result<()>;
     fn remove_vip(&mut self, key: &VipKey) -> anyhow::Result<()>;
+    /// Every word of the VIP filter (`VIP_FILTER`, [`ricochet_common::vip_filter`]).
+    fn vip_filter(&self) -> anyhow::Result<Vec<u64>>;
+    /// Writes word `index` of the VIP filter (one array update: atomic for readers).
+    fn put_vip_filter_word(&mut self, index: u32, word: u64) -> anyhow::Result<()>;
 
     fn services(&self) -> anyhow::Result<Vec<(ServiceKey, ServiceValue)>>;
     fn put_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> anyhow::Result<()>;

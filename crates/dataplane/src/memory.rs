@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure};
 use ricochet_common::{
-    Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue, Settings,
-    VipKey, VipValue,
+    vip_filter, Counters, Event, FlowKey, FlowValue, Reason, ServerValue, ServiceKey, ServiceValue,
+    Settings, VipKey, VipValue,
 };
 
 use crate::{Capacities, Dataplane};
@@ -20,6 +20,8 @@ pub enum Write {
     Settings,
     PutVip(VipKey),
     RemoveVip(VipKey),
+    /// Word `index` of the VIP filter.
+    VipFilterWord(u32),
     PutService(ServiceKey),
     RemoveService(ServiceKey),
     PutServer(u32),
@@ -35,6 +37,8 @@ pub struct MemoryDataplane {
     pub caps: Capacities,
     pub settings: Settings,
     pub vips: BTreeMap<VipKey, VipValue>,
+    /// The VIP filter's words ([`ricochet_common::vip_filter::WORDS`] of them).
+    pub vip_filter: Vec<u64>,
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     pub servers: Vec<ServerValue>,
     pub maglev: Vec<u32>,
@@ -61,6 +65,7 @@ impl MemoryDataplane {
             caps,
             settings: Settings::default(),
             vips: BTreeMap::new(),
+            vip_filter: vec![0; vip_filter::WORDS as usize],
             services: BTreeMap::new(),
             servers: vec![ServerValue::default(); caps.servers as usize],
             maglev: vec![0; caps.maglev_slots as usize],
@@ -121,6 +126,19 @@ impl Dataplane for MemoryDataplane {
             .remove(key)
             .map(|_| ())
             .ok_or_else(|| anyhow::anyhow!("no such VIP"))
+    }
+    fn vip_filter(&self) -> anyhow::Result<Vec<u64>> {
+        self.read();
+        Ok(self.vip_filter.clone())
+    }
+    fn put_vip_filter_word(&mut self, index: u32, word: u64) -> anyhow::Result<()> {
+        ensure!(
+            index < vip_filter::WORDS,
+            "VIP filter word {index} out of range"
+        );
+        self.wrote(Write::VipFilterWord(index))?;
+        self.vip_filter[index as usize] = word;
+        Ok(())
     }
     fn services(&self) -> anyhow::Result<Vec<(ServiceKey, ServiceValue)>> {
         self.read();

@@ -626,6 +626,152 @@ fn traffic_to_other_addresses_passes_untouched() {
     });
 }
 
+/// Addresses the VIP filter lets through though they are no VIPs (they share a VIP's
+/// bit): the exact lookups find no VIP, so their packets pass as any other address's,
+/// whatever stage they would be dropped at if they were to a VIP.
+#[test]
+fn vip_filter_false_positives_pass_untouched() {
+    let (twin4, twin6) = (filter_twin4(), filter_twin6());
+    let tcp_hdr = tcp(CLIENT4.into(), CLIENT_PORT, twin4.into(), 80, true, &[]);
+    with_lab(|lab| {
+        lab.check_all(&[
+            Fixture::pass(
+                "IPv4 TCP to VIP4's filter twin, port of a VIP4 service",
+                FROM_CLIENT.ipv4(&syn4(CLIENT4, CLIENT_PORT, twin4, 80)),
+                Reason::PassNotVip,
+            ),
+            Fixture::pass(
+                "IPv4 UDP to VIP4's filter twin",
+                FROM_CLIENT.ipv4(&udp4(CLIENT4, CLIENT_PORT, twin4, 53, b"q")),
+                Reason::PassNotVip,
+            ),
+            Fixture::pass(
+                "IPv6 TCP to VIP6's filter twin",
+                FROM_CLIENT.ipv6(&tcp6(CLIENT6, CLIENT_PORT, twin6, 80, true, &[])),
+                Reason::PassNotVip,
+            ),
+            Fixture::pass(
+                "IPv4 with options to VIP4's filter twin",
+                FROM_CLIENT.ipv4(&tcp4_with(
+                    CLIENT4,
+                    CLIENT_PORT,
+                    twin4,
+                    80,
+                    true,
+                    &[],
+                    V4Opts {
+                        router_alert: true,
+                        ..Default::default()
+                    },
+                )),
+                Reason::PassNotVip,
+            ),
+            Fixture::pass(
+                "IPv4 fragment to VIP4's filter twin",
+                FROM_CLIENT.ipv4(&tcp4_with(
+                    CLIENT4,
+                    CLIENT_PORT,
+                    twin4,
+                    80,
+                    false,
+                    HTTP_GET,
+                    V4Opts {
+                        more_fragments: true,
+                        dont_fragment: Some(false),
+                        ..Default::default()
+                    },
+                )),
+                Reason::PassNotVip,
+            ),
+            Fixture::pass(
+                "truncated TCP header to VIP4's filter twin",
+                FROM_CLIENT.ipv4(&raw4(CLIENT4, twin4, IpNumber::TCP, &tcp_hdr[..12])),
+                Reason::PassNotVip,
+            ),
+            Fixture::pass(
+                "ICMP echo to VIP4's filter twin",
+                FROM_CLIENT.ipv4(&raw4(
+                    CLIENT4,
+                    twin4,
+                    IpNumber::ICMP,
+                    &echo_request(CLIENT4.into(), twin4.into()),
+                )),
+                Reason::PassNotVip,
+            ),
+            Fixture::pass(
+                "IPv6 hop-by-hop header to VIP6's filter twin",
+                FROM_CLIENT.ipv6(&tcp6_behind_ext(
+                    CLIENT6,
+                    CLIENT_PORT,
+                    twin6,
+                    80,
+                    IpNumber::IPV6_HEADER_HOP_BY_HOP,
+                )),
+                Reason::PassNotVip,
+            ),
+        ]);
+    });
+}
+
+/// The filter is the program's first word on VIPs: a VIP whose bit is clear is not
+/// one, whatever services it has; its bit back, it is served again.
+#[test]
+fn a_vip_outside_the_filter_is_passed() {
+    let (addr, family) = ricochet_common::addr_bytes(VIP4.into());
+    let (word, mask) =
+        ricochet_common::vip_filter::word_and_mask(ricochet_common::vip_filter::bit(&addr, family));
+    let full = world_filter()[word as usize];
+    with_lab(|lab| {
+        lab.dp.put_vip_filter_word(word, full & !mask).unwrap();
+        lab.check(&Fixture::pass(
+            "TCP to VIP4:80 with VIP4's filter bit clear",
+            FROM_CLIENT.ipv4(&syn4(CLIENT4, CLIENT_PORT, VIP4, 80)),
+            Reason::PassNotVip,
+        ));
+        lab.dp.put_vip_filter_word(word, full).unwrap();
+        lab.check(&http4_syn(
+            "the same packet with the bit set again",
+            HTTP4.pick(CLIENT4.into(), CLIENT_PORT),
+        ));
+    });
+}
+
+/// A VIP in `VIPS` without any service entry: what reaches it is dropped, by the same
+/// stages as for any VIP.
+#[test]
+fn a_vip_without_services_drops_what_it_receives() {
+    with_lab(|lab| {
+        lab.check_all(&[
+            Fixture::drop(
+                "TCP to a VIP without services",
+                FROM_CLIENT.ipv4(&syn4(CLIENT4, CLIENT_PORT, VIP4_NO_SERVICE, 80)),
+                Reason::DropNoService,
+            ),
+            Fixture::drop(
+                "UDP to a VIP without services",
+                FROM_CLIENT.ipv4(&udp4(CLIENT4, CLIENT_PORT, VIP4_NO_SERVICE, 53, b"q")),
+                Reason::DropNoService,
+            ),
+            Fixture::drop(
+                "IPv4 options to a VIP without services",
+                FROM_CLIENT.ipv4(&tcp4_with(
+                    CLIENT4,
+                    CLIENT_PORT,
+                    VIP4_NO_SERVICE,
+                    80,
+                    true,
+                    &[],
+                    V4Opts {
+                        router_alert: true,
+                        ..Default::default()
+                    },
+                )),
+                Reason::DropIpv4Options,
+            ),
+        ]);
+    });
+}
+
 #[test]
 fn non_ip_frames_pass_untouched() {
     // An ARP request "who has 192.168.33.7? tell 192.168.33.1", built by hand.

@@ -108,28 +108,36 @@ const V6_EXT: [u8; 8] = [0, 43, 60, 51, 50, 135, 59, 44];
 /// Ports of the lab's services, and some that have none.
 const PORTS: [u16; 12] = [80, 8080, 53, 81, 443, 8081, 8082, 8083, 22, 0, 65535, 5353];
 
-/// Destinations: the VIPs mostly, some addresses next to them.
+/// Destinations: the VIPs mostly, some addresses next to them, and addresses the VIP
+/// filter lets through though they are no VIPs (its false positives).
 fn dst4(r: &mut Rng) -> Ipv4Addr {
-    match r.below(10) {
-        0..=4 => VIP4,
-        5..=6 => VIP4_ALL_PORTS,
-        7 => NOT_VIP4,
-        8 => Ipv4Addr::from(r.next() as u32),
+    match r.below(20) {
+        0..=8 => VIP4,
+        9..=12 => VIP4_ALL_PORTS,
+        13 => VIP4_NO_SERVICE,
+        14 => NOT_VIP4,
+        15 => *TWIN4,
+        16..=17 => Ipv4Addr::from(r.next() as u32),
         _ => LB_V4,
     }
 }
 
 fn dst6(r: &mut Rng) -> Ipv6Addr {
-    match r.below(10) {
-        0..=6 => VIP6,
-        7 => NOT_VIP6,
-        8 => {
+    match r.below(20) {
+        0..=12 => VIP6,
+        13 => NOT_VIP6,
+        14..=15 => *TWIN6,
+        16..=17 => {
             let (hi, lo) = (r.next(), r.next());
             Ipv6Addr::from(u128::from(hi) << 64 | u128::from(lo))
         }
         _ => WEB01.v6,
     }
 }
+
+/// The lab's filter twins of VIP4 and VIP6, found once.
+static TWIN4: std::sync::LazyLock<Ipv4Addr> = std::sync::LazyLock::new(filter_twin4);
+static TWIN6: std::sync::LazyLock<Ipv6Addr> = std::sync::LazyLock::new(filter_twin6);
 
 fn src4(r: &mut Rng) -> Ipv4Addr {
     if r.chance(50) {
@@ -442,7 +450,10 @@ struct ToVip {
 }
 
 fn is_vip(a: IpAddr) -> bool {
-    a == IpAddr::V4(VIP4) || a == IpAddr::V4(VIP4_ALL_PORTS) || a == IpAddr::V6(VIP6)
+    a == IpAddr::V4(VIP4)
+        || a == IpAddr::V4(VIP4_ALL_PORTS)
+        || a == IpAddr::V4(VIP4_NO_SERVICE)
+        || a == IpAddr::V6(VIP6)
 }
 
 fn reference(f: &[u8]) -> Expect {
@@ -637,7 +648,12 @@ fn reference_balance(p: &ToVip, svc: &Service) -> Expect {
 
 struct HostWorld;
 
+static WORLD_FILTER: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(world_filter);
+
 impl Lookup for HostWorld {
+    fn vip_filter_word(&self, index: u32) -> u64 {
+        WORLD_FILTER.get(index as usize).copied().unwrap_or(0)
+    }
     fn vip_flags(&self, key: &VipKey) -> Option<VipFlags> {
         VIPS.iter()
             .find(|(vip, _)| VipKey::new(*vip) == *key)

@@ -54,7 +54,7 @@ pub fn run(ctx: &impl XdpPacket, env: &impl Env) -> Result<Forward, Reason> {
 /// released before the ICMP path runs.
 #[inline(never)]
 pub fn balance(ctx: &impl XdpPacket, env: &impl Env, p: &Parsed) -> Result<Next, Reason> {
-    let svc = find_service(env, p).ok_or(Reason::DropNoService)?;
+    let svc = find_service(env, p)?;
     let settings = env.settings().ok_or(Reason::DropNoSource)?;
     let pick = pick_server(env, p, &svc, settings.hash_seed).ok_or(Reason::DropNoServer)?;
     let bytes = p.frame_len as u64;

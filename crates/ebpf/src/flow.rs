@@ -164,7 +164,7 @@ pub fn record(maps: &impl Table, p: &Parsed, pick: &Pick) -> Result<(), InsertEr
 mod tests {
     use super::*;
     use crate::testenv::{addr16, key_bytes, TestEnv};
-    use ricochet_common::{VipFlags, FAMILY_V4};
+    use ricochet_common::FAMILY_V4;
     use std::{vec, vec::Vec};
 
     fn parsed(sport: u16) -> Parsed {
@@ -174,7 +174,6 @@ mod tests {
             family: FAMILY_V4,
             proto: 6,
             ip_len: 40,
-            vip_flags: VipFlags::EMPTY,
             src: addr16(&[192, 168, 11, 2]),
             dst: addr16(&[192, 168, 35, 241]),
             sport: sport.to_be_bytes(),

@@ -1,14 +1,16 @@
 //! Parsing: Ethernet (one 802.1Q or 802.1ad tag allowed), IPv4/IPv6 and the TCP/UDP
 //! ports of a packet to a VIP, into a [`Parsed`] or the [`Reason`] the packet stops at.
 //!
-//! The VIP lookup is part of parsing because it decides what happens to the rest of the
+//! The VIP check is part of parsing because it decides what happens to the rest of the
 //! packet: to anything but a VIP, IP options, fragments and unknown protocols pass to
-//! the kernel untouched; to a VIP they are dropped. [`classify`] runs parsing and the
-//! service lookup exactly as the kernel program does, for host callers.
+//! the kernel untouched; to a VIP they are dropped. The VIP filter answers it for most
+//! addresses right after the IP header; see [`crate::service`] for when `VIPS` is read.
+//! [`classify`] runs parsing and the service lookup exactly as the kernel program does,
+//! for host callers.
 
 use core::mem::MaybeUninit;
 
-use ricochet_common::{Reason, ServiceValue, VipFlags, FAMILY_V4, FAMILY_V6};
+use ricochet_common::{vip_filter, Reason, ServiceValue, FAMILY_V4, FAMILY_V6};
 
 use crate::{
     headers::*,
@@ -17,8 +19,16 @@ use crate::{
 };
 
 /// What the parser learnt about a packet addressed to a VIP.
+///
+/// `repr(C, align(8))` with the addresses first: their copies into map keys then move
+/// words, not bytes (a `[u8; 16]` field of a Rust-layout struct is only known to be
+/// byte aligned, which costs a load and a store per byte in BPF).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parsed {
+    /// Source and destination in the 16-byte map form (IPv4: first four bytes).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
     /// Offset of the IP header (after Ethernet and an optional VLAN tag).
     pub l3_off: usize,
     /// Length of the frame as received.
@@ -29,11 +39,6 @@ pub struct Parsed {
     pub proto: u8,
     /// Length of the IP packet (header included), from its header.
     pub ip_len: u16,
-    /// Flags of the destination VIP.
-    pub vip_flags: VipFlags,
-    /// Source and destination in the 16-byte map form (IPv4: first four bytes).
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
     /// Ports, big endian as on the wire.
     pub sport: [u8; 2],
     pub dport: [u8; 2],
@@ -66,12 +71,14 @@ pub fn classify(ctx: &impl PacketCtx, maps: &impl Lookup) -> Result<Classified, 
     parse(ctx, maps, &mut p)?;
     // SAFETY: parse initialised `p` (it answered Ok).
     let parsed = unsafe { p.assume_init() };
-    let service = service::find_service(maps, &parsed).ok_or(Reason::DropNoService)?;
+    let service = service::find_service(maps, &parsed)?;
     Ok(Classified { parsed, service })
 }
 
-/// Parses the headers into `p`; `Ok` (and `p` written whole) when the packet is for a
-/// VIP and carries TCP or UDP ports.
+/// Parses the headers into `p`; `Ok` (and `p` written whole) when the packet may be
+/// for a VIP (its destination passed the VIP filter) and carries TCP or UDP ports.
+/// The service lookup ([`service::find_service`]) then decides; a packet stopped
+/// earlier looks its destination up in `VIPS` only if the filter let it through.
 ///
 /// A subprogram of its own with an out-parameter: `Parsed` is too large to return in a
 /// register, and zeroing it first would cost a byte-loop memset per packet in BPF.
@@ -154,8 +161,39 @@ fn parse_v4(
     if ip.version() != 4 || hdr_len < IPV4_LEN || tot < hdr_len || l3_off + tot > frame_len {
         return Err(Reason::DropMalformedIpv4);
     }
+    if !service::maybe_vip(maps, vip_filter::bit_v4(ip.dst)) {
+        return Err(Reason::PassNotVip);
+    }
     let dst = addr_v4(ip.dst);
-    let vip_flags = service::vip_flags(maps, dst, FAMILY_V4).ok_or(Reason::PassNotVip)?;
+    let (proto, pr, syn) = match transport_v4(ctx, &ip, l3_off, hdr_len, tot) {
+        Ok(t) => t,
+        Err(r) => return Err(service::stop_for_vip(maps, dst, FAMILY_V4, r)),
+    };
+    p.write(Parsed {
+        l3_off,
+        frame_len: frame_len as u32,
+        family: FAMILY_V4,
+        proto,
+        ip_len: tot as u16,
+        src: addr_v4(ip.src),
+        dst,
+        sport: pr.src,
+        dport: pr.dst,
+        syn,
+    });
+    Ok(())
+}
+
+/// What follows a well-formed IPv4 header that may be a VIP's: the protocol, ports and
+/// SYN flag, or the reason a packet to a VIP stops at.
+#[inline(always)]
+fn transport_v4(
+    ctx: &impl PacketCtx,
+    ip: &Ipv4Hdr,
+    l3_off: usize,
+    hdr_len: usize,
+    tot: usize,
+) -> Result<(u8, Ports, bool), Reason> {
     if hdr_len != IPV4_LEN {
         return Err(Reason::DropIpv4Options);
     }
@@ -169,20 +207,7 @@ fn parse_v4(
         _ => return Err(Reason::DropUnsupportedProto),
     }
     let (pr, syn) = ports(ctx, proto, l3_off + IPV4_LEN, tot - IPV4_LEN)?;
-    p.write(Parsed {
-        l3_off,
-        frame_len: frame_len as u32,
-        family: FAMILY_V4,
-        proto,
-        ip_len: tot as u16,
-        vip_flags,
-        src: addr_v4(ip.src),
-        dst,
-        sport: pr.src,
-        dport: pr.dst,
-        syn,
-    });
-    Ok(())
+    Ok((proto, pr, syn))
 }
 
 #[inline(always)]
@@ -200,7 +225,36 @@ fn parse_v6(
     if ip.version() != 6 || l3_off + IPV6_LEN + payload > frame_len {
         return Err(Reason::DropMalformedIpv6);
     }
-    let vip_flags = service::vip_flags(maps, ip.dst, FAMILY_V6).ok_or(Reason::PassNotVip)?;
+    if !service::maybe_vip(maps, vip_filter::bit_v6(&ip.dst)) {
+        return Err(Reason::PassNotVip);
+    }
+    let (proto, pr, syn) = match transport_v6(ctx, &ip, l3_off, payload) {
+        Ok(t) => t,
+        Err(r) => return Err(service::stop_for_vip(maps, ip.dst, FAMILY_V6, r)),
+    };
+    p.write(Parsed {
+        l3_off,
+        frame_len: frame_len as u32,
+        family: FAMILY_V6,
+        proto,
+        ip_len: (IPV6_LEN + payload) as u16,
+        src: ip.src,
+        dst: ip.dst,
+        sport: pr.src,
+        dport: pr.dst,
+        syn,
+    });
+    Ok(())
+}
+
+/// What follows an IPv6 header that may be a VIP's, as [`transport_v4`].
+#[inline(always)]
+fn transport_v6(
+    ctx: &impl PacketCtx,
+    ip: &Ipv6Hdr,
+    l3_off: usize,
+    payload: usize,
+) -> Result<(u8, Ports, bool), Reason> {
     let proto = ip.next_hdr;
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
@@ -211,27 +265,14 @@ fn parse_v6(
         _ => return Err(Reason::DropUnsupportedProto),
     }
     let (pr, syn) = ports(ctx, proto, l3_off + IPV6_LEN, payload)?;
-    p.write(Parsed {
-        l3_off,
-        frame_len: frame_len as u32,
-        family: FAMILY_V6,
-        proto,
-        ip_len: (IPV6_LEN + payload) as u16,
-        vip_flags,
-        src: ip.src,
-        dst: ip.dst,
-        sport: pr.src,
-        dport: pr.dst,
-        syn,
-    });
-    Ok(())
+    Ok((proto, pr, syn))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{packet::HostPacket, testenv::*};
-    use ricochet_common::ServiceFlags;
+    use ricochet_common::{ServiceFlags, VipFlags};
     use std::vec::Vec;
 
     const VIP4: [u8; 4] = [192, 168, 35, 241];
@@ -316,7 +357,6 @@ mod tests {
             (p.family, p.ip_len, p.src, p.dst),
             (FAMILY_V6, 60, CLIENT6, VIP6)
         );
-        assert_eq!(p.vip_flags, VipFlags::UDP_ALL_PORTS);
     }
 
     #[test]
@@ -475,5 +515,148 @@ mod tests {
             Some(Reason::DropNoService),
             "TCP's flag does not cover UDP"
         );
+    }
+
+    /// Hash-map lookups (`VIPS`, `SERVICES`) that classifying `frame` takes.
+    fn lookups(e: &TestEnv, frame: &[u8]) -> (Result<u32, Reason>, u32) {
+        *e.hash_lookups.borrow_mut() = 0;
+        let r = classify_frame(e, frame).map(|c| c.service.service_id);
+        (r, *e.hash_lookups.borrow())
+    }
+
+    #[test]
+    fn a_packet_to_a_service_takes_one_hash_lookup() {
+        let e = env();
+        let v4 = v4_frame(None, ipv4(CLIENT4, VIP4, 6, true, &tcp(1, 80, b"")));
+        assert_eq!(lookups(&e, &v4), (Ok(3), 1), "SERVICES only");
+        let v6 = v6_frame(ipv6(CLIENT6, VIP6, 6, &tcp(1, 443, b"")));
+        assert_eq!(lookups(&e, &v6), (Ok(3), 1), "SERVICES only, IPv6");
+        // Not a VIP and not sharing a VIP's filter bit: no hash lookup at all.
+        let other = v4_frame(
+            None,
+            ipv4(CLIENT4, [192, 168, 35, 9], 6, true, &tcp(1, 80, b"")),
+        );
+        assert_eq!(lookups(&e, &other), (Err(Reason::PassNotVip), 0));
+        let other6 = v6_frame(ipv6(CLIENT6, CLIENT6, 6, &tcp(1, 443, b"")));
+        assert_eq!(lookups(&e, &other6), (Err(Reason::PassNotVip), 0));
+        // A port without a service: the service misses, VIPS says it is a VIP.
+        let port81 = v4_frame(None, ipv4(CLIENT4, VIP4, 6, true, &tcp(1, 81, b"")));
+        assert_eq!(lookups(&e, &port81), (Err(Reason::DropNoService), 2));
+    }
+
+    #[test]
+    fn filter_false_positives_pass_as_any_other_address() {
+        let e = env();
+        let twin = filter_twin_v4(&VIP4);
+        let twin6 = filter_twin_v6(&VIP6);
+        let tcp4 = |dst, port| v4_frame(None, ipv4(CLIENT4, dst, 6, true, &tcp(1, port, b"")));
+        // Well formed, to the port of a VIP's service: SERVICES misses, then VIPS.
+        assert_eq!(lookups(&e, &tcp4(twin, 80)), (Err(Reason::PassNotVip), 2));
+        let to_twin6 = v6_frame(ipv6(CLIENT6, twin6, 6, &tcp(1, 443, b"")));
+        assert_eq!(lookups(&e, &to_twin6), (Err(Reason::PassNotVip), 2));
+        // Stopped before its ports (a drop to a VIP): VIPS says it is none, so it passes.
+        let mut options = ipv4(CLIENT4, twin, 6, true, &tcp(1, 80, b""));
+        options[0] = 0x46;
+        let mut fragment = ipv4(CLIENT4, twin, 6, true, &tcp(1, 80, b""));
+        fragment[6] = 0x20;
+        let cases: &[(&str, Vec<u8>)] = &[
+            ("options", v4_frame(None, options)),
+            ("fragment", v4_frame(None, fragment)),
+            (
+                "ICMP",
+                v4_frame(
+                    None,
+                    ipv4(CLIENT4, twin, 1, false, &[8, 0, 0, 0, 0, 0, 0, 0]),
+                ),
+            ),
+            (
+                "GRE",
+                v4_frame(None, ipv4(CLIENT4, twin, 47, false, &[0; 8])),
+            ),
+            (
+                "TCP cut",
+                v4_frame(None, ipv4(CLIENT4, twin, 6, false, &[0; 19])),
+            ),
+            (
+                "IPv6 fragment",
+                v6_frame(ipv6(CLIENT6, twin6, 44, &[0; 16])),
+            ),
+            (
+                "IPv6 hop-by-hop",
+                v6_frame(ipv6(CLIENT6, twin6, 0, &[0; 16])),
+            ),
+            ("ICMPv6", v6_frame(ipv6(CLIENT6, twin6, 58, &[0; 8]))),
+        ];
+        for (what, frame) in cases {
+            assert_eq!(
+                lookups(&e, frame),
+                (Err(Reason::PassNotVip), 1),
+                "{what} to a filter twin: one VIPS lookup, then pass"
+            );
+        }
+        // The same frames to the VIP itself are dropped as before.
+        let mut options = ipv4(CLIENT4, VIP4, 6, true, &tcp(1, 80, b""));
+        options[0] = 0x46;
+        assert_eq!(
+            lookups(&e, &v4_frame(None, options)),
+            (Err(Reason::DropIpv4Options), 1)
+        );
+        assert_eq!(
+            lookups(&e, &v6_frame(ipv6(CLIENT6, VIP6, 44, &[0; 16]))),
+            (Err(Reason::DropFragment), 1)
+        );
+    }
+
+    #[test]
+    fn a_vip_without_services_drops_what_it_receives() {
+        let mut e = env();
+        let lonely = [192, 168, 35, 250];
+        e.add_vip(&lonely, VipFlags::EMPTY);
+        let frame = v4_frame(
+            None,
+            ipv4(CLIENT4, lonely, 17, true, &[0, 1, 0, 53, 0, 8, 0, 0]),
+        );
+        assert_eq!(lookups(&e, &frame), (Err(Reason::DropNoService), 2));
+        // IPv6: a VIP with an every-port flag but no port-0 entry yet (being written).
+        let lonely6 = filter_twin_v6(&VIP6);
+        e.add_vip(&lonely6, VipFlags::UDP_ALL_PORTS);
+        let udp6 = v6_frame(ipv6(CLIENT6, lonely6, 17, &[0, 1, 0, 53, 0, 8, 0, 0]));
+        assert_eq!(lookups(&e, &udp6), (Err(Reason::DropNoService), 3));
+    }
+
+    #[test]
+    fn every_port_entries_are_the_fallback_of_a_miss() {
+        let mut e = env();
+        let all6 = ServiceValue {
+            service_id: 12,
+            ..WEB
+        };
+        e.add_service(&VIP6, IPPROTO_UDP, 0, all6);
+        let udp6 = |port: u16| {
+            let mut u = [0u8; 8];
+            u[..2].copy_from_slice(&5353u16.to_be_bytes());
+            u[2..4].copy_from_slice(&port.to_be_bytes());
+            v6_frame(ipv6(CLIENT6, VIP6, 17, &u))
+        };
+        // VIP6's flags have UDP_ALL_PORTS: miss, VIPS, port-0 entry.
+        assert_eq!(lookups(&e, &udp6(5000)), (Ok(12), 3));
+        e.add_service(
+            &VIP6,
+            IPPROTO_UDP,
+            5000,
+            ServiceValue {
+                service_id: 13,
+                ..WEB
+            },
+        );
+        assert_eq!(
+            lookups(&e, &udp6(5000)),
+            (Ok(13), 1),
+            "the port's own entry"
+        );
+        assert_eq!(lookups(&e, &udp6(5001)), (Ok(12), 3));
+        // TCP to VIP6 has no every-port flag: the port-0 entry is not looked up.
+        let tcp6 = v6_frame(ipv6(CLIENT6, VIP6, 6, &tcp(1, 444, b"")));
+        assert_eq!(lookups(&e, &tcp6), (Err(Reason::DropNoService), 2));
     }
 }

@@ -4,8 +4,8 @@
 use std::{cell::RefCell, collections::BTreeMap, vec::Vec};
 
 use ricochet_common::{
-    Counters, Event, FlowKey, FlowValue, NextHop, ServerValue, ServiceKey, ServiceValue, Settings,
-    TokenBucket, VipFlags, VipKey, FAMILY_V4, FAMILY_V6,
+    vip_filter, Counters, Event, FlowKey, FlowValue, NextHop, ServerValue, ServiceKey,
+    ServiceValue, Settings, TokenBucket, VipFlags, VipKey, FAMILY_V4, FAMILY_V6,
 };
 
 use crate::{
@@ -42,6 +42,8 @@ pub struct TestEnv {
     pub flow_clock: u32,
     /// What `prandom_u32` answers; `None`: 0x5eed_1d00 (not a flow-table sample).
     pub prandom: Option<u32>,
+    /// Hash-map lookups made so far (`VIPS` and `SERVICES`; the filter is an array).
+    pub hash_lookups: RefCell<u32>,
 }
 
 pub fn key_bytes(k: &FlowKey) -> [u8; 40] {
@@ -94,11 +96,55 @@ impl TestEnv {
     }
 }
 
+/// The VIP filter's word `index` for the VIPs `vips`, as the engine writes it.
+pub fn filter_word<'a>(vips: impl IntoIterator<Item = &'a VipKey>, index: u32) -> u64 {
+    let mut words = [0u64; vip_filter::WORDS as usize];
+    for k in vips {
+        vip_filter::set(&mut words, &k.addr, k.family);
+    }
+    words.get(index as usize).copied().unwrap_or(0)
+}
+
+/// An IPv4 address other than `vip` whose filter bit is `vip`'s: a false positive of
+/// the filter whenever `vip` is a VIP (the first of 10.0.0.0/8 in order).
+pub fn filter_twin_v4(vip: &[u8; 4]) -> [u8; 4] {
+    let want = vip_filter::bit_v4(*vip);
+    (0x0a00_0000u32..0x0b00_0000)
+        .map(u32::to_be_bytes)
+        .find(|a| a != vip && vip_filter::bit_v4(*a) == want)
+        .expect("10.0.0.0/8 has 2^24 addresses for 2^16 bits")
+}
+
+/// An IPv6 address other than `vip` whose filter bit is `vip`'s (its last two bytes
+/// changed).
+pub fn filter_twin_v6(vip: &[u8; 16]) -> [u8; 16] {
+    let want = vip_filter::bit_v6(vip);
+    (0..=u16::MAX)
+        .map(|x| {
+            let mut a = *vip;
+            a[14..].copy_from_slice(&x.to_be_bytes());
+            a
+        })
+        .chain((0..=u16::MAX).map(|x| {
+            let mut a = *vip;
+            a[12..14].copy_from_slice(&x.to_be_bytes());
+            a[14] ^= 0x80;
+            a
+        }))
+        .find(|a| a != vip && vip_filter::bit_v6(a) == want)
+        .expect("a twin among 2^17 neighbours")
+}
+
 impl Lookup for TestEnv {
+    fn vip_filter_word(&self, index: u32) -> u64 {
+        filter_word(self.vips.keys(), index)
+    }
     fn vip_flags(&self, key: &VipKey) -> Option<VipFlags> {
+        *self.hash_lookups.borrow_mut() += 1;
         self.vips.get(key).copied()
     }
     fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
+        *self.hash_lookups.borrow_mut() += 1;
         self.services.get(key).copied()
     }
 }

@@ -48,8 +48,8 @@ use std::net::IpAddr;
 use anyhow::Context as _;
 use regions::{Region, RegionAllocator};
 use ricochet_common::{
-    ServerState as SlotState, ServerValue, ServiceFlags, ServiceKey, ServiceValue, Settings,
-    SettingsFlags, VipFlags, VipKey, VipValue, PROTO_TCP, PROTO_UDP,
+    vip_filter, ServerState as SlotState, ServerValue, ServiceFlags, ServiceKey, ServiceValue,
+    Settings, SettingsFlags, VipFlags, VipKey, VipValue, PROTO_TCP, PROTO_UDP,
 };
 use ricochet_config::{Desired, DesiredPool, DesiredService, HashMode, PortSpec, Protocol};
 use ricochet_dataplane::Dataplane;
@@ -176,16 +176,25 @@ struct Adopted {
 /// address bytes, address family.
 type SlotKey = (u32, [u8; 16], u8);
 
-/// The entries of `SERVICES` and `VIPS` as the engine last wrote them, so that an apply
-/// diffs against its own record instead of reading the maps back.
+/// The entries of `SERVICES` and `VIPS` and the words of `VIP_FILTER` as the engine
+/// last wrote them, so that an apply diffs against its own record instead of reading
+/// the maps back.
 #[derive(Clone, Debug, Default)]
 struct Written {
     services: BTreeMap<ServiceKey, ServiceValue>,
     vips: BTreeMap<VipKey, VipValue>,
+    vip_filter: Vec<u64>,
 }
 
 impl Written {
     fn read(dp: &impl Dataplane) -> anyhow::Result<Self> {
+        let vip_filter = dp.vip_filter().context("reading VIP_FILTER")?;
+        anyhow::ensure!(
+            vip_filter.len() == vip_filter::WORDS as usize,
+            "VIP_FILTER has {} words, this engine writes {}",
+            vip_filter.len(),
+            vip_filter::WORDS
+        );
         Ok(Written {
             services: dp
                 .services()
@@ -193,8 +202,30 @@ impl Written {
                 .into_iter()
                 .collect(),
             vips: dp.vips().context("reading VIPS")?.into_iter().collect(),
+            vip_filter,
         })
     }
+}
+
+/// The VIP filter of `vips`: the bit of each set, nothing else.
+fn filter_of<'a>(vips: impl IntoIterator<Item = &'a VipKey>) -> Vec<u64> {
+    let mut words = vec![0; vip_filter::WORDS as usize];
+    for k in vips {
+        vip_filter::set(&mut words, &k.addr, k.family);
+    }
+    words
+}
+
+/// Writes the words of `VIP_FILTER` that differ from `want`, recording them in
+/// `written`. Each word is one atomic array update.
+fn write_filter(dp: &mut impl Dataplane, written: &mut [u64], want: &[u64]) -> anyhow::Result<()> {
+    for (i, (have, want)) in written.iter_mut().zip(want).enumerate() {
+        if have != want {
+            dp.put_vip_filter_word(i as u32, *want)?;
+            *have = *want;
+        }
+    }
+    Ok(())
 }
 
 pub struct Engine<D: Dataplane> {
@@ -1004,9 +1035,21 @@ impl<D: Dataplane> Engine<D> {
                 written.vips.insert(*k, *v);
             }
         }
+        //    The filter lets the new VIPs' traffic in last; bits only get set here (the
+        //    VIPs about to go keep theirs), so no VIP is ever missing from it.
+        let mut grown = written.vip_filter.clone();
+        for (g, w) in grown.iter_mut().zip(filter_of(written.vips.keys())) {
+            *g |= w;
+        }
+        write_filter(&mut self.dp, &mut written.vip_filter, &grown)?;
 
-        // 4. Stale entries go: VIPs first, so their traffic passes to the kernel
-        //    rather than hitting half-removed services.
+        // 4. Stale entries go: the filter bits and VIPs first, so their traffic passes
+        //    to the kernel rather than hitting half-removed services (a bit another VIP
+        //    shares stays set: that VIP's packets then find the entries of the going
+        //    one still whole, or no service, until they go).
+        let going = |k: &VipKey| !plan.vip_entries.contains_key(k) && plan.stale_vips.contains(k);
+        let kept = filter_of(written.vips.keys().filter(|k| !going(k)));
+        write_filter(&mut self.dp, &mut written.vip_filter, &kept)?;
         for k in &plan.stale_vips {
             if !plan.vip_entries.contains_key(k) && written.vips.contains_key(k) {
                 self.dp.remove_vip(k)?;

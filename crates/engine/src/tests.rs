@@ -11,6 +11,7 @@ use ricochet_config::Config;
 use ricochet_dataplane::{memory::MemoryDataplane, Capacities, Dataplane};
 
 use super::*;
+use ricochet_common::vip_filter;
 
 const SEED: &str = include_str!("../../config/examples/seed.yaml");
 
@@ -292,6 +293,36 @@ fn adoption_after_restart_reuses_everything() {
 }
 
 #[test]
+fn adoption_writes_the_vip_filter_the_pins_lack_or_got_wrong() {
+    let mut e = engine();
+    e.apply(&desired(SEED)).unwrap();
+    let want = e.dataplane().vip_filter.clone();
+    assert_ne!(want, vec![0; want.len()]);
+    // Maps pinned before the filter existed: the new program's filter starts empty, and
+    // one word has a bit no VIP owns (a filter written for other VIPs).
+    let mut pinned = e.dataplane().clone();
+    pinned.vip_filter = vec![0; want.len()];
+    let stray = want.iter().position(|w| *w == 0).unwrap();
+    pinned.vip_filter[stray] = 1;
+    let mut e2 = Engine::adopt(pinned).unwrap();
+    e2.dataplane_mut().journal = Some(Vec::new());
+    e2.apply(&desired(SEED)).unwrap();
+    assert_eq!(e2.dataplane().vip_filter, want);
+    let journal = e2.dataplane_mut().journal.take().unwrap();
+    use ricochet_dataplane::memory::Write;
+    let words = journal
+        .iter()
+        .filter(|w| matches!(w, Write::VipFilterWord(_)))
+        .count();
+    let vip_words = want.iter().filter(|w| **w != 0).count();
+    assert_eq!(
+        words,
+        vip_words + 1,
+        "the VIPs' words and the stray one: {journal:?}"
+    );
+}
+
+#[test]
 fn adoption_with_a_changed_config_moves_only_the_change() {
     let mut e = engine();
     e.apply(&desired(SEED)).unwrap();
@@ -504,6 +535,10 @@ fn view(dp: &MemoryDataplane) -> View {
         .map(|s| (s.ip().unwrap(), s.state.raw()))
         .collect();
     servers.sort();
+    assert!(
+        dp.vip_filter == filter_of(dp.vips.keys()),
+        "the VIP filter holds the bits of the VIPs and no other"
+    );
     (services, dp.vips.clone(), servers)
 }
 
@@ -539,6 +574,13 @@ fn one_service_change_among_many_writes_only_that_service() {
     // Add one.
     let mut plus = base.clone();
     plus.add(300, &[&gen_server(900), &gen_server(901)]);
+    let new_vip = VipKey::new(ip(&gen_vip(300)));
+    let (word, mask) = vip_filter::word_and_mask(vip_filter::bit(&new_vip.addr, new_vip.family));
+    assert_eq!(
+        e.dataplane().vip_filter[word as usize] & mask,
+        0,
+        "the new VIP's filter bit is not one of the others'"
+    );
     let r = apply_and_compare(&mut e, &plus);
     assert_eq!((r.pools_planned, r.services_planned), (1, 1), "{r:?}");
     let new_key = ServiceKey::new(ip(&gen_vip(300)), PROTO_TCP, 80);
@@ -561,12 +603,22 @@ fn one_service_change_among_many_writes_only_that_service() {
                 );
             }
             Write::PutService(k) => assert_eq!(*k, new_key),
-            Write::PutVip(k) => assert_eq!(*k, VipKey::new(ip(&gen_vip(300)))),
+            Write::PutVip(k) => assert_eq!(*k, new_vip),
+            Write::VipFilterWord(i) => assert_eq!(*i, word),
             _ => panic!("unexpected write {w:?}"),
         }
     }
-    // Two writes per fresh slot (generation, then server), the table, the entry, the VIP.
-    assert_eq!(journal.len(), 2 * 2 + 3, "{journal:?}");
+    // Two writes per fresh slot (generation, then server), the table, the entry, the VIP,
+    // its filter word, in that order from the entry on.
+    assert_eq!(journal.len(), 2 * 2 + 4, "{journal:?}");
+    assert_eq!(
+        journal[journal.len() - 3..],
+        [
+            Write::PutService(new_key),
+            Write::PutVip(new_vip),
+            Write::VipFilterWord(word)
+        ]
+    );
     assert_eq!(
         e.dataplane().reads.get(),
         reads,
@@ -580,7 +632,8 @@ fn one_service_change_among_many_writes_only_that_service() {
     assert_eq!(
         journal,
         [
-            Write::RemoveVip(VipKey::new(ip(&gen_vip(300)))),
+            Write::VipFilterWord(word),
+            Write::RemoveVip(new_vip),
             Write::RemoveService(new_key),
             Write::PutServer(*new_slots.first().unwrap()),
             Write::PutServer(*new_slots.last().unwrap()),

@@ -5,8 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ricochet_common::{
-    addr_bytes, hash::client_hash, Reason, ServerState, ServerValue, ServiceFlags, ServiceKey,
-    ServiceValue, Settings, SettingsFlags, VipFlags, VipKey, VipValue, PROTO_TCP, PROTO_UDP,
+    addr_bytes, hash::client_hash, vip_filter, Reason, ServerState, ServerValue, ServiceFlags,
+    ServiceKey, ServiceValue, Settings, SettingsFlags, VipFlags, VipKey, VipValue, PROTO_TCP,
+    PROTO_UDP,
 };
 use ricochet_dataplane::{
     kernel::{KernelDataplane, LoadOptions},
@@ -33,6 +34,9 @@ pub const VIP4: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 241);
 /// A VIP whose TCP service covers every port.
 pub const VIP4_ALL_PORTS: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 242);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfc00, 3, 0, 0, 0, 0, 0, 0x24a);
+/// A VIP without any service (a VIP whose services are not written yet): every packet
+/// to it is dropped, as to a port without a service.
+pub const VIP4_NO_SERVICE: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 243);
 /// Addresses on the VIPs' subnet that are not VIPs.
 pub const NOT_VIP4: Ipv4Addr = Ipv4Addr::new(192, 168, 35, 99);
 pub const NOT_VIP6: Ipv6Addr = Ipv6Addr::new(0xfc00, 3, 0, 0, 0, 0, 0, 0x99);
@@ -212,11 +216,44 @@ pub const SERVICES: [Service; 13] = [
     UNRESOLVED4,
 ];
 /// The world's VIPs and their flags.
-pub const VIPS: [(IpAddr, VipFlags); 3] = [
+pub const VIPS: [(IpAddr, VipFlags); 4] = [
     (IpAddr::V4(VIP4), VipFlags::EMPTY),
     (IpAddr::V6(VIP6), VipFlags::EMPTY),
     (IpAddr::V4(VIP4_ALL_PORTS), VipFlags::TCP_ALL_PORTS),
+    (IpAddr::V4(VIP4_NO_SERVICE), VipFlags::EMPTY),
 ];
+
+/// The world's VIP filter: the bit of each VIP.
+pub fn world_filter() -> Vec<u64> {
+    let mut words = vec![0; vip_filter::WORDS as usize];
+    for (vip, _) in VIPS {
+        let (addr, family) = addr_bytes(vip);
+        vip_filter::set(&mut words, &addr, family);
+    }
+    words
+}
+
+/// A non-VIP address whose VIP-filter bit is VIP4's: the filter lets its packets
+/// through (a false positive), and the exact lookups must pass them like any other
+/// address's. The first such address of 10.0.0.0/8.
+pub fn filter_twin4() -> Ipv4Addr {
+    let want = vip_filter::bit_v4(VIP4.octets());
+    (0x0a00_0000u32..0x0b00_0000)
+        .map(Ipv4Addr::from)
+        .find(|a| vip_filter::bit_v4(a.octets()) == want)
+        .expect("2^24 addresses for 2^16 bits")
+}
+
+/// A non-VIP address whose VIP-filter bit is VIP6's (VIP6 with its last 32 bits
+/// changed).
+pub fn filter_twin6() -> Ipv6Addr {
+    let want = vip_filter::bit_v6(&VIP6.octets());
+    let vip = u128::from(VIP6);
+    (1..=u128::from(u32::MAX))
+        .map(|x| Ipv6Addr::from(vip ^ x))
+        .find(|a| vip_filter::bit_v6(&a.octets()) == want)
+        .expect("a twin among 2^32 neighbours")
+}
 
 /// First free slot of the Maglev array after the world's tables.
 pub const FREE_TABLE_OFFSET: u32 = 128;
@@ -410,6 +447,11 @@ impl Lab {
         }
         for (vip, flags) in VIPS {
             dp.put_vip(&VipKey::new(vip), &VipValue { flags }).unwrap();
+        }
+        for (i, word) in world_filter().into_iter().enumerate() {
+            if word != 0 {
+                dp.put_vip_filter_word(i as u32, word).unwrap();
+            }
         }
         for svc in SERVICES {
             if !svc.table.is_empty() {

@@ -30,8 +30,8 @@ mod prog {
         programs::XdpContext,
     };
     use ricochet_common::{
-        limits, Counters, Event, FlowKey, FlowValue, NextHop, Reason, ServerValue, ServiceKey,
-        ServiceValue, Settings, TokenBucket, VipFlags, VipKey, VipValue,
+        limits, vip_filter, Counters, Event, FlowKey, FlowValue, NextHop, Reason, ServerValue,
+        ServiceKey, ServiceValue, Settings, TokenBucket, VipFlags, VipKey, VipValue,
     };
     use ricochet_ebpf::{
         balance::{self, Env, Stats},
@@ -45,6 +45,9 @@ mod prog {
 
     #[map]
     static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(limits::MAX_VIPS, 0);
+    /// Bitmap over VIP addresses ([`ricochet_common::vip_filter`]).
+    #[map]
+    static VIP_FILTER: Array<u64> = Array::with_max_entries(vip_filter::WORDS, 0);
     #[map]
     static SERVICES: HashMap<ServiceKey, ServiceValue> =
         HashMap::with_max_entries(limits::MAX_SERVICE_PORTS, 0);
@@ -121,6 +124,10 @@ mod prog {
     }
 
     impl Lookup for Kernel<'_> {
+        #[inline(always)]
+        fn vip_filter_word(&self, index: u32) -> u64 {
+            VIP_FILTER.get(index).copied().unwrap_or(0)
+        }
         #[inline(always)]
         fn vip_flags(&self, key: &VipKey) -> Option<VipFlags> {
             // SAFETY: the value is copied out at once.
