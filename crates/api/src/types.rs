@@ -636,6 +636,22 @@ pub struct TokenList {
     pub items: Vec<TokenInfo>,
 }
 
+/// A session started from a token (the console's sign-in): a bearer token of its own that
+/// works like the token it came from until it is ended (sign-out), the token is revoked,
+/// `expires_at` passes or the controller restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedSession {
+    /// The session's secret, shown this once: send it as `Authorization: Bearer <session>`.
+    pub session: String,
+    /// The name of the token it came from (what events record as the actor).
+    pub name: String,
+    /// That token's role.
+    pub role: Role,
+    /// When it ends at the latest (RFC 3339).
+    pub expires_at: String,
+}
+
 /// The answer to a token creation: the only time the token is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -11,7 +11,8 @@
 //! charts move while curl sends traffic from the client; nginx stops on web01 and the
 //! server turns red with its reason; nginx back, web01 is disabled on the pool page and new
 //! connections avoid it; an edit of the pool that someone else changed meanwhile is refused;
-//! a page of 1,000 virtual services renders; signing out ends the session.
+//! a page of 1,000 virtual services renders; signing out ends the session at the
+//! controller (its secret refused afterwards).
 //!
 //! Screenshots of each step: target/console-screenshots/NN-step.png. Needs root.
 
@@ -425,6 +426,18 @@ async fn walk(
     )
     .await;
     b.shot("signed-in-empty-dashboard").await;
+    // The tab holds a session made from the token, never the token itself.
+    let session = b
+        .js("return sessionStorage.getItem('ricochet.token');")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        session.starts_with("rcs_") && session != token,
+        "the tab holds a session, not the token: {session:?}"
+    );
+    assert_eq!(api("GET", "/api/v1/status", &session, None).0, 200);
 
     // ---- Templates > Profiles > TCP/UDP: TCP fast path, DSR L3, ipinip. First with an
     // idle timeout out of range: refused, the error next to its field, nothing stored.
@@ -775,14 +788,20 @@ async fn walk(
     b.fill("#dash-filter", "").await;
     b.shot("dashboard-1001-virtual-services").await;
 
-    // ---- Signing out ends it: the token is gone, no page shows without signing in again.
+    // ---- Signing out ends it: the controller refuses the session from then on (the
+    // operator's token stays valid), the tab forgets it, no page shows without signing in
+    // again.
     b.click("#signout").await;
     b.wait_js(
         "signed out",
-        "return !document.getElementById('signin').hidden && sessionStorage.length === 0;",
+        "return !document.getElementById('signin').hidden && sessionStorage.length === 0
+           && document.getElementById('signin-error').textContent === 'Signed out.';",
         WAIT,
     )
     .await;
+    let (code, body) = api("GET", "/api/v1/status", &session, None);
+    assert_eq!(code, 401, "the ended session is refused: {body}");
+    assert_eq!(api("GET", "/api/v1/status", &token, None).0, 200);
     b.go("#/dashboard").await;
     b.wait_js(
         "the dashboard needs a new sign-in",

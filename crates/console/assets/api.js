@@ -1,8 +1,10 @@
 // The controller's REST API, with the operator's token.
 //
-// The token lives in this tab's sessionStorage and goes out in the Authorization header,
-// exactly as the CLI sends it: the controller checks it with the same code for the
-// console as for every client (ARCHITECTURE.md, "The web console", says why not a cookie).
+// Signing in exchanges the operator's token for a session (POST /api/v1/sessions); the
+// session's secret lives in this tab's sessionStorage and goes out in the Authorization
+// header, exactly as the CLI sends a token: the controller checks it with the same code
+// for the console as for every client (ARCHITECTURE.md, "The web console", says why not a
+// cookie). Signing out ends the session at the controller.
 
 const KEY = 'ricochet.token';
 

@@ -39,15 +39,43 @@ function showSignIn(message) {
   $('token').focus();
 }
 
+// The controller refused what this tab holds: forget it.
 function signOut(message) {
   clearToken();
   showSignIn(message);
 }
 
+// The operator signs out: the controller ends the session, then the tab forgets it. If
+// the controller cannot be told, the tab forgets it all the same and says so.
+async function signOutAtController() {
+  const held = token();
+  let message = 'Signed out.';
+  if (held) {
+    try {
+      await api('DELETE', '/api/v1/sessions/current', { token: held });
+    } catch (err) {
+      if (err.error === 'not_a_session' || err.error === 'auth_disabled' || err.status === 401) {
+        // A token kept from before sessions, authentication off, or already ended.
+      } else {
+        message = `Signed out in this browser, but the controller could not end the session (${err.message}): it ends by itself within eight hours.`;
+      }
+    }
+  }
+  signOut(message);
+}
+
 async function signIn(candidate) {
-  // The token is tried before it is kept: a refused one is never stored.
-  await api('GET', '/api/v1/status', { token: candidate });
-  setToken(candidate);
+  // The token is exchanged for a session before anything is kept: a refused one is never
+  // stored, and the token itself never is.
+  let held;
+  try {
+    held = (await api('POST', '/api/v1/sessions', { token: candidate })).session;
+  } catch (err) {
+    if (err.error !== 'auth_disabled') throw err;
+    // Authentication is off: nothing checks what is sent.
+    held = candidate;
+  }
+  setToken(held);
   enter();
 }
 
@@ -148,7 +176,7 @@ function init() {
       button.disabled = false;
     }
   });
-  $('signout').addEventListener('click', () => signOut('Signed out.'));
+  $('signout').addEventListener('click', () => signOutAtController());
   $('skip').addEventListener('click', () => $('main').focus());
   window.addEventListener('hashchange', route);
   const status = $('live-state');

@@ -31,10 +31,10 @@ use crate::kind::{referrers, ConfigObject, Kind};
 use crate::metrics::ApiMetrics;
 use crate::store::{Store, StoreError};
 use crate::types::{
-    is_valid_engine_name, is_valid_token_name, ApplyResult, Configuration, CreatedToken, Deleted,
-    Desired, EngineRegistration, EngineReport, EventList, Health, NewToken, ObjectList, Role,
-    ServiceEngine, ServiceEngineList, TokenInfo, TokenList, Versioned, ENGINE_NAME_RULE,
-    TOKEN_NAME_RULE,
+    is_valid_engine_name, is_valid_token_name, ApplyResult, Configuration, CreatedSession,
+    CreatedToken, Deleted, Desired, EngineRegistration, EngineReport, EventList, Health, NewToken,
+    ObjectList, Role, ServiceEngine, ServiceEngineList, TokenInfo, TokenList, Versioned,
+    ENGINE_NAME_RULE, TOKEN_NAME_RULE,
 };
 
 /// Longest desired-state poll; longer waits are shortened to this.
@@ -157,6 +157,7 @@ that last changed them, and the configuration the revision of its last change.",
         (name = "events", description = "State changes with time, reason and revision"),
         (name = "status", description = "Virtual services up, degraded or down from their servers' health"),
         (name = "tokens", description = "API tokens and their roles (admin only)"),
+        (name = "sessions", description = "Sign-in sessions made from a token (the console's), ended by sign-out"),
         (name = "system", description = "Health and this document"),
     )
 )]
@@ -269,6 +270,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(desired))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
+        .routes(routes!(start_session))
+        .routes(routes!(end_session))
         .routes(routes!(healthz))
         .routes(routes!(openapi_json))
         .routes(routes!(crate::metrics::scrape))
@@ -340,6 +343,9 @@ pub const ROUTE_ACCESS: &[RouteAccess] = &{
         r("GET", "/api/v1/tokens", Admin),
         r("POST", "/api/v1/tokens", Admin),
         r("DELETE", "/api/v1/tokens/{name}", Admin),
+        // Every role that reads may sign in (an engine token has no console to sign in to).
+        r("POST", "/api/v1/sessions", Read),
+        r("DELETE", "/api/v1/sessions/current", Read),
         r("GET", "/healthz", Public),
         r("GET", "/api/v1/openapi.json", Public),
         // Names every engine: not public; Prometheus gets a read-only token.
@@ -1450,6 +1456,97 @@ async fn revoke_token(
         kind: "tokens".to_owned(),
         name,
     }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------
+
+/// Start a session (sign in).
+///
+/// Exchanges the request's token for a session: a bearer token of its own, with the same
+/// name and role, that ends at `DELETE /api/v1/sessions/current` (sign-out), when the
+/// token is revoked, after eight hours or when the controller restarts. Sessions live in
+/// the controller's memory only; a token holds at most 32 at once (signing in again ends
+/// its oldest). The console signs in this way, so that signing out ends what the browser
+/// holds.
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions",
+    responses(
+        (status = 201, description = "Started; the only time the session's secret is shown", body = CreatedSession),
+        (status = 409, description = "Authentication is off", body = ErrorBody),
+    ))]
+async fn start_session(
+    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
+    Extension(tokens): Extension<Option<Tokens>>,
+) -> Result<Response, ApiError> {
+    let tokens = session_registry(tokens)?;
+    let presented = auth::bearer_of(&headers)?;
+    let (secret, expires) = tokens
+        .start_session(presented)
+        .map_err(|e| ApiError::internal("no randomness for a session", &e))?
+        // Revoked between authorization and here.
+        .ok_or_else(|| ApiError::unauthorized("the token is not valid", true))?;
+    tracing::info!(
+        token = %principal.name,
+        sessions = tokens.session_count(),
+        "session started"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedSession {
+            session: secret,
+            name: principal.name,
+            role: principal.role,
+            expires_at: humantime::format_rfc3339_seconds(expires).to_string(),
+        }),
+    )
+        .into_response())
+}
+
+/// End this session (sign out).
+///
+/// Ends the session the request was made with: its secret stops working at once. A
+/// request made with a token rather than a session is refused (revoke a token with
+/// `DELETE /api/v1/tokens/{name}`).
+#[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions",
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 409, description = "The request was made with a token, not a session; or authentication is off", body = ErrorBody),
+    ))]
+async fn end_session(
+    Extension(principal): Extension<Principal>,
+    Extension(tokens): Extension<Option<Tokens>>,
+) -> Result<StatusCode, ApiError> {
+    let tokens = session_registry(tokens)?;
+    let Some(session) = &principal.session else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_a_session",
+            format!(
+                "this request was made with the token {:?} itself, not with a session: \
+                 there is nothing to sign out of (to stop the token working, revoke it: \
+                 DELETE /api/v1/tokens/{{name}})",
+                principal.name
+            ),
+        ));
+    };
+    // Ended meanwhile by another request of the same session: ended all the same.
+    tokens.end_session(session);
+    tracing::info!(token = %principal.name, "session ended (signed out)");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tokens, for sessions (`None` when authentication is off: a session would be
+/// a token that nothing checks).
+fn session_registry(tokens: Option<Tokens>) -> Result<Tokens, ApiError> {
+    tokens.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "auth_disabled",
+            "authentication is off (--no-auth): every request is accepted without signing in",
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,12 +13,19 @@
 //! may call it. A missing or wrong token is answered 401 with `WWW-Authenticate: Bearer`,
 //! a token whose role does not allow the route 403, before anything else happens (the
 //! body is not even read).
+//!
+//! The console signs in with a token and gets a [`Sessions`] entry in exchange
+//! (`POST /api/v1/sessions`): a bearer token of its own, kept in memory only, that ends at
+//! sign-out (`DELETE /api/v1/sessions/current`), after [`SESSION_LIFETIME`], when the
+//! token it came from is revoked, or when the controller restarts. So signing out of a
+//! browser ends what that browser holds without revoking the operator's token.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -47,6 +54,9 @@ pub struct Principal {
     pub role: Role,
     /// For an engine token, the engine it acts for.
     pub engine: Option<String>,
+    /// When the request came with a session rather than the token itself: the session's
+    /// hash (what sign-out ends).
+    pub session: Option<String>,
 }
 
 impl Principal {
@@ -56,6 +66,7 @@ impl Principal {
             name: "anonymous".to_owned(),
             role: Role::Admin,
             engine: None,
+            session: None,
         }
     }
 
@@ -128,11 +139,12 @@ pub struct RouteAccess {
     pub access: Access,
 }
 
-/// The accepted tokens, by hash; shared with the token routes, which reload it after
-/// each change.
+/// The accepted tokens, by hash, and the sessions made from them; shared with the token
+/// routes, which reload it after each change.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_hash: Arc<RwLock<HashMap<String, TokenRecord>>>,
+    sessions: Sessions,
 }
 
 impl Tokens {
@@ -143,9 +155,11 @@ impl Tokens {
         Ok(tokens)
     }
 
-    /// Reads the tokens from the store again (after a token was created or revoked).
+    /// Reads the tokens from the store again (after a token was created or revoked). The
+    /// sessions of a token that is gone end with it.
     pub fn reload(&self, store: &Store) -> Result<(), StoreError> {
-        let by_hash = store.tokens()?.into_iter().collect();
+        let by_hash: HashMap<String, TokenRecord> = store.tokens()?.into_iter().collect();
+        self.sessions.retain_tokens(&by_hash);
         *self
             .by_hash
             .write()
@@ -158,20 +172,143 @@ impl Tokens {
         self.by_hash.read().expect("not poisoned").is_empty()
     }
 
-    /// Who `token` is, if it is one of ours. The lookup is by the token's SHA-256: its
-    /// timing can reveal something of a hash, which reveals nothing of a token.
+    /// Who `token` is, if it is one of ours or a live session of one of ours. The lookup
+    /// is by the token's SHA-256: its timing can reveal something of a hash, which reveals
+    /// nothing of a token.
     pub fn principal_of(&self, token: &str) -> Option<Principal> {
+        let presented = hash(token);
         let map = self.by_hash.read().expect("not poisoned");
-        map.get(&hash(token)).map(|record| Principal {
+        let (record, session) = match map.get(&presented) {
+            Some(record) => (record, None),
+            None => {
+                let parent = self.sessions.token_of(&presented)?;
+                (map.get(&parent)?, Some(presented))
+            }
+        };
+        Some(Principal {
             name: record.name.clone(),
             role: record.role(),
             engine: record.engine.clone(),
+            session,
         })
     }
 
     /// The name of `token`, if it is one of ours.
     pub fn name_of(&self, token: &str) -> Option<String> {
         self.principal_of(token).map(|p| p.name)
+    }
+
+    /// Starts a session for `presented`, a token or a live session (then the new one
+    /// belongs to the same token): the new secret and when it ends, or `None` if
+    /// `presented` is neither.
+    pub fn start_session(
+        &self,
+        presented: &str,
+    ) -> Result<Option<(String, SystemTime)>, getrandom::Error> {
+        let presented = hash(presented);
+        let parent = {
+            let map = self.by_hash.read().expect("not poisoned");
+            if map.contains_key(&presented) {
+                presented
+            } else {
+                match self.sessions.token_of(&presented) {
+                    Some(parent) if map.contains_key(&parent) => parent,
+                    _ => return Ok(None),
+                }
+            }
+        };
+        self.sessions.start(parent).map(Some)
+    }
+
+    /// Ends the session whose hash is `session`; whether it was live.
+    pub fn end_session(&self, session: &str) -> bool {
+        self.sessions.end(session)
+    }
+
+    /// How many sessions are live.
+    pub fn session_count(&self) -> usize {
+        self.sessions.count()
+    }
+}
+
+/// How long a console session lasts at most.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
+/// Sessions one token may hold at once: signing in again past this ends its oldest
+/// session, so no holder of a token can grow the controller's memory without bound.
+pub const SESSIONS_PER_TOKEN: usize = 32;
+
+/// Live sessions by the SHA-256 of their secret, in memory only.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    by_hash: Arc<RwLock<HashMap<String, Session>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    /// The hash of the token it was made from.
+    token: String,
+    started: Instant,
+}
+
+impl Session {
+    fn live(&self, now: Instant) -> bool {
+        now.duration_since(self.started) < SESSION_LIFETIME
+    }
+}
+
+impl Sessions {
+    /// A new session for the token whose hash is `token`: its secret (`rcs_` and 64 hex
+    /// digits) and when it ends.
+    fn start(&self, token: String) -> Result<(String, SystemTime), getrandom::Error> {
+        let secret = generate()?.replacen("rct_", "rcs_", 1);
+        let now = Instant::now();
+        let mut map = self.by_hash.write().expect("not poisoned");
+        map.retain(|_, s| s.live(now));
+        let mut own: Vec<(Instant, String)> = map
+            .iter()
+            .filter(|(_, s)| s.token == token)
+            .map(|(h, s)| (s.started, h.clone()))
+            .collect();
+        if own.len() >= SESSIONS_PER_TOKEN {
+            own.sort();
+            for (_, h) in &own[..=own.len() - SESSIONS_PER_TOKEN] {
+                map.remove(h);
+            }
+        }
+        map.insert(
+            hash(&secret),
+            Session {
+                token,
+                started: now,
+            },
+        );
+        Ok((secret, SystemTime::now() + SESSION_LIFETIME))
+    }
+
+    /// The hash of the token a live session was made from.
+    fn token_of(&self, session: &str) -> Option<String> {
+        let map = self.by_hash.read().expect("not poisoned");
+        map.get(session)
+            .filter(|s| s.live(Instant::now()))
+            .map(|s| s.token.clone())
+    }
+
+    fn end(&self, session: &str) -> bool {
+        let mut map = self.by_hash.write().expect("not poisoned");
+        map.remove(session).is_some_and(|s| s.live(Instant::now()))
+    }
+
+    /// Drops the sessions of tokens not in `tokens` (revoked).
+    fn retain_tokens(&self, tokens: &HashMap<String, TokenRecord>) {
+        let mut map = self.by_hash.write().expect("not poisoned");
+        map.retain(|_, s| tokens.contains_key(&s.token));
+    }
+
+    fn count(&self) -> usize {
+        let now = Instant::now();
+        let map = self.by_hash.read().expect("not poisoned");
+        map.values().filter(|s| s.live(now)).count()
     }
 }
 
@@ -382,8 +519,20 @@ pub async fn authorize(
 
 /// The principal of the request's bearer token, or the 401 to answer.
 pub fn authenticate(tokens: &Tokens, request: &Request) -> Result<Principal, ApiError> {
-    let presented = request
-        .headers()
+    let token = bearer(request)?;
+    tokens
+        .principal_of(token)
+        .ok_or_else(|| ApiError::unauthorized("the token is not valid", true))
+}
+
+/// The bearer token of `request`, or the 401 to answer.
+pub fn bearer(request: &Request) -> Result<&str, ApiError> {
+    bearer_of(request.headers())
+}
+
+/// The bearer token in `headers`, or the 401 to answer.
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let presented = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default());
     let Some(presented) = presented else {
@@ -397,15 +546,9 @@ pub fn authenticate(tokens: &Tokens, request: &Request) -> Result<Principal, Api
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    let Some(token) = token else {
-        return Err(ApiError::unauthorized(
-            "the Authorization header must be \"Bearer <token>\"",
-            false,
-        ));
-    };
-    tokens
-        .principal_of(token)
-        .ok_or_else(|| ApiError::unauthorized("the token is not valid", true))
+    token.ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header must be \"Bearer <token>\"", false)
+    })
 }
 
 /// The percent-decoded value of the query parameter `key` (the other parameters are the

@@ -837,6 +837,8 @@ fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
         "GET /api/v1/tokens".to_owned(),
         "POST /api/v1/tokens".to_owned(),
         "DELETE /api/v1/tokens/{name}".to_owned(),
+        "POST /api/v1/sessions".to_owned(),
+        "DELETE /api/v1/sessions/current".to_owned(),
     ];
     for kind in [
         "network-profiles",

@@ -47,6 +47,7 @@ fn allowed(method: &str, path: &str) -> &'static [&'static str] {
     match (method, path) {
         (_, "/healthz" | "/api/v1/openapi.json") => ALL,
         (_, p) if p.starts_with("/api/v1/tokens") => &["admin"],
+        (_, p) if p.starts_with("/api/v1/sessions") => &["admin", "operator", "read_only"],
         ("POST", "/api/v1/service-engines" | "/api/v1/service-engines/{name}/report") => {
             &["admin", "operator", "engine"]
         }
@@ -296,4 +297,67 @@ fn a_state_directory_of_another_user_is_refused() {
         !dir.path().join("controller.redb").exists(),
         "nothing was created"
     );
+}
+
+#[test]
+fn a_session_acts_as_its_token_until_signed_out_or_the_token_is_revoked() {
+    let ctl = Ctl::start();
+    let ro = token(&ctl, "dashboard", "read_only", None);
+    let start = |t: &str| {
+        let r = call(&ctl, t, "POST", "/api/v1/sessions", None).expect(201);
+        assert_eq!(r.body["name"], "dashboard");
+        assert_eq!(r.body["role"], "read_only");
+        assert!(r.body["expires_at"].as_str().unwrap().ends_with('Z'));
+        r.body["session"].as_str().unwrap().to_owned()
+    };
+    let session = start(&ro);
+    assert!(
+        session.starts_with("rcs_") && session.len() == 68,
+        "{session}"
+    );
+    // It has the token's role, no more.
+    call(&ctl, &session, "GET", "/api/v1/pools", None).expect(200);
+    call(&ctl, &session, "DELETE", "/api/v1/pools/x", None).expect(403);
+
+    // Signing out with the token itself is refused: it would end nothing.
+    let r = call(&ctl, &ro, "DELETE", "/api/v1/sessions/current", None).expect(409);
+    assert_eq!(r.error(), "not_a_session");
+    assert!(r.message().contains("revoke"), "{}", r.message());
+
+    // Signing out ends this session only; the token and its other sessions go on.
+    let other = start(&session);
+    call(&ctl, &session, "DELETE", "/api/v1/sessions/current", None).expect(204);
+    let r = call(&ctl, &session, "GET", "/api/v1/pools", None).expect(401);
+    assert!(r.message().contains("not valid"), "{}", r.message());
+    call(&ctl, &session, "DELETE", "/api/v1/sessions/current", None).expect(401);
+    call(&ctl, &ro, "GET", "/api/v1/pools", None).expect(200);
+    call(&ctl, &other, "GET", "/api/v1/pools", None).expect(200);
+
+    // An engine token has no console to sign in to.
+    let se1 = token(&ctl, "se-1", "engine", Some("se-1"));
+    call(&ctl, &se1, "POST", "/api/v1/sessions", None).expect(403);
+
+    // One token's sessions are bounded: past the limit its oldest ends.
+    let first = start(&ro);
+    for _ in 0..40 {
+        start(&ro);
+    }
+    call(&ctl, &first, "GET", "/api/v1/pools", None).expect(401);
+    let last = start(&ro);
+    call(&ctl, &last, "GET", "/api/v1/pools", None).expect(200);
+
+    // Revoking the token ends every session made from it.
+    ctl.delete("/api/v1/tokens/dashboard").expect(200);
+    call(&ctl, &last, "GET", "/api/v1/pools", None).expect(401);
+    call(&ctl, &other, "GET", "/api/v1/pools", None).expect(401);
+}
+
+#[test]
+fn sessions_are_refused_when_authentication_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = common::options(dir.path());
+    options.auth = false;
+    let ctl = Ctl::start_with(dir, options);
+    let r = ctl.post("/api/v1/sessions", json!({})).expect(409);
+    assert_eq!(r.error(), "auth_disabled");
 }
