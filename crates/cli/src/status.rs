@@ -174,6 +174,17 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("  {name:<28} {n}");
     }
     println!("Flows in the flow table: {}", dp.flow_count());
+    match &st.status.flows {
+        Some(c) => println!(
+            "  at the engine's last count ({} s ago, {} ms): {} entries, {} live (seen within \
+             the idle timeout)",
+            now_unix().saturating_sub(c.counted_unix),
+            c.scan_ms,
+            c.entries,
+            c.live
+        ),
+        None => println!("  not counted by the engine yet"),
+    }
     for (event, n) in ricochet_dataplane::Dataplane::event_counters(&dp)? {
         if event == ricochet_common::Event::FlowMissNonSyn {
             // Always shown: a rising count means flows were reshuffled (another load
@@ -195,9 +206,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Per service: whether established TCP packets look their flow up, and why.
 fn print_flow_table_use(services: &[ricochet_engine::status::ServiceStatus]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = now_unix();
     let ago = |t: Option<u64>| {
         t.map_or_else(
             || "?".to_owned(),
@@ -225,6 +234,15 @@ fn print_flow_table_use(services: &[ricochet_engine::status::ServiceStatus]) {
             };
             format!("yes, since {} ({why}); {scan}", ago(f.since_unix))
         };
-        println!("  {:<32} {line}", s.name);
+        let live = s
+            .live_flows
+            .map_or_else(String::new, |n| format!(" [{n} live flows]"));
+        println!("  {:<32} {line}{live}", s.name);
     }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

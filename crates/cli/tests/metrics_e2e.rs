@@ -67,7 +67,13 @@ fn engine_and_controller_metrics_follow_the_traffic() {
     let bed = seed_bed("metrics", &[VIP_V4.into(), VIP_V6.into()]);
     let topo = &bed.topo;
     let mut controller = bed.start_controller();
-    let mut engine = bed.start_engine(&["--metrics-listen", ENGINE_METRICS]);
+    let mut engine = bed.start_engine(&[
+        "--metrics-listen",
+        ENGINE_METRICS,
+        // Count the flow table every second rather than every 30 s.
+        "--flow-count-interval",
+        "1",
+    ]);
     assert!(
         engine.stderr().contains(&format!(
             "metrics on http://{ENGINE_METRICS}/metrics (no token (loopback))"
@@ -224,6 +230,39 @@ fn engine_and_controller_metrics_follow_the_traffic() {
     // Every connection began with a SYN: nothing missed the flow table.
     assert_eq!(delta("ricochet_flow_table_non_syn_misses_total", &[]), 0.0);
     assert_eq!(delta("ricochet_flow_table_insert_failures_total", &[]), 0.0);
+    // The flow table's count holds these connections (recorded, seen within the idle
+    // timeout), and the count is fresh.
+    let counted = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        let m = scrape(&bed, ENGINE_METRICS, None);
+        let live = m.get("ricochet_virtual_service_live_flows", &WEB_VS);
+        match live {
+            Some(n) if n >= REQUESTS as f64 => Ok(m),
+            _ => Err(format!(
+                "web-vs's live flows: {live:?} (want {REQUESTS} or more)"
+            )),
+        }
+    });
+    for name in [
+        "ricochet_flow_table_entries",
+        "ricochet_flow_table_live_entries",
+        "ricochet_flow_table_count_timestamp_seconds",
+        "ricochet_virtual_service_live_flows",
+    ] {
+        assert_eq!(counted.kind(name), "gauge", "{name}");
+    }
+    let live = counted.value("ricochet_flow_table_live_entries", &[]);
+    let entries = counted.value("ricochet_flow_table_entries", &[]);
+    assert!(
+        live >= REQUESTS as f64 && entries >= live,
+        "{entries} entries, {live} live"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let age = now - counted.value("ricochet_flow_table_count_timestamp_seconds", &[]);
+    assert!((-2.0..10.0).contains(&age), "counted {age} s ago");
+    println!("flow table at the engine's count: {entries} entries, {live} live");
 
     // The controller: requests by route template, the store, the engine.
     let token = std::fs::read_to_string(bed.path("controller/admin-token")).unwrap();

@@ -492,6 +492,39 @@ impl Collector for SnapshotCollector {
             G,
             [(vec![], gauge(snap.flow_capacity.into()))],
         )?;
+        // The flow table's last count (absent before the first).
+        if let Some(c) = &st.status.flows {
+            family(
+                &mut e,
+                "ricochet_flow_table_entries",
+                "Entries in the flow table at the last count: live flows and idle ones the LRU has not evicted yet",
+                G,
+                [(vec![], gauge(c.entries as i64))],
+            )?;
+            family(
+                &mut e,
+                "ricochet_flow_table_live_entries",
+                "Entries of the flow table seen within the flow idle timeout at the last count",
+                G,
+                [(vec![], gauge(c.live as i64))],
+            )?;
+            family(
+                &mut e,
+                "ricochet_flow_table_count_timestamp_seconds",
+                "When the flow table was last counted (Unix time)",
+                G,
+                [(vec![], gauge(c.counted_unix as i64))],
+            )?;
+            family(
+                &mut e,
+                "ricochet_virtual_service_live_flows",
+                "A virtual service's flow-table entries seen within the flow idle timeout, at the last count",
+                G,
+                st.status.services.iter().filter_map(|s| {
+                    s.live_flows.map(|n| (service_labels(s), gauge(n as i64)))
+                }),
+            )?;
+        }
 
         // XDP frames lost on transmit, as the engine's checks find them.
         family(

@@ -240,7 +240,6 @@ pub fn start_controller<D: DaemonDataplane>(
 struct Chores {
     last_probe: Instant,
     last_state: Instant,
-    last_scan: Instant,
 }
 
 impl Chores {
@@ -248,7 +247,6 @@ impl Chores {
         Chores {
             last_probe: Instant::now(),
             last_state: Instant::now(),
-            last_scan: Instant::now(),
         }
     }
 
@@ -258,10 +256,8 @@ impl Chores {
             runner.check_transmit();
             self.last_probe = Instant::now();
         }
-        if self.last_scan.elapsed() >= runner.options().flow_scan.interval {
-            runner.scan_flows();
-            self.last_scan = Instant::now();
-        }
+        // The runner knows when a scan is due.
+        runner.scan_flows();
         if self.last_state.elapsed() >= Duration::from_secs(1) {
             runner.write_state_logged();
             self.last_state = Instant::now();

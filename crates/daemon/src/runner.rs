@@ -75,6 +75,9 @@ pub struct FlowScan {
     pub interval: Duration,
     /// A flow unseen for this long is taken for closed.
     pub idle_timeout_secs: u64,
+    /// Time between two counts of the table's entries, when no scan counted them
+    /// meanwhile (every scan counts).
+    pub count_interval: Duration,
 }
 
 impl Default for FlowScan {
@@ -82,6 +85,7 @@ impl Default for FlowScan {
         FlowScan {
             interval: Duration::from_secs(5),
             idle_timeout_secs: 300,
+            count_interval: Duration::from_secs(30),
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct Runner<D: DaemonDataplane> {
     revision_base: u64,
     /// The metrics served on `--metrics-listen`, if any.
     metrics: Option<Arc<EngineMetrics>>,
+    /// When the flow table was last scanned (and so counted).
+    last_flow_scan: Option<Instant>,
 }
 
 impl<D: DaemonDataplane> Runner<D> {
@@ -146,6 +152,7 @@ impl<D: DaemonDataplane> Runner<D> {
             transmit_errors: BTreeMap::new(),
             revision_base: 0,
             metrics: None,
+            last_flow_scan: None,
         })
     }
 
@@ -354,14 +361,22 @@ impl<D: DaemonDataplane> Runner<D> {
         Ok(report)
     }
 
-    /// Scans the flow table if some service's is consulted; clears the flags it can
-    /// (logged by the engine) and rewrites the state file when it did. A failed scan is
-    /// logged and tried again at the next interval: the flags stay set, which is safe.
+    /// Scans the flow table when due: every `flow_scan.interval` while some service's is
+    /// consulted, every `flow_scan.count_interval` otherwise (the count);
+    /// clears the flags it can (logged by the engine) and rewrites the state file when
+    /// it did. A failed scan is logged and tried again at the next interval: the flags
+    /// stay set, which is safe, and the count shown keeps its time.
     pub fn scan_flows(&mut self) {
-        if !self.engine.consulting() {
+        let every = if self.engine.consulting() {
+            self.options.flow_scan.interval
+        } else {
+            self.options.flow_scan.count_interval
+        };
+        if self.last_flow_scan.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         let start = Instant::now();
+        self.last_flow_scan = Some(start);
         match self
             .engine
             .scan_flows(self.options.flow_scan.idle_timeout_secs)
@@ -369,6 +384,7 @@ impl<D: DaemonDataplane> Runner<D> {
             Ok(r) => {
                 debug!(
                     entries = r.entries,
+                    live = self.engine.flow_count().map(|c| c.live),
                     ms = start.elapsed().as_millis() as u64,
                     disagreeing = ?r.disagreeing,
                     "flow table scanned"

@@ -118,6 +118,7 @@ mod tests {
                 services: vec![],
                 pools: vec![],
                 reasons: vec![("pass_not_vip".into(), 7)],
+                flows: None,
             },
         }
     }

@@ -106,6 +106,21 @@ pub struct ScanReport {
     pub cleared: Vec<String>,
 }
 
+/// What the last scan counted in `FLOWS`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowCount {
+    /// When (Unix seconds).
+    pub counted_unix: u64,
+    /// Entries the table holds: live flows and the idle ones the LRU has not yet evicted.
+    pub entries: u64,
+    /// Entries stamped within the idle timeout.
+    pub live: u64,
+    /// How long the scan took.
+    pub scan_ms: u64,
+    /// Live entries per virtual service.
+    pub live_per_service: BTreeMap<String, u64>,
+}
+
 /// The outcome of one flow for the scan: which service it belongs to and whether the
 /// program, with the flag clear, would send it elsewhere than its entry does.
 fn disagrees(
@@ -141,56 +156,87 @@ impl<D: Dataplane> Engine<D> {
         self.scan_flows_at(flow_clock_now(), secs_to_units(idle_timeout_secs))
     }
 
-    /// Reads every entry of `FLOWS` and, per service whose flow table is consulted,
-    /// counts the live flows (stamped within `idle_units` of `now`) whose recorded server
-    /// the current Maglev table would not pick; clears the flag of each service that has
-    /// none, if it was set at least [`GRACE_UNITS`] before `now`. Reads nothing when no
-    /// flag is set, and clears nothing while the engine cannot vouch for its record of
-    /// the entries (after a failed commit: the next apply re-reads them).
+    /// The last scan's count of the flow table, if one ran.
+    pub fn flow_count(&self) -> Option<&FlowCount> {
+        self.flow_count.as_ref()
+    }
+
+    /// Reads every entry of `FLOWS`: counts them, the live ones (stamped within
+    /// `idle_units` of `now`) and the live ones of each service (the [`FlowCount`] that
+    /// status and metrics show); and, per service whose flow table is consulted, counts
+    /// the live flows whose recorded server the current Maglev table would not pick,
+    /// clearing the flag of each service that has none if it was set at least
+    /// [`GRACE_UNITS`] before `now`. Clears nothing while the engine cannot vouch for its
+    /// record of the entries (after a failed commit: the next apply re-reads them).
     pub fn scan_flows_at(&mut self, now: u32, idle_units: u32) -> anyhow::Result<ScanReport> {
+        let started = std::time::Instant::now();
         let mut report = ScanReport::default();
-        if self.consult.is_empty() || self.written.is_none() {
-            return Ok(report);
-        }
-        let seed = self.dp.settings()?.hash_seed;
-        // The consulted services' entries, as written, with their table.
-        let mut entries: HashMap<ServiceKey, (usize, ServiceValue)> = HashMap::new();
-        let names: Vec<String> = self.consult.keys().cloned().collect();
-        let mut tables: Vec<&[u32]> = Vec::with_capacity(names.len());
-        let written = self.written.as_ref().expect("checked above");
-        for (i, name) in names.iter().enumerate() {
-            let s = self.services.get(name);
-            let table = s
-                .and_then(|s| self.pools.get(&s.pool))
+        let clearing = !self.consult.is_empty() && self.written.is_some();
+        let seed = if clearing {
+            self.dp.settings()?.hash_seed
+        } else {
+            0
+        };
+        // Every service by its keys; for a consulted one, its entry as written and table.
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        let mut by_key: HashMap<ServiceKey, usize> = HashMap::new();
+        let mut consulted: Vec<Option<(ServiceValue, &[u32])>> = vec![None; names.len()];
+        for (i, (name, s)) in self.services.iter().enumerate() {
+            let table = self
+                .pools
+                .get(&s.pool)
                 .map_or(&[][..], |p| p.table.as_slice());
-            tables.push(table);
-            for k in s.into_iter().flat_map(|s| s.keys.iter()) {
+            for k in &s.keys {
+                by_key.insert(*k, i);
+                if !clearing || !self.consult.contains_key(name) {
+                    continue;
+                }
+                let written = self.written.as_ref().expect("checked by `clearing`");
                 if let Some(v) = written.services.get(k) {
-                    entries.insert(*k, (i, *v));
+                    // A service's keys share one entry value (flags, table).
+                    consulted[i] = Some((*v, table));
                 }
             }
         }
-        let mut counts = vec![0u64; names.len()];
+        let mut live_per_service = vec![0u64; names.len()];
+        let mut disagreeing = vec![0u64; names.len()];
+        let mut live = 0u64;
         let slots = &self.slots;
         report.entries = self.dp.scan_flows(&mut |k, f| {
             // Signed age: a stamp ahead of `now` (another CPU's clock tick) is live.
             if now.wrapping_sub(f.seen) as i32 > idle_units as i32 {
                 return;
             }
+            live += 1;
             let exact = ServiceKey::from_raw(k.dst, k.dport, k.proto, k.family);
             let every = ServiceKey::from_raw(k.dst, [0, 0], k.proto, k.family);
-            let Some((i, svc)) = entries.get(&exact).or_else(|| entries.get(&every)) else {
+            let Some(&i) = by_key.get(&exact).or_else(|| by_key.get(&every)) else {
                 return;
             };
-            if disagrees(f, k, svc, tables[*i], slots, seed) {
-                counts[*i] += 1;
+            live_per_service[i] += 1;
+            if let Some((svc, table)) = &consulted[i] {
+                if disagrees(f, k, svc, table, slots, seed) {
+                    disagreeing[i] += 1;
+                }
             }
         })?;
         let scanned = SystemTime::now();
+        self.flow_count = Some(FlowCount {
+            counted_unix: unix(scanned),
+            entries: report.entries,
+            live,
+            scan_ms: started.elapsed().as_millis() as u64,
+            live_per_service: names.iter().cloned().zip(live_per_service).collect(),
+        });
+        if !clearing {
+            return Ok(report);
+        }
         let mut clear = Vec::new();
-        for (name, n) in names.iter().zip(&counts) {
+        for (name, n) in names.iter().zip(&disagreeing) {
+            let Some(c) = self.consult.get_mut(name) else {
+                continue;
+            };
             report.disagreeing.insert(name.clone(), *n);
-            let c = self.consult.get_mut(name).expect("listed from the map");
             c.last_scan = Some((scanned, *n));
             if *n == 0 && now.wrapping_sub(c.since_clock) as i32 >= GRACE_UNITS as i32 {
                 clear.push(name.clone());
@@ -459,6 +505,46 @@ mod tests {
         e.resync();
         e.apply(&desired(&drained())).unwrap();
         assert!(flagged(&e, WEB));
+    }
+
+    #[test]
+    fn every_scan_counts_entries_live_ones_and_each_services_live_ones() {
+        let mut e = engine();
+        e.apply(&desired(SEED)).unwrap();
+        assert_eq!(e.status().unwrap().flows, None, "no count before a scan");
+        scan(&mut e);
+        assert!(
+            !e.consulting(),
+            "flags cleared: the count goes on without them"
+        );
+        let now = flow_clock_now();
+        for i in 1..=3 {
+            let (k, pick) = web_flow(&e, i);
+            record(&mut e, k, pick, now);
+        }
+        // One idle web flow, and a live one of no service (another port).
+        let (k, pick) = web_flow(&e, 4);
+        record(&mut e, k, pick, now.wrapping_sub(IDLE + 1));
+        let (mut other, pick) = web_flow(&e, 5);
+        other.dport = 9999u16.to_be_bytes();
+        record(&mut e, other, pick, now);
+        let r = scan(&mut e);
+        assert_eq!(r.entries, 5);
+        let c = e.flow_count().unwrap();
+        assert_eq!((c.entries, c.live), (5, 4));
+        assert_eq!(c.live_per_service["web-vs"], 3);
+        let st = e.status().unwrap();
+        let flows = st.flows.as_ref().unwrap();
+        assert_eq!((flows.entries, flows.live), (5, 4));
+        let live = |name: &str| {
+            st.services
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .live_flows
+        };
+        assert_eq!(live("web-vs"), Some(3));
+        assert_eq!(live("dns-vs"), Some(0));
     }
 
     #[test]

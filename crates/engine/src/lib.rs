@@ -246,6 +246,8 @@ pub struct Engine<D: Dataplane> {
     revision: u64,
     /// Services whose entries carry `CONSULT_FLOWS`, by name.
     consult: BTreeMap<String, flows::Consult>,
+    /// What the last scan of `FLOWS` counted.
+    flow_count: Option<flows::FlowCount>,
 }
 
 /// Summary of one apply, for logs and tests.
@@ -456,6 +458,7 @@ impl<D: Dataplane> Engine<D> {
             written: None,
             revision: 0,
             consult: BTreeMap::new(),
+            flow_count: None,
         }
     }
 

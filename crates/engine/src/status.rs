@@ -42,6 +42,9 @@ pub struct ServiceStatus {
     /// and why.
     #[serde(default)]
     pub flow_table: FlowTableStatus,
+    /// Its live flows in the flow table at the last count (`Status::flows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_flows: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +74,22 @@ pub struct Status {
     /// Packets per verdict reason, summed over CPUs.
     #[serde(default)]
     pub reasons: Vec<(String, u64)>,
+    /// The flow table at its last count (none before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<FlowTableCount>,
+}
+
+/// The flow table as the engine's last scan counted it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowTableCount {
+    /// When (Unix seconds).
+    pub counted_unix: u64,
+    /// Entries held: live flows and idle ones the LRU has not evicted yet.
+    pub entries: u64,
+    /// Entries seen within the idle timeout.
+    pub live: u64,
+    /// How long the count took.
+    pub scan_ms: u64,
 }
 
 fn state_name(s: SlotState) -> &'static str {
@@ -137,6 +156,9 @@ impl<D: Dataplane> Engine<D> {
                     hash: s.hash,
                     counters: Count::default(),
                     flow_table: self.flow_table_status(&s.name),
+                    live_flows: self
+                        .flow_count()
+                        .map(|c| c.live_per_service.get(&s.name).copied().unwrap_or(0)),
                 })
                 .collect(),
             pools: self
@@ -160,6 +182,12 @@ impl<D: Dataplane> Engine<D> {
                 })
                 .collect(),
             reasons: Vec::new(),
+            flows: self.flow_count().map(|c| FlowTableCount {
+                counted_unix: c.counted_unix,
+                entries: c.entries,
+                live: c.live,
+                scan_ms: c.scan_ms,
+            }),
         };
         st.refresh_counters(&self.dp)?;
         Ok(st)
