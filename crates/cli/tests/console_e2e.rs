@@ -801,7 +801,7 @@ async fn walk(
     .await;
     let (code, body) = api("GET", "/api/v1/status", &session, None);
     assert_eq!(code, 401, "the ended session is refused: {body}");
-    assert_eq!(api("GET", "/api/v1/status", &token, None).0, 200);
+    assert_eq!(api("GET", "/api/v1/status", token, None).0, 200);
     b.go("#/dashboard").await;
     b.wait_js(
         "the dashboard needs a new sign-in",
