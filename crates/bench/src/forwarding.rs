@@ -261,6 +261,7 @@ fn desired(count: u32) -> Desired {
             pool: pool.name.clone(),
             hash: HashMode::SourceIpAndPort,
             idle_timeout_secs: 300,
+            encapsulation: Default::default(),
         })
         .collect();
     Desired {

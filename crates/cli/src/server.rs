@@ -21,6 +21,12 @@ pub struct ServerArgs {
     /// bpffs directory for the decapsulator's pins.
     #[arg(long, env = "RICOCHET_SERVER_PIN_DIR", default_value = ricochet_server::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// A UDP port the eBPF decapsulator takes GUE on (repeat for several), as a network
+    /// profile's `gue_port`; UDP to it that is not GUE to a VIP passes as it is.
+    #[arg(long = "gue-port", env = "RICOCHET_GUE_PORTS", value_delimiter = ',',
+          default_values_t = [ricochet_server::DEFAULT_GUE_PORT],
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub gue_ports: Vec<u16>,
 }
 
 impl ServerArgs {
@@ -30,6 +36,7 @@ impl ServerArgs {
             interface: self.interface.clone(),
             decap: self.decap,
             pin_dir: self.pin_dir.clone(),
+            gue_ports: self.gue_ports.clone(),
         }
     }
 }

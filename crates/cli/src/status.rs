@@ -103,7 +103,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             ricochet_config::HashMode::SourceIpAndPort => "sip+port",
         };
         println!(
-            "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  {} / {}",
+            "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  {} / {} ({})",
             s.protocol.to_string(),
             addr(s.vip, &ports(&s.ports, "*")),
             hash,
@@ -111,7 +111,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             c.bytes,
             c.new_flows,
             s.name,
-            s.pool
+            s.pool,
+            s.encapsulation
         );
         if let Some(pool) = st.status.pools.iter().find(|p| p.name == s.pool) {
             // Servers marked down are out of the data plane's pool: list them from the

@@ -212,7 +212,7 @@ fn dsr_end_to_end_ipv4_ipv6_udp() {
 
     let status = bed.status();
     assert!(status.contains("192.168.35.241:80"), "{status}");
-    assert!(status.contains("web-vs / web-pool"), "{status}");
+    assert!(status.contains("web-vs / web-pool (ipinip)"), "{status}");
     // At least one packet for each of the 80 HTTP requests and 20 DNS queries above.
     let forwarded: u64 = status
         .lines()

@@ -217,6 +217,8 @@ pub mod maps {
     /// Decapsulation object: VIPs the server accepts inside IP-in-IP.
     pub const DECAP_VIPS: &str = "DECAP_VIPS";
     pub const DECAP_STATS: &str = "DECAP_STATS";
+    /// Decapsulation object: UDP ports (big endian) that carry GUE.
+    pub const DECAP_GUE_PORTS: &str = "DECAP_GUE_PORTS";
 }
 
 /// Default capacities; each is overridable at load time by the engine.
@@ -239,6 +241,7 @@ pub mod limits {
     /// changed table is written to a fresh region before the service switches over.
     pub const DEFAULT_MAGLEV_SLOTS: u32 = 4 * 65537 * 8;
     pub const MAX_DECAP_VIPS: u32 = 1024;
+    pub const MAX_DECAP_GUE_PORTS: u32 = 16;
     /// Outer TTL / hop limit of encapsulated packets.
     pub const OUTER_TTL: u8 = 64;
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" errors each CPU sends per
@@ -384,20 +387,29 @@ pub struct ServiceValue {
     /// Table size M (prime); 0 means the pool has no usable server.
     pub table_size: u32,
     pub flags: ServiceFlags,
+    /// With [`ServiceFlags::ENCAP_GUE`]: the outer UDP destination port, big endian (the
+    /// servers' `fou` or decapsulator port). Zero otherwise.
+    pub gue_port: [u8; 2],
 }
 assert_layout!(
     ServiceValue {
         service_id,
         table_offset,
         table_size,
-        flags
+        flags,
+        gue_port
     },
     16
 );
 
 bit_flags! {
-    /// Flags of a virtual service (`ServiceValue::flags`).
-    pub struct ServiceFlags(u32) {
+    /// Flags of a virtual service (`ServiceValue::flags`). 16 bits: the value's last two
+    /// bytes are [`ServiceValue::gue_port`] (entries written when the flags were 32 bits
+    /// wide read back the same, with port 0, since only low bits were ever set).
+    ///
+    /// The encapsulation is IP-in-IP unless one of `ENCAP_GRE` or `ENCAP_GUE` is set
+    /// (never both).
+    pub struct ServiceFlags(u16) {
         /// Hash on source IP and source port (Avi's "consistent hash with source IP and
         /// port"); without it, on source IP only.
         const HASH_SRC_PORT = 1 << 0;
@@ -407,6 +419,13 @@ bit_flags! {
         /// would not pick). Clear: they take the Maglev pick, and one in
         /// [`limits::FLOW_SAMPLE`] still looks up, to keep the flow's entry fresh.
         const CONSULT_FLOWS = 1 << 1;
+        /// GRE (RFC 2784): outer IP protocol 47 and a 4-byte GRE header (no checksum,
+        /// key or sequence number) whose protocol type is the inner packet's EtherType.
+        const ENCAP_GRE = 1 << 2;
+        /// GUE "variant 1" (as katran sends it): outer UDP to [`ServiceValue::gue_port`]
+        /// with the inner IP packet right after the UDP header; the UDP source port
+        /// comes from the flow hash, so that servers spread flows over their queues.
+        const ENCAP_GUE = 1 << 3;
     }
 }
 

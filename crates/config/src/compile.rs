@@ -10,7 +10,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Config, ConsistentHash, NetworkProfile, Pool, Protocol};
+use crate::model::{
+    Config, ConsistentHash, DsrEncapsulation, DsrProfile, NetworkProfile, Pool, Protocol,
+};
 use crate::validate::{validate, ValidationErrors};
 
 /// The desired data-plane state: what the engine makes the data plane hold.
@@ -52,6 +54,60 @@ pub struct DesiredService {
     pub hash: HashMode,
     /// The network profile's session idle timeout (default applied).
     pub idle_timeout_secs: u32,
+    /// The network profile's DSR encapsulation (absent in records written before GRE and
+    /// GUE existed: IP-in-IP).
+    #[serde(default)]
+    pub encapsulation: Encapsulation,
+}
+
+/// How a service's packets travel to its servers, outer family the VIP's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encapsulation {
+    /// IPv4-in-IPv4 or IPv6-in-IPv6.
+    #[default]
+    Ipinip,
+    /// GRE with a 4-byte header.
+    Gre,
+    /// GUE variant 1: UDP, then the inner packet.
+    Gue {
+        /// The UDP destination port.
+        port: u16,
+    },
+}
+
+impl Encapsulation {
+    /// The encapsulation of a profile's DSR settings.
+    fn of(dsr: &DsrProfile) -> Self {
+        match dsr.encapsulation {
+            DsrEncapsulation::Ipinip => Self::Ipinip,
+            DsrEncapsulation::Gre => Self::Gre,
+            DsrEncapsulation::Gue => Self::Gue {
+                port: dsr.effective_gue_port(),
+            },
+        }
+    }
+
+    /// Bytes it adds in front of the client's packet: the outer IP header of `vip`'s
+    /// family and the tunnel header.
+    pub fn overhead(self, vip: IpAddr) -> u16 {
+        let ip = if vip.is_ipv4() { 20 } else { 40 };
+        ip + match self {
+            Self::Ipinip => 0,
+            Self::Gre => 4,
+            Self::Gue { .. } => 8,
+        }
+    }
+}
+
+impl std::fmt::Display for Encapsulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ipinip => f.write_str("ipinip"),
+            Self::Gre => f.write_str("gre"),
+            Self::Gue { port } => write!(f, "gue (udp port {port})"),
+        }
+    }
 }
 
 /// Destination ports of a service.
@@ -178,6 +234,11 @@ pub(crate) fn compile(config: &Config) -> Result<Desired, ValidationErrors> {
             pool: pool.name.clone(),
             hash: pool.consistent_hash.into(),
             idle_timeout_secs: profile.effective_idle_timeout(),
+            // Validation admits only profiles with DSR enabled.
+            encapsulation: profile
+                .dsr
+                .as_ref()
+                .map_or_else(Default::default, Encapsulation::of),
         });
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));

@@ -28,7 +28,7 @@
 //!    and defaults applied.
 //!
 //! What Ricochet does not implement is refused by validation rather than ignored: L2
-//! DSR, GRE encapsulation, proxy (non-fast-path) network profiles, virtual services
+//! DSR, proxy (non-fast-path) network profiles, virtual services
 //! without DSR. Health monitors are run by the engines (`ricochet-health`).
 //!
 //! Choices where Avi leaves room:
@@ -75,7 +75,9 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use compile::{Desired, DesiredPool, DesiredServer, DesiredService, HashMode, PortSpec};
+pub use compile::{
+    Desired, DesiredPool, DesiredServer, DesiredService, Encapsulation, HashMode, PortSpec,
+};
 pub use model::{
     http_request_lines, is_valid_name, ApplicationProfile, ApplicationProfileType, Config,
     ConsistentHash, DsrEncapsulation, DsrProfile, DsrType, HealthMonitor, HealthMonitorType,
@@ -173,7 +175,7 @@ impl Config {
     ///
     /// Refused, among others: duplicate or empty names; references to undeclared
     /// objects; virtual services whose network profile is not fast path or does not
-    /// enable DSR; L2 DSR and GRE (not supported yet); servers addressed by a VIP;
+    /// enable DSR; L2 DSR (not supported yet); `gue_port` without GUE; servers addressed by a VIP;
     /// virtual services sharing a VIP, protocol and port; invalid ports and ranges;
     /// VIPs and servers of different families; ratios outside 1..=20; table sizes that
     /// are not prime or below 100 × servers; unusable addresses (unspecified, loopback,

@@ -190,6 +190,23 @@ pub struct DsrProfile {
     pub kind: DsrType,
     /// Avi's `dsr_encap_type` (required, as in Avi).
     pub encapsulation: DsrEncapsulation,
+    /// With `encapsulation: gue`: the outer UDP destination port, where the servers'
+    /// decapsulation listens ([`DEFAULT_GUE_PORT`] when absent). Refused with any other
+    /// encapsulation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
+    pub gue_port: Option<u16>,
+}
+
+/// The GUE destination port when a profile names none: katran's and the Linux `fou`
+/// examples' 6080.
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+
+impl DsrProfile {
+    /// The GUE destination port in force ([`DEFAULT_GUE_PORT`] when absent).
+    pub fn effective_gue_port(&self) -> u16 {
+        self.gue_port.unwrap_or(DEFAULT_GUE_PORT)
+    }
 }
 
 /// Avi's `DsrType`.
@@ -203,15 +220,30 @@ pub enum DsrType {
     L3,
 }
 
-/// Avi's `EncapType` for L3 DSR.
+/// Avi's `EncapType` for L3 DSR, and GUE. The outer family is always the VIP's.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DsrEncapsulation {
-    /// `ENCAP_IPINIP`: IPv4-in-IPv4 or IPv6-in-IPv6, by the VIP's family.
+    /// `ENCAP_IPINIP`: IPv4-in-IPv4 or IPv6-in-IPv6 (RFC 2003, RFC 2473).
     Ipinip,
-    /// `ENCAP_GRE`. Not supported yet.
+    /// `ENCAP_GRE`: GRE (RFC 2784) with a 4-byte header, IPv4 or IPv6 outer.
     Gre,
+    /// GUE "variant 1": UDP to `gue_port`, the inner packet right after the UDP header
+    /// (what katran sends and Linux `fou` decapsulates); the UDP source port varies with
+    /// the flow, so that servers spread flows over their receive queues.
+    Gue,
+}
+
+impl DsrEncapsulation {
+    /// The name used in the YAML file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ipinip => "ipinip",
+            Self::Gre => "gre",
+            Self::Gue => "gue",
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

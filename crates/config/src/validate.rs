@@ -298,12 +298,22 @@ impl<'a> Validator<'a> {
                          (type: l3)",
                     );
                 }
-                if dsr.encapsulation == DsrEncapsulation::Gre {
-                    self.error(
-                        format!("{at}.dsr.encapsulation"),
-                        "GRE encapsulation is not supported yet: Ricochet encapsulates \
-                         IP-in-IP only (encapsulation: ipinip)",
-                    );
+                match (dsr.encapsulation, dsr.gue_port) {
+                    (DsrEncapsulation::Gue, Some(0)) => self.error(
+                        format!("{at}.dsr.gue_port"),
+                        "gue_port 0 is not a port: give the UDP port the servers' \
+                         decapsulation listens on (1 to 65535; 6080 when absent)",
+                    ),
+                    (DsrEncapsulation::Ipinip | DsrEncapsulation::Gre, Some(port)) => self.error(
+                        format!("{at}.dsr.gue_port"),
+                        format!(
+                            "gue_port {port} only applies to encapsulation: gue, and this \
+                             profile has encapsulation: {}; remove it or set \
+                             encapsulation: gue",
+                            dsr.encapsulation.as_str()
+                        ),
+                    ),
+                    _ => {}
                 }
             }
             if let Some(timeout) = profile.session_idle_timeout {

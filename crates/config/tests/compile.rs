@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use common::{base, yaml};
 use ricochet_config::{
-    Config, ConsistentHash, Desired, DesiredPool, DesiredServer, DesiredService, HashMode,
-    PortSpec, Protocol, Service,
+    Config, ConsistentHash, Desired, DesiredPool, DesiredServer, DesiredService, Encapsulation,
+    HashMode, PortSpec, Protocol, Service,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -40,6 +40,7 @@ fn seed_compiles() {
                 pool: "dns-pool".into(),
                 hash: HashMode::SourceIpAndPort,
                 idle_timeout_secs: 10,
+                encapsulation: Encapsulation::Ipinip,
             },
             DesiredService {
                 name: "web-vs".into(),
@@ -49,6 +50,7 @@ fn seed_compiles() {
                 pool: "web-pool".into(),
                 hash: HashMode::SourceIp,
                 idle_timeout_secs: 300,
+                encapsulation: Encapsulation::Ipinip,
             },
             DesiredService {
                 name: "web-vs-v6".into(),
@@ -58,6 +60,7 @@ fn seed_compiles() {
                 pool: "web-pool-v6".into(),
                 hash: HashMode::SourceIp,
                 idle_timeout_secs: 300,
+                encapsulation: Encapsulation::Ipinip,
             },
         ],
         pools: vec![

@@ -329,17 +329,72 @@ fn dsr_l2_not_supported() {
 }
 
 #[test]
-fn dsr_gre_not_supported() {
+fn gre_and_gue_compile_into_the_service_with_the_gue_port() {
     let mut config = base();
-    config.network_profiles[0]
-        .dsr
-        .as_mut()
-        .unwrap()
-        .encapsulation = DsrEncapsulation::Gre;
+    let dsr = config.network_profiles[0].dsr.as_mut().unwrap();
+    dsr.encapsulation = DsrEncapsulation::Gre;
+    let desired = config.compile().expect("GRE is accepted");
+    assert!(desired
+        .services
+        .iter()
+        .filter(|s| s.protocol == ricochet_config::Protocol::Tcp)
+        .all(|s| s.encapsulation == ricochet_config::Encapsulation::Gre));
+
+    let dsr = config.network_profiles[0].dsr.as_mut().unwrap();
+    dsr.encapsulation = DsrEncapsulation::Gue;
+    let tcp = |config: &Config| {
+        config
+            .compile()
+            .unwrap()
+            .services
+            .into_iter()
+            .find(|s| s.protocol == ricochet_config::Protocol::Tcp)
+            .unwrap()
+            .encapsulation
+    };
+    assert_eq!(
+        tcp(&config),
+        ricochet_config::Encapsulation::Gue { port: 6080 },
+        "the default port"
+    );
+    config.network_profiles[0].dsr.as_mut().unwrap().gue_port = Some(7777);
+    assert_eq!(
+        tcp(&config),
+        ricochet_config::Encapsulation::Gue { port: 7777 }
+    );
+}
+
+#[test]
+fn gue_port_is_refused_without_gue_or_when_zero() {
+    let mut config = base();
+    config.network_profiles[0].dsr.as_mut().unwrap().gue_port = Some(6080);
     assert_only_error(
         &config,
-        r#"network_profiles["dsr-tcp"].dsr.encapsulation"#,
-        "GRE encapsulation is not supported yet: Ricochet encapsulates IP-in-IP only (encapsulation: ipinip)",
+        r#"network_profiles["dsr-tcp"].dsr.gue_port"#,
+        "gue_port 6080 only applies to encapsulation: gue, and this profile has encapsulation: \
+         ipinip; remove it or set encapsulation: gue",
+    );
+    let dsr = config.network_profiles[0].dsr.as_mut().unwrap();
+    dsr.encapsulation = DsrEncapsulation::Gue;
+    dsr.gue_port = Some(0);
+    assert_only_error(
+        &config,
+        r#"network_profiles["dsr-tcp"].dsr.gue_port"#,
+        "gue_port 0 is not a port: give the UDP port the servers' decapsulation listens on \
+         (1 to 65535; 6080 when absent)",
+    );
+    let parsed = yaml(
+        r#"
+network_profiles:
+  - name: p
+    type: udp_fast_path
+    dsr: { enabled: true, type: l3, encapsulation: gue, gue_port: 7000 }
+"#,
+    );
+    let dsr = parsed.network_profiles[0].dsr.as_ref().unwrap();
+    assert_eq!(
+        (dsr.encapsulation, dsr.gue_port),
+        (DsrEncapsulation::Gue, Some(7000))
     );
 }
 
@@ -893,7 +948,7 @@ fn all_errors_are_collected_in_declaration_order() {
 network_profiles:
   - name: p
     type: tcp_fast_path
-    dsr: { enabled: true, type: l2, encapsulation: gre }
+    dsr: { enabled: true, type: l2, encapsulation: gre, gue_port: 1 }
 pools:
   - name: pool
     table_size: 100
@@ -912,7 +967,7 @@ virtual_services:
         paths,
         [
             r#"network_profiles["p"].dsr.type"#,
-            r#"network_profiles["p"].dsr.encapsulation"#,
+            r#"network_profiles["p"].dsr.gue_port"#,
             r#"pools["pool"].servers[0].ip"#,
             r#"pools["pool"].servers[0].ratio"#,
             r#"pools["pool"].table_size"#,

@@ -120,6 +120,7 @@ mod tests {
             table_offset,
             table_size: 7,
             flags: ServiceFlags::CONSULT_FLOWS,
+            gue_port: [0, 0],
         };
         e.add_service(&VIP4, 6, 80, svc(3, 0));
         e.add_service(&VIP6, 6, 80, svc(4, 7));

@@ -16,7 +16,12 @@ use ricochet_common::{
     ServiceFlags, ServiceValue,
 };
 
-use crate::{balance::Stats, encap::Random, headers::IPPROTO_TCP, parse::Parsed};
+use crate::{
+    balance::Stats,
+    encap::{Random, Tunnel},
+    headers::IPPROTO_TCP,
+    parse::Parsed,
+};
 
 /// `FLOWS` rejected an insert (the kernel's error number, negative).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +51,8 @@ pub struct Pick {
     /// Picked from the Maglev table for a flow to be recorded once forwarded (a new
     /// connection, or a flow whose lookup missed).
     pub new_flow: bool,
+    /// The service's encapsulation.
+    pub tunnel: Tunnel,
 }
 
 /// The packet's `FLOWS` key.
@@ -95,6 +102,7 @@ pub fn pick_server(
         server_id,
         server: maps.server(server_id)?,
         new_flow: chosen & NEW_FLOW != 0,
+        tunnel: Tunnel::of(svc),
     })
 }
 
@@ -200,6 +208,7 @@ mod tests {
             server_id: other,
             server: e.servers[other as usize],
             new_flow: true,
+            tunnel: Tunnel::IpInIp,
         };
         record(&e, &p, &recorded).unwrap();
         // A data segment keeps the recorded server; a SYN of the same five-tuple does not
@@ -278,6 +287,7 @@ mod tests {
         table_offset: 3,
         table_size: 13,
         flags: ServiceFlags::CONSULT_FLOWS,
+        gue_port: [0, 0],
     };
     /// The same service with the flag clear (no live flow disagrees with its table).
     const CLEAR: ServiceValue = ServiceValue {
@@ -297,6 +307,7 @@ mod tests {
             server_id: other,
             server: e.servers[other as usize],
             new_flow: true,
+            tunnel: Tunnel::IpInIp,
         };
         record(e, p, &moved).unwrap();
         (hashed.server_id, other)
@@ -379,6 +390,7 @@ mod tests {
             server_id: other,
             server: e.servers[other as usize],
             new_flow: true,
+            tunnel: Tunnel::IpInIp,
         };
         record(&e, &udp, &moved).unwrap();
         assert_eq!(pick_server(&e, &udp, &CLEAR, 9).unwrap().server_id, other);
@@ -445,6 +457,7 @@ mod tests {
             server_id: other,
             server: e.servers[other as usize],
             new_flow: true,
+            tunnel: Tunnel::IpInIp,
         };
         record(&e, &p, &moved).unwrap();
         let again = pick_server(&e, &p, &SVC, 9).unwrap();
@@ -475,6 +488,7 @@ mod tests {
             server_id: 1,
             server: e.servers[1],
             new_flow: true,
+            tunnel: Tunnel::IpInIp,
         };
         assert_eq!(record(&e, &parsed(1), &pick), Err(InsertError(-7)));
     }

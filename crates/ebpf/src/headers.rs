@@ -11,6 +11,7 @@ pub const IPV6_LEN: usize = 40;
 pub const TCP_LEN: usize = 20;
 pub const UDP_LEN: usize = 8;
 pub const ICMP_LEN: usize = 8;
+pub const GRE_LEN: usize = 4;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -24,6 +25,7 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_IPV6: u8 = 41;
 pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_GRE: u8 = 47;
 pub const IPPROTO_FRAGMENT: u8 = 44;
 pub const IPPROTO_ESP: u8 = 50;
 pub const IPPROTO_AH: u8 = 51;
@@ -123,6 +125,25 @@ pub struct Ports {
     pub dst: [u8; 2],
 }
 
+/// A UDP header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpHdr {
+    pub src: [u8; 2],
+    pub dst: [u8; 2],
+    pub len: [u8; 2],
+    pub check: [u8; 2],
+}
+
+/// The GRE header of RFC 2784 without its optional checksum: flags and version 0, then
+/// the EtherType of what follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GreHdr {
+    pub flags_version: [u8; 2],
+    pub proto: [u8; 2],
+}
+
 /// ICMP "destination unreachable" / ICMPv6 "packet too big" header (8 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,11 +160,22 @@ const _: () = assert!(core::mem::size_of::<EthHdr>() == ETH_LEN);
 const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == IPV4_LEN);
 const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == IPV6_LEN);
 const _: () = assert!(core::mem::size_of::<IcmpHdr>() == ICMP_LEN);
+const _: () = assert!(core::mem::size_of::<UdpHdr>() == UDP_LEN);
+const _: () = assert!(core::mem::size_of::<GreHdr>() == GRE_LEN);
 
-/// The outer IPv4 header of an IPv4-in-IPv4 packet (RFC 2003): TOS (DSCP and ECN) and
-/// DF copied from the inner header, protocol 4, checksum filled in.
-pub fn ipip_outer_v4(inner: &Ipv4Hdr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Ipv4Hdr {
-    let tot = inner.total_len().wrapping_add(IPV4_LEN as u16);
+/// The outer IPv4 header of an encapsulated IPv4 packet (RFC 2003 for IP-in-IP, and GRE
+/// and GUE alike): TOS (DSCP and ECN) and DF copied from the inner header, protocol
+/// `proto`, `tunnel_len` bytes of tunnel header between it and the inner packet,
+/// checksum filled in.
+pub fn outer_v4(
+    inner: &Ipv4Hdr,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    proto: u8,
+    tunnel_len: u16,
+) -> Ipv4Hdr {
+    let tot = inner.total_len().wrapping_add(IPV4_LEN as u16 + tunnel_len);
     let mut h = Ipv4Hdr {
         ver_ihl: 0x45,
         tos: inner.tos,
@@ -151,7 +183,7 @@ pub fn ipip_outer_v4(inner: &Ipv4Hdr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Ip
         id: [0, 0],
         frag_off: (inner.frag() & IP_DF).to_be_bytes(),
         ttl,
-        proto: IPPROTO_IPIP,
+        proto,
         check: [0, 0],
         src,
         dst,
@@ -160,8 +192,40 @@ pub fn ipip_outer_v4(inner: &Ipv4Hdr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Ip
     h
 }
 
-/// The outer IPv6 header of an IPv6-in-IPv6 packet (RFC 2473): traffic class copied
-/// from the inner header, `flow_label` (20 bits) for ECMP entropy, next header 41.
+/// [`outer_v4`] of an IPv4-in-IPv4 packet: protocol 4, nothing between the headers.
+pub fn ipip_outer_v4(inner: &Ipv4Hdr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Ipv4Hdr {
+    outer_v4(inner, src, dst, ttl, IPPROTO_IPIP, 0)
+}
+
+/// The outer IPv6 header of an encapsulated IPv6 packet (RFC 2473 for IPv6-in-IPv6, and
+/// GRE and GUE alike): traffic class copied from the inner header, `flow_label` (20 bits)
+/// for ECMP entropy, next header `next_hdr`, `tunnel_len` bytes of tunnel header between
+/// it and the inner packet.
+pub fn outer_v6(
+    inner: &Ipv6Hdr,
+    src: [u8; 16],
+    dst: [u8; 16],
+    flow_label: u32,
+    hop_limit: u8,
+    next_hdr: u8,
+    tunnel_len: u16,
+) -> Ipv6Hdr {
+    let tc = inner.traffic_class() as u32;
+    let word = (6u32 << 28) | (tc << 20) | (flow_label & 0x000f_ffff);
+    let payload = inner
+        .payload_len()
+        .wrapping_add(IPV6_LEN as u16 + tunnel_len);
+    Ipv6Hdr {
+        vtc_flow: word.to_be_bytes(),
+        payload_len: payload.to_be_bytes(),
+        next_hdr,
+        hop_limit,
+        src,
+        dst,
+    }
+}
+
+/// [`outer_v6`] of an IPv6-in-IPv6 packet: next header 41, nothing between the headers.
 pub fn ipip_outer_v6(
     inner: &Ipv6Hdr,
     src: [u8; 16],
@@ -169,17 +233,7 @@ pub fn ipip_outer_v6(
     flow_label: u32,
     hop_limit: u8,
 ) -> Ipv6Hdr {
-    let tc = inner.traffic_class() as u32;
-    let word = (6u32 << 28) | (tc << 20) | (flow_label & 0x000f_ffff);
-    let payload = inner.payload_len().wrapping_add(IPV6_LEN as u16);
-    Ipv6Hdr {
-        vtc_flow: word.to_be_bytes(),
-        payload_len: payload.to_be_bytes(),
-        next_hdr: IPPROTO_IPV6,
-        hop_limit,
-        src,
-        dst,
-    }
+    outer_v6(inner, src, dst, flow_label, hop_limit, IPPROTO_IPV6, 0)
 }
 
 #[cfg(test)]

@@ -74,10 +74,10 @@ pub fn take_token(env: &impl Limiter) -> Result<(), Reason> {
 
 /// Answers a packet whose encapsulation exceeds the route's MTU: unless its source must
 /// not get an error or the budget is spent, turns it into the family's "too big" error
-/// advertising the MTU left after the encapsulation overhead. [`Reason::IcmpTooBig`]
+/// advertising `inner_mtu`, the route's MTU less the encapsulation overhead. [`Reason::IcmpTooBig`]
 /// when it is ready to go back, otherwise why not.
 #[inline(always)]
-pub fn too_big(ctx: &impl XdpPacket, env: &impl Limiter, p: &Parsed, route_mtu: u16) -> Reason {
+pub fn too_big(ctx: &impl XdpPacket, env: &impl Limiter, p: &Parsed, inner_mtu: u16) -> Reason {
     if let Some(r) = bad_source(&p.src, p.family) {
         return r;
     }
@@ -85,9 +85,9 @@ pub fn too_big(ctx: &impl XdpPacket, env: &impl Limiter, p: &Parsed, route_mtu: 
         return r;
     }
     let sent = if p.family == FAMILY_V4 {
-        too_big_v4(ctx, p.l3_off, p.frame_len, route_mtu)
+        too_big_v4(ctx, p.l3_off, p.frame_len, inner_mtu)
     } else {
-        too_big_v6(ctx, p.l3_off, p.frame_len, route_mtu)
+        too_big_v6(ctx, p.l3_off, p.frame_len, inner_mtu)
     };
     match sent {
         Ok(()) => Reason::IcmpTooBig,
@@ -128,7 +128,7 @@ fn too_big_v4(
     ctx: &impl XdpPacket,
     l3_off: usize,
     frame_len: u32,
-    route_mtu: u16,
+    inner_mtu: u16,
 ) -> Result<(), Reason> {
     let shift = IPV4_LEN + ICMP_LEN;
     let old_eth = resize(ctx, l3_off, frame_len, shift, QUOTE_V4)?;
@@ -150,7 +150,7 @@ fn too_big_v4(
         dst: client,
     };
     ip.check = csum::ipv4_header(&ip).to_be_bytes();
-    let mtu = route_mtu.saturating_sub(IPV4_LEN as u16);
+    let mtu = inner_mtu;
     let (Some(ip_p), Some(icmp_p)) = (
         ptr_at::<Ipv4Hdr>(ctx, l3_off),
         ptr_at::<IcmpHdr>(ctx, l3_off + IPV4_LEN),
@@ -183,7 +183,7 @@ fn too_big_v6(
     ctx: &impl XdpPacket,
     l3_off: usize,
     frame_len: u32,
-    route_mtu: u16,
+    inner_mtu: u16,
 ) -> Result<(), Reason> {
     let shift = IPV6_LEN + ICMP_LEN;
     let old_eth = resize(ctx, l3_off, frame_len, shift, QUOTE_V6)?;
@@ -194,7 +194,7 @@ fn too_big_v6(
     write_l2(ctx, l3_off, shift, client_mac, my_mac).ok_or(Reason::DropAdjustFailed)?;
     let upper_len = (ICMP_LEN + QUOTE_V6) as u32;
     let pseudo = csum::ipv6_pseudo(&vip, &client, upper_len, IPPROTO_ICMPV6);
-    let mtu = route_mtu.saturating_sub(IPV6_LEN as u16) as u32;
+    let mtu = inner_mtu as u32;
     let (Some(ip_p), Some(icmp_p)) = (
         ptr_at::<Ipv6Hdr>(ctx, l3_off),
         ptr_at::<IcmpHdr>(ctx, l3_off + IPV6_LEN),

@@ -284,6 +284,7 @@ mod tests {
         table_offset: 0,
         table_size: 7,
         flags: ServiceFlags::EMPTY,
+        gue_port: [0, 0],
     };
 
     fn env() -> TestEnv {

@@ -51,7 +51,9 @@ use ricochet_common::{
     vip_filter, ServerState as SlotState, ServerValue, ServiceFlags, ServiceKey, ServiceValue,
     Settings, SettingsFlags, VipFlags, VipKey, VipValue, PROTO_TCP, PROTO_UDP,
 };
-use ricochet_config::{Desired, DesiredPool, DesiredService, HashMode, PortSpec, Protocol};
+use ricochet_config::{
+    Desired, DesiredPool, DesiredService, Encapsulation, HashMode, PortSpec, Protocol,
+};
 use ricochet_dataplane::Dataplane;
 use tracing::{debug, info};
 
@@ -131,6 +133,7 @@ pub struct ServiceState {
     pub ports: PortSpec,
     pub pool: String,
     pub hash: HashMode,
+    pub encapsulation: Encapsulation,
     #[serde(skip)]
     keys: BTreeSet<ServiceKey>,
 }
@@ -368,6 +371,21 @@ impl PoolState {
     }
 }
 
+/// The flags a service's entries carry, but for `CONSULT_FLOWS` (the flow scan's).
+fn service_flags(s: &DesiredService) -> ServiceFlags {
+    let hash = if s.hash == HashMode::SourceIpAndPort {
+        ServiceFlags::HASH_SRC_PORT
+    } else {
+        ServiceFlags::EMPTY
+    };
+    let encap = match s.encapsulation {
+        Encapsulation::Ipinip => ServiceFlags::EMPTY,
+        Encapsulation::Gre => ServiceFlags::ENCAP_GRE,
+        Encapsulation::Gue { .. } => ServiceFlags::ENCAP_GUE,
+    };
+    hash | encap
+}
+
 impl ServiceState {
     /// The running service takes the same packets to the same pool as `s`.
     fn holds(&self, s: &DesiredService) -> bool {
@@ -376,6 +394,7 @@ impl ServiceState {
             && self.ports == s.ports
             && self.pool == s.pool
             && self.hash == s.hash
+            && self.encapsulation == s.encapsulation
     }
 }
 
@@ -837,10 +856,10 @@ impl<D: Dataplane> Engine<D> {
                 service_id: id,
                 table_offset: region.map_or(0, |r| r.offset),
                 table_size: region.map_or(0, |r| r.len),
-                flags: if s.hash == HashMode::SourceIpAndPort {
-                    ServiceFlags::HASH_SRC_PORT
-                } else {
-                    ServiceFlags::EMPTY
+                flags: service_flags(s),
+                gue_port: match s.encapsulation {
+                    Encapsulation::Gue { port } => port.to_be_bytes(),
+                    Encapsulation::Ipinip | Encapsulation::Gre => [0, 0],
                 },
             };
             for k in &keys {
@@ -1174,6 +1193,7 @@ impl<D: Dataplane> Engine<D> {
                     ports: s.ports.clone(),
                     pool: s.pool.clone(),
                     hash: s.hash,
+                    encapsulation: s.encapsulation,
                     keys: p.keys,
                 },
             );

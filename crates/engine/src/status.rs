@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use ricochet_common::{Counters, ServerState as SlotState};
-use ricochet_config::{HashMode, PortSpec, Protocol};
+use ricochet_config::{Encapsulation, HashMode, PortSpec, Protocol};
 use ricochet_dataplane::Dataplane;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,9 @@ pub struct ServiceStatus {
     pub ports: PortSpec,
     pub pool: String,
     pub hash: HashMode,
+    /// How its packets travel to the servers.
+    #[serde(default)]
+    pub encapsulation: Encapsulation,
     #[serde(default)]
     pub counters: Count,
     /// Whether established TCP packets look their flow up (the live flag of its entries)
@@ -154,6 +157,7 @@ impl<D: Dataplane> Engine<D> {
                     ports: s.ports.clone(),
                     pool: s.pool.clone(),
                     hash: s.hash,
+                    encapsulation: s.encapsulation,
                     counters: Count::default(),
                     flow_table: self.flow_table_status(&s.name),
                     live_flows: self

@@ -491,7 +491,7 @@ fn many_caps() -> Capacities {
 /// chose: per service entry its flags and its table as server addresses, per VIP its
 /// flags, and the state of every used server slot.
 type View = (
-    BTreeMap<ServiceKey, (u32, Vec<IpAddr>)>,
+    BTreeMap<ServiceKey, (u16, Vec<IpAddr>)>,
     BTreeMap<VipKey, VipValue>,
     Vec<(IpAddr, u8)>,
 );
@@ -855,4 +855,50 @@ fn a_refused_first_apply_after_adoption_leaves_the_next_one_full() {
     let r = e2.apply(&desired(SEED)).unwrap();
     assert!(r.is_noop(), "{r:?}");
     assert_eq!(e2.dataplane().servers, before.servers);
+}
+
+#[test]
+fn a_profiles_encapsulation_is_in_its_entries_and_a_change_rewrites_only_them() {
+    let mut e = engine();
+    e.apply(&desired(SEED)).unwrap();
+    let web = ServiceKey::new(ip("192.168.35.241"), PROTO_TCP, 80);
+    let dns = ServiceKey::new(ip("192.168.35.241"), PROTO_UDP, 53);
+    let encap = ServiceFlags::ENCAP_GRE | ServiceFlags::ENCAP_GUE;
+    assert!(!e.dataplane().services[&web].flags.intersects(encap));
+    let before = e.dataplane().services[&web];
+
+    // The seed's TCP profile in GUE on port 7000: web-vs's entries change, not their
+    // table, and dns-vs (the UDP profile) stays as it was.
+    let gue = SEED.replacen(
+        "encapsulation: ipinip",
+        "encapsulation: gue, gue_port: 7000",
+        1,
+    );
+    assert_ne!(gue, SEED, "the seed names ipinip");
+    let dns_before = e.dataplane().services[&dns];
+    let r = e.apply(&desired(&gue)).unwrap();
+    assert_eq!(r.tables_written, 0, "{r:?}");
+    let v = e.dataplane().services[&web];
+    assert!(v.flags.contains(ServiceFlags::ENCAP_GUE), "{v:?}");
+    assert!(!v.flags.contains(ServiceFlags::ENCAP_GRE));
+    assert_eq!(u16::from_be_bytes(v.gue_port), 7000);
+    assert_eq!(
+        (v.table_offset, v.table_size, v.service_id),
+        (before.table_offset, before.table_size, before.service_id)
+    );
+    assert_eq!(e.dataplane().services[&dns], dns_before);
+    assert!(e.status().unwrap().services.iter().any(|s| s.name == "web-vs"
+        && s.encapsulation == Encapsulation::Gue { port: 7000 }));
+
+    let gre = SEED.replacen("encapsulation: ipinip", "encapsulation: gre", 1);
+    e.apply(&desired(&gre)).unwrap();
+    let v = e.dataplane().services[&web];
+    assert!(v.flags.contains(ServiceFlags::ENCAP_GRE), "{v:?}");
+    assert_eq!(v.gue_port, [0, 0]);
+    // And back: the entry is the seed's again.
+    e.apply(&desired(SEED)).unwrap();
+    assert_eq!(
+        e.dataplane().services[&web].flags.difference(ServiceFlags::CONSULT_FLOWS),
+        before.flags.difference(ServiceFlags::CONSULT_FLOWS)
+    );
 }

@@ -2,9 +2,10 @@
 //! loading, attaching with a pinned TCX link, updating its VIP map, inspecting and removing.
 //!
 //! Pins in the pin directory:
-//! - `DECAP_VIPS`, `DECAP_STATS`: the maps, created on the first setup and reused by later
-//!   ones (aya's `map_pin_path` opens an existing pin instead of creating a map), so a second
-//!   setup with more VIPs adds them to the map the attached program already reads;
+//! - `DECAP_VIPS`, `DECAP_STATS`, `DECAP_GUE_PORTS`: the maps, created on the first setup
+//!   and reused by later ones (aya's `map_pin_path` opens an existing pin instead of creating
+//!   a map), so a second setup with more VIPs or GUE ports adds them to the maps the attached
+//!   program already reads;
 //! - `link_<interface>`: the TCX link attaching the program to `<interface>` ingress. The link
 //!   holds the program; the pin holds the link after the process exits. Unpinning it (and
 //!   closing our fd) detaches the program.
@@ -46,6 +47,11 @@ pub(crate) fn vips_pin(pin_dir: &Path) -> PathBuf {
 /// The pin of the per-reason counters.
 pub(crate) fn stats_pin(pin_dir: &Path) -> PathBuf {
     pin_dir.join(maps::DECAP_STATS)
+}
+
+/// The pin of the GUE ports map.
+pub(crate) fn gue_ports_pin(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(maps::DECAP_GUE_PORTS)
 }
 
 /// The pin of the TCX link on `iface` (interface names never contain `/`).
@@ -158,12 +164,13 @@ fn uses_pinned_map(prog: &ProgramInfo, pin_dir: &Path) -> anyhow::Result<bool> {
 }
 
 /// Loads the decapsulator with its maps pinned in `pin_dir`, puts `vips` into `DECAP_VIPS`
-/// and attaches it to `iface` ingress (or, if our pinned link is already there, updates the
+/// and `gue_ports` into `DECAP_GUE_PORTS`, and attaches it to `iface` ingress (or, if our pinned link is already there, updates the
 /// link to this build's program when it differs). Records what it created in `st`.
 pub(crate) fn ensure(
     pin_dir: &Path,
     iface: &str,
     vips: &[IpAddr],
+    gue_ports: &[u16],
     st: &mut EbpfState,
     changes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
@@ -175,13 +182,17 @@ pub(crate) fn ensure(
         changes.push(format!("created pin directory {}", pin_dir.display()));
     }
     let (vips_path, stats_path) = (vips_pin(pin_dir), stats_pin(pin_dir));
+    let ports_path = gue_ports_pin(pin_dir);
     let maps_existed = vips_path.exists() && stats_path.exists();
     if maps_existed {
         check_pinned_layout(pin_dir)?;
     }
+    // Pinned by setup from this build on (an older setup's pin directory lacks it).
+    let ports_existed = ports_path.exists();
     let mut bpf = EbpfLoader::new()
         .map_pin_path(maps::DECAP_VIPS, vips_path.as_path())
         .map_pin_path(maps::DECAP_STATS, stats_path.as_path())
+        .map_pin_path(maps::DECAP_GUE_PORTS, ports_path.as_path())
         .load(DECAP)
         .with_context(|| {
             format!(
@@ -225,6 +236,38 @@ pub(crate) fn ensure(
         }
         info!(%vip, "VIP added to the decapsulator map");
         changes.push(format!("VIP {vip} added to the decapsulator map"));
+    }
+
+    if !ports_existed {
+        st.created_gue_ports = true;
+    }
+    let map = bpf
+        .map_mut(maps::DECAP_GUE_PORTS)
+        .context("the decapsulator object has no DECAP_GUE_PORTS map")?;
+    let mut map: HashMap<_, [u8; 2], u32> =
+        HashMap::try_from(map).context("DECAP_GUE_PORTS is not a hash map")?;
+    for &port in gue_ports {
+        let key = port.to_be_bytes();
+        match map.get(&key, 0) {
+            Ok(_) => continue,
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("looking up GUE port {port} in {}", ports_path.display())
+                })
+            }
+        }
+        map.insert(key, 1, 0).with_context(|| {
+            format!(
+                "adding GUE port {port} to {} (at most {} ports)",
+                ports_path.display(),
+                ricochet_common::limits::MAX_DECAP_GUE_PORTS
+            )
+        })?;
+        info!(port, "GUE port added to the decapsulator");
+        changes.push(format!(
+            "the decapsulator takes GUE on UDP port {port} (packets to a VIP in it)"
+        ));
     }
 
     let prog: &mut SchedClassifier = bpf
@@ -375,8 +418,15 @@ pub(crate) fn teardown(pin_dir: &Path, st: &EbpfState, errors: &mut Vec<anyhow::
             ),
         }
     }
+    let mut created: Vec<PathBuf> = Vec::new();
     if st.created_maps {
-        for p in [vips_pin(pin_dir), stats_pin(pin_dir)] {
+        created.extend([vips_pin(pin_dir), stats_pin(pin_dir)]);
+    }
+    if st.created_maps || st.created_gue_ports {
+        created.push(gue_ports_pin(pin_dir));
+    }
+    {
+        for p in created {
             if let Err(e) = fs::remove_file(&p) {
                 if e.kind() != io::ErrorKind::NotFound {
                     errors.push(

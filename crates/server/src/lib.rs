@@ -93,7 +93,13 @@ pub struct ServerSpec {
     pub decap: DecapMode,
     /// bpffs directory for the eBPF decapsulator's maps and link; also names the state file.
     pub pin_dir: PathBuf,
+    /// UDP ports on which the eBPF decapsulator takes GUE (packets to a VIP in them; other
+    /// UDP to these ports passes as it is). Default: [`DEFAULT_GUE_PORT`].
+    pub gue_ports: Vec<u16>,
 }
+
+/// The GUE port of a network profile that names none (`ricochet_config`'s default).
+pub const DEFAULT_GUE_PORT: u16 = 6080;
 
 impl ServerSpec {
     /// A spec for `vips` with the defaults: default-route interface, [`DecapMode::Auto`],
@@ -104,6 +110,7 @@ impl ServerSpec {
             interface: None,
             decap: DecapMode::Auto,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            gue_ports: vec![DEFAULT_GUE_PORT],
         }
     }
 

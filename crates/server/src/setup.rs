@@ -248,6 +248,7 @@ fn apply_all(
             &spec.pin_dir,
             interface,
             &spec.vips,
+            &spec.gue_ports,
             &mut apply.st.ebpf,
             &mut apply.changes,
         ),

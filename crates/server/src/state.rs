@@ -81,6 +81,9 @@ pub(crate) struct EbpfState {
     pub created_pin_dir: bool,
     /// The maps were created (not reused from earlier pins).
     pub created_maps: bool,
+    /// `DECAP_GUE_PORTS` was created (a pin directory set up before GUE lacks it).
+    #[serde(default)]
+    pub created_gue_ports: bool,
     /// Pinned TCX links, one per interface.
     pub links: Vec<PinnedTcx>,
     /// VIPs inserted into `DECAP_VIPS`.

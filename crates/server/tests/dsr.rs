@@ -25,6 +25,7 @@ fn spec(t: &Topo, vips: &[IpAddr]) -> ServerSpec {
         interface: None,
         decap: DecapMode::Ebpf,
         pin_dir: t.pin_dir.clone(),
+        gue_ports: vec![ricochet_server::DEFAULT_GUE_PORT],
     }
 }
 

@@ -29,6 +29,7 @@ fn spec(pin_dir: PathBuf) -> ServerSpec {
         interface: Some(IFACE.to_owned()),
         decap: DecapMode::Ebpf,
         pin_dir,
+        gue_ports: vec![ricochet_server::DEFAULT_GUE_PORT],
     }
 }
 

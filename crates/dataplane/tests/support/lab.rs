@@ -279,6 +279,7 @@ impl Service {
             table_offset: self.offset,
             table_size: self.table.len() as u32,
             flags: self.flags,
+            gue_port: [0, 0],
         }
     }
     /// The server the documented map contract assigns to a new flow from

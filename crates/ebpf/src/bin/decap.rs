@@ -1,8 +1,11 @@
-//! The server-side decapsulator, for kernels without the ipip/ip6_tunnel modules: a TC
-//! ingress program that strips the outer header of IPv4-in-IPv4 and IPv6-in-IPv6
-//! packets whose inner destination is one of this server's VIPs, so the inner packet
-//! reaches the socket bound on the VIP (on `lo`) and the reply goes straight to the
-//! client. Other tunnel packets are dropped (no open relay); the rest passes untouched.
+//! The server-side decapsulator, for kernels without the tunnel modules (ipip, ip6_tunnel,
+//! gre, fou): a TC ingress program that strips the outer headers of IPv4-in-IPv4 and
+//! IPv6-in-IPv6, GRE (4-byte header) and GUE (UDP to a port in `DECAP_GUE_PORTS`, then
+//! the inner packet) whose inner destination is one of this server's VIPs, so the inner
+//! packet reaches the socket bound on the VIP (on `lo`) and the reply goes straight to
+//! the client. IP-in-IP and GRE packets to other addresses are dropped (no open relay);
+//! UDP to a GUE port that does not carry a packet to a VIP is ordinary UDP and passes, as
+//! does everything else.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -27,6 +30,10 @@ mod prog {
     static DECAP_VIPS: HashMap<VipKey, u32> = HashMap::with_max_entries(limits::MAX_DECAP_VIPS, 0);
     #[map]
     static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DecapReason::COUNT, 0);
+    /// UDP destination ports (big endian) that carry GUE.
+    #[map]
+    static DECAP_GUE_PORTS: HashMap<[u8; 2], u32> =
+        HashMap::with_max_entries(limits::MAX_DECAP_GUE_PORTS, 0);
 
     /// bpf_skb_adjust_room mode: shrink/grow right after the MAC header.
     const BPF_ADJ_ROOM_MAC: u32 = 1;
@@ -52,6 +59,50 @@ mod prog {
     const SHOT: i32 = TC_ACT_SHOT;
 
     #[inline(always)]
+    fn is_gue_port(port: [u8; 2]) -> bool {
+        // SAFETY: only presence is read.
+        unsafe { DECAP_GUE_PORTS.get(port) }.is_some()
+    }
+
+    /// What follows an outer IP header of protocol `proto` at `off`, for an inner packet
+    /// of the outer's family (`ether_type`): the tunnel header's length, or `None` for a
+    /// packet that is not one of Ricochet's tunnels.
+    #[inline(always)]
+    fn tunnel(
+        ctx: &TcContext,
+        proto: u8,
+        ipip: u8,
+        ether_type: u16,
+        off: usize,
+    ) -> Option<Result<usize, DecapReason>> {
+        if proto == ipip {
+            return Some(Ok(0));
+        }
+        if proto == IPPROTO_GRE {
+            let Some(gre) = ptr_at::<GreHdr>(ctx, off) else {
+                return Some(Err(DecapReason::DropMalformed));
+            };
+            // SAFETY: bounds checked.
+            let gre = unsafe { *gre };
+            // Checksum, key or sequence number present, another version or payload: not
+            // what the load balancer sends (the kernel's GRE, where there is one, may
+            // know it).
+            if gre.flags_version != [0, 0] || gre.proto != ether_type.to_be_bytes() {
+                return None;
+            }
+            return Some(Ok(GRE_LEN));
+        }
+        if proto == IPPROTO_UDP {
+            let udp = ptr_at::<UdpHdr>(ctx, off)?;
+            // SAFETY: bounds checked.
+            if is_gue_port(unsafe { (*udp).dst }) {
+                return Some(Ok(UDP_LEN));
+            }
+        }
+        None
+    }
+
+    #[inline(always)]
     fn process(ctx: &TcContext) -> (i32, DecapReason) {
         let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
             return (OK, DecapReason::PassNotTunnel);
@@ -65,55 +116,83 @@ mod prog {
                 };
                 // SAFETY: bounds checked.
                 let outer = unsafe { *outer };
-                if outer.proto != IPPROTO_IPIP {
-                    return (OK, DecapReason::PassNotTunnel);
-                }
+                let off = ETH_LEN + IPV4_LEN;
+                let udp = outer.proto == IPPROTO_UDP;
+                let tunnel_len = match tunnel(ctx, outer.proto, IPPROTO_IPIP, ETH_P_IP, off) {
+                    None => return (OK, DecapReason::PassNotTunnel),
+                    Some(Err(r)) => return (SHOT, r),
+                    Some(Ok(len)) => len,
+                };
                 // The data plane never sends outer options or fragments.
                 if outer.ver_ihl != 0x45 || outer.frag() & IP_MF_OFFSET != 0 {
-                    return (SHOT, DecapReason::DropMalformed);
+                    return if udp {
+                        (OK, DecapReason::PassNotTunnel)
+                    } else {
+                        (SHOT, DecapReason::DropMalformed)
+                    };
                 }
-                let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN + IPV4_LEN) else {
-                    return (SHOT, DecapReason::DropMalformed);
+                let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, off + tunnel_len) else {
+                    return if udp {
+                        (OK, DecapReason::PassNotTunnel)
+                    } else {
+                        (SHOT, DecapReason::DropMalformed)
+                    };
                 };
                 // SAFETY: bounds checked.
                 let inner = unsafe { *inner };
-                if inner.version() != 4 {
-                    return (SHOT, DecapReason::DropMalformed);
-                }
                 let mut dst = [0u8; 16];
                 dst[..4].copy_from_slice(&inner.dst);
-                if !is_vip(dst, FAMILY_V4) {
-                    return (SHOT, DecapReason::DropInnerNotVip);
+                if inner.version() != 4 || !is_vip(dst, FAMILY_V4) {
+                    // UDP to the GUE port that is not GUE to a VIP is plain UDP.
+                    return if udp {
+                        (OK, DecapReason::PassNotTunnel)
+                    } else if inner.version() != 4 {
+                        (SHOT, DecapReason::DropMalformed)
+                    } else {
+                        (SHOT, DecapReason::DropInnerNotVip)
+                    };
                 }
-                strip(ctx, IPV4_LEN)
+                strip(ctx, IPV4_LEN + tunnel_len)
             }
             ETH_P_IPV6 => {
                 let Some(outer) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN) else {
                     return (OK, DecapReason::PassNotTunnel);
                 };
                 // SAFETY: bounds checked.
-                if unsafe { (*outer).next_hdr } != IPPROTO_IPV6 {
-                    return (OK, DecapReason::PassNotTunnel);
-                }
-                let Some(inner) = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN + IPV6_LEN) else {
-                    return (SHOT, DecapReason::DropMalformed);
+                let next = unsafe { (*outer).next_hdr };
+                let off = ETH_LEN + IPV6_LEN;
+                let udp = next == IPPROTO_UDP;
+                let tunnel_len = match tunnel(ctx, next, IPPROTO_IPV6, ETH_P_IPV6, off) {
+                    None => return (OK, DecapReason::PassNotTunnel),
+                    Some(Err(r)) => return (SHOT, r),
+                    Some(Ok(len)) => len,
+                };
+                let Some(inner) = ptr_at::<Ipv6Hdr>(ctx, off + tunnel_len) else {
+                    return if udp {
+                        (OK, DecapReason::PassNotTunnel)
+                    } else {
+                        (SHOT, DecapReason::DropMalformed)
+                    };
                 };
                 // SAFETY: bounds checked.
                 let inner = unsafe { *inner };
-                if inner.version() != 6 {
-                    return (SHOT, DecapReason::DropMalformed);
+                if inner.version() != 6 || !is_vip(inner.dst, FAMILY_V6) {
+                    return if udp {
+                        (OK, DecapReason::PassNotTunnel)
+                    } else if inner.version() != 6 {
+                        (SHOT, DecapReason::DropMalformed)
+                    } else {
+                        (SHOT, DecapReason::DropInnerNotVip)
+                    };
                 }
-                if !is_vip(inner.dst, FAMILY_V6) {
-                    return (SHOT, DecapReason::DropInnerNotVip);
-                }
-                strip(ctx, IPV6_LEN)
+                strip(ctx, IPV6_LEN + tunnel_len)
             }
             _ => (OK, DecapReason::PassNotTunnel),
         }
     }
 
-    /// Removes `len` bytes right after the MAC header: the outer IP header. The
-    /// EtherType stays right because the inner packet has the outer's family.
+    /// Removes `len` bytes right after the MAC header: the outer IP header and any tunnel
+    /// header. The EtherType stays right because the inner packet has the outer's family.
     #[inline(always)]
     fn strip(ctx: &TcContext, len: usize) -> (i32, DecapReason) {
         // SAFETY: plain helper call on the context.
