@@ -46,7 +46,7 @@ pub fn run(ctx: &impl XdpPacket, env: &impl Env) -> Result<Forward, Reason> {
     let p = unsafe { p.assume_init_ref() };
     match balance(ctx, env, p)? {
         Next::Forward { ifindex } => Ok(Forward { ifindex }),
-        Next::TooBig { mtu } => Err(icmp::too_big(ctx, env, p, mtu)),
+        Next::TooBig { mtu } => Err(icmp::too_big(ctx, env, p, mtu as u16)),
     }
 }
 

@@ -63,12 +63,39 @@ impl Tunnel {
     }
 }
 
-/// An outer IP header and the tunnel header after it, written in one store sequence.
-#[repr(C)]
+/// The tunnel header that follows the outer IP header: `len` (0, 4 or 8) bytes of `bytes`.
 #[derive(Clone, Copy)]
-struct Stacked<I: Copy, T: Copy> {
-    ip: I,
-    tunnel: T,
+struct TunnelHdr {
+    len: usize,
+    bytes: [u8; 8],
+}
+
+impl TunnelHdr {
+    const NONE: TunnelHdr = TunnelHdr {
+        len: 0,
+        bytes: [0; 8],
+    };
+
+    /// The GRE header (flags and version 0) in front of an inner packet of `ether_type`.
+    #[inline(always)]
+    const fn gre(ether_type: u16) -> Self {
+        let t = ether_type.to_be_bytes();
+        TunnelHdr {
+            len: GRE_LEN,
+            bytes: [0, 0, t[0], t[1], 0, 0, 0, 0],
+        }
+    }
+
+    /// The UDP header of GUE.
+    #[inline(always)]
+    const fn udp(h: UdpHdr) -> Self {
+        TunnelHdr {
+            len: UDP_LEN,
+            bytes: [
+                h.src[0], h.src[1], h.dst[0], h.dst[1], h.len[0], h.len[1], h.check[0], h.check[1],
+            ],
+        }
+    }
 }
 
 /// The GUE UDP source port of a flow whose hash is `h`: in the dynamic range (49152 to
@@ -77,15 +104,6 @@ struct Stacked<I: Copy, T: Copy> {
 #[inline(always)]
 pub const fn gue_source_port(h: u32) -> u16 {
     0xc000 | ((h >> 16) as u16 & 0x3fff)
-}
-
-/// The GRE header in front of an inner packet of EtherType `ether_type`.
-#[inline(always)]
-const fn gre(ether_type: u16) -> GreHdr {
-    GreHdr {
-        flags_version: [0, 0],
-        proto: ether_type.to_be_bytes(),
-    }
 }
 
 /// The UDP header of GUE for an inner packet of `inner_len` bytes, its checksum left 0
@@ -134,24 +152,38 @@ pub fn write_l2(
     Some(())
 }
 
-/// Prepends `outer` (the IPv4 or IPv6 outer header and any tunnel header) at `l3_off`, moving the L2 header
-/// in front of it with the next hop's MACs; the frame is then to leave by `ifindex`.
+/// Prepends `outer` (the IPv4 or IPv6 outer header) and `tunnel` at `l3_off`, moving the
+/// L2 header in front of them with the next hop's MACs; the frame is then to leave by
+/// `ifindex`. One instance per family whatever the tunnel: a copy per tunnel kind would
+/// take a stack slot of its own for each, past the verifier's 512 bytes.
 #[inline(always)]
 fn push_outer<H: Copy>(
     ctx: &impl XdpPacket,
     l3_off: usize,
     outer: H,
+    tunnel: TunnelHdr,
     ifindex: u32,
     smac: [u8; 6],
     dmac: [u8; 6],
 ) -> Result<Next, Reason> {
-    let len = size_of::<H>();
+    let ip_len = size_of::<H>();
+    let len = ip_len + tunnel.len;
     ctx.adjust_head(-(len as i32))
         .map_err(|_| Reason::DropAdjustFailed)?;
     write_l2(ctx, l3_off, len, dmac, smac).ok_or(Reason::DropAdjustFailed)?;
     let o = ptr_at::<H>(ctx, l3_off).ok_or(Reason::DropAdjustFailed)?;
     // SAFETY: bounds checked.
     unsafe { *o = outer };
+    let b = tunnel.bytes;
+    if tunnel.len == GRE_LEN {
+        let t = ptr_at::<[u8; GRE_LEN]>(ctx, l3_off + ip_len).ok_or(Reason::DropAdjustFailed)?;
+        // SAFETY: bounds checked.
+        unsafe { *t = [b[0], b[1], b[2], b[3]] };
+    } else if tunnel.len == UDP_LEN {
+        let t = ptr_at::<[u8; UDP_LEN]>(ctx, l3_off + ip_len).ok_or(Reason::DropAdjustFailed)?;
+        // SAFETY: bounds checked.
+        unsafe { *t = b };
+    }
     Ok(Next::Forward { ifindex })
 }
 
@@ -199,7 +231,7 @@ pub fn encap_v4(
                 return Err(Reason::DropTooBig);
             }
             return Ok(Next::TooBig {
-                mtu: mtu.saturating_sub(overhead as u16),
+                mtu: mtu.saturating_sub(overhead as u16) as u32,
             });
         }
         Route::Fail(r) => return Err(r),
@@ -222,25 +254,15 @@ pub fn encap_v4(
         // from its neighbours' (RFC 6864). DF packets keep 0, which RFC 6864 allows.
         outer.set_id(env.prandom_u32() as u16);
     }
-    let l3_off = p.l3_off;
-    match tunnel {
-        Tunnel::IpInIp => push_outer(ctx, l3_off, outer, ifindex, smac, dmac),
-        Tunnel::Gre => {
-            let outer = Stacked {
-                ip: outer,
-                tunnel: gre(ETH_P_IP),
-            };
-            push_outer(ctx, l3_off, outer, ifindex, smac, dmac)
-        }
+    let hdr = match tunnel {
+        Tunnel::IpInIp => TunnelHdr::NONE,
+        Tunnel::Gre => TunnelHdr::gre(ETH_P_IP),
         Tunnel::Gue { port } => {
             let h = client_hash(&p.src, p.sport, true, s.hash_seed);
-            let outer = Stacked {
-                ip: outer,
-                tunnel: gue_udp(gue_source_port(h), port, p.ip_len),
-            };
-            push_outer(ctx, l3_off, outer, ifindex, smac, dmac)
+            TunnelHdr::udp(gue_udp(gue_source_port(h), port, p.ip_len))
         }
-    }
+    };
+    push_outer(ctx, p.l3_off, outer, hdr, ifindex, smac, dmac)
 }
 
 /// Encapsulates an IPv6 packet to `server` in its service's tunnel, with the client's flow
@@ -285,7 +307,7 @@ pub fn encap_v6(
         } => (ifindex, smac, dmac),
         Route::TooBig { mtu } => {
             return Ok(Next::TooBig {
-                mtu: mtu.saturating_sub(overhead as u16),
+                mtu: mtu.saturating_sub(overhead as u16) as u32,
             })
         }
         Route::Fail(r) => return Err(r),
@@ -299,26 +321,37 @@ pub fn encap_v6(
         tunnel.outer_proto(IPPROTO_IPV6),
         tunnel.header_len() as u16,
     );
-    let l3_off = p.l3_off;
-    match tunnel {
-        Tunnel::IpInIp => push_outer(ctx, l3_off, outer, ifindex, smac, dmac),
-        Tunnel::Gre => {
-            let outer = Stacked {
-                ip: outer,
-                tunnel: gre(ETH_P_IPV6),
-            };
-            push_outer(ctx, l3_off, outer, ifindex, smac, dmac)
-        }
-        Tunnel::Gue { port } => {
-            let mut udp = gue_udp(gue_source_port(h), port, p.ip_len);
-            // IPv6 has no UDP checksum of 0 (RFC 8200) unless the receiving socket
-            // opted in (RFC 6936); fou and the decapsulator get a real one.
-            udp.check = csum::gue_v6(&outer.src, &outer.dst, &udp, &inner).to_be_bytes();
-            let outer = Stacked {
-                ip: outer,
-                tunnel: udp,
-            };
-            push_outer(ctx, l3_off, outer, ifindex, smac, dmac)
-        }
+    let hdr = match tunnel {
+        Tunnel::IpInIp => TunnelHdr::NONE,
+        Tunnel::Gre => TunnelHdr::gre(ETH_P_IPV6),
+        // The checksum is left to `fill_gue_v6_checksum`, once the packet is in place.
+        Tunnel::Gue { port } => TunnelHdr::udp(gue_udp(gue_source_port(h), port, p.ip_len)),
+    };
+    let next = push_outer(ctx, p.l3_off, outer, hdr, ifindex, smac, dmac)?;
+    if let Tunnel::Gue { .. } = tunnel {
+        fill_gue_v6_checksum(ctx, p.l3_off);
+    }
+    Ok(next)
+}
+
+/// Fills in the UDP checksum of an IPv6 GUE packet [`encap_v6`] wrote at `l3_off`: IPv6 has
+/// no UDP checksum of 0 (RFC 8200) unless the receiving socket opted in (RFC 6936), and
+/// `fou` and the decapsulator get a real one. Computed from the headers in the packet,
+/// once written: from the stack copies, they would all stay live at once, past the
+/// verifier's 512 bytes for the call chain.
+#[inline(always)]
+pub fn fill_gue_v6_checksum(ctx: &impl XdpPacket, l3_off: usize) {
+    // [`push_outer`] wrote all three: the checks cannot fail, they are the verifier's.
+    let (Some(outer), Some(udp), Some(inner)) = (
+        ptr_at::<Ipv6Hdr>(ctx, l3_off),
+        ptr_at::<UdpHdr>(ctx, l3_off + IPV6_LEN),
+        ptr_at::<Ipv6Hdr>(ctx, l3_off + IPV6_LEN + UDP_LEN),
+    ) else {
+        return;
+    };
+    // SAFETY: bounds checked; the three do not overlap.
+    unsafe {
+        let check = csum::gue_v6(&(*outer).src, &(*outer).dst, &*udp, &*inner);
+        (*udp).check = check.to_be_bytes();
     }
 }

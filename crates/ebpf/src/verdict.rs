@@ -59,9 +59,13 @@ pub struct Forward {
 pub enum Next {
     /// Encapsulated; to leave by `ifindex`.
     Forward { ifindex: u32 },
-    /// The encapsulated packet exceeds the route's `mtu`: to be answered with an ICMP
-    /// "too big" error (after the balancing subprogram's stack frame is released).
-    TooBig { mtu: u16 },
+    /// The encapsulated packet exceeds the route's MTU, which leaves `mtu` to the inner
+    /// packet: to be answered with an ICMP "too big" error (after the balancing
+    /// subprogram's stack frame is released). A `u32` like `ifindex`, so that both
+    /// variants define the same bits of the one register the result travels in (with a
+    /// `u16`, LLVM leaves the rest undefined, and may fill it from a register holding a
+    /// pointer, which the verifier refuses to shift).
+    TooBig { mtu: u32 },
 }
 
 // Stage results cross BPF subprogram calls, which return one register: keep them in 8

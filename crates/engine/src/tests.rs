@@ -887,8 +887,12 @@ fn a_profiles_encapsulation_is_in_its_entries_and_a_change_rewrites_only_them() 
         (before.table_offset, before.table_size, before.service_id)
     );
     assert_eq!(e.dataplane().services[&dns], dns_before);
-    assert!(e.status().unwrap().services.iter().any(|s| s.name == "web-vs"
-        && s.encapsulation == Encapsulation::Gue { port: 7000 }));
+    assert!(e
+        .status()
+        .unwrap()
+        .services
+        .iter()
+        .any(|s| s.name == "web-vs" && s.encapsulation == Encapsulation::Gue { port: 7000 }));
 
     let gre = SEED.replacen("encapsulation: ipinip", "encapsulation: gre", 1);
     e.apply(&desired(&gre)).unwrap();
@@ -898,7 +902,9 @@ fn a_profiles_encapsulation_is_in_its_entries_and_a_change_rewrites_only_them() 
     // And back: the entry is the seed's again.
     e.apply(&desired(SEED)).unwrap();
     assert_eq!(
-        e.dataplane().services[&web].flags.difference(ServiceFlags::CONSULT_FLOWS),
+        e.dataplane().services[&web]
+            .flags
+            .difference(ServiceFlags::CONSULT_FLOWS),
         before.flags.difference(ServiceFlags::CONSULT_FLOWS)
     );
 }
