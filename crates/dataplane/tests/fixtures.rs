@@ -293,6 +293,133 @@ fn ipv6_tcp_is_encapsulated_with_the_documented_flow_label() {
     });
 }
 
+/// `svc`'s entry with the encapsulation `flags` (and GUE port) of a GRE or GUE profile.
+fn with_tunnel(lab: &mut Lab, svc: &Service, flags: ServiceFlags, gue_port: u16) {
+    let value = ServiceValue {
+        flags: svc.value().flags | flags,
+        gue_port: gue_port.to_be_bytes(),
+        ..svc.value()
+    };
+    lab.dp.put_service(&svc.key(), &value).unwrap();
+}
+
+#[test]
+fn gre_services_encapsulate_in_gre_in_both_families() {
+    with_lab(|lab| {
+        with_tunnel(lab, &HTTP4, ServiceFlags::ENCAP_GRE, 0);
+        with_tunnel(lab, &HTTP6, ServiceFlags::ENCAP_GRE, 0);
+        let inner = syn4(CLIENT4, CLIENT_PORT, VIP4, 80);
+        let server = HTTP4.pick(CLIENT4.into(), CLIENT_PORT);
+        lab.check(&Fixture::tx(
+            "IPv4 TCP SYN to a GRE service: outer protocol 47, GRE 0x0800",
+            FROM_CLIENT.ipv4(&inner),
+            gre4(server.l2(), LB_V4, server.v4(), &inner, &[]),
+            Reason::Forwarded,
+        ));
+        let inner = tcp6(CLIENT6, CLIENT_PORT, VIP6, 80, false, HTTP_GET);
+        let server = HTTP6.pick(CLIENT6.into(), CLIENT_PORT);
+        lab.check(&Fixture::tx(
+            "IPv6 TCP data to a GRE service: next header 47, GRE 0x86dd, the flow label",
+            FROM_CLIENT.ipv6(&inner),
+            gre6(
+                server.l2(),
+                LB_V6,
+                server.v6(),
+                &inner,
+                flow_label(CLIENT6, CLIENT_PORT),
+            ),
+            Reason::Forwarded,
+        ));
+        // The other services of the VIP keep IP-in-IP.
+        lab.check(&forwarded4(
+            "IPv4 to VIP:8080 (IP-in-IP service beside the GRE one)",
+            FROM_CLIENT,
+            syn4(CLIENT4, CLIENT_PORT, VIP4, 8080),
+            Server::by_id(WEB02_4.id),
+        ));
+    });
+}
+
+#[test]
+fn gue_services_encapsulate_in_udp_to_their_port_from_a_port_of_the_flow() {
+    with_lab(|lab| {
+        with_tunnel(lab, &HTTP4, ServiceFlags::ENCAP_GUE, 6080);
+        with_tunnel(lab, &DNS6, ServiceFlags::ENCAP_GUE, 7000);
+        for sport in [CLIENT_PORT, 40000, 1] {
+            let inner = ack4(CLIENT4, sport, VIP4, 80);
+            let server = HTTP4.pick(CLIENT4.into(), sport);
+            lab.check(&Fixture::tx(
+                format!("IPv4 TCP from port {sport} to a GUE service (port 6080, checksum 0)"),
+                FROM_CLIENT.ipv4(&inner),
+                gue4(
+                    server.l2(),
+                    LB_V4,
+                    server.v4(),
+                    &inner,
+                    gue_source_port(CLIENT4.into(), sport),
+                    6080,
+                ),
+                Reason::Forwarded,
+            ));
+        }
+        let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x00\x00\x01\x00\x01";
+        for sport in [33333, 53] {
+            let inner = udp6(CLIENT6, sport, VIP6, 53, query);
+            let server = DNS6.pick(CLIENT6.into(), sport);
+            lab.check(&Fixture::tx(
+                format!("IPv6 UDP from port {sport} to a GUE service on port 7000 (checksummed)"),
+                FROM_CLIENT.ipv6(&inner),
+                gue6(
+                    server.l2(),
+                    LB_V6,
+                    server.v6(),
+                    &inner,
+                    flow_label(CLIENT6, sport),
+                    gue_source_port(CLIENT6.into(), sport),
+                    7000,
+                ),
+                Reason::Forwarded,
+            ));
+        }
+        // Different flows, different source ports (what the servers' RSS spreads).
+        let ports: std::collections::BTreeSet<u16> = (0..64)
+            .map(|i| gue_source_port(CLIENT4.into(), 20000 + i))
+            .collect();
+        assert!(ports.len() > 48, "{ports:?}");
+        assert!(ports.iter().all(|&p| p >= 0xc000));
+    });
+}
+
+#[test]
+fn tunnels_advertise_the_mtu_left_after_their_headers() {
+    with_lab(|lab| {
+        with_tunnel(lab, &HTTP4, ServiceFlags::ENCAP_GRE, 0);
+        let inner = sized4(LB_MTU as usize - 20, true);
+        lab.check(&Fixture::tx(
+            "1480-byte IPv4 with DF to a GRE service on a 1500-MTU path: next-hop MTU 1476",
+            FROM_CLIENT.ipv4(&inner),
+            icmp4_frag_needed(FROM_CLIENT, &inner, LB_MTU as u16 - 24),
+            Reason::IcmpTooBig,
+        ));
+        let fits = sized4(LB_MTU as usize - 24, true);
+        let server = HTTP4.pick(CLIENT4.into(), CLIENT_PORT);
+        lab.check(&Fixture::tx(
+            "1476-byte IPv4 with DF to a GRE service: fits",
+            FROM_CLIENT.ipv4(&fits),
+            gre4(server.l2(), LB_V4, server.v4(), &fits, &[]),
+            Reason::Forwarded,
+        ));
+        with_tunnel(lab, &HTTP6, ServiceFlags::ENCAP_GUE, 6080);
+        let inner = sized6(LB_MTU as usize - 40);
+        lab.check(&Fixture::tx(
+            "1460-byte IPv6 to a GUE service on a 1500-MTU path: packet too big, MTU 1452",
+            FROM_CLIENT.ipv6(&inner),
+            icmp6_packet_too_big(FROM_CLIENT, &inner, LB_MTU - 48),
+            Reason::IcmpTooBig,
+        ));
+    });
+}
+
 #[test]
 fn ipv6_server_behind_the_router_gets_the_routers_mac() {
     with_lab(|lab| {

@@ -372,12 +372,70 @@ pub fn ipip4_with_id(
     trailer: &[u8],
     id: u16,
 ) -> Vec<u8> {
+    encap4(l2, src, server, IpNumber::IPV4, &[], inner, trailer, id)
+}
+
+/// The frame for `inner` (IPv4) to `server` in GRE (RFC 2784): the outer IPv4 header of
+/// [`ipip4`] with protocol 47, then a 4-byte GRE header (no checksum, key or sequence
+/// number, version 0, protocol type 0x0800), then the inner packet.
+pub fn gre4(l2: L2, src: Ipv4Addr, server: Ipv4Addr, inner: &[u8], trailer: &[u8]) -> Vec<u8> {
+    let gre = gre_header(EtherType::IPV4);
+    encap4(l2, src, server, IpNumber::GRE, &gre, inner, trailer, 0)
+}
+
+/// The frame for `inner` (IPv4) to `server` in GUE variant 1: the outer IPv4 header of
+/// [`ipip4`] with protocol 17, a UDP header from `sport` to `dport` with checksum 0
+/// (allowed over IPv4), then the inner packet.
+pub fn gue4(
+    l2: L2,
+    src: Ipv4Addr,
+    server: Ipv4Addr,
+    inner: &[u8],
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let udp = UdpHeader {
+        source_port: sport,
+        destination_port: dport,
+        length: (8 + inner.len()) as u16,
+        checksum: 0,
+    };
+    encap4(
+        l2,
+        src,
+        server,
+        IpNumber::UDP,
+        &udp.to_bytes(),
+        inner,
+        &[],
+        0,
+    )
+}
+
+fn gre_header(ether_type: EtherType) -> [u8; 4] {
+    let t = ether_type.0.to_be_bytes();
+    [0, 0, t[0], t[1]]
+}
+
+#[allow(clippy::too_many_arguments)] // one per header field the fixtures vary
+fn encap4(
+    l2: L2,
+    src: Ipv4Addr,
+    server: Ipv4Addr,
+    proto: IpNumber,
+    tunnel: &[u8],
+    inner: &[u8],
+    trailer: &[u8],
+    id: u16,
+) -> Vec<u8> {
     let tos = inner[1];
     let df = inner[6] & 0x40 != 0;
+    let mut payload = tunnel.to_vec();
+    payload.extend_from_slice(inner);
     let mut outer = Ipv4Header::new(
-        inner.len() as u16,
+        payload.len() as u16,
         OUTER_TTL,
-        IpNumber::IPV4,
+        proto,
         src.octets(),
         server.octets(),
     )
@@ -386,7 +444,7 @@ pub fn ipip4_with_id(
     outer.ecn = IpEcn::try_new(tos & 3).unwrap();
     outer.identification = id;
     outer.dont_fragment = df;
-    let mut l3 = ipv4_packet(outer, inner);
+    let mut l3 = ipv4_packet(outer, &payload);
     assert_eq!(rfc1071(&l3[..20]), 0, "expected outer IPv4 header checksum");
     l3.extend_from_slice(trailer);
     l2.ipv4(&l3)
@@ -395,19 +453,89 @@ pub fn ipip4_with_id(
 /// The frame for `inner` (an IPv6 packet) to `server`: outer IPv6 per RFC 2473
 /// (traffic class copied, `flow_label`, next header 41, hop limit 64).
 pub fn ip6ip6(l2: L2, src: Ipv6Addr, server: Ipv6Addr, inner: &[u8], flow_label: u32) -> Vec<u8> {
-    let tc = inner[0] << 4 | inner[1] >> 4;
-    let mut l3 = Vec::new();
+    encap6(l2, src, server, IpNumber::IPV6, &[], inner, flow_label)
+}
+
+/// The frame for `inner` (IPv6) to `server` in GRE: the outer header of [`ip6ip6`] with
+/// next header 47, then the GRE header with protocol type 0x86dd.
+pub fn gre6(l2: L2, src: Ipv6Addr, server: Ipv6Addr, inner: &[u8], flow_label: u32) -> Vec<u8> {
+    let gre = gre_header(EtherType::IPV6);
+    encap6(l2, src, server, IpNumber::GRE, &gre, inner, flow_label)
+}
+
+/// The frame for `inner` (IPv6) to `server` in GUE: the outer header of [`ip6ip6`] with
+/// next header 17, then a UDP header from `sport` to `dport` whose checksum etherparse
+/// computes over the whole datagram (IPv6 forbids 0).
+pub fn gue6(
+    l2: L2,
+    src: Ipv6Addr,
+    server: Ipv6Addr,
+    inner: &[u8],
+    flow_label: u32,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let outer = outer6(
+        src,
+        server,
+        IpNumber::UDP,
+        8 + inner.len(),
+        inner,
+        flow_label,
+    );
+    let udp = UdpHeader::with_ipv6_checksum(sport, dport, &outer, inner).unwrap();
+    assert_ne!(udp.checksum, 0);
+    encap6(
+        l2,
+        src,
+        server,
+        IpNumber::UDP,
+        &udp.to_bytes(),
+        inner,
+        flow_label,
+    )
+}
+
+fn outer6(
+    src: Ipv6Addr,
+    server: Ipv6Addr,
+    next: IpNumber,
+    payload_len: usize,
+    inner: &[u8],
+    flow_label: u32,
+) -> Ipv6Header {
     Ipv6Header {
-        traffic_class: tc,
+        traffic_class: inner[0] << 4 | inner[1] >> 4,
         flow_label: Ipv6FlowLabel::try_new(flow_label).unwrap(),
-        payload_length: inner.len() as u16,
-        next_header: IpNumber::IPV6,
+        payload_length: payload_len as u16,
+        next_header: next,
         hop_limit: OUTER_TTL,
         source: src.octets(),
         destination: server.octets(),
     }
+}
+
+fn encap6(
+    l2: L2,
+    src: Ipv6Addr,
+    server: Ipv6Addr,
+    next: IpNumber,
+    tunnel: &[u8],
+    inner: &[u8],
+    flow_label: u32,
+) -> Vec<u8> {
+    let mut l3 = Vec::new();
+    outer6(
+        src,
+        server,
+        next,
+        tunnel.len() + inner.len(),
+        inner,
+        flow_label,
+    )
     .write(&mut l3)
     .unwrap();
+    l3.extend_from_slice(tunnel);
     l3.extend_from_slice(inner);
     l2.ipv6(&l3)
 }

@@ -316,6 +316,14 @@ pub fn flow_label(client: Ipv6Addr, sport: u16) -> u32 {
     client_hash(&client.octets(), sport.to_be_bytes(), true, SEED) & 0x000f_ffff
 }
 
+/// The documented GUE UDP source port of a packet from (`client`, `sport`): the flow hash's
+/// high bits in the dynamic range, `0xc000 | (client_hash(..) >> 16 & 0x3fff)`.
+pub fn gue_source_port(client: IpAddr, sport: u16) -> u16 {
+    let (src, _) = addr_bytes(client);
+    let h = client_hash(&src, sport.to_be_bytes(), true, SEED);
+    0xc000 | ((h >> 16) as u16 & 0x3fff)
+}
+
 pub fn world_settings() -> Settings {
     Settings {
         source_v4: LB_V4.octets(),
