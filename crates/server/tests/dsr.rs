@@ -437,6 +437,110 @@ fn tunnelled_traffic_is_decapsulated_and_answered_from_the_vip() {
 }
 
 #[test]
+fn gre_and_gue_are_decapsulated_and_plain_udp_to_the_gue_port_passes() {
+    let t = Topo::new("g");
+    arp_defaults(&t);
+    let s = ServerSpec {
+        gue_ports: vec![6080, 7000],
+        ..spec(&t, &[v4(), v6()])
+    };
+    in_ns(&t.server, &s, setup).expect("setup");
+    let gre4 = t.sender.run(|| raw_socket(false, libc::IPPROTO_GRE));
+    let gre6 = t.sender.run(|| raw_socket(true, libc::IPPROTO_GRE));
+    let cases = [
+        (
+            v4(),
+            IpAddr::V4(CLIENT_V4),
+            IpAddr::V4(SERVER_V4),
+            &gre4,
+            [0x08, 0x00],
+        ),
+        (
+            v6(),
+            IpAddr::V6(CLIENT_V6),
+            IpAddr::V6(SERVER_V6),
+            &gre6,
+            [0x86, 0xdd],
+        ),
+    ];
+    for (vip, client, server, gre, ether_type) in cases {
+        let vip_sa = SocketAddr::new(vip, 5353);
+        let service = t
+            .server
+            .run(move || UdpSocket::bind(vip_sa).expect("bind the VIP"));
+        service
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let received = |what: &str| {
+            let mut buf = [0u8; 64];
+            let (n, _) = service
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{what} to {vip}: no datagram on the VIP: {e}"));
+            buf[..n].to_vec()
+        };
+
+        // GRE: flags and version 0, then the inner packet's EtherType.
+        let mut packet = vec![0, 0, ether_type[0], ether_type[1]];
+        packet.extend_from_slice(&udp_packet(SocketAddr::new(client, 40010), vip_sa, b"gre"));
+        raw_send(gre, server, &packet);
+        assert_eq!(received("GRE"), b"gre");
+
+        // GUE: a real UDP datagram (the sender's kernel adds the header and, over IPv6,
+        // the checksum) to each GUE port, the inner packet as its payload.
+        for port in [6080, 7000] {
+            let sender = t
+                .sender
+                .run(move || UdpSocket::bind(SocketAddr::new(client, 0)).expect("bind the sender"));
+            let inner = udp_packet(SocketAddr::new(client, 40011), vip_sa, b"gue");
+            sender
+                .send_to(&inner, SocketAddr::new(server, port))
+                .expect("send GUE");
+            assert_eq!(received(&format!("GUE on port {port}")), b"gue");
+        }
+
+        // UDP to the GUE port that is not a packet to a VIP is ordinary UDP: it reaches
+        // a socket bound there.
+        let plain = t.server.run(move || {
+            UdpSocket::bind(SocketAddr::new(server, 6080)).expect("bind the GUE port")
+        });
+        plain
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let sender = t
+            .sender
+            .run(move || UdpSocket::bind(SocketAddr::new(client, 0)).expect("bind the sender"));
+        sender
+            .send_to(b"not a tunnel", SocketAddr::new(server, 6080))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = plain
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("plain UDP to {server}:6080 did not arrive: {e}"));
+        assert_eq!(&buf[..n], b"not a tunnel");
+    }
+
+    // GRE to an address that is not a VIP is dropped, as IP-in-IP is.
+    let before = stats(&t);
+    let mut packet = vec![0, 0, 0x08, 0x00];
+    packet.extend_from_slice(&udp_packet(
+        SocketAddr::new(IpAddr::V4(CLIENT_V4), 40012),
+        SocketAddr::new("192.168.35.99".parse().unwrap(), 5353),
+        b"x",
+    ));
+    raw_send(&gre4, IpAddr::V4(SERVER_V4), &packet);
+    assert!(
+        wait_for(Duration::from_secs(2), || stats(&t)["drop_inner_not_vip"]
+            > before["drop_inner_not_vip"]),
+        "GRE to a non-VIP was not dropped: {:?}",
+        stats(&t)
+    );
+    let after = stats(&t);
+    println!("decapsulator counters: {after:?}");
+    assert!(after["decapsulated"] >= 6, "{after:?}");
+    assert_eq!(after["drop_malformed"], 0, "{after:?}");
+}
+
+#[test]
 fn check_lists_what_is_missing_with_fixes() {
     let started = Instant::now();
     let t = Topo::new("c");
