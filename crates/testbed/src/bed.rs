@@ -33,6 +33,8 @@ pub struct SeedBed {
     _pins: Pins,
     dir: TempDir,
     ricochet: String,
+    /// The VIPs the servers were set up for.
+    vips: Vec<String>,
     undone: bool,
 }
 
@@ -66,21 +68,31 @@ impl SeedBed {
             _pins: Pins(pins),
             dir: TempDir::new(tag)?,
             ricochet: ricochet.to_owned(),
+            vips: vips.iter().map(IpAddr::to_string).collect(),
             undone: false,
         };
-        let vips: Vec<String> = vips.iter().map(IpAddr::to_string).collect();
+        bed.setup_output = bed.setup_servers(&[])?;
         for host in [&bed.topo.web01, &bed.topo.web02] {
-            let pin = bed.pin_dir(host.name);
-            let mut args = vec![ricochet, "server", "setup"];
-            for vip in &vips {
-                args.extend(["--vip", vip]);
-            }
-            args.extend(["--interface", host.iface, "--pin-dir", path_str(&pin)?]);
-            let out = run_ok(host, &args)?;
-            bed.setup_output.push(out);
             bed.nginx.push(start_nginx(&host.ns, host.name)?);
         }
         Ok(bed)
+    }
+
+    /// Runs `ricochet server setup` for the bed's VIPs on web01 and web02 (again), with
+    /// `extra` arguments (`--gue-port 7000`, say); what it printed on each.
+    pub fn setup_servers(&self, extra: &[&str]) -> Result<Vec<String>> {
+        let mut printed = Vec::new();
+        for host in [&self.topo.web01, &self.topo.web02] {
+            let pin = self.pin_dir(host.name);
+            let mut args = vec![self.ricochet.as_str(), "server", "setup"];
+            for vip in &self.vips {
+                args.extend(["--vip", vip]);
+            }
+            args.extend(["--interface", host.iface, "--pin-dir", path_str(&pin)?]);
+            args.extend(extra);
+            printed.push(run_ok(host, &args)?);
+        }
+        Ok(printed)
     }
 
     /// Starts dnsmasq on web01 and web02, answering [`DNS_WHOAMI`](crate::DNS_WHOAMI) with

@@ -1,0 +1,249 @@
+//! DSR encapsulations end to end on the seed's network (see shared/TESTBED.md): curl and
+//! DNS through GRE and GUE services to web01 and web02, the servers decapsulating with
+//! `ricochet server setup`'s eBPF decapsulator (this kernel has no gre or fou module), a
+//! capture on the router showing the tunnel, and no reply crossing the engine. Needs root.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ricochet_testbed::{self as tb, Process, Topology, VIP_V4, VIP_V6};
+use support::seed::{seed_bed, FileMode as _, FILE_STATE, FLOWS};
+use support::wait_until;
+
+/// The seed's services, the TCP profile in `tcp_encap` and the UDP one in `udp_encap`
+/// (flow-style YAML of the `dsr` section's tail), hashing on source IP and port so that
+/// the single test client reaches both servers.
+fn config_text(tcp_encap: &str, udp_encap: &str) -> String {
+    format!(
+        "network_profiles:
+  - name: dsr-tcp
+    type: tcp_fast_path
+    dsr: {{ enabled: true, type: l3, {tcp_encap} }}
+  - name: dsr-udp
+    type: udp_fast_path
+    dsr: {{ enabled: true, type: l3, {udp_encap} }}
+pools:
+  - name: web-pool
+    consistent_hash: source_ip_and_port
+    servers: [{{ ip: 192.168.33.10 }}, {{ ip: 192.168.34.10 }}]
+  - name: web-pool-v6
+    consistent_hash: source_ip_and_port
+    servers: [{{ ip: 'fc00::10' }}, {{ ip: 'fc00:34::10' }}]
+  - name: dns-pool
+    consistent_hash: source_ip_and_port
+    servers: [{{ ip: 192.168.33.10 }}, {{ ip: 192.168.34.10 }}]
+virtual_services:
+  - name: web-vs
+    vip: 192.168.35.241
+    services: [{{ port: 80 }}]
+    network_profile: dsr-tcp
+    pool: web-pool
+  - name: web-vs-v6
+    vip: 'fc00:3::24a'
+    services: [{{ port: 80 }}]
+    network_profile: dsr-tcp
+    pool: web-pool-v6
+  - name: dns-vs
+    vip: 192.168.35.241
+    services: [{{ port: 53 }}]
+    network_profile: dsr-udp
+    pool: dns-pool
+"
+    )
+}
+
+/// 40 HTTP GETs to each VIP and 20 DNS queries: every one answered, by both servers.
+fn both_servers_answer(topo: &Topology, what: &str) {
+    for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
+        let mut seen = BTreeSet::new();
+        for _ in 0..40 {
+            let body = tb::http_get_text(&topo.client.ns, &tb::http_url(vip, "/"))
+                .unwrap_or_else(|e| panic!("{what}: curl to {vip}: {e:#}"));
+            seen.insert(body.trim().to_owned());
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["web01", "web02"],
+            "{what}: HTTP to {vip}"
+        );
+    }
+    let mut dns = BTreeSet::new();
+    for _ in 0..20 {
+        dns.insert(
+            tb::dns_txt(
+                &topo.client.ns,
+                IpAddr::V4(VIP_V4),
+                tb::DNS_WHOAMI,
+                tb::DnsTransport::Udp,
+            )
+            .unwrap_or_else(|e| panic!("{what}: DNS to the VIP: {e:#}")),
+        );
+    }
+    assert_eq!(
+        dns.into_iter().collect::<Vec<_>>(),
+        ["web01", "web02"],
+        "{what}: DNS over UDP"
+    );
+}
+
+/// Captures, on the router's port facing se1, what se1 sends (XDP_TX'd frames bypass se1's
+/// own taps), and on se1 anything from a VIP (a reply crossing the engine).
+struct Captures {
+    tunnel: tb::Capture,
+    replies: tb::Capture,
+}
+
+impl Captures {
+    fn start(topo: &Topology, tunnel_filter: &str) -> Captures {
+        Captures {
+            tunnel: tb::Capture::start(&topo.router.ns, topo.se1.router_port, tunnel_filter)
+                .unwrap(),
+            replies: tb::Capture::start(
+                &topo.se1.ns,
+                topo.se1.iface,
+                "(ip and src host 192.168.35.241) or (ip6 and src host fc00:3::24a)",
+            )
+            .unwrap(),
+        }
+    }
+
+    /// The tunnel capture's lines (`tcpdump -nn -e`: GRE's inner packet is decoded on
+    /// the same line, GUE's is not, as tcpdump knows no GUE port), after checking that no
+    /// reply crossed the engine.
+    fn stop(self) -> Vec<String> {
+        let replies = self.replies.stop().unwrap().lines().unwrap();
+        assert!(
+            replies.is_empty(),
+            "replies must not cross the engine:\n{}",
+            replies.join("\n")
+        );
+        self.tunnel.stop().unwrap().lines().unwrap()
+    }
+}
+
+/// Asserts that `lines` hold, for each server of the IPv4 pools, a packet containing all
+/// `needles` once `{server}` in them is replaced by the server's address.
+fn tunnelled_to_both(lines: &[String], needles: &[&str]) {
+    let dump = lines.join("\n");
+    for server in ["192.168.33.10", "192.168.34.10"] {
+        let needles: Vec<String> = needles
+            .iter()
+            .map(|n| n.replace("{server}", server))
+            .collect();
+        assert!(
+            lines.iter().any(|l| needles.iter().all(|n| l.contains(n))),
+            "no packet with {needles:?} in the capture:\n{dump}"
+        );
+    }
+}
+
+/// The UDP source ports of the GUE packets from se1 to `dport` in `lines`.
+fn gue_source_ports(lines: &[String], dport: u16) -> BTreeSet<u16> {
+    let to = format!(".{dport}: ");
+    lines
+        .iter()
+        .filter(|l| l.contains(&to))
+        .filter_map(|l| {
+            let from = l.split("192.168.33.7.").nth(1)?;
+            from.split(' ').next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn reconfigure(engine: &mut Process, config: &std::path::Path, text: &str, applied: usize) {
+    std::fs::write(config, text).unwrap();
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        if engine
+            .stderr()
+            .matches("configuration change applied")
+            .count()
+            >= applied
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "the engine did not apply the change:\n{}",
+                engine.report()
+            ))
+        }
+    });
+}
+
+#[test]
+fn gre_and_gue_services_reach_both_servers() {
+    let mut bed = seed_bed("modes", &[VIP_V4.into(), VIP_V6.into()]);
+    bed.start_dns().expect("starting dnsmasq on the servers");
+    // The servers take GUE on 6080 (setup's default) and, added now, on 7000.
+    let added = bed.setup_servers(&["--gue-port", "7000"]).unwrap();
+    for out in &added {
+        assert!(out.contains("GUE on UDP port 7000"), "{out}");
+        assert!(!out.contains("port 6080"), "6080 was set up already: {out}");
+    }
+    let topo = &bed.topo;
+
+    // TCP in GRE, UDP in GUE to port 7000.
+    let config = bed.write_config(&config_text(
+        "encapsulation: gre",
+        "encapsulation: gue, gue_port: 7000",
+    ));
+    let captures = Captures::start(topo, "ip proto 47 or ip6 proto 47 or udp port 7000");
+    let mut engine = bed.start_file_engine(FLOWS, &["--watch-interval-ms", "100"]);
+    both_servers_answer(topo, "TCP in GRE, UDP in GUE");
+    let lines = captures.stop();
+    tunnelled_to_both(
+        &lines,
+        &["192.168.33.7 > {server}: GREv0", "> 192.168.35.241.80: "],
+    );
+    tunnelled_to_both(&lines, &["192.168.33.7.", " > {server}.7000: "]);
+    let dump = lines.join("\n");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("fc00::7 > fc00::10: GREv0") && l.contains("> fc00:3::24a.80: ")),
+        "IPv6 in GRE to web01:\n{dump}"
+    );
+    let ports = gue_source_ports(&lines, 7000);
+    assert!(
+        ports.len() >= 2 && ports.iter().all(|&p| p >= 49152),
+        "GUE source ports vary with the flow, in the dynamic range: {ports:?}"
+    );
+    let status = bed.status_of(FILE_STATE);
+    assert!(status.contains("web-vs / web-pool (gre)"), "{status}");
+    assert!(
+        status.contains("dns-vs / dns-pool (gue (udp port 7000))"),
+        "{status}"
+    );
+
+    // Swapped live: TCP in GUE on the default port, UDP in GRE.
+    let captures = Captures::start(topo, "ip proto 47 or ip6 proto 47 or udp port 6080");
+    reconfigure(
+        &mut engine,
+        &config,
+        &config_text("encapsulation: gue", "encapsulation: gre"),
+        1,
+    );
+    both_servers_answer(topo, "TCP in GUE, UDP in GRE");
+    let lines = captures.stop();
+    tunnelled_to_both(&lines, &["192.168.33.7.", " > {server}.6080: "]);
+    tunnelled_to_both(
+        &lines,
+        &["192.168.33.7 > {server}: GREv0", "> 192.168.35.241.53: "],
+    );
+    let dump = lines.join("\n");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("fc00::7.") && l.contains(" > fc00:34::10.6080: ")),
+        "IPv6 in GUE to web02:\n{dump}"
+    );
+    // What the servers' decapsulators counted: nothing malformed.
+    for host in ["web01", "web02"] {
+        let stats = ricochet_server::decap_stats(&bed.pin_dir(host)).unwrap();
+        let count = |name: &str| stats.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert!(count("decapsulated") > 40, "{host}: {stats:?}");
+        assert_eq!(count("drop_malformed"), 0, "{host}: {stats:?}");
+    }
+}
