@@ -489,6 +489,19 @@ async fn walk(
         json!({"name": "dsr-l3-tcp", "type": "tcp_fast_path", "session_idle_timeout": 300,
                "dsr": {"enabled": true, "type": "l3", "encapsulation": "ipinip"}})
     );
+    // A GUE profile with its UDP port, as an operator of GUE servers makes it.
+    b.go("#/network-profiles/new").await;
+    b.fill("[data-path='name']", "dsr-gue-udp").await;
+    b.select("[data-path='type']", "udp_fast_path").await;
+    b.click("[data-path='dsr.enabled']").await;
+    b.select("[data-path='dsr.encapsulation']", "gue").await;
+    b.fill("[data-path='dsr.gue_port']", "7000").await;
+    b.save("network-profiles").await;
+    let (_, np) = api("GET", "/api/v1/network-profiles/dsr-gue-udp", token, None);
+    assert_eq!(
+        np["object"]["dsr"],
+        json!({"enabled": true, "type": "l3", "encapsulation": "gue", "gue_port": 7000})
+    );
 
     // ---- The health monitor (Avi's smallest timing: down within 2 s × 2).
     b.go("#/health-monitors/new").await;

@@ -28,18 +28,24 @@ function networkProfileForm(o, _refs, editing) {
   const dsrType = selectField({ path: 'dsr.type', label: 'DSR type', value: dsr.type, choices: [['l3', 'L3'], ['l2', 'L2']] });
   const encap = selectField({
     path: 'dsr.encapsulation', label: 'DSR encapsulation', value: dsr.encapsulation,
-    choices: [['ipinip', 'IP-in-IP'], ['gre', 'GRE']],
+    choices: [['ipinip', 'IP-in-IP'], ['gre', 'GRE'], ['gue', 'GUE (UDP)']],
+  });
+  const guePort = numberField({
+    path: 'dsr.gue_port', label: 'GUE UDP port', value: dsr.gue_port, placeholder: '6080',
+    help: 'GUE only: the port the servers decapsulate on (ricochet server setup --gue-port). Empty: 6080.',
   });
   const idle = numberField({
     path: 'session_idle_timeout', label: 'Session idle timeout (s)', value: o?.session_idle_timeout,
     help: 'Empty: 300 s for TCP, 10 s for UDP.',
   });
   return {
-    fields: [name.el, type.el, h('fieldset', { class: 'group', dataset: { path: 'dsr' } }, h('legend', {}, 'Direct Server Return'), enabled.el, dsrType.el, encap.el), idle.el],
+    fields: [name.el, type.el, h('fieldset', { class: 'group', dataset: { path: 'dsr' } }, h('legend', {}, 'Direct Server Return'), enabled.el, dsrType.el, encap.el, guePort.el), idle.el],
     read: () => ({
       name: name.read(),
       type: type.read(),
-      dsr: { enabled: enabled.read(), type: dsrType.read(), encapsulation: encap.read() },
+      dsr: {
+        enabled: enabled.read(), type: dsrType.read(), encapsulation: encap.read(), gue_port: guePort.read(),
+      },
       session_idle_timeout: idle.read(),
     }),
   };
@@ -292,7 +298,7 @@ export async function networkProfilesPage(main, ctx) {
       const users = vss.items.filter((v) => v.object.network_profile === p.name).length;
       return h('tr', {},
         h('th', { scope: 'row' }, p.name), h('td', {}, p.type),
-        h('td', {}, p.dsr && p.dsr.enabled ? `${p.dsr.type.toUpperCase()}, ${p.dsr.encapsulation}` : 'off'),
+        h('td', {}, p.dsr && p.dsr.enabled ? `${p.dsr.type.toUpperCase()}, ${p.dsr.encapsulation}${p.dsr.gue_port ? ` :${p.dsr.gue_port}` : ''}` : 'off'),
         h('td', {}, p.session_idle_timeout ? `${p.session_idle_timeout} s` : 'default'),
         h('td', {}, `${users} virtual service${users === 1 ? '' : 's'}`),
         actions(ctx, 'network-profiles', p.name, where));
