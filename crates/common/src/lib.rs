@@ -762,7 +762,8 @@ counted_enum! {
         DropFragment => "drop_fragment",
         /// To a VIP with an IPv6 extension header: dropped (not supported).
         DropIpv6ExtHeader => "drop_ipv6_ext_header",
-        /// To a VIP, ICMP/ICMPv6: dropped (VIPs answer no ICMP).
+        /// To a VIP, ICMP/ICMPv6 that is not an error quoting a packet (echo requests
+        /// among them): dropped (VIPs answer no ICMP).
         DropIcmp => "drop_icmp_to_vip",
         /// To a VIP, a protocol other than TCP/UDP/ICMP: dropped.
         DropUnsupportedProto => "drop_unsupported_protocol",
@@ -800,6 +801,16 @@ counted_enum! {
         /// Like `IcmpTooBig`, but the source is unspecified (0.0.0.0, ::): dropped
         /// without an answer.
         DropTooBigUnspecifiedSource => "drop_too_big_unspecified_source",
+        /// An ICMP error to a VIP (destination unreachable, time exceeded, parameter
+        /// problem; ICMPv6 also packet too big) about a packet of a flow: sent to the
+        /// flow's server, encapsulated like the flow, so the server hears it (path MTU
+        /// discovery of its replies).
+        ForwardedIcmp => "forwarded_icmp_error",
+        /// An ICMP error to a VIP whose quote is not a VIP's TCP or UDP packet: truncated
+        /// (less than the IP header and 8 bytes), another family, IPv4 options or a
+        /// non-first fragment, IPv6 extension headers, another protocol, or a source that
+        /// is not the VIP. Dropped.
+        DropIcmpBadQuote => "drop_icmp_bad_quote",
     }
 }
 

@@ -1177,6 +1177,204 @@ fn icmp_to_a_vip_is_dropped() {
     });
 }
 
+// ---------------------------------------------------------------------------------
+// ICMP errors about flows
+
+/// A router on the client's path (the errors come in from the client side).
+const PATH_ROUTER4: Ipv4Addr = Ipv4Addr::new(192, 168, 11, 1);
+const PATH_ROUTER6: Ipv6Addr = Ipv6Addr::new(0xfc00, 0x11, 0, 0, 0, 0, 0, 1);
+
+/// A 1400-byte reply of web-vs (VIP:80) to `client`'s port `cport`, as a server sends it.
+fn reply4_to(client: Ipv4Addr, cport: u16) -> Vec<u8> {
+    tcp4(VIP4, 80, client, cport, false, &vec![0x42; 1360])
+}
+
+fn reply4(cport: u16) -> Vec<u8> {
+    reply4_to(CLIENT4, cport)
+}
+
+/// "Fragmentation needed" (MTU 1300) from the path's router about `offending`, quoting
+/// `quote_len` bytes of it.
+fn frag_needed(offending: &[u8], quote_len: usize) -> Vec<u8> {
+    icmp4_error_from(PATH_ROUTER4, 3, 4, [0, 0, 0x05, 0x14], offending, quote_len)
+}
+
+#[test]
+fn icmp_errors_about_a_flow_reach_its_server_encapsulated_like_the_flow() {
+    with_lab(|lab| {
+        let error = frag_needed(&reply4(CLIENT_PORT), 576 - 20 - 8);
+        let server = HTTP4.pick(CLIENT4.into(), CLIENT_PORT);
+        lab.check(&Fixture::tx(
+            "ICMP frag-needed to the VIP quoting web-vs's reply: to the flow's server",
+            FROM_CLIENT.ipv4(&error),
+            ipip4(server.l2(), LB_V4, server.v4(), &error, &[]),
+            Reason::ForwardedIcmp,
+        ));
+        // web-vs hashes on the client's address: another client, another server.
+        let other = (0..50)
+            .map(client4)
+            .find(|&c| HTTP4.pick(c.into(), CLIENT_PORT).id != server.id)
+            .unwrap();
+        let error = icmp4_error_from(
+            PATH_ROUTER4,
+            11,
+            0,
+            [0; 4],
+            &reply4_to(other, CLIENT_PORT),
+            28,
+        );
+        let to = HTTP4.pick(other.into(), CLIENT_PORT);
+        lab.check(&Fixture::tx(
+            "ICMP time exceeded with the minimal quote (header and 8 bytes), another flow",
+            FROM_CLIENT.ipv4(&error),
+            ipip4(to.l2(), LB_V4, to.v4(), &error, &[]),
+            Reason::ForwardedIcmp,
+        ));
+        // An error is no traffic of its flow: nothing recorded, nothing counted.
+        assert_eq!(lab.dp.flow_count(), 0);
+        assert_eq!(lab.dp.service_counters(HTTP4.id).unwrap().packets, 0);
+
+        // In GRE when the service is.
+        with_tunnel(lab, &HTTP4, ServiceFlags::ENCAP_GRE, 0);
+        let error = frag_needed(&reply4(CLIENT_PORT), 100);
+        lab.check(&Fixture::tx(
+            "ICMP frag-needed about a GRE service's flow: in GRE",
+            FROM_CLIENT.ipv4(&error),
+            gre4(server.l2(), LB_V4, server.v4(), &error, &[]),
+            Reason::ForwardedIcmp,
+        ));
+
+        // ICMPv6 packet too big about a DNS reply (UDP) from [VIP]:53.
+        let sport = 33333;
+        let reply = udp6(VIP6, 53, CLIENT6, sport, &[0x17; 1400]);
+        let error = icmp6_error_from(PATH_ROUTER6, 2, 1300, &reply, 1232);
+        let server = DNS6.pick(CLIENT6.into(), sport);
+        lab.check(&Fixture::tx(
+            "ICMPv6 packet too big quoting dns-vs's reply: to the flow's server, its label",
+            FROM_CLIENT.ipv6(&error),
+            ip6ip6(
+                server.l2(),
+                LB_V6,
+                server.v6(),
+                &error,
+                flow_label(CLIENT6, sport),
+            ),
+            Reason::ForwardedIcmp,
+        ));
+    });
+}
+
+#[test]
+fn icmp_errors_follow_the_flow_table() {
+    with_lab(|lab| {
+        let (a, b) = open_http4_flow(lab);
+        switch_table(lab, &HTTP4, &[b.id; 7]);
+        let error = frag_needed(&reply4(CLIENT_PORT), 200);
+        lab.check(&Fixture::tx(
+            "frag-needed about the established flow after the table moved to B: A",
+            FROM_CLIENT.ipv4(&error),
+            ipip4(a.l2(), LB_V4, a.v4(), &error, &[]),
+            Reason::ForwardedIcmp,
+        ));
+        let error = frag_needed(&reply4(CLIENT_PORT + 1), 200);
+        lab.check(&Fixture::tx(
+            "frag-needed about a flow the table does not hold: the Maglev pick, B",
+            FROM_CLIENT.ipv4(&error),
+            ipip4(b.l2(), LB_V4, b.v4(), &error, &[]),
+            Reason::ForwardedIcmp,
+        ));
+        assert_eq!(lab.dp.flow_count(), 1, "errors record no flow");
+    });
+}
+
+#[test]
+fn icmp_errors_without_a_vip_flow_in_their_quote_are_dropped() {
+    with_lab(|lab| {
+        let reply = reply4(CLIENT_PORT);
+        let not_from_vip = tcp4(LB_V4, 80, CLIENT4, CLIENT_PORT, false, &[0; 100]);
+        let to_vip = |quoted: &[u8]| {
+            // The error goes to the VIP whatever its quote says.
+            let mut e = frag_needed(quoted, 28);
+            e[16..20].copy_from_slice(&VIP4.octets());
+            fix_ipv4_checksum(&mut e);
+            e
+        };
+        let icmp_quote = raw4(VIP4, CLIENT4, IpNumber::ICMP, &[0; 8]);
+        let mut with_options = reply.clone();
+        with_options[0] = 0x46;
+        let mut later_fragment = reply.clone();
+        later_fragment[6..8].copy_from_slice(&0x0010u16.to_be_bytes());
+        lab.check_all(&[
+            Fixture::drop(
+                "quote truncated inside the ports (header and 4 bytes)",
+                FROM_CLIENT.ipv4(&frag_needed(&reply, 24)),
+                Reason::DropIcmpBadQuote,
+            ),
+            Fixture::drop(
+                "quote of a packet from another address than the VIP",
+                FROM_CLIENT.ipv4(&to_vip(&not_from_vip)),
+                Reason::DropIcmpBadQuote,
+            ),
+            Fixture::drop(
+                "quote of an ICMP packet",
+                FROM_CLIENT.ipv4(&to_vip(&icmp_quote)),
+                Reason::DropIcmpBadQuote,
+            ),
+            Fixture::drop(
+                "quote with IPv4 options",
+                FROM_CLIENT.ipv4(&to_vip(&with_options)),
+                Reason::DropIcmpBadQuote,
+            ),
+            Fixture::drop(
+                "quote of a later fragment (no ports)",
+                FROM_CLIENT.ipv4(&to_vip(&later_fragment)),
+                Reason::DropIcmpBadQuote,
+            ),
+            Fixture::drop(
+                "quote of a reply from a port without a service (VIP:82)",
+                FROM_CLIENT.ipv4(&frag_needed(
+                    &tcp4(VIP4, 82, CLIENT4, CLIENT_PORT, false, &[]),
+                    28,
+                )),
+                Reason::DropNoService,
+            ),
+            Fixture::drop(
+                "ICMP echo reply to the VIP (not an error)",
+                FROM_CLIENT.ipv4(&icmp4_error_from(PATH_ROUTER4, 0, 0, [0; 4], &reply, 28)),
+                Reason::DropIcmp,
+            ),
+            Fixture::drop(
+                "ICMPv6 quote with an extension header",
+                FROM_CLIENT.ipv6(&icmp6_error_from(
+                    PATH_ROUTER6,
+                    1,
+                    0,
+                    &tcp6_behind_ext(
+                        VIP6,
+                        80,
+                        CLIENT6,
+                        CLIENT_PORT,
+                        IpNumber::IPV6_DESTINATION_OPTIONS,
+                    ),
+                    100,
+                )),
+                Reason::DropIcmpBadQuote,
+            ),
+            Fixture::drop(
+                "ICMPv6 quote truncated (IPv6 header and 4 bytes)",
+                FROM_CLIENT.ipv6(&icmp6_error_from(
+                    PATH_ROUTER6,
+                    2,
+                    1300,
+                    &udp6(VIP6, 53, CLIENT6, 5353, b"x"),
+                    44,
+                )),
+                Reason::DropIcmpBadQuote,
+            ),
+        ]);
+    });
+}
+
 #[test]
 fn other_protocols_to_a_vip_are_dropped() {
     // GRE carrying IPv4 (4-byte base header), SCTP INIT-ish bytes: content is irrelevant.

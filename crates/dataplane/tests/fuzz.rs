@@ -209,6 +209,87 @@ fn l4(r: &mut Rng, proto: u8, payload: usize) -> Vec<u8> {
     h
 }
 
+/// An ICMP (`v6`: ICMPv6) message to `to`, mostly an error quoting a reply from `to` (a
+/// server's packet from the VIP to a client), with every way its quote can go wrong:
+/// other types, truncated quotes, options, later fragments, other protocols and families,
+/// another source. `payload` bytes of the quoted packet's payload follow its ports.
+fn icmp_error(r: &mut Rng, v6: bool, to: IpAddr, payload: usize) -> Vec<u8> {
+    let any = r.byte();
+    let kind = if v6 {
+        r.pick(&[1, 2, 3, 4, 2, 128, 129, any])
+    } else {
+        r.pick(&[3, 11, 12, 3, 0, 8, any])
+    };
+    let mut m = vec![kind, r.byte(), r.byte(), r.byte()];
+    m.extend_from_slice(&r.bytes(4));
+    let proto = if r.chance(90) {
+        r.pick(&[PROTO_TCP, PROTO_UDP])
+    } else {
+        let any = r.byte();
+        r.pick(&[1, 58, 47, 44, 0, any])
+    };
+    let from = if r.chance(90) {
+        to
+    } else if v6 {
+        IpAddr::V6(src6(r))
+    } else {
+        IpAddr::V4(src4(r))
+    };
+    let client = if v6 {
+        IpAddr::V6(src6(r))
+    } else {
+        IpAddr::V4(src4(r))
+    };
+    let mut quote = Vec::new();
+    match (from, client) {
+        (IpAddr::V4(from), IpAddr::V4(client)) => {
+            let ver_ihl = if r.chance(95) {
+                0x45
+            } else {
+                r.pick(&[0x46, 0x4f, 0x65, any])
+            };
+            quote.extend_from_slice(&[ver_ihl, r.byte()]);
+            quote.extend_from_slice(&r.bytes(4)); // total length, id
+            let frag: u16 = match r.below(10) {
+                0..=5 => 0x4000,
+                6..=7 => 0x2000,
+                _ => r.next() as u16,
+            };
+            quote.extend_from_slice(&frag.to_be_bytes());
+            quote.extend_from_slice(&[r.byte(), proto, 0, 0]);
+            quote.extend_from_slice(&from.octets());
+            quote.extend_from_slice(&client.octets());
+        }
+        (IpAddr::V6(from), IpAddr::V6(client)) => {
+            let version = if r.chance(95) { 0x60 } else { r.byte() & 0xf0 };
+            quote.extend_from_slice(&[version, r.byte(), r.byte(), r.byte()]);
+            quote.extend_from_slice(&r.bytes(2));
+            quote.extend_from_slice(&[proto, r.byte()]);
+            quote.extend_from_slice(&from.octets());
+            quote.extend_from_slice(&client.octets());
+        }
+        _ => unreachable!("one family"),
+    }
+    // The reply's ports: from a service port (mostly), to the client's.
+    let sport = if r.chance(85) {
+        r.pick(&PORTS)
+    } else {
+        r.next() as u16
+    };
+    quote.extend_from_slice(&sport.to_be_bytes());
+    quote.extend_from_slice(&r.bytes(6));
+    quote.extend_from_slice(&r.bytes(payload));
+    let header = if v6 { 40 } else { 20 };
+    let keep = match r.below(10) {
+        0 => r.range(0, header + 8),
+        1 => header + 8,
+        _ => quote.len(),
+    };
+    quote.truncate(keep);
+    m.extend_from_slice(&quote);
+    m
+}
+
 /// Payload sizes: mostly small, some near and above what fits once encapsulated.
 fn payload_len(r: &mut Rng) -> usize {
     match r.below(10) {
@@ -229,8 +310,13 @@ fn ipv4(r: &mut Rng) -> Vec<u8> {
         }
     };
     let options = if r.chance(8) { r.range(1, 10) * 4 } else { 0 };
+    let (src, dst) = (src4(r), dst4(r));
     let len = payload_len(r);
-    let seg = l4(r, proto, len);
+    let seg = if proto == 1 && r.chance(70) {
+        icmp_error(r, false, IpAddr::V4(dst), len)
+    } else {
+        l4(r, proto, len)
+    };
     let hdr_len = 20 + options;
     let tos = r.byte();
     let mut ip = vec![0x40 | (hdr_len / 4) as u8, tos];
@@ -247,7 +333,6 @@ fn ipv4(r: &mut Rng) -> Vec<u8> {
     ip.extend_from_slice(&frag.to_be_bytes());
     let ttl = r.byte();
     ip.extend_from_slice(&[ttl, proto, 0, 0]);
-    let (src, dst) = (src4(r), dst4(r));
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
     for _ in 0..options {
@@ -261,6 +346,7 @@ fn ipv4(r: &mut Rng) -> Vec<u8> {
 }
 
 fn ipv6(r: &mut Rng) -> Vec<u8> {
+    let (src, dst) = (src6(r), dst6(r));
     let next = match r.below(20) {
         0..=8 => PROTO_TCP,
         9..=13 => PROTO_UDP,
@@ -279,6 +365,9 @@ fn ipv6(r: &mut Rng) -> Vec<u8> {
         payload.extend_from_slice(&r.bytes(6));
         let len = payload_len(r);
         payload.extend_from_slice(&l4(r, inner, len));
+    } else if next == 58 && r.chance(70) {
+        let len = payload_len(r);
+        payload = icmp_error(r, true, IpAddr::V6(dst), len);
     } else {
         let len = payload_len(r);
         payload = l4(r, next, len);
@@ -293,7 +382,6 @@ fn ipv6(r: &mut Rng) -> Vec<u8> {
     ip.extend_from_slice(&(payload.len() as u16).to_be_bytes());
     let hop_limit = r.byte();
     ip.extend_from_slice(&[next, hop_limit]);
-    let (src, dst) = (src6(r), dst6(r));
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
     ip.extend_from_slice(&payload);
@@ -447,6 +535,8 @@ struct ToVip {
     ip_len: usize,
     /// DF set (IPv4).
     df: bool,
+    /// An ICMP error about the flow (the other fields are the quoted flow's).
+    icmp: bool,
 }
 
 fn is_vip(a: IpAddr) -> bool {
@@ -522,7 +612,7 @@ fn reference_v4(f: &[u8], l3: usize) -> Result<ToVip, Reason> {
     let proto = ip[9];
     match proto {
         PROTO_TCP | PROTO_UDP => {}
-        1 => return Err(Reason::DropIcmp),
+        1 => return reference_icmp(f, l3, 20, total - 20, dst, frag & 0x4000 != 0),
         _ => return Err(Reason::DropUnsupportedProto),
     }
     let need = if proto == PROTO_TCP { 20 } else { 8 };
@@ -538,6 +628,7 @@ fn reference_v4(f: &[u8], l3: usize) -> Result<ToVip, Reason> {
         dport: be16(ip, 22),
         ip_len: total,
         df: frag & 0x4000 != 0,
+        icmp: false,
     })
 }
 
@@ -561,7 +652,7 @@ fn reference_v6(f: &[u8], l3: usize) -> Result<ToVip, Reason> {
     let next = ip[6];
     match next {
         PROTO_TCP | PROTO_UDP => {}
-        58 => return Err(Reason::DropIcmp),
+        58 => return reference_icmp(f, l3, 40, payload, dst, false),
         44 => return Err(Reason::DropFragment),
         n if V6_EXT.contains(&n) => return Err(Reason::DropIpv6ExtHeader),
         _ => return Err(Reason::DropUnsupportedProto),
@@ -579,6 +670,64 @@ fn reference_v6(f: &[u8], l3: usize) -> Result<ToVip, Reason> {
         dport: be16(ip, 42),
         ip_len: 40 + payload,
         df: false,
+        icmp: false,
+    })
+}
+
+/// An ICMP message to `vip` (README: errors quoting a VIP's TCP or UDP packet go to the
+/// flow's server; other ICMP is dropped): the flow it is about, or where it stops.
+/// `hdr` is the IP header's length, `room` what the IP header says follows it.
+fn reference_icmp(
+    f: &[u8],
+    l3: usize,
+    hdr: usize,
+    room: usize,
+    vip: IpAddr,
+    df: bool,
+) -> Result<ToVip, Reason> {
+    let v6 = hdr == 40;
+    let icmp = l3 + hdr;
+    if f.len() < icmp + 8 || room < 8 {
+        return Err(Reason::DropIcmp);
+    }
+    let errors: &[u8] = if v6 { &[1, 2, 3, 4] } else { &[3, 11, 12] };
+    if !errors.contains(&f[icmp]) {
+        return Err(Reason::DropIcmp);
+    }
+    let q = &f[icmp + 8..];
+    if room - 8 < hdr + 8 {
+        return Err(Reason::DropIcmpBadQuote);
+    }
+    let (proto, from, client) = if v6 {
+        let addr = |at: usize| -> IpAddr {
+            IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(&q[at..at + 16]).unwrap(),
+            ))
+        };
+        if q[0] >> 4 != 6 {
+            return Err(Reason::DropIcmpBadQuote);
+        }
+        (q[6], addr(8), addr(24))
+    } else {
+        if q[0] != 0x45 || be16(q, 6) & 0x1fff != 0 {
+            return Err(Reason::DropIcmpBadQuote);
+        }
+        let addr = |at: usize| IpAddr::V4(Ipv4Addr::new(q[at], q[at + 1], q[at + 2], q[at + 3]));
+        (q[9], addr(12), addr(16))
+    };
+    if !(proto == PROTO_TCP || proto == PROTO_UDP) || from != vip {
+        return Err(Reason::DropIcmpBadQuote);
+    }
+    Ok(ToVip {
+        v6,
+        vip,
+        src: client,
+        proto,
+        sport: be16(q, hdr + 2),
+        dport: be16(q, hdr),
+        ip_len: hdr + room,
+        df,
+        icmp: true,
     })
 }
 
@@ -612,7 +761,8 @@ fn reference_balance(p: &ToVip, svc: &Service) -> Expect {
     let outer_len = p.ip_len + if p.v6 { 40 } else { 20 };
     // The FIB checks the route's MTU before the neighbour.
     if outer_len > LB_MTU as usize {
-        if !(p.v6 || p.df) {
+        // No ICMP error about an ICMP error.
+        if p.icmp || !(p.v6 || p.df) {
             return drop(Reason::DropTooBig);
         }
         // No ICMP error goes to a source that cannot be one (RFC 1812 4.3.2.7, RFC 4443
@@ -638,7 +788,11 @@ fn reference_balance(p: &ToVip, svc: &Service) -> Expect {
         } else {
             XDP_TX
         },
-        reason: Reason::Forwarded,
+        reason: if p.icmp {
+            Reason::ForwardedIcmp
+        } else {
+            Reason::Forwarded
+        },
     }
 }
 
@@ -764,7 +918,7 @@ fn check_output(f: &[u8], out: &[u8], e: Expect) -> Result<(), String> {
         14
     };
     match e.reason {
-        Reason::Forwarded => {
+        Reason::Forwarded | Reason::ForwardedIcmp => {
             let outer = if f[l3] >> 4 == 6 { 40 } else { 20 };
             if out.len() != f.len() + outer || out[l3 + outer..] != f[l3..] {
                 return Err(format!(
@@ -929,6 +1083,8 @@ fn program_and_reference_agree_on_random_and_mutated_frames() {
                 Reason::DropFragment,
                 Reason::DropIpv6ExtHeader,
                 Reason::DropIcmp,
+                Reason::DropIcmpBadQuote,
+                Reason::ForwardedIcmp,
                 Reason::DropUnsupportedProto,
                 Reason::DropTruncatedL4,
                 Reason::DropNoService,

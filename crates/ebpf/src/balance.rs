@@ -45,7 +45,16 @@ pub fn run(ctx: &impl XdpPacket, env: &impl Env) -> Result<Forward, Reason> {
     // SAFETY: parse initialised `p` (it answered Ok).
     let p = unsafe { p.assume_init_ref() };
     match balance(ctx, env, p)? {
-        Next::Forward { ifindex } => Ok(Forward { ifindex }),
+        Next::Forward { ifindex } => Ok(Forward {
+            ifindex,
+            reason: if p.icmp {
+                Reason::ForwardedIcmp
+            } else {
+                Reason::Forwarded
+            },
+        }),
+        // No ICMP error about an ICMP error (RFC 1122 3.2.2).
+        Next::TooBig { .. } if p.icmp => Err(Reason::DropTooBig),
         Next::TooBig { mtu } => Err(icmp::too_big(ctx, env, p, mtu as u16)),
     }
 }
@@ -69,9 +78,11 @@ pub fn balance(ctx: &impl XdpPacket, env: &impl Env, p: &Parsed) -> Result<Next,
         }
         encap_v6(ctx, env, p, settings, &pick)?
     };
-    if let Next::Forward { .. } = next {
+    if let (Next::Forward { .. }, false) = (next, p.icmp) {
         // The packet goes out either way; a flow that could not be recorded is hashed
         // again on its next packet (same server while the Maglev table is unchanged).
+        // An ICMP error is no packet of its flow: it records nothing and counts only as
+        // its reason.
         if pick.new_flow && flow::record(env, p, &pick).is_err() {
             env.count_event(Event::FlowInsertFailed);
         }
@@ -203,7 +214,13 @@ mod tests {
         let e = env();
         let frame = syn4(10);
         let (r, out) = run_frame(&e, &frame);
-        assert_eq!(r, Ok(Forward { ifindex: 5 }));
+        assert_eq!(
+            r,
+            Ok(Forward {
+                ifindex: 5,
+                reason: Reason::Forwarded
+            })
+        );
         // [server MAC][egress MAC][0800][outer IPv4][the frame's IP packet unchanged]
         assert_eq!(out.len(), frame.len() + 20);
         assert_eq!(&out[..6], &SERVER_MAC);
@@ -251,7 +268,13 @@ mod tests {
         let e = env();
         let frame = syn6(0);
         let (r, out) = run_frame(&e, &frame);
-        assert_eq!(r, Ok(Forward { ifindex: 5 }));
+        assert_eq!(
+            r,
+            Ok(Forward {
+                ifindex: 5,
+                reason: Reason::Forwarded
+            })
+        );
         assert_eq!(&out[12..14], &[0x86, 0xdd]);
         let outer = &out[14..54];
         let label = client_hash(&CLIENT6, 50412u16.to_be_bytes(), true, SEED) & 0xfffff;
@@ -273,7 +296,13 @@ mod tests {
     fn a_failed_flow_insert_forwards_and_is_counted() {
         let mut e = env();
         e.insert_error = Some(-12);
-        assert_eq!(run_frame(&e, &syn4(0)).0, Ok(Forward { ifindex: 5 }));
+        assert_eq!(
+            run_frame(&e, &syn4(0)).0,
+            Ok(Forward {
+                ifindex: 5,
+                reason: Reason::Forwarded
+            })
+        );
         assert_eq!(e.event(Event::FlowInsertFailed), 1);
         assert!(e.flows.borrow().is_empty());
     }
@@ -285,7 +314,13 @@ mod tests {
         // Draining keeps the flow; the Maglev table no longer names the server.
         e.servers[1].state = ServerState::DRAINING;
         e.maglev[..7].copy_from_slice(&[0; 7]);
-        assert_eq!(run_frame(&e, &ack4(0)).0, Ok(Forward { ifindex: 5 }));
+        assert_eq!(
+            run_frame(&e, &ack4(0)).0,
+            Ok(Forward {
+                ifindex: 5,
+                reason: Reason::Forwarded
+            })
+        );
         // A SYN of the same five-tuple opens a new connection: hashed, no server there.
         assert_eq!(run_frame(&e, &syn4(0)).0, Err(Reason::DropNoServer));
         // A new generation of the slot is another server: the flow is re-hashed, and

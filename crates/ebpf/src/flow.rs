@@ -187,6 +187,7 @@ mod tests {
             sport: sport.to_be_bytes(),
             dport: 80u16.to_be_bytes(),
             syn: false,
+            icmp: false,
         }
     }
 

@@ -38,6 +38,8 @@ pub const IPPROTO_MH: u8 = 135;
 pub const IP_DF: u16 = 0x4000;
 /// "More fragments" bit and the offset mask: any of them set means a fragment.
 pub const IP_MF_OFFSET: u16 = 0x3fff;
+/// The fragment offset alone: set in any fragment but the first.
+pub const IP_OFFSET: u16 = 0x1fff;
 
 pub const ICMP_DEST_UNREACH: u8 = 3;
 pub const ICMP_FRAG_NEEDED: u8 = 4;

@@ -45,6 +45,11 @@ pub struct Parsed {
     /// A TCP SYN without ACK: the first packet of a connection. Its flow is new (or a
     /// retransmitted opener), so balancing skips the flow-table lookup for it.
     pub syn: bool,
+    /// An ICMP error about a packet the flow's server sent (from the VIP to the client):
+    /// `src`, `sport`, `proto` and `dport` are then the flow's, read from the quote, so
+    /// that the error finds the flow's server; the packet itself is the ICMP error,
+    /// forwarded as it is, never recorded or counted as the flow's traffic.
+    pub icmp: bool,
 }
 
 /// TCP flags (byte 13 of the header).
@@ -165,7 +170,7 @@ fn parse_v4(
         return Err(Reason::PassNotVip);
     }
     let dst = addr_v4(ip.dst);
-    let (proto, pr, syn) = match transport_v4(ctx, &ip, l3_off, hdr_len, tot) {
+    let f = match transport_v4(ctx, &ip, l3_off, hdr_len, tot) {
         Ok(t) => t,
         Err(r) => return Err(service::stop_for_vip(maps, dst, FAMILY_V4, r)),
     };
@@ -173,19 +178,84 @@ fn parse_v4(
         l3_off,
         frame_len: frame_len as u32,
         family: FAMILY_V4,
-        proto,
+        proto: f.proto,
         ip_len: tot as u16,
-        src: addr_v4(ip.src),
+        src: addr_v4(f.client),
         dst,
-        sport: pr.src,
-        dport: pr.dst,
-        syn,
+        sport: f.ports.src,
+        dport: f.ports.dst,
+        syn: f.syn,
+        icmp: f.icmp,
     });
     Ok(())
 }
 
-/// What follows a well-formed IPv4 header that may be a VIP's: the protocol, ports and
-/// SYN flag, or the reason a packet to a VIP stops at.
+/// The flow a packet to a VIP belongs to, as the client sends it.
+struct Flow<A> {
+    proto: u8,
+    /// The client's port, then the VIP's.
+    ports: Ports,
+    syn: bool,
+    /// The packet is an ICMP error about the flow (see [`Parsed::icmp`]).
+    icmp: bool,
+    client: A,
+}
+
+/// ICMP types of errors that quote the offending packet: destination unreachable (3,
+/// fragmentation needed among its codes), time exceeded (11), parameter problem (12).
+#[inline(always)]
+const fn icmp4_error(kind: u8) -> bool {
+    matches!(kind, 3 | 11 | 12)
+}
+
+/// ICMPv6 error types (RFC 4443): destination unreachable (1), packet too big (2), time
+/// exceeded (3), parameter problem (4).
+#[inline(always)]
+const fn icmp6_error(kind: u8) -> bool {
+    matches!(kind, 1..=4)
+}
+
+/// The flow an ICMP error to `vip` quotes (a packet the flow's server sent from `vip` to
+/// the client), at `quote_off` with `room` bytes of the error's payload left. The quote is
+/// checked as the parser checks a packet: an IPv4 header without options, no later
+/// fragment, TCP or UDP, from the VIP, with 8 bytes of its transport header.
+#[inline(always)]
+fn quoted_flow_v4(
+    ctx: &impl PacketCtx,
+    vip: [u8; 4],
+    quote_off: usize,
+    room: usize,
+) -> Result<Flow<[u8; 4]>, Reason> {
+    if room < IPV4_LEN + 8 {
+        return Err(Reason::DropIcmpBadQuote);
+    }
+    let q = ptr_at::<Ipv4Hdr>(ctx, quote_off).ok_or(Reason::DropIcmpBadQuote)?;
+    // SAFETY: bounds checked; copied to the stack.
+    let q = unsafe { *q };
+    let ports = ptr_at::<Ports>(ctx, quote_off + IPV4_LEN).ok_or(Reason::DropIcmpBadQuote)?;
+    // SAFETY: bounds checked.
+    let ports = unsafe { *ports };
+    if q.ver_ihl != 0x45
+        || q.frag() & IP_OFFSET != 0
+        || !(q.proto == IPPROTO_TCP || q.proto == IPPROTO_UDP)
+        || q.src != vip
+    {
+        return Err(Reason::DropIcmpBadQuote);
+    }
+    Ok(Flow {
+        proto: q.proto,
+        ports: Ports {
+            src: ports.dst,
+            dst: ports.src,
+        },
+        syn: false,
+        icmp: true,
+        client: q.dst,
+    })
+}
+
+/// What follows a well-formed IPv4 header that may be a VIP's: the flow, or the reason a
+/// packet to a VIP stops at.
 #[inline(always)]
 fn transport_v4(
     ctx: &impl PacketCtx,
@@ -193,7 +263,7 @@ fn transport_v4(
     l3_off: usize,
     hdr_len: usize,
     tot: usize,
-) -> Result<(u8, Ports, bool), Reason> {
+) -> Result<Flow<[u8; 4]>, Reason> {
     if hdr_len != IPV4_LEN {
         return Err(Reason::DropIpv4Options);
     }
@@ -203,11 +273,26 @@ fn transport_v4(
     let proto = ip.proto;
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_ICMP => return Err(Reason::DropIcmp),
+        IPPROTO_ICMP => {
+            let icmp = ptr_at::<IcmpHdr>(ctx, l3_off + IPV4_LEN).ok_or(Reason::DropIcmp)?;
+            // SAFETY: bounds checked.
+            let kind = unsafe { (*icmp).kind };
+            if tot < IPV4_LEN + ICMP_LEN || !icmp4_error(kind) {
+                return Err(Reason::DropIcmp);
+            }
+            let quote = l3_off + IPV4_LEN + ICMP_LEN;
+            return quoted_flow_v4(ctx, ip.dst, quote, tot - IPV4_LEN - ICMP_LEN);
+        }
         _ => return Err(Reason::DropUnsupportedProto),
     }
     let (pr, syn) = ports(ctx, proto, l3_off + IPV4_LEN, tot - IPV4_LEN)?;
-    Ok((proto, pr, syn))
+    Ok(Flow {
+        proto,
+        ports: pr,
+        syn,
+        icmp: false,
+        client: ip.src,
+    })
 }
 
 #[inline(always)]
@@ -228,7 +313,7 @@ fn parse_v6(
     if !service::maybe_vip(maps, vip_filter::bit_v6(&ip.dst)) {
         return Err(Reason::PassNotVip);
     }
-    let (proto, pr, syn) = match transport_v6(ctx, &ip, l3_off, payload) {
+    let f = match transport_v6(ctx, &ip, l3_off, payload) {
         Ok(t) => t,
         Err(r) => return Err(service::stop_for_vip(maps, ip.dst, FAMILY_V6, r)),
     };
@@ -236,15 +321,52 @@ fn parse_v6(
         l3_off,
         frame_len: frame_len as u32,
         family: FAMILY_V6,
-        proto,
+        proto: f.proto,
         ip_len: (IPV6_LEN + payload) as u16,
-        src: ip.src,
+        src: f.client,
         dst: ip.dst,
-        sport: pr.src,
-        dport: pr.dst,
-        syn,
+        sport: f.ports.src,
+        dport: f.ports.dst,
+        syn: f.syn,
+        icmp: f.icmp,
     });
     Ok(())
+}
+
+/// [`quoted_flow_v4`] for ICMPv6: the quote an IPv6 header with TCP or UDP right after it
+/// (no extension header), from the VIP.
+#[inline(always)]
+fn quoted_flow_v6(
+    ctx: &impl PacketCtx,
+    vip: &[u8; 16],
+    quote_off: usize,
+    room: usize,
+) -> Result<Flow<[u8; 16]>, Reason> {
+    if room < IPV6_LEN + 8 {
+        return Err(Reason::DropIcmpBadQuote);
+    }
+    let q = ptr_at::<Ipv6Hdr>(ctx, quote_off).ok_or(Reason::DropIcmpBadQuote)?;
+    // SAFETY: bounds checked; copied to the stack.
+    let q = unsafe { *q };
+    let ports = ptr_at::<Ports>(ctx, quote_off + IPV6_LEN).ok_or(Reason::DropIcmpBadQuote)?;
+    // SAFETY: bounds checked.
+    let ports = unsafe { *ports };
+    if q.version() != 6
+        || !(q.next_hdr == IPPROTO_TCP || q.next_hdr == IPPROTO_UDP)
+        || q.src != *vip
+    {
+        return Err(Reason::DropIcmpBadQuote);
+    }
+    Ok(Flow {
+        proto: q.next_hdr,
+        ports: Ports {
+            src: ports.dst,
+            dst: ports.src,
+        },
+        syn: false,
+        icmp: true,
+        client: q.dst,
+    })
 }
 
 /// What follows an IPv6 header that may be a VIP's, as [`transport_v4`].
@@ -254,18 +376,33 @@ fn transport_v6(
     ip: &Ipv6Hdr,
     l3_off: usize,
     payload: usize,
-) -> Result<(u8, Ports, bool), Reason> {
+) -> Result<Flow<[u8; 16]>, Reason> {
     let proto = ip.next_hdr;
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {}
-        IPPROTO_ICMPV6 => return Err(Reason::DropIcmp),
+        IPPROTO_ICMPV6 => {
+            let icmp = ptr_at::<IcmpHdr>(ctx, l3_off + IPV6_LEN).ok_or(Reason::DropIcmp)?;
+            // SAFETY: bounds checked.
+            let kind = unsafe { (*icmp).kind };
+            if payload < ICMP_LEN || !icmp6_error(kind) {
+                return Err(Reason::DropIcmp);
+            }
+            let quote = l3_off + IPV6_LEN + ICMP_LEN;
+            return quoted_flow_v6(ctx, &ip.dst, quote, payload - ICMP_LEN);
+        }
         IPPROTO_FRAGMENT => return Err(Reason::DropFragment),
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_ESP
         | IPPROTO_MH | IPPROTO_NONE => return Err(Reason::DropIpv6ExtHeader),
         _ => return Err(Reason::DropUnsupportedProto),
     }
     let (pr, syn) = ports(ctx, proto, l3_off + IPV6_LEN, payload)?;
-    Ok((proto, pr, syn))
+    Ok(Flow {
+        proto,
+        ports: pr,
+        syn,
+        icmp: false,
+        client: ip.src,
+    })
 }
 
 #[cfg(test)]

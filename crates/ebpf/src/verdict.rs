@@ -23,7 +23,7 @@ pub enum Action {
 /// The action of every reason.
 pub const fn action(reason: Reason) -> Action {
     match reason {
-        Reason::Forwarded => Action::Forward,
+        Reason::Forwarded | Reason::ForwardedIcmp => Action::Forward,
         Reason::IcmpTooBig => Action::Bounce,
         Reason::PassNotIp | Reason::PassNotVip | Reason::PassTruncatedL2 => Action::Pass,
         Reason::DropMalformedIpv4
@@ -32,6 +32,7 @@ pub const fn action(reason: Reason) -> Action {
         | Reason::DropFragment
         | Reason::DropIpv6ExtHeader
         | Reason::DropIcmp
+        | Reason::DropIcmpBadQuote
         | Reason::DropUnsupportedProto
         | Reason::DropTruncatedL4
         | Reason::DropNoService
@@ -52,6 +53,8 @@ pub const fn action(reason: Reason) -> Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forward {
     pub ifindex: u32,
+    /// [`Reason::Forwarded`], or [`Reason::ForwardedIcmp`] for an ICMP error about a flow.
+    pub reason: Reason,
 }
 
 /// Where the balancing stage leaves a packet it has not stopped.

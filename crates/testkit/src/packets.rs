@@ -647,3 +647,54 @@ pub fn hexdump(frame: &[u8], other: &[u8]) -> String {
     }
     s
 }
+
+/// An ICMP error a router at `router` sends about `offending` (an IPv4 packet from a VIP
+/// to a client, as a server sends it), to the packet's source, the VIP: the IPv4 packet
+/// (no L2), quoting the first `quote_len` bytes of `offending` (routers quote the header
+/// and at least 8 bytes, Linux up to 576 bytes in all). `kind` is the ICMP type and
+/// `rest` the 4 bytes after the checksum (for "fragmentation needed": 0, 0, then the
+/// next-hop MTU).
+pub fn icmp4_error_from(
+    router: Ipv4Addr,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    offending: &[u8],
+    quote_len: usize,
+) -> Vec<u8> {
+    let vip: [u8; 4] = offending[12..16].try_into().unwrap();
+    let mut body = vec![kind, code, 0, 0];
+    body.extend_from_slice(&rest);
+    body.extend_from_slice(&offending[..quote_len.min(offending.len())]);
+    let check = internet_checksum(&body);
+    body[2..4].copy_from_slice(&check.to_be_bytes());
+    assert_eq!(rfc1071(&body), 0, "expected ICMP checksum");
+    let ip = Ipv4Header::new(body.len() as u16, 63, IpNumber::ICMP, router.octets(), vip).unwrap();
+    ipv4_packet(ip, &body)
+}
+
+/// The ICMPv6 error a router at `router` sends about `offending` (an IPv6 packet from a
+/// VIP to a client) to the VIP, quoting its first `quote_len` bytes; `kind` 2 (packet too
+/// big) with `rest` the MTU, 1, 3 or 4 for the others. Checksummed by etherparse.
+pub fn icmp6_error_from(
+    router: Ipv6Addr,
+    kind: u8,
+    rest: u32,
+    offending: &[u8],
+    quote_len: usize,
+) -> Vec<u8> {
+    let vip: [u8; 16] = offending[8..24].try_into().unwrap();
+    let quote = &offending[..quote_len.min(offending.len())];
+    let icmp_type = match kind {
+        2 => Icmpv6Type::PacketTooBig { mtu: rest },
+        other => Icmpv6Type::Unknown {
+            type_u8: other,
+            code_u8: 0,
+            bytes5to8: rest.to_be_bytes(),
+        },
+    };
+    let icmp = Icmpv6Header::with_checksum(icmp_type, router.octets(), vip, quote).unwrap();
+    let mut body = icmp.to_bytes().to_vec();
+    body.extend_from_slice(quote);
+    ipv6_packet(router, Ipv6Addr::from(vip), IpNumber::IPV6_ICMP, &body)
+}

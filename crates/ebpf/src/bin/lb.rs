@@ -81,8 +81,8 @@ mod prog {
     pub fn ricochet_lb(ctx: XdpContext) -> u32 {
         let kernel = Kernel { ctx: &ctx };
         let (reason, egress) = match balance::run(&ctx, &kernel) {
-            Ok(f) => (Reason::Forwarded, f.ifindex),
-            // Only `run`'s Ok is `Forwarded`; an error never is, so `egress` is unused.
+            Ok(f) => (f.reason, f.ifindex),
+            // Only `run`'s Ok is forwarded; an error never is, so `egress` is unused.
             Err(r) => (r, 0),
         };
         count(&REASONS, reason as u32);
