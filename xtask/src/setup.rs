@@ -30,6 +30,9 @@ const PACKAGES: &[&str] = &[
     // Spoofed SYN and ACK floods in crates/cli/tests/flood_e2e.rs.
     "hping3",
     "libnginx-mod-stream",
+    // The path-MTU test (crates/cli/tests/modes_e2e.rs) withholds a router's ICMP errors
+    // with an nftables rule, to show the download needs them.
+    "nftables",
     "fonts-dejavu-core",
     // The official Prometheus client's text parser reads /metrics in the tests.
     "python3-prometheus-client",

@@ -247,3 +247,89 @@ fn gre_and_gue_services_reach_both_servers() {
         assert_eq!(count("drop_malformed"), 0, "{host}: {stats:?}");
     }
 }
+
+/// The router's output hook drops the ICMP errors it would send about packets too big for
+/// the client's link (an nftables table in its namespace), or stops dropping them.
+fn withhold_router_errors(topo: &Topology, withhold: bool) {
+    let ruleset = if withhold {
+        "table inet ricochet_test {
+  chain out {
+    type filter hook output priority 0;
+    icmp type destination-unreachable drop
+    icmpv6 type packet-too-big drop
+  }
+}
+"
+    } else {
+        "delete table inet ricochet_test\n"
+    };
+    let path = std::env::temp_dir().join(format!("ricochet-nft-{}.nft", std::process::id()));
+    std::fs::write(&path, ruleset).unwrap();
+    let out = topo
+        .router
+        .ns
+        .output(&["nft", "-f", path.to_str().unwrap()])
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "nft -f on the router: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `forwarded_icmp_error` in `ricochet status`.
+fn forwarded_icmp(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("forwarded_icmp_error "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[test]
+fn a_narrow_link_on_the_clients_path_is_discovered_by_the_servers_through_the_engine() {
+    let bed = seed_bed("pmtu", &[VIP_V4.into(), VIP_V6.into()]);
+    let topo = &bed.topo;
+    // web-vs in IP-in-IP, web-vs-v6 (same profile) too; the UDP profile is not used here.
+    bed.write_config(&config_text("encapsulation: ipinip", "encapsulation: gre"));
+    let _engine = bed.start_file_engine(FLOWS, &[]);
+    // The router's side of the client's link: 1300 bytes. The client still advertises an
+    // MSS for 1500, so the servers' full-sized replies hit the narrow link, and only the
+    // router's ICMP error (to the VIP, their source) can tell them.
+    let mtu = topo
+        .router
+        .ns
+        .ip(&["link", "set", topo.router.client_iface, "mtu", "1300"])
+        .unwrap();
+    assert!(mtu.status.success(), "{mtu:?}");
+    let want = tb::bytes_content(1024 * 1024);
+
+    // Without the errors reaching the engine, the downloads stall (the servers keep
+    // sending segments that do not fit).
+    withhold_router_errors(topo, true);
+    for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
+        let r = tb::http_get(&topo.client.ns, &tb::http_url(vip, "/bytes/1m"));
+        assert!(
+            r.is_err(),
+            "{vip}: the 1 MB download completed though the router's errors were withheld"
+        );
+    }
+    assert_eq!(forwarded_icmp(&bed.status_of(FILE_STATE)), 0);
+
+    // With them, each error reaches the flow's server through the engine, and the same
+    // downloads complete.
+    withhold_router_errors(topo, false);
+    for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
+        let body = tb::http_get(&topo.client.ns, &tb::http_url(vip, "/bytes/1m"))
+            .unwrap_or_else(|e| panic!("{vip}: 1 MB download over the 1300-byte link: {e:#}"));
+        assert!(
+            body == want,
+            "{vip}: {} bytes, not the 1 MB file",
+            body.len()
+        );
+    }
+    let status = bed.status_of(FILE_STATE);
+    let forwarded = forwarded_icmp(&status);
+    assert!(forwarded >= 2, "one error per family at least:\n{status}");
+    println!("ICMP errors forwarded to the servers: {forwarded}");
+}
