@@ -1138,10 +1138,11 @@ mod tests {
         use core::mem::{align_of, size_of};
         assert_eq!(size_of::<VipFlags>(), 4);
         assert_eq!(align_of::<VipFlags>(), align_of::<u32>());
-        assert_eq!(size_of::<ServiceFlags>(), 4);
+        assert_eq!(size_of::<ServiceFlags>(), 2);
         assert_eq!(size_of::<SettingsFlags>(), 4);
         assert_eq!(size_of::<ServerState>(), 1);
         assert_eq!(core::mem::offset_of!(ServiceValue, flags), 12);
+        assert_eq!(core::mem::offset_of!(ServiceValue, gue_port), 14);
         assert_eq!(core::mem::offset_of!(ServerValue, state), 17);
         assert_eq!(core::mem::offset_of!(Settings, flags), 24);
     }
