@@ -426,6 +426,10 @@ bit_flags! {
         /// with the inner IP packet right after the UDP header; the UDP source port
         /// comes from the flow hash, so that servers spread flows over their queues.
         const ENCAP_GUE = 1 << 3;
+        /// L2 DSR (IPVS's "direct routing", Avi's MAC-based translation): no
+        /// encapsulation; the frame goes to the server's MAC address on the engine's own
+        /// segment with the IP packet unchanged. Never with `ENCAP_GRE` or `ENCAP_GUE`.
+        const L2_DSR = 1 << 4;
     }
 }
 
@@ -613,8 +617,11 @@ pub struct NextHop {
     pub mtu: u16,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
+    /// 1 when the server itself is the next hop (on a segment of `ifindex`, no router
+    /// between): what L2 DSR needs.
+    pub on_link: u8,
     /// Zero; makes the 8-byte alignment of `stamp` explicit (no hidden tail bytes).
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 5],
 }
 assert_layout!(
     NextHop {
@@ -626,6 +633,7 @@ assert_layout!(
         mtu,
         smac,
         dmac,
+        on_link,
         _pad
     },
     56
@@ -811,6 +819,10 @@ counted_enum! {
         /// non-first fragment, IPv6 extension headers, another protocol, or a source that
         /// is not the VIP. Dropped.
         DropIcmpBadQuote => "drop_icmp_bad_quote",
+        /// For an L2 DSR service, the route to the server goes through a router (the
+        /// server is not on a segment of the engine): dropped. The engine refuses such a
+        /// configuration; this catches a route that changed since.
+        DropL2NotOnLink => "drop_l2_server_not_on_link",
     }
 }
 

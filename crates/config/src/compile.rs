@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Config, ConsistentHash, DsrEncapsulation, DsrProfile, NetworkProfile, Pool, Protocol,
+    Config, ConsistentHash, DsrEncapsulation, DsrProfile, DsrType, NetworkProfile, Pool, Protocol,
 };
 use crate::validate::{validate, ValidationErrors};
 
@@ -74,11 +74,17 @@ pub enum Encapsulation {
         /// The UDP destination port.
         port: u16,
     },
+    /// L2 DSR: no encapsulation, the frame to the server's MAC address (the server on a
+    /// segment of the engine).
+    L2,
 }
 
 impl Encapsulation {
     /// The encapsulation of a profile's DSR settings.
     fn of(dsr: &DsrProfile) -> Self {
+        if dsr.kind == DsrType::L2 {
+            return Self::L2;
+        }
         match dsr.encapsulation {
             DsrEncapsulation::Ipinip => Self::Ipinip,
             DsrEncapsulation::Gre => Self::Gre,
@@ -92,10 +98,11 @@ impl Encapsulation {
     /// family and the tunnel header.
     pub fn overhead(self, vip: IpAddr) -> u16 {
         let ip = if vip.is_ipv4() { 20 } else { 40 };
-        ip + match self {
-            Self::Ipinip => 0,
-            Self::Gre => 4,
-            Self::Gue { .. } => 8,
+        match self {
+            Self::L2 => 0,
+            Self::Ipinip => ip,
+            Self::Gre => ip + 4,
+            Self::Gue { .. } => ip + 8,
         }
     }
 }
@@ -106,6 +113,7 @@ impl std::fmt::Display for Encapsulation {
             Self::Ipinip => f.write_str("ipinip"),
             Self::Gre => f.write_str("gre"),
             Self::Gue { port } => write!(f, "gue (udp port {port})"),
+            Self::L2 => f.write_str("l2 (server's mac)"),
         }
     }
 }

@@ -27,9 +27,8 @@
 //!    services and pools the engine programs into the data plane, with names resolved
 //!    and defaults applied.
 //!
-//! What Ricochet does not implement is refused by validation rather than ignored: L2
-//! DSR, proxy (non-fast-path) network profiles, virtual services
-//! without DSR. Health monitors are run by the engines (`ricochet-health`).
+//! What Ricochet does not implement is refused by validation rather than ignored: proxy
+//! (non-fast-path) network profiles, virtual services without DSR, a tunnel with L2 DSR. Health monitors are run by the engines (`ricochet-health`).
 //!
 //! Choices where Avi leaves room:
 //!
@@ -175,7 +174,7 @@ impl Config {
     ///
     /// Refused, among others: duplicate or empty names; references to undeclared
     /// objects; virtual services whose network profile is not fast path or does not
-    /// enable DSR; L2 DSR (not supported yet); `gue_port` without GUE; servers addressed by a VIP;
+    /// enable DSR; L2 DSR with GRE or GUE; `gue_port` without GUE; servers addressed by a VIP;
     /// virtual services sharing a VIP, protocol and port; invalid ports and ranges;
     /// VIPs and servers of different families; ratios outside 1..=20; table sizes that
     /// are not prime or below 100 × servers; unusable addresses (unspecified, loopback,

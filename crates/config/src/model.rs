@@ -214,7 +214,8 @@ impl DsrProfile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DsrType {
-    /// `DSR_TYPE_L2`: rewrite the destination MAC. Not supported yet.
+    /// `DSR_TYPE_L2`: the frame goes to the server's MAC address, the IP packet unchanged
+    /// (servers on the engine's segment; with `encapsulation: ipinip`, which it ignores).
     L2,
     /// `DSR_TYPE_L3`: encapsulate towards the server's IP.
     L3,

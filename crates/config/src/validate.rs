@@ -291,11 +291,15 @@ impl<'a> Validator<'a> {
                 }
                 // Refused even when DSR is disabled: an accepted value must be one the data
                 // plane implements, or enabling it later would fail far from its cause.
-                if dsr.kind == DsrType::L2 {
+                if dsr.kind == DsrType::L2 && dsr.encapsulation != DsrEncapsulation::Ipinip {
                     self.error(
-                        format!("{at}.dsr.type"),
-                        "DSR type l2 is not supported yet: Ricochet implements L3 DSR only \
-                         (type: l3)",
+                        format!("{at}.dsr.encapsulation"),
+                        format!(
+                            "DSR type l2 sends the client's frame unchanged at the IP layer to \
+                             the server's MAC address, so encapsulation: {} does not apply; \
+                             leave encapsulation: ipinip (Avi's default) or use type: l3",
+                            dsr.encapsulation.as_str()
+                        ),
                     );
                 }
                 match (dsr.encapsulation, dsr.gue_port) {

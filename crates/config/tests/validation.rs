@@ -315,13 +315,28 @@ fn dsr_on_proxy_profile() {
 }
 
 #[test]
-fn dsr_l2_not_supported() {
+fn dsr_l2_compiles_to_the_mac_mode_and_refuses_a_tunnel() {
     let mut config = base();
     config.network_profiles[1].dsr.as_mut().unwrap().kind = DsrType::L2;
+    let desired = config
+        .compile()
+        .expect("L2 DSR is accepted with encapsulation: ipinip");
+    assert!(desired
+        .services
+        .iter()
+        .filter(|s| s.protocol == ricochet_config::Protocol::Udp)
+        .all(|s| s.encapsulation == ricochet_config::Encapsulation::L2));
+    config.network_profiles[1]
+        .dsr
+        .as_mut()
+        .unwrap()
+        .encapsulation = DsrEncapsulation::Gre;
     assert_only_error(
         &config,
-        r#"network_profiles["dsr-udp"].dsr.type"#,
-        "DSR type l2 is not supported yet: Ricochet implements L3 DSR only (type: l3)",
+        r#"network_profiles["dsr-udp"].dsr.encapsulation"#,
+        "DSR type l2 sends the client's frame unchanged at the IP layer to the server's MAC \
+         address, so encapsulation: gre does not apply; leave encapsulation: ipinip (Avi's \
+         default) or use type: l3",
     );
     // Also when DSR is disabled: the value would fail the day it is enabled.
     config.network_profiles[1].dsr.as_mut().unwrap().enabled = false;
@@ -966,7 +981,7 @@ virtual_services:
     assert_eq!(
         paths,
         [
-            r#"network_profiles["p"].dsr.type"#,
+            r#"network_profiles["p"].dsr.encapsulation"#,
             r#"network_profiles["p"].dsr.gue_port"#,
             r#"pools["pool"].servers[0].ip"#,
             r#"pools["pool"].servers[0].ratio"#,
@@ -980,14 +995,17 @@ virtual_services:
     let shown = errors.to_string();
     assert!(
         shown.starts_with(
-            "invalid configuration (7 errors):\n  - network_profiles[\"p\"].dsr.type: DSR type l2"
+            "invalid configuration (7 errors):\n  - network_profiles[\"p\"].dsr.encapsulation: DSR type l2"
         ),
         "{shown}"
     );
 
     // The REST API will return the list as JSON.
     let json = serde_json::to_value(&errors).unwrap();
-    assert_eq!(json[0]["path"], r#"network_profiles["p"].dsr.type"#);
+    assert_eq!(
+        json[0]["path"],
+        r#"network_profiles["p"].dsr.encapsulation"#
+    );
 }
 
 #[test]

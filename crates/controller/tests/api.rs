@@ -181,9 +181,13 @@ fn a_bad_field_value_is_422_with_its_path() {
     let r = ctl.refused(422, "validation_failed", |c| {
         let mut profile = network_profile();
         profile["dsr"]["type"] = json!("l2");
+        profile["dsr"]["encapsulation"] = json!("gue");
         c.post("/api/v1/network-profiles", profile)
     });
-    assert_eq!(r.paths(), [r#"network_profiles["dsr-l3-tcp"].dsr.type"#]);
+    assert_eq!(
+        r.paths(),
+        [r#"network_profiles["dsr-l3-tcp"].dsr.encapsulation"#]
+    );
     assert!(ctl.get("/api/v1/pools").body["items"]
         .as_array()
         .unwrap()

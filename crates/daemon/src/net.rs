@@ -1,6 +1,6 @@
 //! Host network facts the engine needs: interface addresses and per-interface sysctls.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context as _};
 
@@ -27,6 +27,44 @@ pub fn interface_addrs(iface: &str) -> anyhow::Result<(Vec<Ipv4Addr>, Vec<Ipv6Ad
         }
     }
     Ok((v4, v6))
+}
+
+/// The networks of `iface`'s addresses (address and prefix length), IPv4 and IPv6: the
+/// segments whose hosts the engine reaches without a router.
+pub fn interface_networks(iface: &str) -> anyhow::Result<Vec<(IpAddr, u8)>> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .with_context(|| format!("listing the addresses of {iface} (getifaddrs)"))?;
+    let mut out = Vec::new();
+    for a in addrs.filter(|a| a.interface_name == iface) {
+        let (Some(address), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
+        if let (Some(ip), Some(m)) = (address.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            out.push((IpAddr::V4(ip.ip()), u32::from(m.ip()).count_ones() as u8));
+        } else if let (Some(ip), Some(m)) = (address.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+            out.push((IpAddr::V6(ip.ip()), u128::from(m.ip()).count_ones() as u8));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `ip` is in the network `net/prefix`.
+pub fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
 }
 
 fn is_global_v4(a: Ipv4Addr) -> bool {
@@ -122,5 +160,27 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::in_network;
+
+    #[test]
+    fn addresses_are_in_their_networks_only() {
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(in_network(ip("192.168.33.10"), ip("192.168.33.7"), 24));
+        assert!(!in_network(ip("192.168.34.10"), ip("192.168.33.7"), 24));
+        assert!(in_network(ip("10.1.2.3"), ip("10.200.0.1"), 8));
+        assert!(in_network(ip("1.2.3.4"), ip("9.9.9.9"), 0));
+        assert!(in_network(ip("fc00::10"), ip("fc00::7"), 64));
+        assert!(!in_network(ip("fc00:34::10"), ip("fc00::7"), 64));
+        assert!(
+            !in_network(ip("fc00::10"), ip("192.168.33.7"), 24),
+            "families differ"
+        );
+        assert!(in_network(ip("fc00::7"), ip("fc00::7"), 128));
+        assert!(!in_network(ip("fc00::8"), ip("fc00::7"), 128));
     }
 }

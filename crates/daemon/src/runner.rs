@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ricochet_config::{Config, Desired};
+use ricochet_config::{Config, Desired, Encapsulation};
 use ricochet_dataplane::kernel::{AttachMode, KernelDataplane};
 use ricochet_dataplane::memory::MemoryDataplane;
 use ricochet_dataplane::xmit::{Finding, FindingKind, XmitMonitor};
@@ -278,7 +278,8 @@ impl<D: DaemonDataplane> Runner<D> {
         &self.origin
     }
 
-    /// Refuses a configuration whose VIPs of a family have no outer source address.
+    /// Refuses a configuration whose VIPs of a family have no outer source address, or
+    /// whose L2 DSR services have servers off the interface's segments.
     pub fn check_sources(&self, desired: &Desired) -> anyhow::Result<()> {
         check_sources(
             desired,
@@ -497,6 +498,46 @@ pub fn check_sources(
     }
     if needs_v6 && source_v6.is_none() {
         bail!("IPv6 virtual services need an outer source: {interface} has no global IPv6 address; pass --source-v6");
+    }
+    check_l2_servers(desired, interface)
+}
+
+/// Refuses L2 DSR services with a server that is not on a segment of `interface`: their
+/// frames go to the server's MAC address, which only a host on the segment has.
+pub fn check_l2_servers(desired: &Desired, interface: &str) -> anyhow::Result<()> {
+    let l2: Vec<_> = desired
+        .services
+        .iter()
+        .filter(|s| s.encapsulation == Encapsulation::L2)
+        .collect();
+    if l2.is_empty() {
+        return Ok(());
+    }
+    let networks = crate::net::interface_networks(interface)?;
+    for s in l2 {
+        let Some(pool) = desired.pool(&s.pool) else {
+            continue;
+        };
+        if let Some(off) = pool.servers.iter().find(|srv| {
+            !networks
+                .iter()
+                .any(|&(net, prefix)| crate::net::in_network(srv.ip, net, prefix))
+        }) {
+            let segments: Vec<String> = networks.iter().map(|(n, p)| format!("{n}/{p}")).collect();
+            bail!(
+                "virtual service {:?} uses L2 DSR, but server {} of pool {:?} is not on a \
+                 segment of {interface} ({}): L2 DSR reaches a server by its MAC address on \
+                 the engine's own segment; use dsr type: l3 for servers behind a router",
+                s.name,
+                off.ip,
+                s.pool,
+                if segments.is_empty() {
+                    "no address".to_owned()
+                } else {
+                    segments.join(", ")
+                }
+            );
+        }
     }
     Ok(())
 }

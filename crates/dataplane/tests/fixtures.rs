@@ -391,6 +391,72 @@ fn gue_services_encapsulate_in_udp_to_their_port_from_a_port_of_the_flow() {
 }
 
 #[test]
+fn l2_dsr_sends_the_frame_to_the_servers_mac_when_it_is_on_link() {
+    with_lab(|lab| {
+        with_tunnel(lab, &HTTP4, ServiceFlags::L2_DSR, 0);
+        with_tunnel(lab, &HTTP6, ServiceFlags::L2_DSR, 0);
+        // A client whose Maglev pick is web01 (on fx0's segment).
+        let client_of = |svc: &Service, id: u32, v6: bool| {
+            (0..200u16)
+                .map(|n| {
+                    if v6 {
+                        IpAddr::V6(Ipv6Addr::new(0xfc00, 0x11, 0, 0, 0, 0, 0, 2 + n))
+                    } else {
+                        IpAddr::V4(client4(n as u8))
+                    }
+                })
+                .find(|&c| svc.pick(c, CLIENT_PORT).id == id)
+                .unwrap()
+        };
+        let c = client_of(&HTTP4, WEB01_4.id, false);
+        let IpAddr::V4(c4) = c else { unreachable!() };
+        let inner = syn4(c4, CLIENT_PORT, VIP4, 80);
+        lab.check(&Fixture::tx(
+            "IPv4 SYN to an L2 DSR service, web01 on link: the same packet to web01's MAC",
+            FROM_CLIENT.ipv4(&inner),
+            WEB01_4.l2().ipv4(&inner),
+            Reason::Forwarded,
+        ));
+        let tagged = FROM_CLIENT.tagged(42);
+        lab.check(&Fixture::tx(
+            "802.1Q-tagged, L2 DSR: the tag stays",
+            tagged.ipv4(&inner),
+            L2 {
+                vlan: Some(42),
+                ..WEB01_4.l2()
+            }
+            .ipv4(&inner),
+            Reason::Forwarded,
+        ));
+        // VIP:8080's pool is web02 alone, behind the router.
+        with_tunnel(lab, &ALT4, ServiceFlags::L2_DSR, 0);
+        lab.check(&Fixture::drop(
+            "IPv4 to an L2 DSR service whose server, web02, is behind the router",
+            FROM_CLIENT.ipv4(&syn4(CLIENT4, CLIENT_PORT, VIP4, 8080)),
+            Reason::DropL2NotOnLink,
+        ));
+        let on_link6 = HTTP6
+            .table
+            .iter()
+            .find(|&&id| id != WEB02_6.id)
+            .copied()
+            .unwrap();
+        let c = client_of(&HTTP6, on_link6, true);
+        let IpAddr::V6(c6) = c else { unreachable!() };
+        let inner = tcp6(c6, CLIENT_PORT, VIP6, 80, false, HTTP_GET);
+        let server = Server::by_id(on_link6);
+        lab.check(&Fixture::tx(
+            "IPv6 to an L2 DSR service, on-link pick: the same packet to its MAC",
+            FROM_CLIENT.ipv6(&inner),
+            server.l2().ipv6(&inner),
+            Reason::Forwarded,
+        ));
+        // Counted as the service's traffic like any forwarded packet.
+        assert!(lab.dp.service_counters(HTTP4.id).unwrap().packets >= 2);
+    });
+}
+
+#[test]
 fn tunnels_advertise_the_mtu_left_after_their_headers() {
     with_lab(|lab| {
         with_tunnel(lab, &HTTP4, ServiceFlags::ENCAP_GRE, 0);

@@ -8,7 +8,7 @@ use core::mem::MaybeUninit;
 use ricochet_common::{Event, Reason, Settings, SettingsFlags, FAMILY_V4};
 
 use crate::{
-    encap::{encap_v4, encap_v6, Random},
+    encap::{encap_v4, encap_v6, forward_l2, Random, Tunnel},
     flow::{self, pick_server, Table},
     icmp::{self, Limiter},
     packet::XdpPacket,
@@ -67,7 +67,19 @@ pub fn balance(ctx: &impl XdpPacket, env: &impl Env, p: &Parsed) -> Result<Next,
     let settings = env.settings().ok_or(Reason::DropNoSource)?;
     let pick = pick_server(env, p, &svc, settings.hash_seed).ok_or(Reason::DropNoServer)?;
     let bytes = p.frame_len as u64;
-    let next = if p.family == FAMILY_V4 {
+    let next = if pick.tunnel == Tunnel::L2 {
+        // The outer source is not sent, but which family may be served stays the
+        // settings' say, as for the tunnels.
+        let have = if p.family == FAMILY_V4 {
+            SettingsFlags::HAVE_V4
+        } else {
+            SettingsFlags::HAVE_V6
+        };
+        if !settings.flags.contains(have) {
+            return Err(Reason::DropNoSource);
+        }
+        forward_l2(ctx, env, p, settings, &pick)?
+    } else if p.family == FAMILY_V4 {
         if !settings.flags.contains(SettingsFlags::HAVE_V4) {
             return Err(Reason::DropNoSource);
         }

@@ -27,13 +27,17 @@ pub enum Tunnel {
     Gre,
     /// A UDP header to this destination port (big endian).
     Gue { port: [u8; 2] },
+    /// None at all: L2 DSR, the frame to the server's MAC ([`forward_l2`]).
+    L2,
 }
 
 impl Tunnel {
     /// The tunnel `svc`'s flags name.
     #[inline(always)]
     pub fn of(svc: &ServiceValue) -> Self {
-        if svc.flags.contains(ServiceFlags::ENCAP_GUE) {
+        if svc.flags.contains(ServiceFlags::L2_DSR) {
+            Tunnel::L2
+        } else if svc.flags.contains(ServiceFlags::ENCAP_GUE) {
             Tunnel::Gue { port: svc.gue_port }
         } else if svc.flags.contains(ServiceFlags::ENCAP_GRE) {
             Tunnel::Gre
@@ -46,7 +50,7 @@ impl Tunnel {
     #[inline(always)]
     pub const fn header_len(self) -> usize {
         match self {
-            Tunnel::IpInIp => 0,
+            Tunnel::IpInIp | Tunnel::L2 => 0,
             Tunnel::Gre => GRE_LEN,
             Tunnel::Gue { .. } => UDP_LEN,
         }
@@ -56,7 +60,7 @@ impl Tunnel {
     #[inline(always)]
     const fn outer_proto(self, ipip: u8) -> u8 {
         match self {
-            Tunnel::IpInIp => ipip,
+            Tunnel::IpInIp | Tunnel::L2 => ipip,
             Tunnel::Gre => IPPROTO_GRE,
             Tunnel::Gue { .. } => IPPROTO_UDP,
         }
@@ -202,8 +206,8 @@ pub fn encap_v4(
 ) -> Result<Next, Reason> {
     let (server_id, server, tunnel) = (pick.server_id, &pick.server, pick.tunnel);
     let inner = ptr_at::<Ipv4Hdr>(ctx, p.l3_off).ok_or(Reason::DropMalformedIpv4)?;
-    // SAFETY: bounds checked.
-    let inner = unsafe { *inner };
+    // SAFETY: bounds checked. Two fields, not a copy of the header: stack is scarce.
+    let (tos, df) = unsafe { ((*inner).tos, (*inner).frag() & IP_DF != 0) };
     let mut src = [0u8; 16];
     src[..4].copy_from_slice(&s.source_v4);
     let overhead = IPV4_LEN + tunnel.header_len();
@@ -211,7 +215,7 @@ pub fn encap_v4(
     if outer_len > 0xffff {
         return Err(Reason::DropTooBig);
     }
-    let (ifindex, smac, dmac) = match route(
+    let (ifindex, smac, dmac) = match route::<false>(
         env,
         ctx.ingress_ifindex(),
         FAMILY_V4,
@@ -219,7 +223,7 @@ pub fn encap_v4(
         server_id,
         server,
         outer_len as u16,
-        inner.tos as u32,
+        tos as u32,
     ) {
         Route::Via {
             ifindex,
@@ -227,7 +231,7 @@ pub fn encap_v4(
             dmac,
         } => (ifindex, smac, dmac),
         Route::TooBig { mtu } => {
-            if inner.frag() & IP_DF == 0 {
+            if !df {
                 return Err(Reason::DropTooBig);
             }
             return Ok(Next::TooBig {
@@ -236,8 +240,10 @@ pub fn encap_v4(
         }
         Route::Fail(r) => return Err(r),
     };
-    let mut outer = outer_v4(
-        &inner,
+    let mut outer = outer_v4_for(
+        tos,
+        df,
+        p.ip_len,
         s.source_v4,
         [
             server.addr[0],
@@ -249,13 +255,13 @@ pub fn encap_v4(
         tunnel.outer_proto(IPPROTO_IPIP),
         tunnel.header_len() as u16,
     );
-    if inner.frag() & IP_DF == 0 {
+    if !df {
         // The outer packet may be fragmented on the way: it needs an ID that differs
         // from its neighbours' (RFC 6864). DF packets keep 0, which RFC 6864 allows.
         outer.set_id(env.prandom_u32() as u16);
     }
     let hdr = match tunnel {
-        Tunnel::IpInIp => TunnelHdr::NONE,
+        Tunnel::IpInIp | Tunnel::L2 => TunnelHdr::NONE,
         Tunnel::Gre => TunnelHdr::gre(ETH_P_IP),
         Tunnel::Gue { port } => {
             let h = client_hash(&p.src, p.sport, true, s.hash_seed);
@@ -279,9 +285,9 @@ pub fn encap_v6(
     pick: &Pick,
 ) -> Result<Next, Reason> {
     let (server_id, server, tunnel) = (pick.server_id, &pick.server, pick.tunnel);
-    let inner = ptr_at::<Ipv6Hdr>(ctx, p.l3_off).ok_or(Reason::DropMalformedIpv6)?;
+    let vtc = ptr_at::<[u8; 2]>(ctx, p.l3_off).ok_or(Reason::DropMalformedIpv6)?;
     // SAFETY: bounds checked.
-    let inner = unsafe { *inner };
+    let traffic_class = unsafe { ((*vtc)[0] << 4) | ((*vtc)[1] >> 4) };
     let overhead = IPV6_LEN + tunnel.header_len();
     let outer_len = p.ip_len as u32 + overhead as u32;
     if outer_len > 0xffff {
@@ -289,8 +295,8 @@ pub fn encap_v6(
     }
     let h = client_hash(&p.src, p.sport, true, s.hash_seed);
     let flow_label = h & 0x000f_ffff;
-    let flowinfo = (inner.traffic_class() as u32) << 20 | flow_label;
-    let (ifindex, smac, dmac) = match route(
+    let flowinfo = (traffic_class as u32) << 20 | flow_label;
+    let (ifindex, smac, dmac) = match route::<false>(
         env,
         ctx.ingress_ifindex(),
         FAMILY_V6,
@@ -312,8 +318,9 @@ pub fn encap_v6(
         }
         Route::Fail(r) => return Err(r),
     };
-    let outer = outer_v6(
-        &inner,
+    let outer = outer_v6_for(
+        traffic_class,
+        p.ip_len,
         s.source_v6,
         server.addr,
         flow_label,
@@ -322,7 +329,7 @@ pub fn encap_v6(
         tunnel.header_len() as u16,
     );
     let hdr = match tunnel {
-        Tunnel::IpInIp => TunnelHdr::NONE,
+        Tunnel::IpInIp | Tunnel::L2 => TunnelHdr::NONE,
         Tunnel::Gre => TunnelHdr::gre(ETH_P_IPV6),
         // The checksum is left to `fill_gue_v6_checksum`, once the packet is in place.
         Tunnel::Gue { port } => TunnelHdr::udp(gue_udp(gue_source_port(h), port, p.ip_len)),
@@ -354,4 +361,59 @@ pub fn fill_gue_v6_checksum(ctx: &impl XdpPacket, l3_off: usize) {
         let check = csum::gue_v6(&(*outer).src, &(*outer).dst, &*udp, &*inner);
         (*udp).check = check.to_be_bytes();
     }
+}
+
+/// L2 DSR: sends the frame to `server`'s MAC address, the IP packet untouched (IPVS's
+/// direct routing): the server must be the next hop itself, on a segment of the engine
+/// ([`Reason::DropL2NotOnLink`] otherwise); `Next::TooBig` when the packet exceeds the
+/// egress MTU (a smaller one than the ingress's). The Ethernet addresses are rewritten
+/// in place; a VLAN tag stays.
+#[inline(never)]
+pub fn forward_l2(
+    ctx: &impl XdpPacket,
+    env: &impl Fib,
+    p: &Parsed,
+    s: &Settings,
+    pick: &Pick,
+) -> Result<Next, Reason> {
+    let mut src = [0u8; 16];
+    if p.family == FAMILY_V4 {
+        src[..4].copy_from_slice(&s.source_v4);
+    } else {
+        src = s.source_v6;
+    }
+    let (ifindex, smac, dmac) = match route::<true>(
+        env,
+        ctx.ingress_ifindex(),
+        p.family,
+        &src,
+        pick.server_id,
+        &pick.server,
+        p.ip_len,
+        0,
+    ) {
+        Route::Via {
+            ifindex,
+            smac,
+            dmac,
+        } => (ifindex, smac, dmac),
+        Route::TooBig { mtu } => {
+            if p.family == FAMILY_V4 {
+                let ip = ptr_at::<Ipv4Hdr>(ctx, p.l3_off).ok_or(Reason::DropMalformedIpv4)?;
+                // SAFETY: bounds checked.
+                if unsafe { (*ip).frag() } & IP_DF == 0 {
+                    return Err(Reason::DropTooBig);
+                }
+            }
+            return Ok(Next::TooBig { mtu: mtu as u32 });
+        }
+        Route::Fail(r) => return Err(r),
+    };
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Reason::DropAdjustFailed)?;
+    // SAFETY: bounds checked.
+    unsafe {
+        (*eth).dst = dmac;
+        (*eth).src = smac;
+    }
+    Ok(Next::Forward { ifindex })
 }

@@ -177,13 +177,39 @@ pub fn outer_v4(
     proto: u8,
     tunnel_len: u16,
 ) -> Ipv4Hdr {
-    let tot = inner.total_len().wrapping_add(IPV4_LEN as u16 + tunnel_len);
+    outer_v4_for(
+        inner.tos,
+        inner.frag() & IP_DF != 0,
+        inner.total_len(),
+        src,
+        dst,
+        ttl,
+        proto,
+        tunnel_len,
+    )
+}
+
+/// [`outer_v4`] from the three things it reads of the inner packet: its TOS, its DF bit
+/// and its length (the data plane reads just those, as for [`outer_v6_for`]).
+#[allow(clippy::too_many_arguments)] // one per header field
+#[inline(always)]
+pub fn outer_v4_for(
+    tos: u8,
+    df: bool,
+    inner_len: u16,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    proto: u8,
+    tunnel_len: u16,
+) -> Ipv4Hdr {
+    let tot = inner_len.wrapping_add(IPV4_LEN as u16 + tunnel_len);
     let mut h = Ipv4Hdr {
         ver_ihl: 0x45,
-        tos: inner.tos,
+        tos,
         tot_len: tot.to_be_bytes(),
         id: [0, 0],
-        frag_off: (inner.frag() & IP_DF).to_be_bytes(),
+        frag_off: if df { IP_DF } else { 0 }.to_be_bytes(),
         ttl,
         proto,
         check: [0, 0],
@@ -212,11 +238,36 @@ pub fn outer_v6(
     next_hdr: u8,
     tunnel_len: u16,
 ) -> Ipv6Hdr {
-    let tc = inner.traffic_class() as u32;
+    outer_v6_for(
+        inner.traffic_class(),
+        inner.payload_len().wrapping_add(IPV6_LEN as u16),
+        src,
+        dst,
+        flow_label,
+        hop_limit,
+        next_hdr,
+        tunnel_len,
+    )
+}
+
+/// [`outer_v6`] from the two things it reads of the inner packet: its traffic class and
+/// its length (header included). The data plane reads just those, not a copy of the
+/// whole inner header (40 bytes of a stack the verifier holds to 512).
+#[allow(clippy::too_many_arguments)] // one per header field
+#[inline(always)]
+pub fn outer_v6_for(
+    traffic_class: u8,
+    inner_len: u16,
+    src: [u8; 16],
+    dst: [u8; 16],
+    flow_label: u32,
+    hop_limit: u8,
+    next_hdr: u8,
+    tunnel_len: u16,
+) -> Ipv6Hdr {
+    let tc = traffic_class as u32;
     let word = (6u32 << 28) | (tc << 20) | (flow_label & 0x000f_ffff);
-    let payload = inner
-        .payload_len()
-        .wrapping_add(IPV6_LEN as u16 + tunnel_len);
+    let payload = inner_len.wrapping_add(tunnel_len);
     Ipv6Hdr {
         vtc_flow: word.to_be_bytes(),
         payload_len: payload.to_be_bytes(),

@@ -66,9 +66,14 @@ pub enum Route {
 /// (generation and address) and ingress interface; otherwise from `bpf_fib_lookup`,
 /// whose success refills the entry. Failures (no route, no neighbour, too big) are
 /// never cached, so they are looked up again on every packet.
+///
+/// With `ON_LINK` (L2 DSR), the server must be the next hop itself: a route through a
+/// router answers [`Reason::DropL2NotOnLink`]; a cache entry not marked on link is looked
+/// up again. A const parameter, not an argument: the tunnels' instances carry none of
+/// it (their stack frames are at the verifier's limit), and mark their entries 0.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the lookup's inputs, each a scalar in BPF
-pub fn route(
+pub fn route<const ON_LINK: bool>(
     env: &impl Fib,
     in_ifindex: u32,
     family: u8,
@@ -87,6 +92,7 @@ pub fn route(
             && c.generation == server.generation
             && c.in_ifindex == in_ifindex
             && c.addr == server.addr
+            && (!ON_LINK || c.on_link != 0)
         {
             if tot_len > c.mtu {
                 return Route::TooBig { mtu: c.mtu };
@@ -116,6 +122,9 @@ pub fn route(
     };
     match env.fib_lookup(&mut fib) {
         FIB_SUCCESS => {
+            // The lookup writes the next hop's address over `dst` (a gateway's when there
+            // is one): the server is on link when it is still the server's.
+            let direct = ON_LINK && fib.dst == server.addr;
             if let Some(c) = cached {
                 // SAFETY: as above. With the MTU check requested, a successful lookup
                 // returns the route's MTU.
@@ -129,9 +138,13 @@ pub fn route(
                         mtu: fib.tot_len_mtu,
                         smac: fib.smac,
                         dmac: fib.dmac,
-                        _pad: [0; 6],
+                        on_link: direct as u8,
+                        _pad: [0; 5],
                     }
                 };
+            }
+            if ON_LINK && !direct {
+                return Route::Fail(Reason::DropL2NotOnLink);
             }
             Route::Via {
                 ifindex: fib.ifindex,
@@ -177,7 +190,40 @@ mod tests {
     }
 
     fn lookup(e: &TestEnv, s: &ServerValue, in_if: u32, len: u16) -> Route {
-        route(e, in_if, FAMILY_V4, &[0; 16], 1, s, len, 0)
+        route::<false>(e, in_if, FAMILY_V4, &[0; 16], 1, s, len, 0)
+    }
+
+    #[test]
+    fn on_link_routes_are_told_from_routes_through_a_gateway() {
+        let e = env();
+        let l2 = |e: &TestEnv| route::<true>(e, 1, FAMILY_V4, &[0; 16], 1, &server(), 100, 0);
+        let via = Route::Via {
+            ifindex: 4,
+            smac: [1; 6],
+            dmac: [2; 6],
+        };
+        assert_eq!(l2(&e), via, "the server is its own next hop");
+        assert_eq!(e.next_hops.borrow()[1].on_link, 1);
+        assert_eq!(l2(&e), via, "from the cache");
+
+        // Through a router: fine for a tunnel, not for L2 DSR, fresh or cached.
+        let e = env();
+        let mut gw = params(4, 1500);
+        gw.dst[..4].copy_from_slice(&[10, 0, 0, 254]);
+        *e.fib.borrow_mut() = Some((FIB_SUCCESS, gw));
+        assert_eq!(l2(&e), Route::Fail(Reason::DropL2NotOnLink));
+        assert_eq!(e.next_hops.borrow()[1].on_link, 0);
+        assert_eq!(
+            lookup(&e, &server(), 1, 100),
+            via,
+            "a tunnel goes via the router"
+        );
+        assert_eq!(
+            l2(&e),
+            Route::Fail(Reason::DropL2NotOnLink),
+            "an entry not on link is looked up again"
+        );
+        assert_eq!(*e.fib_calls.borrow(), 2);
     }
 
     #[test]

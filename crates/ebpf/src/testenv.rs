@@ -191,6 +191,10 @@ impl Fib for TestEnv {
                     params.tot_len_mtu = out.tot_len_mtu;
                     params.smac = out.smac;
                     params.dmac = out.dmac;
+                    // A gateway: the kernel writes the next hop's address over `dst`.
+                    if out.dst != [0; 16] {
+                        params.dst = out.dst;
+                    }
                 }
                 rc
             }

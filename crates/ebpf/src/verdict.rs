@@ -33,6 +33,7 @@ pub const fn action(reason: Reason) -> Action {
         | Reason::DropIpv6ExtHeader
         | Reason::DropIcmp
         | Reason::DropIcmpBadQuote
+        | Reason::DropL2NotOnLink
         | Reason::DropUnsupportedProto
         | Reason::DropTruncatedL4
         | Reason::DropNoService

@@ -382,6 +382,7 @@ fn service_flags(s: &DesiredService) -> ServiceFlags {
         Encapsulation::Ipinip => ServiceFlags::EMPTY,
         Encapsulation::Gre => ServiceFlags::ENCAP_GRE,
         Encapsulation::Gue { .. } => ServiceFlags::ENCAP_GUE,
+        Encapsulation::L2 => ServiceFlags::L2_DSR,
     };
     hash | encap
 }
@@ -859,7 +860,7 @@ impl<D: Dataplane> Engine<D> {
                 flags: service_flags(s),
                 gue_port: match s.encapsulation {
                     Encapsulation::Gue { port } => port.to_be_bytes(),
-                    Encapsulation::Ipinip | Encapsulation::Gre => [0, 0],
+                    Encapsulation::Ipinip | Encapsulation::Gre | Encapsulation::L2 => [0, 0],
                 },
             };
             for k in &keys {
