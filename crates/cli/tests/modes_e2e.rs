@@ -1,7 +1,11 @@
-//! DSR encapsulations end to end on the seed's network (see shared/TESTBED.md): curl and
-//! DNS through GRE and GUE services to web01 and web02, the servers decapsulating with
+//! DSR modes end to end on the seed's network (see shared/TESTBED.md): curl and DNS
+//! through GRE and GUE services to web01 and web02, the servers decapsulating with
 //! `ricochet server setup`'s eBPF decapsulator (this kernel has no gre or fou module), a
-//! capture on the router showing the tunnel, and no reply crossing the engine. Needs root.
+//! capture on the router showing the tunnel, and no reply crossing the engine; L2 DSR to
+//! web01 by its MAC address (and refused for web02, behind the router); path MTU
+//! discovery of the servers' replies through a narrow link on the client's path, which
+//! works because the router's ICMP errors reach the servers through the engine. Needs
+//! root.
 
 mod support;
 
@@ -332,4 +336,114 @@ fn a_narrow_link_on_the_clients_path_is_discovered_by_the_servers_through_the_en
     let forwarded = forwarded_icmp(&status);
     assert!(forwarded >= 2, "one error per family at least:\n{status}");
     println!("ICMP errors forwarded to the servers: {forwarded}");
+}
+
+/// The seed's services in L2 DSR, every pool on web01 alone (the only server on se1's
+/// segment), or with web02 (`with_web02`), which L2 DSR cannot reach.
+fn l2_config(with_web02: bool) -> String {
+    let web02 = if with_web02 {
+        ", { ip: 192.168.34.10 }"
+    } else {
+        ""
+    };
+    format!(
+        "network_profiles:
+  - name: dsr-l2-tcp
+    type: tcp_fast_path
+    dsr: {{ enabled: true, type: l2, encapsulation: ipinip }}
+  - name: dsr-l2-udp
+    type: udp_fast_path
+    dsr: {{ enabled: true, type: l2, encapsulation: ipinip }}
+pools:
+  - name: web-pool
+    servers: [{{ ip: 192.168.33.10 }}{web02}]
+  - name: web-pool-v6
+    servers: [{{ ip: 'fc00::10' }}]
+  - name: dns-pool
+    servers: [{{ ip: 192.168.33.10 }}]
+virtual_services:
+  - name: web-vs
+    vip: 192.168.35.241
+    services: [{{ port: 80 }}]
+    network_profile: dsr-l2-tcp
+    pool: web-pool
+  - name: web-vs-v6
+    vip: 'fc00:3::24a'
+    services: [{{ port: 80 }}]
+    network_profile: dsr-l2-tcp
+    pool: web-pool-v6
+  - name: dns-vs
+    vip: 192.168.35.241
+    services: [{{ port: 53 }}]
+    network_profile: dsr-l2-udp
+    pool: dns-pool
+"
+    )
+}
+
+#[test]
+fn l2_dsr_reaches_the_server_on_the_engines_segment_by_its_mac() {
+    let mut bed = seed_bed("l2", &[VIP_V4.into(), VIP_V6.into()]);
+    bed.start_dns().expect("starting dnsmasq on the servers");
+    let topo = &bed.topo;
+    let config = bed.write_config(&l2_config(false));
+    let se1_frames = format!("ether src {}", tb::format_mac(&topo.se1.mac));
+    let frames = tb::Capture::start(&topo.router.ns, topo.se1.router_port, &se1_frames).unwrap();
+    let mut engine = bed.start_file_engine(FLOWS, &["--watch-interval-ms", "100"]);
+    for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
+        for _ in 0..10 {
+            let body = tb::http_get_text(&topo.client.ns, &tb::http_url(vip, "/")).unwrap();
+            assert_eq!(body.trim(), "web01", "{vip}");
+        }
+    }
+    for _ in 0..10 {
+        let who = tb::dns_txt(
+            &topo.client.ns,
+            IpAddr::V4(VIP_V4),
+            tb::DNS_WHOAMI,
+            tb::DnsTransport::Udp,
+        )
+        .unwrap();
+        assert_eq!(who, "web01");
+    }
+    let lines = frames.stop().unwrap().lines().unwrap();
+    let dump = lines.join("\n");
+    let web01 = tb::format_mac(&topo.web01.mac);
+    // The client's own packets, unchanged at the IP layer, from se1's MAC to web01's.
+    for (needle, what) in [
+        ("192.168.11.2.", "> 192.168.35.241.80: "),
+        ("192.168.11.2.", "> 192.168.35.241.53: "),
+        ("fc00:11::2.", "> fc00:3::24a.80: "),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("> {web01}"))
+                && l.contains(needle)
+                && l.contains(what)),
+            "no client packet {what} to web01's MAC {web01}:\n{dump}"
+        );
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("proto IPIP") || l.contains("ip-proto-4")),
+        "L2 DSR encapsulates nothing:\n{dump}"
+    );
+    let status = bed.status_of(FILE_STATE);
+    assert!(
+        status.contains("web-vs / web-pool (l2 (server's mac))"),
+        "{status}"
+    );
+
+    // web02 is one router away: the engine refuses the change, says why, keeps running.
+    std::fs::write(&config, l2_config(true)).unwrap();
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let log = engine.stderr();
+        if log.contains("server 192.168.34.10 of pool \"web-pool\" is not on a segment of") {
+            Ok(())
+        } else {
+            Err(format!("the refusal is not logged:\n{}", engine.report()))
+        }
+    });
+    let body = tb::http_get_text(&topo.client.ns, &tb::http_url(IpAddr::V4(VIP_V4), "/")).unwrap();
+    assert_eq!(body.trim(), "web01", "the running configuration stays");
 }
