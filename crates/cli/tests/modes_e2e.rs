@@ -389,7 +389,7 @@ fn l2_dsr_reaches_the_server_on_the_engines_segment_by_its_mac() {
     let config = bed.write_config(&l2_config(false));
     let se1_frames = format!("ether src {}", tb::format_mac(&topo.se1.mac));
     let frames = tb::Capture::start(&topo.router.ns, topo.se1.router_port, &se1_frames).unwrap();
-    let mut engine = bed.start_file_engine(FLOWS, &["--watch-interval-ms", "100"]);
+    let engine = bed.start_file_engine(FLOWS, &["--watch-interval-ms", "100"]);
     for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
         for _ in 0..10 {
             let body = tb::http_get_text(&topo.client.ns, &tb::http_url(vip, "/")).unwrap();
