@@ -79,6 +79,13 @@ const NO_SERVICE_V4_BASE: Ipv4Addr = Ipv4Addr::new(198, 20, 0, 0);
 const UNRESOLVED_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 28, 0, 0);
 const NO_SERVER_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 29, 0, 0);
 const NEW_UNRESOLVED_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 0);
+const GRE_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 0);
+const GUE_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 0);
+const GUE_V6_BASE: Ipv6Addr = Ipv6Addr::new(0xfc00, 0xc, 0, 0, 0, 0, 0, 0);
+const L2_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 0);
+const ICMP_V4_BASE: Ipv4Addr = Ipv4Addr::new(172, 19, 0, 0);
+/// The router on the client's path that sends the ICMP errors of [`Path::IcmpError4`].
+const PATH_ROUTER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// Source ports a client address uses before the next address is taken.
 const PORTS_PER_CLIENT: u32 = 16;
 const FIRST_PORT: u16 = 40000;
@@ -115,6 +122,15 @@ network_profiles:
   - name: udp
     type: udp_fast_path
     dsr: { enabled: true, type: l3, encapsulation: ipinip }
+  - name: tcp-gre
+    type: tcp_fast_path
+    dsr: { enabled: true, type: l3, encapsulation: gre }
+  - name: tcp-gue
+    type: tcp_fast_path
+    dsr: { enabled: true, type: l3, encapsulation: gue }
+  - name: tcp-l2
+    type: tcp_fast_path
+    dsr: { enabled: true, type: l2, encapsulation: ipinip }
 pools:
   - name: web4
     servers: [{ ip: 192.168.33.10 }, { ip: 192.168.33.11 }]
@@ -153,7 +169,32 @@ virtual_services:
     services: [{ port: 8081 }]
     network_profile: tcp
     pool: disabled4
+  - name: gre-v4
+    vip: 192.168.35.241
+    services: [{ port: 8180 }]
+    network_profile: tcp-gre
+    pool: web4
+  - name: gue-v4
+    vip: 192.168.35.241
+    services: [{ port: 8280 }]
+    network_profile: tcp-gue
+    pool: web4
+  - name: gue-v6
+    vip: "fc00:3::24a"
+    services: [{ port: 8280 }]
+    network_profile: tcp-gue
+    pool: web6
+  - name: l2-v4
+    vip: 192.168.35.241
+    services: [{ port: 8380 }]
+    network_profile: tcp-l2
+    pool: web4
 "#;
+
+/// The VIP ports of the services in GRE, GUE and L2 DSR (the same pools as web-v4/v6).
+const GRE_PORT: u16 = 8180;
+const GUE_PORT: u16 = 8280;
+const L2_PORT: u16 = 8380;
 
 /// What one sample runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -176,6 +217,16 @@ enum Path {
     Unresolved4,
     /// Diagnostic: a new flow whose server's next hop is unresolved (nothing recorded).
     NewUnresolved4,
+    /// A new IPv4 flow to a service in GRE (beside `tcp4-new`, in IP-in-IP).
+    NewTcp4Gre,
+    /// A new IPv4 flow to a service in GUE.
+    NewTcp4Gue,
+    /// A new IPv6 flow to a service in GUE (the UDP checksum IPv6 requires).
+    NewTcp6Gue,
+    /// A new IPv4 flow to a service in L2 DSR (no encapsulation).
+    NewTcp4L2,
+    /// An ICMP "fragmentation needed" about a web-v4 flow, forwarded to its server.
+    IcmpError4,
     /// Katran (`--katran-object`) on the frame of [`Path::NewTcp4`].
     KatranNewTcp4,
     /// Katran on the frame of [`Path::NewTcp6`].
@@ -209,7 +260,7 @@ const MISS_TARGET: Target = Target {
 };
 
 impl Path {
-    const ALL: [Path; 17] = [
+    const ALL: [Path; 22] = [
         Path::Floor,
         Path::NewTcp4,
         Path::NewTcp6,
@@ -222,6 +273,11 @@ impl Path {
         Path::NoServer4,
         Path::Unresolved4,
         Path::NewUnresolved4,
+        Path::NewTcp4Gre,
+        Path::NewTcp4Gue,
+        Path::NewTcp6Gue,
+        Path::NewTcp4L2,
+        Path::IcmpError4,
         Path::KatranNewTcp4,
         Path::KatranNewTcp6,
         Path::KatranEstablishedTcp4,
@@ -271,6 +327,11 @@ impl Path {
                 | Path::EstablishedTcp4
                 | Path::EstablishedTcp6
                 | Path::NewUdp4
+                | Path::NewTcp4Gre
+                | Path::NewTcp4Gue
+                | Path::NewTcp6Gue
+                | Path::NewTcp4L2
+                | Path::IcmpError4
                 | Path::KatranNewTcp4
                 | Path::KatranNewTcp6
                 | Path::KatranEstablishedTcp4
@@ -307,6 +368,11 @@ impl Path {
             Path::NoServer4 => "tcp4-no-server",
             Path::Unresolved4 => "tcp4-no-neighbour",
             Path::NewUnresolved4 => "tcp4-new-no-neighbour",
+            Path::NewTcp4Gre => "tcp4-new-gre",
+            Path::NewTcp4Gue => "tcp4-new-gue",
+            Path::NewTcp6Gue => "tcp6-new-gue",
+            Path::NewTcp4L2 => "tcp4-new-l2",
+            Path::IcmpError4 => "icmp4-error-forwarded",
             Path::KatranNewTcp4 => "katran-tcp4-new",
             Path::KatranNewTcp6 => "katran-tcp6-new",
             Path::KatranEstablishedTcp4 => "katran-tcp4-established",
@@ -330,6 +396,11 @@ impl Path {
             Path::NoServer4 => "(no server)",
             Path::Unresolved4 => "(no neigh)",
             Path::NewUnresolved4 => "(new, no n.)",
+            Path::NewTcp4Gre => "TCP4 new GRE",
+            Path::NewTcp4Gue => "TCP4 new GUE",
+            Path::NewTcp6Gue => "TCP6 new GUE",
+            Path::NewTcp4L2 => "TCP4 new L2",
+            Path::IcmpError4 => "ICMP4 err.",
             Path::KatranNewTcp4 => "K TCP4 new",
             Path::KatranNewTcp6 => "K TCP6 new",
             Path::KatranEstablishedTcp4 => "K TCP4 est.",
@@ -373,6 +444,27 @@ impl Path {
                  client hash, Maglev slot, FIB lookup, then XDP_DROP (drop_no_neighbour); a \
                  dropped first packet records no flow (checked after every run)"
             }
+            Path::NewTcp4Gre => {
+                "`tcp4-new` to a service in GRE: the same steps, a 24-byte outer header (IPv4 \
+                 and GRE)"
+            }
+            Path::NewTcp4Gue => {
+                "`tcp4-new` to a service in GUE: outer IPv4 and UDP (28 bytes), the UDP source \
+                 port from the flow hash, UDP checksum 0"
+            }
+            Path::NewTcp6Gue => {
+                "`tcp6-new` to a service in GUE: outer IPv6 and UDP (48 bytes), the UDP \
+                 checksum computed from the headers"
+            }
+            Path::NewTcp4L2 => {
+                "`tcp4-new` to a service in L2 DSR: the same steps, the route must be on link, \
+                 only the Ethernet addresses are rewritten (the frame keeps its size)"
+            }
+            Path::IcmpError4 => {
+                "ICMP fragmentation-needed to the VIP quoting a web-v4 reply (VIP:80 to a client): \
+                 the quote parsed, the flow's server found (Maglev, nothing recorded), the error \
+                 encapsulated in IP-in-IP (forwarded_icmp_error)"
+            }
             Path::KatranNewTcp4 => {
                 "Katran on `tcp4-new`'s frame: SYN, so no LRU lookup; jhash, ring slot, real, \
                  LRU insert (checked after every run), IPIP encapsulation"
@@ -398,7 +490,12 @@ impl Path {
             | Path::EstablishedTcp4
             | Path::NewUdp4
             | Path::KatranNewTcp4
+            | Path::IcmpError4
             | Path::KatranEstablishedTcp4 => (XDP_TX, 20),
+            Path::NewTcp4Gre => (XDP_TX, 24),
+            Path::NewTcp4Gue => (XDP_TX, 28),
+            Path::NewTcp6Gue => (XDP_TX, 48),
+            Path::NewTcp4L2 => (XDP_TX, 0),
             Path::NewTcp6
             | Path::EstablishedTcp6
             | Path::KatranNewTcp6
@@ -424,6 +521,7 @@ impl Path {
             Path::NoService4 => Some(Reason::DropNoService),
             Path::NoServer4 => Some(Reason::DropNoServer),
             Path::Unresolved4 | Path::NewUnresolved4 => Some(Reason::DropNoNeighbour),
+            Path::IcmpError4 => Some(Reason::ForwardedIcmp),
             _ => Some(Reason::Forwarded),
         }
     }
@@ -436,6 +534,10 @@ impl Path {
             Path::NewTcp6 => Some(("web-v6", true)),
             Path::EstablishedTcp6 => Some(("web-v6", false)),
             Path::NewUdp4 => Some(("dns-v4", true)),
+            Path::NewTcp4Gre => Some(("gre-v4", true)),
+            Path::NewTcp4Gue => Some(("gue-v4", true)),
+            Path::NewTcp6Gue => Some(("gue-v6", true)),
+            Path::NewTcp4L2 => Some(("l2-v4", true)),
             _ => None,
         }
     }
@@ -446,6 +548,11 @@ impl Path {
             Path::EstablishedTcp4 | Path::EstablishedTcp6 => Some(ESTABLISHED_TARGET),
             Path::Miss4 => Some(MISS_TARGET),
             Path::Floor
+            | Path::NewTcp4Gre
+            | Path::NewTcp4Gue
+            | Path::NewTcp6Gue
+            | Path::NewTcp4L2
+            | Path::IcmpError4
             | Path::Malformed4
             | Path::NoService4
             | Path::NoServer4
@@ -563,14 +670,18 @@ fn pad_to_min(mut frame: Vec<u8>) -> Vec<u8> {
 }
 
 fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, syn: bool) -> Vec<u8> {
+    tcp6_frame_to(src, sport, dst, 80, syn)
+}
+
+fn tcp6_frame_to(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, syn: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC).ipv6(src.octets(), dst.octets(), 64);
     let mut out = Vec::with_capacity(160);
     if syn {
-        b.tcp(sport, 80, 0x1d2c_3b4a, 64240)
+        b.tcp(sport, dport, 0x1d2c_3b4a, 64240)
             .syn()
             .write(&mut out, &[])
     } else {
-        b.tcp(sport, 80, 0x1d2c_3b4a, 64240)
+        b.tcp(sport, dport, 0x1d2c_3b4a, 64240)
             .ack(0x0bad_cafe)
             .psh()
             .write(&mut out, SEGMENT_PAYLOAD)
@@ -587,6 +698,31 @@ fn udp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
         .write(&mut out, DNS_QUERY)
         .expect("writing to a Vec");
     out
+}
+
+/// The ICMP "fragmentation needed" (next-hop MTU 1300) a router on the path sends to the
+/// VIP about web-v4's reply to (`client`, `cport`): the reply's header and 8 bytes quoted.
+fn icmp4_error_frame(client: Ipv4Addr, cport: u16) -> Vec<u8> {
+    let mut reply = Vec::new();
+    PacketBuilder::ipv4(VIP4.octets(), client.octets(), 64)
+        .tcp(80, cport, 7, 64240)
+        .ack(1)
+        .write(&mut reply, &[0x42; 1360])
+        .expect("writing to a Vec");
+    let error = ricochet_testkit::packets::icmp4_error_from(
+        PATH_ROUTER_V4,
+        3,
+        4,
+        [0, 0, 0x05, 0x14],
+        &reply,
+        28,
+    );
+    let mut frame = Vec::with_capacity(14 + error.len());
+    frame.extend_from_slice(&LB_MAC);
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    frame.extend_from_slice(&error);
+    pad_to_min(frame)
 }
 
 /// A TCP SYN to the VIP whose IPv4 total length claims 64 bytes more than the frame
@@ -704,6 +840,25 @@ fn input(path: Path, round: u32, state: TableState, rng: &mut Rng) -> (Vec<u8>, 
                 tcp4_frame(src, sport, VIP4, UNRESOLVED_PORT, true),
                 Some(key),
             )
+        }
+        Path::NewTcp4Gre | Path::NewTcp4Gue | Path::NewTcp4L2 => {
+            let (base, port) = match path {
+                Path::NewTcp4Gre => (GRE_V4_BASE, GRE_PORT),
+                Path::NewTcp4Gue => (GUE_V4_BASE, GUE_PORT),
+                _ => (L2_V4_BASE, L2_PORT),
+            };
+            let (src, sport) = client_v4(base, round);
+            let key = FlowKey::new(src.into(), sport, VIP4.into(), port, PROTO_TCP);
+            (tcp4_frame(src, sport, VIP4, port, true), Some(key))
+        }
+        Path::NewTcp6Gue => {
+            let (src, sport) = client_v6(GUE_V6_BASE, round);
+            let key = FlowKey::new(src.into(), sport, VIP6.into(), GUE_PORT, PROTO_TCP);
+            (tcp6_frame_to(src, sport, VIP6, GUE_PORT, true), Some(key))
+        }
+        Path::IcmpError4 => {
+            let (client, cport) = client_v4(ICMP_V4_BASE, round);
+            (icmp4_error_frame(client, cport), None)
         }
         Path::KatranNewTcp4
         | Path::KatranNewTcp6
@@ -2312,7 +2467,7 @@ mod tests {
     #[test]
     fn the_config_compiles_to_the_services_the_paths_use() {
         let d = desired().unwrap();
-        assert_eq!(d.services.len(), 5);
+        assert_eq!(d.services.len(), 9);
         for p in &d.pools {
             let n = match p.name.as_str() {
                 "unresolved4" | "disabled4" => 1,
@@ -2346,6 +2501,10 @@ mod tests {
             UNRESOLVED_V4_BASE,
             NO_SERVER_V4_BASE,
             NEW_UNRESOLVED_V4_BASE,
+            GRE_V4_BASE,
+            GUE_V4_BASE,
+            L2_V4_BASE,
+            ICMP_V4_BASE,
         ] {
             // The table's clients (500,000) and the rounds' (at most ~100,000) never meet.
             let n = if base == TABLE_V4_BASE {
@@ -2358,7 +2517,7 @@ mod tests {
             }
         }
         let mut seen6 = HashSet::new();
-        for base in [TABLE_V6_BASE, NEW_V6_BASE] {
+        for base in [TABLE_V6_BASE, NEW_V6_BASE, GUE_V6_BASE] {
             for i in 0..FULL_FLOWS / 2 {
                 assert!(seen6.insert(client_v6(base, i)), "{base} #{i} repeats");
             }
@@ -2480,7 +2639,8 @@ mod tests {
     #[test]
     fn expected_counts_follow_the_paths() {
         let e = expected_counts(&every_path(10));
-        assert_eq!(e.reasons["forwarded"], 50);
+        assert_eq!(e.reasons["forwarded"], 90);
+        assert_eq!(e.reasons["forwarded_icmp_error"], 10);
         assert_eq!(e.reasons["pass_not_vip"], 10);
         assert_eq!(e.reasons["drop_malformed_ipv4"], 10);
         assert_eq!(e.reasons["drop_no_service"], 10);
@@ -2517,7 +2677,7 @@ mod tests {
         assert_eq!(table_sizes(TableState::Empty, 100), (64, 64));
         assert_eq!(
             table_sizes(TableState::Full, 100),
-            (1_000_032, 1_000_032 + 300)
+            (1_000_032, 1_000_032 + 700)
         );
     }
 
