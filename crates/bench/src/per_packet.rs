@@ -1704,6 +1704,39 @@ fn rows(m: &Measured) -> Vec<Row> {
     rows
 }
 
+/// Each DSR mode's new flow beside the same flow in IP-in-IP, measured in the same rounds:
+/// what the mode costs above the floor and above IP-in-IP, per table state.
+fn modes_markdown(rows: &[Row]) -> String {
+    let modes = [
+        (Path::NewTcp4Gre, Path::NewTcp4, "GRE, IPv4"),
+        (Path::NewTcp4Gue, Path::NewTcp4, "GUE, IPv4"),
+        (Path::NewTcp6Gue, Path::NewTcp6, "GUE, IPv6"),
+        (Path::NewTcp4L2, Path::NewTcp4, "L2 DSR, IPv4"),
+    ];
+    let header = ["mode (new TCP flow)", "table", "overhead", "IP-in-IP's", "difference"];
+    let mut out = Vec::new();
+    for state in [TableState::Empty, TableState::Full] {
+        if !rows.iter().any(|r| r.state == state) {
+            continue;
+        }
+        for (path, ipip, label) in modes {
+            let (m, b) = (row(rows, state, path), row(rows, state, ipip));
+            out.push(vec![
+                label.to_owned(),
+                state.label().to_owned(),
+                format!("{} ns", ns(m.overhead_ns)),
+                format!("{} ns", ns(b.overhead_ns)),
+                format!("{:+.0} ns", m.overhead_ns - b.overhead_ns),
+            ]);
+        }
+    }
+    format!(
+        "\nDSR modes beside IP-in-IP (the same SYN steps to a service of another network \
+         profile, in the same rounds; the ICMP error path is `icmp4-error-forwarded` above):\n\n{}\n",
+        table(&header, &out)
+    )
+}
+
 fn row(rows: &[Row], state: TableState, path: Path) -> &Row {
     rows.iter()
         .find(|r| r.state == state && r.path == path)
@@ -1965,6 +1998,7 @@ fn markdown(ctx: &Ctx, m: &Measured, rows: &[Row], links: &Links) -> String {
         MISS_TARGET.max_overhead_ns,
         target_summary(rows, MISS_TARGET),
     );
+    md.push_str(&modes_markdown(rows));
     let _ = writeln!(
         md,
         "![Overhead above the floor per path]({})\n\n![Percentiles, empty table]({})\n\n\
