@@ -1713,7 +1713,13 @@ fn modes_markdown(rows: &[Row]) -> String {
         (Path::NewTcp6Gue, Path::NewTcp6, "GUE, IPv6"),
         (Path::NewTcp4L2, Path::NewTcp4, "L2 DSR, IPv4"),
     ];
-    let header = ["mode (new TCP flow)", "table", "overhead", "IP-in-IP's", "difference"];
+    let header = [
+        "mode (new TCP flow)",
+        "table",
+        "overhead",
+        "IP-in-IP's",
+        "difference",
+    ];
     let mut out = Vec::new();
     for state in [TableState::Empty, TableState::Full] {
         if !rows.iter().any(|r| r.state == state) {
