@@ -86,24 +86,9 @@ impl Bed {
         self.seed.status_of(FILE_STATE)
     }
 
-    /// Rewrites the config and waits until the engine logged `revision` applied.
+    /// Rewrites the config and waits until the engine logged `applied` changes applied.
     fn reconfigure(&self, engine: &mut Process, text: &str, applied: usize) {
-        std::fs::write(&self.config, text).unwrap();
-        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            if engine
-                .stderr()
-                .matches("configuration change applied")
-                .count()
-                >= applied
-            {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the engine did not apply the change:\n{}",
-                    engine.report()
-                ))
-            }
-        });
+        support::seed::reconfigure(engine, &self.config, text, applied);
     }
 }
 

@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ricochet_testbed::{self as tb, Process, Topology, VIP_V4, VIP_V6};
-use support::seed::{seed_bed, FileMode as _, FILE_STATE, FLOWS};
+use ricochet_testbed::{self as tb, Topology, VIP_V4, VIP_V6};
+use support::seed::{reconfigure, seed_bed, FileMode as _, FILE_STATE, FLOWS};
 use support::wait_until;
 
 /// The seed's services, the TCP profile in `tcp_encap` and the UDP one in `udp_encap`
@@ -157,25 +157,6 @@ fn gue_source_ports(lines: &[String], dport: u16) -> BTreeSet<u16> {
         .collect()
 }
 
-fn reconfigure(engine: &mut Process, config: &std::path::Path, text: &str, applied: usize) {
-    std::fs::write(config, text).unwrap();
-    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        if engine
-            .stderr()
-            .matches("configuration change applied")
-            .count()
-            >= applied
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "the engine did not apply the change:\n{}",
-                engine.report()
-            ))
-        }
-    });
-}
-
 #[test]
 fn gre_and_gue_services_reach_both_servers() {
     let mut bed = seed_bed("modes", &[VIP_V4.into(), VIP_V6.into()]);
@@ -194,7 +175,7 @@ fn gre_and_gue_services_reach_both_servers() {
         "encapsulation: gue, gue_port: 7000",
     ));
     let captures = Captures::start(topo, "ip proto 47 or ip6 proto 47 or udp port 7000");
-    let mut engine = bed.start_file_engine(FLOWS, &["--watch-interval-ms", "100"]);
+    let engine = bed.start_file_engine(FLOWS, &["--watch-interval-ms", "100"]);
     both_servers_answer(topo, "TCP in GRE, UDP in GUE");
     let lines = captures.stop();
     tunnelled_to_both(
@@ -224,7 +205,7 @@ fn gre_and_gue_services_reach_both_servers() {
     // Swapped live: TCP in GUE on the default port, UDP in GRE.
     let captures = Captures::start(topo, "ip proto 47 or ip6 proto 47 or udp port 6080");
     reconfigure(
-        &mut engine,
+        &engine,
         &config,
         &config_text("encapsulation: gue", "encapsulation: gre"),
         1,

@@ -295,3 +295,24 @@ pub fn get_new(topo: &Topology, vip: IpAddr) -> std::io::Result<String> {
         .run(move || Conn::open(vip).and_then(|mut c| c.get()))
         .unwrap()
 }
+
+/// Rewrites a file-mode engine's configuration `path` with `text` and waits until the
+/// engine has logged `applied` changes applied in all (a panic with its report after 10 s).
+pub fn reconfigure(engine: &Process, path: &std::path::Path, text: &str, applied: usize) {
+    std::fs::write(path, text).unwrap();
+    super::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        if engine
+            .stderr()
+            .matches("configuration change applied")
+            .count()
+            >= applied
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "the engine did not apply the change:\n{}",
+                engine.report()
+            ))
+        }
+    });
+}
