@@ -354,6 +354,104 @@ fn arp_announce_item(interface: &str) -> anyhow::Result<CheckItem> {
     })
 }
 
+/// GRE and GUE: what decapsulates them, and a warning for what nothing does (a load
+/// balancer may send them: `encapsulation: gre` or `gue`).
+fn tunnel_items(
+    spec: &ServerSpec,
+    recorded: &State,
+    vips: &[IpAddr],
+    inspection: Option<&anyhow::Result<ebpf::Inspection>>,
+    items: &mut Vec<CheckItem>,
+) {
+    let ports = |set: &[u16]| {
+        set.iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match inspection {
+        Some(Ok(found)) if found.attached > 0 => {
+            let missing: Vec<u16> = spec
+                .gue_ports
+                .iter()
+                .copied()
+                .filter(|p| !found.gue_ports.contains(p))
+                .collect();
+            let have: Vec<u16> = found.gue_ports.iter().copied().collect();
+            if missing.is_empty() {
+                items.push(CheckItem::ok(format!(
+                    "GRE and GUE (UDP ports {}) are decapsulated by Ricochet's eBPF decapsulator",
+                    ports(&have)
+                )));
+            } else {
+                let mut fix = setup_command(
+                    vips,
+                    &recorded.interfaces.first().cloned().unwrap_or_default(),
+                );
+                for p in &missing {
+                    fix.push_str(&format!(" --gue-port {p}"));
+                }
+                items.push(CheckItem::warning(
+                    format!(
+                        "GUE on UDP port {} is not decapsulated (the decapsulator takes {})",
+                        ports(&missing),
+                        if have.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            ports(&have)
+                        }
+                    ),
+                    fix,
+                ));
+            }
+        }
+        _ if recorded.decap == Some(DecapKind::Kernel) => {
+            for v6 in [false, true] {
+                if !vips.iter().any(|ip| ip.is_ipv6() == v6) {
+                    continue;
+                }
+                let (module, dev) = kernel::gre(v6);
+                if kernel::tunnel_up(dev) {
+                    items.push(CheckItem::ok(format!(
+                        "GRE is decapsulated by the kernel's {dev}"
+                    )));
+                } else {
+                    items.push(CheckItem::warning(
+                        format!("GRE is not decapsulated: the kernel's {dev} (module {module}) is missing or down"),
+                        "ricochet server undo, then ricochet server setup --decap ebpf (or load the module and set up again)",
+                    ));
+                }
+                let present = kernel::fou_ports_in_place(v6);
+                let missing: Vec<u16> = spec
+                    .gue_ports
+                    .iter()
+                    .copied()
+                    .filter(|p| !present.contains(p))
+                    .collect();
+                if missing.is_empty() {
+                    items.push(CheckItem::ok(format!(
+                        "GUE on UDP port {} is decapsulated by fou",
+                        ports(&spec.gue_ports)
+                    )));
+                } else {
+                    let fix: Vec<String> = missing
+                        .iter()
+                        .map(|&p| format!("ip {}", kernel::fou_args(true, p, v6).join(" ")))
+                        .collect();
+                    items.push(CheckItem::warning(
+                        format!(
+                            "GUE on UDP port {} is not decapsulated (no fou port)",
+                            ports(&missing)
+                        ),
+                        fix.join("; "),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn decap_items(
     spec: &ServerSpec,
     recorded: &State,
@@ -366,6 +464,7 @@ fn decap_items(
     let inspection = want_ebpf.then(|| ebpf::inspect(&spec.pin_dir, interface));
     let fix = setup_command(vips, interface);
 
+    tunnel_items(spec, recorded, vips, inspection.as_ref(), items);
     if let Some(Ok(found)) = &inspection {
         if found.attached > 0 && !found.uses_pinned_map {
             items.push(CheckItem::warning(

@@ -456,6 +456,8 @@ pub(crate) struct Inspection {
     pub uses_pinned_map: bool,
     /// The VIPs in the maps of the attached decapsulators.
     pub vips: BTreeSet<IpAddr>,
+    /// The GUE ports in their maps.
+    pub gue_ports: BTreeSet<u16>,
 }
 
 /// Finds the decapsulators on `iface` ingress and the VIPs in their own maps (read through
@@ -471,6 +473,17 @@ pub(crate) fn inspect(pin_dir: &Path, iface: &str) -> anyhow::Result<Inspection>
             .unwrap_or_default()
         {
             let info = MapInfo::from_id(id).with_context(|| format!("reading map {id}"))?;
+            if info.name_as_str() == Some(maps::DECAP_GUE_PORTS) {
+                let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
+                let map: HashMap<MapData, [u8; 2], u32> =
+                    HashMap::try_from(Map::from_map_data(data)?)
+                        .context("DECAP_GUE_PORTS is not a hash map")?;
+                for key in map.keys() {
+                    out.gue_ports
+                        .insert(u16::from_be_bytes(key.context("reading DECAP_GUE_PORTS")?));
+                }
+                continue;
+            }
             if info.name_as_str() != Some(maps::DECAP_VIPS) {
                 continue;
             }

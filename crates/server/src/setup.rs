@@ -22,6 +22,9 @@ pub struct SetupReport {
     pub vips: Vec<IpAddr>,
     /// What this run changed, one sentence each; empty when the host was already set up.
     pub changes: Vec<String>,
+    /// What the host cannot do that a load balancer may ask of it (GRE or GUE without
+    /// the kernel's modules in kernel mode), one sentence each with the way out.
+    pub warnings: Vec<String>,
     /// Where the changes are recorded for [`undo`].
     pub state_file: PathBuf,
 }
@@ -48,6 +51,9 @@ impl fmt::Display for SetupReport {
         }
         for c in &self.changes {
             writeln!(f, "  changed: {c}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
         }
         write!(f, "  undo record: {}", self.state_file.display())
     }
@@ -100,6 +106,7 @@ pub(crate) fn validate_vips(vips: &[IpAddr]) -> Result<(), ServerError> {
 pub(crate) struct Apply<'a> {
     pub st: &'a mut State,
     pub changes: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 impl Apply<'_> {
@@ -201,9 +208,13 @@ pub fn setup(spec: &ServerSpec) -> anyhow::Result<SetupReport> {
     let mut apply = Apply {
         st: &mut st,
         changes: Vec::new(),
+        warnings: Vec::new(),
     };
     let result = apply_all(spec, &interface, decap, &mut apply);
-    let changes = apply.changes;
+    let (changes, warnings) = (apply.changes, apply.warnings);
+    for w in &warnings {
+        warn!("{w}");
+    }
     let saved = file.save(&st);
     result?;
     saved?;
@@ -213,6 +224,7 @@ pub fn setup(spec: &ServerSpec) -> anyhow::Result<SetupReport> {
         decap,
         vips: spec.vips.clone(),
         changes,
+        warnings,
         state_file: file.path().to_owned(),
     })
 }
@@ -257,7 +269,7 @@ fn apply_all(
             if spec.has_v4() {
                 apply.sysctl(&sysctl::conf_key("ipv4", kernel::TUNL, "rp_filter"), "0")?;
             }
-            Ok(())
+            kernel::ensure_gre_gue(&spec.vips, &spec.gue_ports, apply)
         }
     }
 }
@@ -368,6 +380,22 @@ fn remove_address(a: &AddedAddress, errors: &mut Vec<anyhow::Error>) -> bool {
 
 fn undo_all(spec: &ServerSpec, st: &mut State, errors: &mut Vec<anyhow::Error>) {
     // Reverse order of setup: decapsulation, addresses, links, sysctls.
+    let mut fou = std::mem::take(&mut st.fou_ports);
+    fou.retain(|f| {
+        let args = kernel::fou_args(false, f.port, f.v6);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if !kernel::fou_ports_in_place(f.v6).contains(&f.port) {
+            return false;
+        }
+        match crate::cmd::run("ip", &args) {
+            Ok(_) => false,
+            Err(e) => {
+                errors.push(e);
+                true
+            }
+        }
+    });
+    st.fou_ports = fou;
     let before = errors.len();
     ebpf::teardown(&spec.pin_dir, &st.ebpf, errors);
     if errors.len() == before {

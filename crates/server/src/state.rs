@@ -56,6 +56,16 @@ pub(crate) struct State {
     pub links_set_up: Vec<String>,
     /// The eBPF decapsulator's objects.
     pub ebpf: EbpfState,
+    /// fou ports added for GUE (kernel decapsulation).
+    #[serde(default)]
+    pub fou_ports: Vec<FouPort>,
+}
+
+/// A fou port setup added: UDP to `port` goes to the IP-in-IP handler of its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FouPort {
+    pub port: u16,
+    pub v6: bool,
 }
 
 /// One sysctl setup changed.

@@ -538,6 +538,29 @@ fn gre_and_gue_are_decapsulated_and_plain_udp_to_the_gue_port_passes() {
     println!("decapsulator counters: {after:?}");
     assert!(after["decapsulated"] >= 6, "{after:?}");
     assert_eq!(after["drop_malformed"], 0, "{after:?}");
+
+    // check names the GUE ports it takes, and warns of one a profile may use that it does not.
+    let report = in_ns(&t.server, &s, check).expect("check");
+    assert!(
+        report
+            .items
+            .iter()
+            .any(|i| i.severity == Severity::Ok && i.summary.contains("UDP ports 6080, 7000")),
+        "{report}"
+    );
+    let other = ServerSpec {
+        gue_ports: vec![6080, 9999],
+        ..s.clone()
+    };
+    let report = in_ns(&t.server, &other, check).expect("check");
+    let warning = report
+        .with_severity(Severity::Warning)
+        .find(|i| i.summary.contains("GUE on UDP port 9999 is not decapsulated"))
+        .unwrap_or_else(|| panic!("no warning for port 9999:\n{report}"));
+    assert!(
+        warning.fix.as_deref().unwrap_or("").contains("--gue-port 9999"),
+        "{warning:?}"
+    );
 }
 
 #[test]
