@@ -555,10 +555,17 @@ fn gre_and_gue_are_decapsulated_and_plain_udp_to_the_gue_port_passes() {
     let report = in_ns(&t.server, &other, check).expect("check");
     let warning = report
         .with_severity(Severity::Warning)
-        .find(|i| i.summary.contains("GUE on UDP port 9999 is not decapsulated"))
+        .find(|i| {
+            i.summary
+                .contains("GUE on UDP port 9999 is not decapsulated")
+        })
         .unwrap_or_else(|| panic!("no warning for port 9999:\n{report}"));
     assert!(
-        warning.fix.as_deref().unwrap_or("").contains("--gue-port 9999"),
+        warning
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("--gue-port 9999"),
         "{warning:?}"
     );
 }
