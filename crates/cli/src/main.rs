@@ -174,8 +174,8 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             for s in &desired.services {
                 let ports = status::ports(&s.ports, "all ports");
                 println!(
-                    "  virtual service {}: {} {} {} -> pool {}",
-                    s.name, s.protocol, s.vip, ports, s.pool
+                    "  virtual service {}: {} {} {} -> pool {} in {}",
+                    s.name, s.protocol, s.vip, ports, s.pool, s.encapsulation
                 );
             }
             for p in &desired.pools {

@@ -31,7 +31,7 @@ fn check_config_accepts_the_seed() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("valid"), "{out}");
     assert!(
-        out.contains("virtual service web-vs: TCP 192.168.35.241 80 -> pool web-pool"),
+        out.contains("virtual service web-vs: TCP 192.168.35.241 80 -> pool web-pool in ipinip"),
         "{out}"
     );
 }
