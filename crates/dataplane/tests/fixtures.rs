@@ -1342,6 +1342,7 @@ fn icmp_errors_follow_the_flow_table() {
             ipip4(a.l2(), LB_V4, a.v4(), &error, &[]),
             Reason::ForwardedIcmp,
         ));
+        let misses = non_syn_misses(lab);
         let error = frag_needed(&reply4(CLIENT_PORT + 1), 200);
         lab.check(&Fixture::tx(
             "frag-needed about a flow the table does not hold: the Maglev pick, B",
@@ -1350,6 +1351,11 @@ fn icmp_errors_follow_the_flow_table() {
             Reason::ForwardedIcmp,
         ));
         assert_eq!(lab.dp.flow_count(), 1, "errors record no flow");
+        assert_eq!(
+            non_syn_misses(lab),
+            misses,
+            "an error's lookup miss is no TCP packet's miss"
+        );
     });
 }
 

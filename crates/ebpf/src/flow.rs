@@ -127,7 +127,8 @@ fn choose(maps: &(impl Table + Stats + Random), p: &Parsed, svc: &ServiceValue, 
                     return CHOSEN | id as u64;
                 }
                 new_flow = 0;
-            } else if tcp {
+            } else if tcp && !p.icmp {
+                // An ICMP error about a flow is no packet of it: its miss is not one.
                 maps.count_event(Event::FlowMissNonSyn);
             }
         } else {

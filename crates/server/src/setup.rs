@@ -198,6 +198,7 @@ pub fn setup(spec: &ServerSpec) -> anyhow::Result<SetupReport> {
     let spec = &spec.resolved();
     require_privileges()?;
     validate_vips(&spec.vips)?;
+    validate_gue_ports(&spec.gue_ports)?;
     let interface = iface::resolve(spec.interface.as_deref(), None)?;
     let (file, previous) = StateFile::open(&spec.pin_dir)?;
     let mut st = previous.unwrap_or_default();
@@ -295,6 +296,23 @@ fn arp(interface: &str, apply: &mut Apply<'_>) -> anyhow::Result<()> {
     for dev in ["all", interface] {
         let announce = sysctl::conf_key("ipv4", dev, "arp_announce");
         apply.sysctl(&announce, &sysctl::ARP_ANNOUNCE.to_string())?;
+    }
+    Ok(())
+}
+
+/// Refuses, before anything changes, GUE ports the decapsulator cannot take: 0, or more
+/// distinct ports than its map holds.
+pub(crate) fn validate_gue_ports(ports: &[u16]) -> anyhow::Result<()> {
+    if ports.contains(&0) {
+        anyhow::bail!("GUE port 0 is not a port: give the UDP ports the load balancer's GUE profiles use (1 to 65535)");
+    }
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    let max = ricochet_common::limits::MAX_DECAP_GUE_PORTS as usize;
+    if distinct.len() > max {
+        anyhow::bail!(
+            "{} GUE ports given, the decapsulator takes at most {max}: nothing was changed",
+            distinct.len()
+        );
     }
     Ok(())
 }

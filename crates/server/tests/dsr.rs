@@ -880,6 +880,24 @@ fn refusals_change_nothing() {
         assert!(err.to_string().contains("use --decap ebpf"), "{err}");
     }
 
+    // GUE ports the decapsulator cannot take: 0, or more than its map holds.
+    for (ports, says) in [
+        (vec![6080, 0], "GUE port 0 is not a port"),
+        (
+            (1..=17).collect::<Vec<u16>>(),
+            "17 GUE ports given, the decapsulator takes at most 16",
+        ),
+    ] {
+        let s = ServerSpec {
+            gue_ports: ports,
+            ..spec(&t, &[v4()])
+        };
+        let err = t
+            .server
+            .run(move || setup(&s).map(|_| ()))
+            .expect_err("bad GUE ports");
+        assert!(err.to_string().contains(says), "{err:#}");
+    }
     // Without CAP_NET_ADMIN/CAP_BPF (effective capabilities dropped on this thread only).
     let s = spec(&t, &[v4()]);
     let err = t.server.run(move || {
