@@ -218,7 +218,7 @@ pub struct DesiredServer {
 
 /// Compiles `config`; see [`Config::compile`].
 pub(crate) fn compile(config: &Config) -> Result<Desired, ValidationErrors> {
-    validate(config)?;
+    validate(config, None)?;
 
     // After validation every name is unique and every reference resolves.
     let profiles: HashMap<&str, &NetworkProfile> = config

@@ -84,7 +84,7 @@ pub use model::{
     Server, Service, TcpMonitor, UdpMonitor, VirtualService, MAX_NAME_LEN, MAX_RATIO, MIN_RATIO,
     NAME_PATTERN, NAME_RULE, SYSTEM_L4_APPLICATION,
 };
-pub use validate::{ValidationError, ValidationErrors};
+pub use validate::{Known, KnownNames, ValidationError, ValidationErrors, HINT_NAMES};
 
 /// A configuration that could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +180,15 @@ impl Config {
     /// are not prime or below 100 × servers; unusable addresses (unspecified, loopback,
     /// multicast, broadcast); out-of-range monitor parameters.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
-        validate::validate(self)
+        validate::validate(self, None)
+    }
+
+    /// [`Config::validate`] of a part of a larger configuration, whose other objects are
+    /// not at hand (the controller's store validates the objects a change touches and
+    /// those they depend on, not every object). `names` gives the hints of a missing
+    /// reference the names of the whole configuration.
+    pub fn validate_part(&self, names: &KnownNames) -> Result<(), ValidationErrors> {
+        validate::validate(self, Some(names))
     }
 
     /// Validates, then compiles the configuration into the desired data-plane state.

@@ -94,9 +94,14 @@ impl<'a> IntoIterator for &'a ValidationErrors {
     }
 }
 
-/// Validates `config`; see [`Config::validate`].
-pub(crate) fn validate(config: &Config) -> Result<(), ValidationErrors> {
-    let mut v = Validator::new(config);
+/// Validates `config`; see [`Config::validate`]. `names`: the names the hints of a
+/// missing reference list, when `config` is part of a larger configuration (see
+/// [`Config::validate_part`]); `None` lists `config`'s own.
+pub(crate) fn validate(
+    config: &Config,
+    names: Option<&KnownNames>,
+) -> Result<(), ValidationErrors> {
+    let mut v = Validator::new(config, names);
     v.network_profiles();
     // Application profiles have nothing to check beyond their names (checked when
     // indexing): their type can only be l4.
@@ -172,13 +177,61 @@ fn unusable_address(ip: IpAddr) -> Option<String> {
     Some(why.to_owned())
 }
 
-/// `known pools: a, b` or `no pools are declared`.
-fn known(plural: &str, names: &[&str]) -> String {
-    if names.is_empty() {
-        format!("no {plural} are declared")
-    } else {
-        format!("known {plural}: {}", names.join(", "))
+/// Names listed in a hint at most: a configuration of thousands of pools must not make an
+/// error message of thousands of names.
+pub const HINT_NAMES: usize = 20;
+
+/// The names of one kind that a "does not exist" hint lists: the first [`HINT_NAMES`] and
+/// how many there are in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The first names (in declaration or name order), at most [`HINT_NAMES`].
+    pub first: Vec<String>,
+    /// How many objects of the kind there are.
+    pub total: usize,
+}
+
+impl Known {
+    /// From every name of a kind (only the first [`HINT_NAMES`] are kept).
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>, total: usize) -> Self {
+        Known {
+            first: names
+                .into_iter()
+                .take(HINT_NAMES)
+                .map(str::to_owned)
+                .collect(),
+            total,
+        }
     }
+
+    /// `known pools: a, b` (with `and N more` past [`HINT_NAMES`]) or `no pools are
+    /// declared`.
+    fn hint(&self, plural: &str) -> String {
+        if self.first.is_empty() {
+            return format!("no {plural} are declared");
+        }
+        let more = self.total.saturating_sub(self.first.len());
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!("known {plural}: {}{tail}", self.first.join(", "))
+    }
+}
+
+/// For each kind that objects refer to, the names its hints list; see
+/// [`Config::validate_part`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownNames {
+    /// Network profiles.
+    pub network_profiles: Known,
+    /// Application profiles (the built-in one among them).
+    pub application_profiles: Known,
+    /// Health monitors.
+    pub health_monitors: Known,
+    /// Pools.
+    pub pools: Known,
 }
 
 /// Names of one object kind: the first declaration of each, for reference lookups.
@@ -204,10 +257,12 @@ struct Validator<'a> {
     pools: Names<'a, Pool>,
     /// Each VIP and the first virtual service that has it.
     vips: HashMap<IpAddr, &'a str>,
+    /// What the hints of missing references list.
+    hints: KnownNames,
 }
 
 impl<'a> Validator<'a> {
-    fn new(config: &'a Config) -> Self {
+    fn new(config: &'a Config, names: Option<&KnownNames>) -> Self {
         let mut errors = Vec::new();
         let network_profiles = index_names(
             &mut errors,
@@ -253,6 +308,17 @@ impl<'a> Validator<'a> {
             vips.entry(vs.vip).or_insert(vs.name.as_str());
         }
 
+        let own = |names: &[&str]| Known::from_names(names.iter().copied(), names.len());
+        let hints = match names {
+            Some(names) => names.clone(),
+            None => KnownNames {
+                network_profiles: own(&network_profiles.ordered),
+                application_profiles: own(&application_profiles),
+                health_monitors: own(&health_monitors.ordered),
+                pools: own(&pools.ordered),
+            },
+        };
+
         Self {
             config,
             errors,
@@ -261,6 +327,7 @@ impl<'a> Validator<'a> {
             health_monitors,
             pools,
             vips,
+            hints,
         }
     }
 
@@ -545,7 +612,7 @@ impl<'a> Validator<'a> {
 
         for (h, name) in pool.health_monitors.iter().enumerate() {
             if self.health_monitors.get(name).is_none() {
-                let hint = known("health monitors", &self.health_monitors.ordered);
+                let hint = self.hints.health_monitors.hint("health monitors");
                 self.error(
                     format!("{at}.health_monitors[{h}]"),
                     format!("health monitor {name:?} does not exist ({hint})"),
@@ -559,9 +626,9 @@ impl<'a> Validator<'a> {
     // ------------------------------------------------------------------------------
 
     fn virtual_services(&mut self) {
-        // Valid (index, range) services and protocol of each virtual service, for the
-        // checks between virtual services.
-        let mut checked: Vec<(IndexedRanges, Option<Protocol>)> = Vec::new();
+        // The valid services (index, range) and protocol of each virtual service checked so
+        // far, by VIP: the checks between virtual services compare only those on one VIP.
+        let mut checked: HashMap<IpAddr, Vec<(usize, IndexedRanges, Protocol)>> = HashMap::new();
         for (i, vs) in self.config.virtual_services.iter().enumerate() {
             let at = object_path("virtual_services", i, &vs.name);
             let ranges = self.services(&at, vs);
@@ -572,32 +639,32 @@ impl<'a> Validator<'a> {
             // these ports: the data plane could not tell them apart. Reported on the later
             // declaration; disabled virtual services count too, so that enabling one never
             // turns a valid configuration into an invalid one.
-            if let Some(protocol) = protocol {
-                for (j, (other_ranges, other_protocol)) in checked.iter().enumerate() {
-                    let other = &self.config.virtual_services[j];
-                    if other.vip != vs.vip || *other_protocol != Some(protocol) {
-                        continue;
-                    }
-                    for &(s, range) in &ranges {
-                        let clash = other_ranges.iter().find(|(_, r)| overlaps(*r, range));
-                        if let Some(&(os, orange)) = clash {
-                            self.error(
-                                format!("{at}.services[{s}]"),
-                                format!(
-                                    "{} services[{os}] ({}) of virtual service {:?}, on the \
-                                     same VIP {} and protocol {protocol}; a packet must belong \
-                                     to one virtual service",
-                                    ports_overlap(range),
-                                    fmt_range(orange),
-                                    other.name,
-                                    vs.vip,
-                                ),
-                            );
-                        }
+            let Some(protocol) = protocol else { continue };
+            let on_vip = checked.entry(vs.vip).or_default();
+            for (j, other_ranges, other_protocol) in on_vip.iter() {
+                if *other_protocol != protocol {
+                    continue;
+                }
+                let other = &self.config.virtual_services[*j];
+                for &(s, range) in &ranges {
+                    let clash = other_ranges.iter().find(|(_, r)| overlaps(*r, range));
+                    if let Some(&(os, orange)) = clash {
+                        self.error(
+                            format!("{at}.services[{s}]"),
+                            format!(
+                                "{} services[{os}] ({}) of virtual service {:?}, on the same \
+                                 VIP {} and protocol {protocol}; a packet must belong to one \
+                                 virtual service",
+                                ports_overlap(range),
+                                fmt_range(orange),
+                                other.name,
+                                vs.vip,
+                            ),
+                        );
                     }
                 }
             }
-            checked.push((ranges, protocol));
+            on_vip.push((i, ranges, protocol));
         }
     }
 
@@ -660,7 +727,7 @@ impl<'a> Validator<'a> {
             .application_profiles
             .contains(&vs.application_profile.as_str())
         {
-            let hint = known("application profiles", &self.application_profiles);
+            let hint = self.hints.application_profiles.hint("application profiles");
             self.error(
                 format!("{at}.application_profile"),
                 format!(
@@ -672,7 +739,7 @@ impl<'a> Validator<'a> {
 
         let name = &vs.network_profile;
         let Some((_, profile)) = self.network_profiles.get(name) else {
-            let hint = known("network profiles", &self.network_profiles.ordered);
+            let hint = self.hints.network_profiles.hint("network profiles");
             self.error(
                 format!("{at}.network_profile"),
                 format!("network profile {name:?} does not exist ({hint})"),
@@ -716,7 +783,7 @@ impl<'a> Validator<'a> {
     fn pool_of(&mut self, at: &str, vs: &VirtualService, ranges: &[(usize, (u16, u16))]) {
         let name = &vs.pool;
         let Some((pool_index, pool)) = self.pools.get(name) else {
-            let hint = known("pools", &self.pools.ordered);
+            let hint = self.hints.pools.hint("pools");
             self.error(
                 format!("{at}.pool"),
                 format!("pool {name:?} does not exist ({hint})"),

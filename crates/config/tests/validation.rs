@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use common::{assert_only_error, base, errors, yaml};
 use ricochet_config::{
     ApplicationProfile, ApplicationProfileType, Config, DsrEncapsulation, DsrType, HealthMonitor,
-    HealthMonitorType, HttpMonitor, NetworkProfileType, Server, Service, TcpMonitor,
+    HealthMonitorType, HttpMonitor, Known, KnownNames, NetworkProfileType, Server, Service,
+    TcpMonitor,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -217,6 +218,49 @@ fn dangling_pool() {
         r#"virtual_services["web-vs"].pool"#,
         r#"pool "web-pol" does not exist (known pools: web-pool, v6-pool)"#,
     );
+}
+
+#[test]
+fn a_hint_lists_at_most_twenty_names() {
+    let mut config = base();
+    let template = config.pools[0].clone();
+    config.pools = (0..25)
+        .map(|i| ricochet_config::Pool {
+            name: format!("p{i:02}"),
+            ..template.clone()
+        })
+        .collect();
+    config.virtual_services.truncate(1);
+    config.virtual_services[0].pool = "web-pol".into();
+    let first: Vec<String> = (0..20).map(|i| format!("p{i:02}")).collect();
+    assert_only_error(
+        &config,
+        r#"virtual_services["web-vs"].pool"#,
+        &format!(
+            r#"pool "web-pol" does not exist (known pools: {} and 5 more)"#,
+            first.join(", ")
+        ),
+    );
+}
+
+#[test]
+fn a_part_names_the_whole_configurations_objects_in_its_hints() {
+    let mut config = base();
+    config.virtual_services.truncate(1);
+    config.virtual_services[0].pool = "web-pol".into();
+    let names = KnownNames {
+        pools: Known {
+            first: vec!["a".into(), "b".into()],
+            total: 9000,
+        },
+        ..KnownNames::default()
+    };
+    let errors = config.validate_part(&names).unwrap_err();
+    assert_eq!(
+        errors.errors()[0].message,
+        r#"pool "web-pol" does not exist (known pools: a, b and 8998 more)"#
+    );
+    assert_eq!(errors.len(), 1, "{errors}");
 }
 
 #[test]
