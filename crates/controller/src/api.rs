@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use ricochet_config::{
     ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, VirtualService,
-    SYSTEM_L4_APPLICATION,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -27,9 +26,10 @@ use crate::auth::{self, Access, Actor, AuthState, EngineName, Principal, RouteAc
 use crate::engines::Engines;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{parse_json, ApiJson, ApiPath, ApiQuery, JsonBytes};
-use crate::kind::{referrers, ConfigObject, Kind};
+use crate::index::Indexed;
+use crate::kind::{ConfigObject, Kind};
 use crate::metrics::ApiMetrics;
-use crate::store::{Store, StoreError};
+use crate::store::{Edit, Store, StoreError};
 use crate::types::{
     is_valid_engine_name, is_valid_token_name, ApplyResult, Configuration, CreatedSession,
     CreatedToken, Deleted, Desired, EngineRegistration, EngineReport, EventList, Health, NewToken,
@@ -489,7 +489,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
-async fn create_object<T: ConfigObject>(
+async fn create_object<T: Indexed>(
     state: AppState,
     actor: Actor,
     object: T,
@@ -498,42 +498,19 @@ async fn create_object<T: ConfigObject>(
     let name = object.name().to_owned();
     let reason = cause(&actor, "POST", &collection(kind));
     let stored = object.clone();
-    let applied = state
-        .store(move |s| {
-            s.change_config(
-                |config| {
-                    if T::list(config).iter().any(|o| o.name() == stored.name()) {
-                        return Err(ApiError::new(
-                            StatusCode::CONFLICT,
-                            "already_exists",
-                            format!(
-                                "{kind} {:?} already exists; replace it with PUT {}/{}",
-                                stored.name(),
-                                collection(kind),
-                                stored.name()
-                            ),
-                        )
-                        .with_detail(
-                            format!("{}.name", kind.path_of(stored.name())),
-                            format!("a {kind} with this name exists"),
-                        ));
-                    }
-                    T::list_mut(config).push(stored);
-                    Ok(())
-                },
-                &reason,
-                None,
-                false,
-            )
-        })
-        .await?;
-    state.publish(applied.config_revision);
+    let change = {
+        let name = name.clone();
+        state
+            .store(move |s| s.change_object(&name, Edit::Create(stored), &reason, None))
+            .await?
+    };
+    state.publish(change.applied.config_revision);
     let location = format!("{}/{}", collection(kind), percent_encode_segment(&name));
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(Versioned {
-            revision: applied.config_revision,
+            revision: change.applied.config_revision,
             object,
         }),
     )
@@ -554,7 +531,7 @@ pub fn percent_encode_segment(name: &str) -> String {
     out
 }
 
-async fn replace_object<T: ConfigObject>(
+async fn replace_object<T: Indexed>(
     state: AppState,
     actor: Actor,
     name: String,
@@ -575,104 +552,38 @@ async fn replace_object<T: ConfigObject>(
         .with_detail("name", format!("must be {name:?}, as in the URL")));
     }
     let reason = cause(&actor, "PUT", &format!("{}/{name}", collection(kind)));
-    let replacement = object.clone();
-    let (applied, answer) = {
+    let change = {
         let name = name.clone();
         state
-            .store(move |s| {
-                let applied = s.change_config_if(
-                    |config| {
-                        let list = T::list_mut(config);
-                        let Some(slot) = list.iter_mut().find(|o| o.name() == name) else {
-                            return Err(ApiError::object_not_found(kind, &name));
-                        };
-                        *slot = replacement;
-                        Ok(())
-                    },
-                    &reason,
-                    None,
-                    expect.map(|r| (kind, name.as_str(), r)),
-                    false,
-                )?;
-                let answer = if applied.committed {
-                    Some(Versioned {
-                        revision: applied.config_revision,
-                        object,
-                    })
-                } else {
-                    // Unchanged: the stored object with the revision of its last change.
-                    s.get::<T>(&name)?
-                };
-                Ok((applied, answer))
-            })
+            .store(move |s| s.change_object(&name, Edit::Replace(object), &reason, expect))
             .await?
     };
-    if applied.committed {
-        state.publish(applied.config_revision);
+    if change.applied.committed {
+        state.publish(change.applied.config_revision);
     }
-    // Absent only if deleted between the two reads of an unchanged replace.
-    answer
+    // Unchanged: the stored object with the revision of its last change.
+    change
+        .stored
         .map(versioned_response)
         .ok_or_else(|| ApiError::object_not_found(kind, &name))
 }
 
-async fn delete_object<T: ConfigObject>(
+async fn delete_object<T: Indexed>(
     state: AppState,
     actor: Actor,
     name: String,
 ) -> Result<Json<Deleted>, ApiError> {
     let kind = T::KIND;
     let reason = cause(&actor, "DELETE", &format!("{}/{name}", collection(kind)));
-    let applied = {
+    let change = {
         let name = name.clone();
         state
-            .store(move |s| {
-                s.change_config(
-                    |config| {
-                        if kind == Kind::ApplicationProfile && name == SYSTEM_L4_APPLICATION {
-                            return Err(ApiError::new(
-                                StatusCode::CONFLICT,
-                                "built_in",
-                                format!(
-                                    "{SYSTEM_L4_APPLICATION} is built in and cannot be deleted"
-                                ),
-                            )
-                            .with_detail(kind.path_of(&name), "built in"));
-                        }
-                        if !T::list(config).iter().any(|o| o.name() == name) {
-                            return Err(ApiError::object_not_found(kind, &name));
-                        }
-                        let users = referrers(config, kind, &name);
-                        if !users.is_empty() {
-                            let who: Vec<String> =
-                                users.iter().map(|(_, k, n)| format!("{k} {n:?}")).collect();
-                            let mut e = ApiError::new(
-                                StatusCode::CONFLICT,
-                                "in_use",
-                                format!(
-                                    "{kind} {name:?} is in use by {}; change or delete {} first",
-                                    who.join(", "),
-                                    if users.len() == 1 { "it" } else { "them" }
-                                ),
-                            );
-                            for (path, _, _) in users {
-                                e = e.with_detail(path, format!("refers to {kind} {name:?}"));
-                            }
-                            return Err(e);
-                        }
-                        T::list_mut(config).retain(|o| o.name() != name);
-                        Ok(())
-                    },
-                    &reason,
-                    None,
-                    false,
-                )
-            })
+            .store(move |s| s.change_object::<T>(&name, Edit::Delete, &reason, None))
             .await?
     };
-    state.publish(applied.config_revision);
+    state.publish(change.applied.config_revision);
     Ok(Json(Deleted {
-        revision: applied.config_revision,
+        revision: change.applied.config_revision,
         kind: kind.segment().to_owned(),
         name,
     }))

@@ -30,6 +30,7 @@ pub mod desired;
 pub mod engines;
 pub mod error;
 pub mod extract;
+pub mod index;
 pub mod metrics;
 pub mod status;
 pub mod store;

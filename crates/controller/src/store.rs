@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use redb::{
@@ -34,7 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::ConfigDiff;
 use crate::error::ApiError;
-use crate::kind::{ConfigObject, Kind};
+use crate::index::{ConfigIndex, Indexed};
+use crate::kind::{referrers, ConfigObject, Kind};
 use crate::types::{Event, Role, TokenInfo, Versioned};
 
 /// The store's file inside the state directory.
@@ -222,6 +224,27 @@ pub struct Applied {
     pub diff: ConfigDiff,
 }
 
+/// A change of one object ([`Store::change_object`]).
+#[derive(Debug, Clone)]
+pub enum Edit<T> {
+    /// Create it; refused if the name exists.
+    Create(T),
+    /// Replace it; refused if it does not exist.
+    Replace(T),
+    /// Delete it; refused if it does not exist, is built in or is in use.
+    Delete,
+}
+
+/// What a change of one object did.
+#[derive(Debug, Clone)]
+pub struct ObjectChange<T> {
+    /// The revision, whether it was committed, and the diff.
+    pub applied: Applied,
+    /// The object as stored afterwards, with the revision of its last change; `None` after
+    /// a delete.
+    pub stored: Option<Versioned<T>>,
+}
+
 /// The state of one write transaction: the revision it will commit as, and its events.
 pub struct Tx<'a> {
     tx: &'a WriteTransaction,
@@ -296,6 +319,248 @@ fn load_config<R: ReadableTable<&'static str, &'static [u8]>>(
     load_kind::<VirtualService, _>(&open(Kind::VirtualService)?, snap)
 }
 
+/// One object, read in a write transaction.
+fn load<T: ConfigObject>(
+    tx: &WriteTransaction,
+    kind: Kind,
+    name: &str,
+) -> Result<Option<Versioned<T>>, StoreError> {
+    let table = tx.open_table(objects(kind))?;
+    let value = table.get(name)?;
+    value
+        .map(|v| parse(|| kind.path_of(name), v.value()))
+        .transpose()
+}
+
+/// 412: the object was changed since the revision an edit was prepared against.
+fn object_changed(kind: Kind, name: &str, expected: u64, stored: u64) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::PRECONDITION_FAILED,
+        "revision_mismatch",
+        format!(
+            "{kind} {name:?} was changed by someone else since revision {expected} (it is at \
+             revision {stored}); nothing was saved: load it again and redo the edit"
+        ),
+    )
+    .with_detail(kind.path_of(name), format!("changed at revision {stored}"))
+}
+
+/// 409: a create of a name that exists.
+fn already_exists(kind: Kind, name: &str) -> ApiError {
+    let collection = format!("/api/v1/{}", kind.segment());
+    ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        "already_exists",
+        format!("{kind} {name:?} already exists; replace it with PUT {collection}/{name}"),
+    )
+    .with_detail(
+        format!("{}.name", kind.path_of(name)),
+        format!("a {kind} with this name exists"),
+    )
+}
+
+/// 409: a delete of the built-in application profile.
+fn built_in(kind: Kind, name: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        "built_in",
+        format!("{SYSTEM_L4_APPLICATION} is built in and cannot be deleted"),
+    )
+    .with_detail(kind.path_of(name), "built in")
+}
+
+/// 409: a delete of an object that `users` refer to, each named with the field that does.
+fn in_use(
+    tx: &WriteTransaction,
+    kind: Kind,
+    name: &str,
+    users: &[(Kind, String)],
+) -> Result<ApiError, StoreError> {
+    // The referring objects alone: [`referrers`] finds the fields that name `name`.
+    let mut part = Config::default();
+    for (user_kind, user) in users {
+        match user_kind {
+            Kind::Pool => part
+                .pools
+                .extend(load(tx, Kind::Pool, user)?.map(|v| v.object)),
+            Kind::VirtualService => part
+                .virtual_services
+                .extend(load(tx, Kind::VirtualService, user)?.map(|v| v.object)),
+            // Nothing else refers to objects.
+            _ => {}
+        }
+    }
+    let found = referrers(&part, kind, name);
+    let who: Vec<String> = found.iter().map(|(_, k, n)| format!("{k} {n:?}")).collect();
+    let mut e = ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        "in_use",
+        format!(
+            "{kind} {name:?} is in use by {}; change or delete {} first",
+            who.join(", "),
+            if found.len() == 1 { "it" } else { "them" }
+        ),
+    );
+    for (path, _, _) in found {
+        e = e.with_detail(path, format!("refers to {kind} {name:?}"));
+    }
+    Ok(e)
+}
+
+/// The part of the configuration that validating `edited` (the new version of one object)
+/// needs, with `edited` in place of its stored version: every object whose validity the
+/// change can alter, and what each of those depends on. Validating this part accepts
+/// exactly when validating the whole configuration would, given that the stored one is
+/// valid (every rule looks at one object, the objects it names, the virtual services on
+/// its VIP or the pools holding its VIP as a server address; the differential test in
+/// `tests/incremental_writes.rs` holds it to that):
+/// - a virtual service: itself, the other virtual services on its VIP (overlapping ports),
+///   and the pools with a server at its VIP;
+/// - a pool: itself, the virtual services that use it (server family and port), and those
+///   whose VIP is one of its servers;
+/// - a network profile: itself and the virtual services that use it (fast path, DSR,
+///   protocol), with the virtual services on their VIPs;
+/// - an application profile or a health monitor: itself (what refers to one only needs it
+///   to exist).
+///
+/// Each virtual service comes with its profiles and pool, each pool with its monitors, so
+/// that no reference of the part dangles unless it dangles in the whole.
+fn neighbourhood<T: Indexed>(
+    tx: &WriteTransaction,
+    index: &ConfigIndex,
+    edited: &T,
+) -> Result<Config, StoreError> {
+    let mut part = Part {
+        tx,
+        edited: (T::KIND, edited.name()),
+        edited_json: serde_json::to_vec(edited).expect("model objects serialize"),
+        included: HashMap::new(),
+        config: Config::default(),
+    };
+    let name = edited.name();
+    let mut services = Vec::new();
+    let mut pools = Vec::new();
+    match T::KIND {
+        Kind::VirtualService => services.push(name.to_owned()),
+        Kind::Pool => {
+            pools.push(name.to_owned());
+            services.extend(users(index, Kind::Pool, name));
+        }
+        Kind::NetworkProfile => {
+            part.include::<NetworkProfile>(name)?;
+            services.extend(users(index, Kind::NetworkProfile, name));
+        }
+        Kind::ApplicationProfile => {
+            part.include::<ApplicationProfile>(name)?;
+        }
+        Kind::HealthMonitor => {
+            part.include::<HealthMonitor>(name)?;
+        }
+    }
+    for name in &services {
+        let Some(vs) = part.virtual_service(name)? else {
+            continue;
+        };
+        for other in index.on_vip(vs.vip) {
+            part.virtual_service(&other)?;
+        }
+        for pool in index.pools_with_server(vs.vip) {
+            part.pool(&pool)?;
+        }
+    }
+    for name in &pools {
+        let Some(pool) = part.pool(name)? else {
+            continue;
+        };
+        for server in &pool.servers {
+            for vs in index.on_vip(server.ip) {
+                part.virtual_service(&vs)?;
+            }
+        }
+    }
+    let mut config = part.config;
+    // In name order, as the whole configuration is read from the tables: a rule that
+    // reports on the later of two objects reports on the same one.
+    config.network_profiles.sort_by(|a, b| a.name.cmp(&b.name));
+    config
+        .application_profiles
+        .sort_by(|a, b| a.name.cmp(&b.name));
+    config.health_monitors.sort_by(|a, b| a.name.cmp(&b.name));
+    config.pools.sort_by(|a, b| a.name.cmp(&b.name));
+    config.virtual_services.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(config)
+}
+
+/// The virtual services that refer to `name` of `kind`.
+fn users(index: &ConfigIndex, kind: Kind, name: &str) -> Vec<String> {
+    index
+        .referrers(kind, name)
+        .into_iter()
+        .filter(|(k, _)| *k == Kind::VirtualService)
+        .map(|(_, n)| n)
+        .collect()
+}
+
+/// A part of the configuration being gathered by [`neighbourhood`].
+struct Part<'a> {
+    tx: &'a WriteTransaction,
+    /// The object being changed, whose new version stands in for the stored one.
+    edited: (Kind, &'a str),
+    edited_json: Vec<u8>,
+    /// The objects looked for so far: where each is in its list, `None` if absent.
+    included: HashMap<(Kind, String), Option<usize>>,
+    config: Config,
+}
+
+impl Part<'_> {
+    /// Adds the object `name` of `T`'s kind (the edited version if it is the edited
+    /// object) unless it was added before; returns it and whether it is new to the part,
+    /// or `None` if it does not exist.
+    fn include<T: ConfigObject>(&mut self, name: &str) -> Result<Option<(T, bool)>, StoreError> {
+        if let Some(at) = self.included.get(&(T::KIND, name.to_owned())) {
+            return Ok(at.map(|i| (T::list(&self.config)[i].clone(), false)));
+        }
+        let object: Option<T> = if self.edited == (T::KIND, name) {
+            Some(parse(|| T::KIND.path_of(name), &self.edited_json)?)
+        } else {
+            load::<T>(self.tx, T::KIND, name)?.map(|v| v.object)
+        };
+        let at = object.as_ref().map(|object| {
+            let list = T::list_mut(&mut self.config);
+            list.push(object.clone());
+            list.len() - 1
+        });
+        self.included.insert((T::KIND, name.to_owned()), at);
+        Ok(object.map(|o| (o, true)))
+    }
+
+    /// A pool and its monitors.
+    fn pool(&mut self, name: &str) -> Result<Option<Pool>, StoreError> {
+        let Some((pool, new)) = self.include::<Pool>(name)? else {
+            return Ok(None);
+        };
+        if new {
+            for monitor in &pool.health_monitors {
+                self.include::<HealthMonitor>(monitor)?;
+            }
+        }
+        Ok(Some(pool))
+    }
+
+    /// A virtual service, its profiles and its pool (with the pool's monitors).
+    fn virtual_service(&mut self, name: &str) -> Result<Option<VirtualService>, StoreError> {
+        let Some((vs, new)) = self.include::<VirtualService>(name)? else {
+            return Ok(None);
+        };
+        if new {
+            self.include::<NetworkProfile>(&vs.network_profile)?;
+            self.include::<ApplicationProfile>(&vs.application_profile)?;
+            self.pool(&vs.pool)?;
+        }
+        Ok(Some(vs))
+    }
+}
+
 /// The built-in `System-L4-Application`.
 fn system_l4_application() -> ApplicationProfile {
     ApplicationProfile {
@@ -310,6 +575,10 @@ pub struct Store {
     path: PathBuf,
     /// How long each commit took (its fsync, mostly): the controller's metrics.
     commits: prometheus_client::metrics::histogram::Histogram,
+    /// The index of the stored configuration. Every configuration change holds it from
+    /// before its transaction begins until the index is updated after the commit, so that
+    /// the next change never sees an index behind the tables.
+    index: Mutex<ConfigIndex>,
 }
 
 impl Store {
@@ -326,9 +595,18 @@ impl Store {
             db,
             path: path.to_owned(),
             commits: crate::metrics::commit_histogram(),
+            index: Mutex::new(ConfigIndex::default()),
         };
         store.initialise()?;
+        let index = ConfigIndex::of(&store.snapshot()?.config);
+        *store.index() = index;
         Ok(store)
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, ConfigIndex> {
+        // A panic while it was held happened before the index changed (it changes after
+        // the commit, in one step that does not panic), so the index is whole.
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The database file.
@@ -525,22 +803,13 @@ impl Store {
         object: Option<(Kind, &str, u64)>,
         dry_run: bool,
     ) -> Result<Applied, StoreError> {
-        self.write(|tx| {
+        let mut index = self.index();
+        let (applied, candidate) = self.write(|tx| {
             let current = tx.snapshot()?;
             if let Some((kind, name, expected)) = object {
                 let stored = current.revisions.get(&(kind, name.to_owned()));
                 if let Some(&stored) = stored.filter(|r| **r != expected) {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::PRECONDITION_FAILED,
-                        "revision_mismatch",
-                        format!(
-                            "{kind} {name:?} was changed by someone else since revision \
-                             {expected} (it is at revision {stored}); nothing was saved: load \
-                             it again and redo the edit"
-                        ),
-                    )
-                    .with_detail(kind.path_of(name), format!("changed at revision {stored}"))
-                    .into());
+                    return Err(object_changed(kind, name, expected, stored).into());
                 }
             }
             if let Some(expected) = expect.filter(|e| *e != current.config_revision) {
@@ -569,11 +838,12 @@ impl Store {
             candidate.validate().map_err(ApiError::validation)?;
             let diff = ConfigDiff::between(&current.config, &candidate);
             if dry_run || diff.is_empty() {
-                return Ok(Applied {
+                let applied = Applied {
                     config_revision: current.config_revision,
                     committed: false,
                     diff,
-                });
+                };
+                return Ok((applied, None));
             }
             let revision = tx.revision();
             tx.config_changed = true;
@@ -595,12 +865,125 @@ impl Store {
                     reason: cause.to_owned(),
                 });
             }
-            Ok(Applied {
+            let applied = Applied {
                 config_revision: revision,
                 committed: true,
                 diff,
-            })
-        })
+            };
+            Ok((applied, Some(candidate)))
+        })?;
+        if let Some(candidate) = candidate {
+            *index = ConfigIndex::of(&candidate);
+        }
+        Ok(applied)
+    }
+
+    /// Creates, replaces or deletes one object, in one transaction whose cost follows what
+    /// the object touches, not the size of the configuration: it reads the object, and
+    /// validates it with only the objects the index names as able to change its validity
+    /// or to be changed by it (see [`neighbourhood`]); a delete only checks that nothing
+    /// refers to the object. `expect`: the object's revision the change was prepared
+    /// against (`If-Match`); another one is refused (412). Refusals say what
+    /// [`Store::change_config`] would: 404 for a missing object, 409 for an existing name,
+    /// the built-in profile or an object in use, 422 with every validation error.
+    pub fn change_object<T: Indexed>(
+        &self,
+        name: &str,
+        edit: Edit<T>,
+        cause: &str,
+        expect: Option<u64>,
+    ) -> Result<ObjectChange<T>, StoreError> {
+        let kind = T::KIND;
+        let mut index = self.index();
+        let (change, old) = self.write(|tx| {
+            let config_revision = get_meta(&tx.tx.open_table(META)?, "config_revision")?;
+            let stored: Option<Versioned<T>> = load(tx.tx, kind, name)?;
+            if let (Some(expected), Some(stored)) = (expect, &stored) {
+                if stored.revision != expected {
+                    return Err(object_changed(kind, name, expected, stored.revision).into());
+                }
+            }
+            let new = match (edit, &stored) {
+                (Edit::Create(_), Some(_)) => return Err(already_exists(kind, name).into()),
+                (Edit::Replace(_) | Edit::Delete, None) => {
+                    return Err(ApiError::object_not_found(kind, name).into())
+                }
+                (Edit::Create(object) | Edit::Replace(object), _) => Some(object),
+                (Edit::Delete, Some(_)) => None,
+            };
+            let mut before = Config::default();
+            T::list_mut(&mut before).extend(stored.iter().map(|s| s.object.clone()));
+            let mut after = Config::default();
+            T::list_mut(&mut after).extend(new.iter().cloned());
+            let diff = ConfigDiff::between(&before, &after);
+            if diff.is_empty() {
+                let unchanged = ObjectChange {
+                    applied: Applied {
+                        config_revision,
+                        committed: false,
+                        diff,
+                    },
+                    stored,
+                };
+                return Ok((unchanged, None));
+            }
+            match &new {
+                Some(object) => {
+                    let part = neighbourhood(tx.tx, &index, object)?;
+                    part.validate_part(&index.known_names())
+                        .map_err(ApiError::validation)?;
+                }
+                None => {
+                    if kind == Kind::ApplicationProfile && name == SYSTEM_L4_APPLICATION {
+                        return Err(built_in(kind, name).into());
+                    }
+                    let users = index.referrers(kind, name);
+                    if !users.is_empty() {
+                        return Err(in_use(tx.tx, kind, name, &users)?.into());
+                    }
+                }
+            }
+            let revision = tx.revision();
+            tx.config_changed = true;
+            let mut table = tx.tx.open_table(objects(kind))?;
+            let now_stored = match new {
+                Some(object) => {
+                    let record = Versioned { revision, object };
+                    table.insert(name, to_json(&record).as_slice())?;
+                    Some(record)
+                }
+                None => {
+                    table.remove(name)?;
+                    None
+                }
+            };
+            for (kind, name, what) in diff.touched() {
+                tx.events.push(NewEvent {
+                    subject: format!("{}/{name}", kind.segment()),
+                    state: what.to_owned(),
+                    previous: None,
+                    reason: cause.to_owned(),
+                });
+            }
+            let change = ObjectChange {
+                applied: Applied {
+                    config_revision: revision,
+                    committed: true,
+                    diff,
+                },
+                stored: now_stored,
+            };
+            Ok((change, Some(stored.map(|s| s.object))))
+        })?;
+        if let Some(old) = old {
+            if let Some(old) = &old {
+                index.remove(old);
+            }
+            if let Some(new) = &change.stored {
+                index.insert(&new.object);
+            }
+        }
+        Ok(change)
     }
 
     /// Events with a revision above `since`, oldest first, at most `limit`; and the
@@ -1076,3 +1459,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod incremental_tests;
