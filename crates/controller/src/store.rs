@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -248,6 +249,8 @@ pub struct ObjectChange<T> {
 /// The state of one write transaction: the revision it will commit as, and its events.
 pub struct Tx<'a> {
     tx: &'a WriteTransaction,
+    /// The store's count of objects read by writes.
+    reads: &'a AtomicU64,
     /// The store's revision before this transaction.
     base: u64,
     changed: bool,
@@ -283,6 +286,8 @@ impl Tx<'_> {
             ..Snapshot::default()
         };
         load_config(|kind| Ok(self.tx.open_table(objects(kind))?), &mut snap)?;
+        self.reads
+            .fetch_add(snap.revisions.len() as u64, Ordering::Relaxed);
         Ok(snap)
     }
 }
@@ -321,11 +326,12 @@ fn load_config<R: ReadableTable<&'static str, &'static [u8]>>(
 
 /// One object, read in a write transaction.
 fn load<T: ConfigObject>(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     kind: Kind,
     name: &str,
 ) -> Result<Option<Versioned<T>>, StoreError> {
-    let table = tx.open_table(objects(kind))?;
+    tx.reads.fetch_add(1, Ordering::Relaxed);
+    let table = tx.tx.open_table(objects(kind))?;
     let value = table.get(name)?;
     value
         .map(|v| parse(|| kind.path_of(name), v.value()))
@@ -371,7 +377,7 @@ fn built_in(kind: Kind, name: &str) -> ApiError {
 
 /// 409: a delete of an object that `users` refer to, each named with the field that does.
 fn in_use(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     kind: Kind,
     name: &str,
     users: &[(Kind, String)],
@@ -426,7 +432,7 @@ fn in_use(
 /// Each virtual service comes with its profiles and pool, each pool with its monitors, so
 /// that no reference of the part dangles unless it dangles in the whole.
 fn neighbourhood<T: Indexed>(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     index: &ConfigIndex,
     edited: &T,
 ) -> Result<Config, StoreError> {
@@ -502,8 +508,8 @@ fn users(index: &ConfigIndex, kind: Kind, name: &str) -> Vec<String> {
 }
 
 /// A part of the configuration being gathered by [`neighbourhood`].
-struct Part<'a> {
-    tx: &'a WriteTransaction,
+struct Part<'a, 't> {
+    tx: &'a Tx<'t>,
     /// The object being changed, whose new version stands in for the stored one.
     edited: (Kind, &'a str),
     edited_json: Vec<u8>,
@@ -512,7 +518,7 @@ struct Part<'a> {
     config: Config,
 }
 
-impl Part<'_> {
+impl Part<'_, '_> {
     /// Adds the object `name` of `T`'s kind (the edited version if it is the edited
     /// object) unless it was added before; returns it and whether it is new to the part,
     /// or `None` if it does not exist.
@@ -579,6 +585,8 @@ pub struct Store {
     /// before its transaction begins until the index is updated after the commit, so that
     /// the next change never sees an index behind the tables.
     index: Mutex<ConfigIndex>,
+    /// Configuration objects read by write transactions: what makes a write's cost.
+    reads: AtomicU64,
 }
 
 impl Store {
@@ -596,6 +604,7 @@ impl Store {
             path: path.to_owned(),
             commits: crate::metrics::commit_histogram(),
             index: Mutex::new(ConfigIndex::default()),
+            reads: AtomicU64::new(0),
         };
         store.initialise()?;
         let index = ConfigIndex::of(&store.snapshot()?.config);
@@ -607,6 +616,12 @@ impl Store {
         // A panic while it was held happened before the index changed (it changes after
         // the commit, in one step that does not panic), so the index is whole.
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many configuration objects write transactions have read since the store
+    /// opened (a one-object write reads its neighbourhood; an apply reads everything).
+    pub fn objects_read(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// The database file.
@@ -676,6 +691,7 @@ impl Store {
         };
         let mut tx = Tx {
             tx: &wtx,
+            reads: &self.reads,
             base,
             changed: false,
             config_changed: false,
@@ -897,7 +913,7 @@ impl Store {
         let mut index = self.index();
         let (change, old) = self.write(|tx| {
             let config_revision = get_meta(&tx.tx.open_table(META)?, "config_revision")?;
-            let stored: Option<Versioned<T>> = load(tx.tx, kind, name)?;
+            let stored: Option<Versioned<T>> = load(tx, kind, name)?;
             if let (Some(expected), Some(stored)) = (expect, &stored) {
                 if stored.revision != expected {
                     return Err(object_changed(kind, name, expected, stored.revision).into());
@@ -929,7 +945,7 @@ impl Store {
             }
             match &new {
                 Some(object) => {
-                    let part = neighbourhood(tx.tx, &index, object)?;
+                    let part = neighbourhood(tx, &index, object)?;
                     part.validate_part(&index.known_names())
                         .map_err(ApiError::validation)?;
                 }
@@ -939,7 +955,7 @@ impl Store {
                     }
                     let users = index.referrers(kind, name);
                     if !users.is_empty() {
-                        return Err(in_use(tx.tx, kind, name, &users)?.into());
+                        return Err(in_use(tx, kind, name, &users)?.into());
                     }
                 }
             }

@@ -306,3 +306,105 @@ fn a_one_object_write_decides_as_validating_the_whole_configuration_would() {
     );
     println!("{counts:#?}");
 }
+
+/// A one-object write reads what it touches, whatever the size of the configuration; a
+/// change of a profile that every virtual service uses touches them all.
+#[test]
+fn a_write_reads_its_neighbourhood_not_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join(STORE_FILE)).unwrap();
+    let n = 2000;
+    let config: Config = serde_json::from_value(json!({
+        "network_profiles": [{"name": "tcp", "type": "tcp_fast_path",
+                              "dsr": {"enabled": true, "type": "l3", "encapsulation": "ipinip"}}],
+        "pools": (0..n).map(|i| json!({"name": format!("p{i}"),
+            "servers": [{"ip": format!("10.1.{}.{}", i / 250, i % 250 + 1)}]})).collect::<Vec<_>>(),
+        "virtual_services": (0..n).map(|i| json!({"name": format!("v{i}"),
+            "vip": format!("10.0.{}.{}", i / 250, i % 250 + 1), "services": [{"port": 80}],
+            "network_profile": "tcp", "pool": format!("p{i}")})).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let apply = |c: &Config| {
+        store
+            .change_config(
+                |stored| {
+                    *stored = c.clone();
+                    Ok(())
+                },
+                "test",
+                None,
+                false,
+            )
+            .unwrap()
+    };
+    apply(&config);
+    // A declarative apply compares with, so reads, the whole stored configuration.
+    let before = store.objects_read();
+    assert!(!apply(&config).committed);
+    assert!(store.objects_read() - before >= 2 * n as u64);
+
+    let reads = |f: &dyn Fn()| {
+        let before = store.objects_read();
+        f();
+        store.objects_read() - before
+    };
+    let parse = |v: Value| -> VirtualService { serde_json::from_value(v).unwrap() };
+    let create_pool = reads(&|| {
+        let pool: Pool = serde_json::from_value(json!({"name": "new", "servers": []})).unwrap();
+        store
+            .change_object("new", Edit::Create(pool), "test", None)
+            .unwrap();
+    });
+    let replace_vs = reads(&|| {
+        let vs = parse(
+            json!({"name": "v7", "vip": "10.0.0.8", "services": [{"port": 443}],
+                              "network_profile": "tcp", "pool": "p7"}),
+        );
+        let change = store
+            .change_object("v7", Edit::Replace(vs), "test", None)
+            .unwrap();
+        assert!(change.applied.committed);
+    });
+    let delete_vs = reads(&|| {
+        store
+            .change_object::<VirtualService>("v9", Edit::Delete, "test", None)
+            .unwrap();
+    });
+    let refused = reads(&|| {
+        // Its VIP is pool p3's server: refused, after reading that pool.
+        let vs = parse(
+            json!({"name": "x", "vip": "10.1.0.4", "services": [{"port": 80}],
+                              "network_profile": "tcp", "pool": "p8"}),
+        );
+        let e = store
+            .change_object("x", Edit::Create(vs), "test", None)
+            .unwrap_err();
+        assert!(e.to_string().contains("10.1.0.4"), "{e}");
+    });
+    // The object, then its profile, pool and the pools holding its VIP: a handful.
+    for (what, count) in [
+        ("create a pool", create_pool),
+        ("replace a virtual service", replace_vs),
+        ("delete a virtual service", delete_vs),
+        ("refused create", refused),
+    ] {
+        assert!(count <= 8, "{what} read {count} objects among {}", 2 * n);
+    }
+    let profile = reads(&|| {
+        let p: NetworkProfile = serde_json::from_value(json!({"name": "tcp",
+            "type": "tcp_fast_path", "session_idle_timeout": 600,
+            "dsr": {"enabled": true, "type": "l3", "encapsulation": "ipinip"}}))
+        .unwrap();
+        store
+            .change_object("tcp", Edit::Replace(p), "test", None)
+            .unwrap();
+    });
+    assert!(
+        profile >= n as u64,
+        "every virtual service uses the profile: {profile}"
+    );
+    println!(
+        "reads: create pool {create_pool}, replace vs {replace_vs}, delete vs {delete_vs}, \
+              refused {refused}, profile {profile}"
+    );
+}
