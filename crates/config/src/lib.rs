@@ -69,6 +69,7 @@
 
 mod compile;
 mod model;
+pub mod openapi;
 pub mod table;
 mod validate;
 

@@ -103,6 +103,7 @@ pub struct NetworkProfile {
     /// `tcp_fast_path` (Avi allows 5..=14400) and 10 for `udp_fast_path` (2..=3600).
     /// Avi's special value 0 ("never") is refused: flows always expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 2, maximum = 14400))]
     pub session_idle_timeout: Option<u32>,
 }
 
@@ -162,8 +163,8 @@ impl NetworkProfileType {
     /// Allowed session idle timeouts in seconds (Avi's ranges).
     pub fn idle_timeout_range(self) -> std::ops::RangeInclusive<u32> {
         match self.protocol() {
-            Protocol::Tcp => 5..=14400,
-            Protocol::Udp => 2..=3600,
+            Protocol::Tcp => crate::openapi::TCP_IDLE_TIMEOUT,
+            Protocol::Udp => crate::openapi::UDP_IDLE_TIMEOUT,
         }
     }
 
@@ -301,8 +302,10 @@ pub struct Pool {
     )]
     pub name: String,
     /// The servers, addressed by their own IP (never the VIP, which lives on their
-    /// loopback). A pool may be empty, as in Avi: its services then drop new flows.
+    /// loopback). A pool may be empty, as in Avi: its services then drop new flows. At
+    /// most 10485 (100 Maglev slots each in the largest table).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10485))]
     pub servers: Vec<Server>,
     /// Avi's `lb_algorithm`; fast path supports consistent hashing only.
     #[serde(default)]
@@ -312,12 +315,21 @@ pub struct Pool {
     pub consistent_hash: ConsistentHash,
     /// Maglev lookup-table size: a prime of at least 100 × the number of servers.
     /// Default: [`table::DEFAULT_TABLE_SIZE`], or the first prime at or above
-    /// 100 × servers if that is larger. Not an Avi field.
+    /// 100 × servers if that is larger; at most 1048573. Not an Avi field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 2, maximum = 1048573))]
     pub table_size: Option<u32>,
     /// Names of health monitors, run against every enabled server by each engine (a server
     /// is down while any of them is down).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub health_monitors: Vec<String>,
 }
 
@@ -341,9 +353,11 @@ pub struct Server {
     /// the port the client sent it to (the VIP's port). If given, every virtual service
     /// using the pool must listen on exactly this one port; otherwise omit it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: Option<u16>,
     /// Relative weight, 1..=20 (Avi's range), default 1.
     #[serde(default = "default_ratio")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 20))]
     pub ratio: u32,
     /// A disabled server gets no new flows. Default true.
     #[serde(default = "default_true")]
@@ -396,13 +410,38 @@ pub struct VirtualService {
     pub vip: IpAddr,
     /// Avi's `services`: the ports served. At least one is required.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub services: Vec<Service>,
     /// Name of an application profile, default [`SYSTEM_L4_APPLICATION`].
     #[serde(default = "default_application_profile")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub application_profile: String,
     /// Name of the network profile: it gives the protocol and must enable DSR.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub network_profile: String,
     /// Name of the pool.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+        )
+    )]
     pub pool: String,
     /// A disabled virtual service is validated but not programmed. Default true.
     #[serde(default = "default_true")]
@@ -418,9 +457,11 @@ pub struct VirtualService {
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// First (or only) port, 1..=65535.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: u16,
-    /// Last port of the range, inclusive; absent means just `port`.
+    /// Last port of the range, inclusive, not below `port`; absent means just `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port_range_end: Option<u16>,
 }
 
@@ -455,20 +496,26 @@ pub struct HealthMonitor {
     /// Avi's `type`.
     #[serde(rename = "type")]
     pub kind: HealthMonitorType,
-    /// Seconds between checks, 1..=3600, default 10.
+    /// Seconds between checks, 2..=3600 (above `receive_timeout`, which is at least 1),
+    /// default 10.
     #[serde(default = "default_send_interval")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 2, maximum = 3600))]
     pub send_interval: u32,
     /// Seconds to wait for an answer, 1..=2400 and less than `send_interval`, default 4.
     #[serde(default = "default_receive_timeout")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2400))]
     pub receive_timeout: u32,
     /// Consecutive successes that mark a server up ("rise"), 1..=50, default 2.
     #[serde(default = "default_checks")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 50))]
     pub successful_checks: u32,
     /// Consecutive failures that mark a server down ("fall"), 1..=50, default 2.
     #[serde(default = "default_checks")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 50))]
     pub failed_checks: u32,
     /// Port to check; absent means the service port. Not allowed for `icmp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub monitor_port: Option<u16>,
     /// Settings of a `tcp` monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -557,6 +604,7 @@ pub struct HttpMonitor {
     pub http_request: String,
     /// Acceptable status classes, default `[http_2xx, http_3xx]`; must not be empty.
     #[serde(default = "default_http_response_codes")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub http_response_code: Vec<HttpResponseCode>,
     /// Text the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]

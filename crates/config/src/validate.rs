@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 
 use serde::Serialize;
 
@@ -15,6 +16,7 @@ use crate::model::{
     Config, DsrEncapsulation, DsrType, HealthMonitor, HealthMonitorType, NetworkProfile, Pool,
     Protocol, VirtualService, MAX_RATIO, MIN_RATIO, SYSTEM_L4_APPLICATION,
 };
+use crate::openapi;
 use crate::table::{
     is_prime, min_table_size, next_prime, MAX_SERVERS_PER_POOL, MAX_TABLE_SIZE, SLOTS_PER_SERVER,
 };
@@ -416,13 +418,18 @@ impl<'a> Validator<'a> {
     }
 
     fn health_monitor(&mut self, at: &str, m: &HealthMonitor) {
-        let send_ok = self.in_range(at, "send_interval", m.send_interval, 1, 3600, " seconds");
+        let send_ok = self.in_range(
+            at,
+            "send_interval",
+            m.send_interval,
+            openapi::SEND_INTERVAL,
+            " seconds",
+        );
         let receive_ok = self.in_range(
             at,
             "receive_timeout",
             m.receive_timeout,
-            1,
-            2400,
+            openapi::RECEIVE_TIMEOUT,
             " seconds",
         );
         if send_ok && receive_ok && m.receive_timeout >= m.send_interval {
@@ -435,8 +442,14 @@ impl<'a> Validator<'a> {
                 ),
             );
         }
-        self.in_range(at, "successful_checks", m.successful_checks, 1, 50, "");
-        self.in_range(at, "failed_checks", m.failed_checks, 1, 50, "");
+        self.in_range(
+            at,
+            "successful_checks",
+            m.successful_checks,
+            openapi::CHECKS,
+            "",
+        );
+        self.in_range(at, "failed_checks", m.failed_checks, openapi::CHECKS, "");
 
         match m.monitor_port {
             Some(_) if m.kind == HealthMonitorType::Icmp => self.error(
@@ -496,18 +509,18 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// Checks `lo <= value <= hi`; returns whether it holds.
+    /// Checks that `value` is in `range`; returns whether it is.
     fn in_range(
         &mut self,
         at: &str,
         field: &str,
         value: u32,
-        lo: u32,
-        hi: u32,
+        range: RangeInclusive<u32>,
         unit: &str,
     ) -> bool {
-        let ok = (lo..=hi).contains(&value);
+        let ok = range.contains(&value);
         if !ok {
+            let (lo, hi) = range.into_inner();
             self.error(
                 format!("{at}.{field}"),
                 format!("{field} {value} is out of range ({lo} to {hi}{unit})"),
@@ -562,7 +575,7 @@ impl<'a> Validator<'a> {
                      on the VIP's port)",
                 );
             }
-            if !(MIN_RATIO..=MAX_RATIO).contains(&server.ratio) {
+            if !openapi::RATIO.contains(&server.ratio) {
                 self.error(
                     format!("{sat}.ratio"),
                     format!(

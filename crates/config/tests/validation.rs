@@ -87,7 +87,7 @@ health_monitors:
       http_response_code: [http_2xx]
   - name: ping
     type: icmp
-    send_interval: 1
+    send_interval: 2
     receive_timeout: 0
     successful_checks: 50
     failed_checks: 1
@@ -850,7 +850,7 @@ fn monitor_intervals_out_of_range() {
         [
             (
                 r#"health_monitors["hm-tcp"].send_interval"#,
-                "send_interval 3601 is out of range (1 to 3600 seconds)"
+                "send_interval 3601 is out of range (2 to 3600 seconds)"
             ),
             (
                 r#"health_monitors["hm-tcp"].successful_checks"#,
@@ -862,6 +862,20 @@ fn monitor_intervals_out_of_range() {
             ),
         ]
         .map(|(p, m)| (p.to_owned(), m.to_owned()))
+    );
+}
+
+/// An interval of 1 second leaves no `receive_timeout` (at least 1 and below it): refused
+/// by its range, which the OpenAPI document states, not by the other field.
+#[test]
+fn monitor_send_interval_of_one_second() {
+    let mut config = base();
+    config.health_monitors[0].send_interval = 1;
+    config.health_monitors[0].receive_timeout = 1;
+    assert_only_error(
+        &config,
+        r#"health_monitors["hm-tcp"].send_interval"#,
+        "send_interval 1 is out of range (2 to 3600 seconds)",
     );
 }
 

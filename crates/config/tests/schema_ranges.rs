@@ -1,0 +1,359 @@
+//! The OpenAPI schemas of the model (the `openapi` feature) against validation: each bound
+//! the schemas state is a bound of `ricochet_config::openapi`, every bound listed there is
+//! stated, and validation accepts a value at each end and refuses one just past it. A bound
+//! changed on one side only fails here, instead of in schemathesis's runs against the
+//! controller (a valid request refused, or an invalid one accepted).
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use ricochet_config::openapi as bounds;
+use ricochet_config::{is_valid_name, Config, MAX_NAME_LEN, NAME_PATTERN};
+use serde_json::{json, Value};
+
+/// What the schema of one property must state, and nothing else.
+#[derive(Debug, Clone, PartialEq)]
+enum Stated {
+    /// `minimum` and `maximum` of an integer.
+    Range(u64, u64),
+    /// An object name, or a reference to one: `minLength`, `maxLength`, `pattern`.
+    Name,
+    /// `minItems` and `maxItems` of an array (either may be absent).
+    Items(Option<u64>, Option<u64>),
+}
+
+fn range<T: Into<u64> + Copy>(r: RangeInclusive<T>) -> Stated {
+    Stated::Range((*r.start()).into(), (*r.end()).into())
+}
+
+/// Every bound the model's schemas state: (schema, property, what).
+fn expected() -> Vec<(&'static str, &'static str, Stated)> {
+    let max_servers = u64::try_from(bounds::MAX_SERVERS).unwrap();
+    vec![
+        ("NetworkProfile", "name", Stated::Name),
+        (
+            "NetworkProfile",
+            "session_idle_timeout",
+            range(bounds::IDLE_TIMEOUT),
+        ),
+        ("DsrProfile", "gue_port", range(bounds::PORT)),
+        ("ApplicationProfile", "name", Stated::Name),
+        ("HealthMonitor", "name", Stated::Name),
+        (
+            "HealthMonitor",
+            "send_interval",
+            range(bounds::SEND_INTERVAL),
+        ),
+        (
+            "HealthMonitor",
+            "receive_timeout",
+            range(bounds::RECEIVE_TIMEOUT),
+        ),
+        ("HealthMonitor", "successful_checks", range(bounds::CHECKS)),
+        ("HealthMonitor", "failed_checks", range(bounds::CHECKS)),
+        ("HealthMonitor", "monitor_port", range(bounds::PORT)),
+        (
+            "HttpMonitor",
+            "http_response_code",
+            Stated::Items(Some(1), None),
+        ),
+        ("Pool", "name", Stated::Name),
+        ("Pool", "servers", Stated::Items(None, Some(max_servers))),
+        ("Pool", "table_size", range(bounds::TABLE_SIZE)),
+        ("Pool", "health_monitors", Stated::Name),
+        ("Server", "port", range(bounds::PORT)),
+        ("Server", "ratio", range(bounds::RATIO)),
+        ("VirtualService", "name", Stated::Name),
+        ("VirtualService", "services", Stated::Items(Some(1), None)),
+        ("VirtualService", "application_profile", Stated::Name),
+        ("VirtualService", "network_profile", Stated::Name),
+        ("VirtualService", "pool", Stated::Name),
+        ("Service", "port", range(bounds::PORT)),
+        ("Service", "port_range_end", range(bounds::PORT)),
+    ]
+}
+
+/// The model's component schemas by name, as JSON.
+fn schemas() -> BTreeMap<String, Value> {
+    let mut all = Vec::new();
+    <Config as utoipa::ToSchema>::schemas(&mut all);
+    all.push((
+        "Config".to_owned(),
+        <Config as utoipa::PartialSchema>::schema(),
+    ));
+    all.into_iter()
+        .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap()))
+        .collect()
+}
+
+const BOUND_KEYWORDS: [&str; 7] = [
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+];
+
+/// The bound keywords of a property's schema (for an array of names, of its items too).
+fn stated(property: &Value) -> BTreeMap<String, Value> {
+    let mut found = BTreeMap::new();
+    for (prefix, schema) in [("", property), ("items.", &property["items"])] {
+        for keyword in BOUND_KEYWORDS {
+            if let Some(value) = schema.get(keyword) {
+                found.insert(format!("{prefix}{keyword}"), value.clone());
+            }
+        }
+    }
+    found
+}
+
+fn what_to_state(what: &Stated, is_array: bool) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    match what {
+        Stated::Range(min, max) => {
+            out.insert("minimum".to_owned(), json!(min));
+            out.insert("maximum".to_owned(), json!(max));
+        }
+        Stated::Name => {
+            let prefix = if is_array { "items." } else { "" };
+            out.insert(format!("{prefix}minLength"), json!(1));
+            out.insert(format!("{prefix}maxLength"), json!(MAX_NAME_LEN));
+            out.insert(format!("{prefix}pattern"), json!(NAME_PATTERN));
+        }
+        Stated::Items(min, max) => {
+            if let Some(min) = min {
+                out.insert("minItems".to_owned(), json!(min));
+            }
+            if let Some(max) = max {
+                out.insert("maxItems".to_owned(), json!(max));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_schemas_state_exactly_the_bounds_of_validation() {
+    let schemas = schemas();
+    let expected = expected();
+    for (schema, property, what) in &expected {
+        let p = &schemas[*schema]["properties"][*property];
+        assert!(p.is_object(), "{schema}.{property} is not in the schemas");
+        let is_array = p["type"] == "array";
+        assert_eq!(
+            stated(p),
+            what_to_state(what, is_array),
+            "{schema}.{property}: {p:#}"
+        );
+    }
+    // And no bound is stated that this test does not know, checked or not.
+    for (name, schema) in &schemas {
+        let Some(properties) = schema["properties"].as_object() else {
+            continue;
+        };
+        for (property, p) in properties {
+            let known = expected.iter().any(|(s, q, _)| s == name && q == property);
+            assert!(
+                known || stated(p).is_empty(),
+                "{name}.{property} states {:?}, which this test does not hold to validation",
+                stated(p)
+            );
+        }
+    }
+}
+
+/// A valid configuration with one object of each kind the probes below change, unused by
+/// the others where a rule between objects would get in the way: `spare-pool` is used by
+/// no virtual service, so that a server port needs no service port to match.
+fn base() -> Value {
+    json!({
+        "network_profiles": [
+            {"name": "tcp", "type": "tcp_fast_path",
+             "dsr": {"enabled": true, "type": "l3", "encapsulation": "gue"}},
+            {"name": "udp", "type": "udp_fast_path",
+             "dsr": {"enabled": true, "type": "l3", "encapsulation": "gue"}}
+        ],
+        "application_profiles": [{"name": "l4-app", "type": "l4"}],
+        "health_monitors": [
+            {"name": "tcp-check", "type": "tcp", "send_interval": 3600, "receive_timeout": 1},
+            {"name": "http-check", "type": "http", "http_monitor": {}}
+        ],
+        "pools": [
+            {"name": "web-pool", "servers": [{"ip": "192.168.33.10"}]},
+            {"name": "spare-pool", "servers": [{"ip": "192.168.34.10"}]}
+        ],
+        "virtual_services": [
+            {"name": "web-vs", "vip": "192.168.35.241", "services": [{"port": 1}],
+             "network_profile": "tcp", "pool": "web-pool"}
+        ]
+    })
+}
+
+/// Where each schema's probed object is in [`base`]: JSON pointers, any of which may
+/// accept a value (the range of `session_idle_timeout` is the TCP profile's at one end and
+/// the UDP profile's at the other).
+fn places(schema: &str) -> &'static [&'static str] {
+    match schema {
+        "NetworkProfile" => &["/network_profiles/0", "/network_profiles/1"],
+        "DsrProfile" => &["/network_profiles/0/dsr"],
+        "ApplicationProfile" => &["/application_profiles/0"],
+        "HealthMonitor" => &["/health_monitors/0"],
+        "HttpMonitor" => &["/health_monitors/1/http_monitor"],
+        // The spare pool, with no server: a table of 2 slots is enough for none.
+        "Pool" => &["/pools/1"],
+        "Server" => &["/pools/1/servers/0"],
+        "VirtualService" => &["/virtual_services/0"],
+        "Service" => &["/virtual_services/0/services/0"],
+        other => panic!("no place for {other}"),
+    }
+}
+
+/// Whether `config` parses and validates (a value its type cannot hold is refused too).
+fn accepted(config: &Value) -> bool {
+    serde_json::from_value::<Config>(config.clone()).is_ok_and(|c| c.validate().is_ok())
+}
+
+/// Whether some place of `schema` accepts `value` as `property`, and whether every place
+/// refuses it.
+fn probe(schema: &str, property: &str, value: &Value) -> bool {
+    places(schema).iter().any(|place| {
+        let mut config = base();
+        if schema == "Pool" {
+            config["pools"][1]["servers"] = json!([]);
+        }
+        config.pointer_mut(place).unwrap()[property] = value.clone();
+        accepted(&config)
+    })
+}
+
+#[test]
+fn validation_accepts_each_stated_bound_and_refuses_past_it() {
+    assert!(accepted(&base()), "the base configuration is valid");
+    for (schema, property, what) in expected() {
+        let at = format!("{schema}.{property}");
+        match what {
+            Stated::Range(min, max) => {
+                assert!(probe(schema, property, &json!(min)), "{at} = {min} refused");
+                assert!(probe(schema, property, &json!(max)), "{at} = {max} refused");
+                if let Some(below) = min.checked_sub(1) {
+                    assert!(
+                        !probe(schema, property, &json!(below)),
+                        "{at} = {below} accepted"
+                    );
+                }
+                let above = max + 1;
+                assert!(
+                    !probe(schema, property, &json!(above)),
+                    "{at} = {above} accepted"
+                );
+            }
+            Stated::Items(min, max) => {
+                let items = |n: u64| -> Value {
+                    (0..n)
+                        .map(|i| match (schema, property) {
+                            // Distinct server addresses: 10.0.0.1, 10.0.0.2, ...
+                            ("Pool", "servers") => {
+                                let i = i + 1;
+                                json!({"ip": format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)})
+                            }
+                            ("VirtualService", "services") => json!({"port": 100 + i}),
+                            ("HttpMonitor", "http_response_code") => json!("http_2xx"),
+                            other => panic!("no items for {other:?}"),
+                        })
+                        .collect()
+                };
+                if let Some(min) = min {
+                    assert!(
+                        probe(schema, property, &items(min)),
+                        "{at} of {min} refused"
+                    );
+                    assert!(
+                        !probe(schema, property, &items(min - 1)),
+                        "{at} of {} accepted",
+                        min - 1
+                    );
+                }
+                if let Some(max) = max {
+                    // table_size: the default grows with the pool.
+                    assert!(
+                        probe(schema, property, &items(max)),
+                        "{at} of {max} refused"
+                    );
+                    assert!(
+                        !probe(schema, property, &items(max + 1)),
+                        "{at} of {} accepted",
+                        max + 1
+                    );
+                }
+            }
+            // References name objects that exist or are refused; the rule of the names
+            // themselves is the next test's.
+            Stated::Name if property != "name" => {}
+            Stated::Name => {
+                let longest = "n".repeat(MAX_NAME_LEN);
+                for (name, ok) in [
+                    ("n", true),
+                    (longest.as_str(), true),
+                    ("", false),
+                    (&format!("{longest}n"), false),
+                    ("-n", false),
+                    ("n n", false),
+                ] {
+                    let mut config = base();
+                    let place = places(schema)[0];
+                    config.pointer_mut(place).unwrap()["name"] = json!(name);
+                    // A renamed object loses its users: check the name's own refusal.
+                    let refused_for_name = serde_json::from_value::<Config>(config)
+                        .unwrap()
+                        .validate()
+                        .err()
+                        .is_some_and(|e| e.errors().iter().any(|e| e.path.ends_with("].name")));
+                    assert_eq!(!refused_for_name, ok, "{at} = {name:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_name_pattern_is_the_name_rule() {
+    let pattern = regex_automata::meta::Regex::new(NAME_PATTERN).unwrap();
+    let agree = |name: &str| {
+        let by_schema = (1..=MAX_NAME_LEN).contains(&name.len()) && pattern.is_match(name);
+        assert_eq!(by_schema, is_valid_name(name), "{name:?}");
+    };
+    for name in [
+        "a",
+        "A-1",
+        "9",
+        "x.y:z_w-v",
+        "-a",
+        ".a",
+        "_a",
+        ":a",
+        "a b",
+        "a/b",
+        "é",
+        "",
+    ] {
+        agree(name);
+    }
+    agree(&"a".repeat(MAX_NAME_LEN));
+    agree(&"a".repeat(MAX_NAME_LEN + 1));
+    // Random names of every length around the limit, mostly of allowed characters.
+    let allowed: Vec<char> = "aZ09-_.:".chars().collect();
+    let others: Vec<char> = " /é\n\0+".chars().collect();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..20_000 {
+        let len = rng.usize(0..=MAX_NAME_LEN + 2);
+        let name: String = (0..len)
+            .map(|_| match rng.u8(..100) {
+                0 => others[rng.usize(..others.len())],
+                _ => allowed[rng.usize(..allowed.len())],
+            })
+            .collect();
+        agree(&name);
+    }
+}
