@@ -82,6 +82,7 @@ pub struct Event {
     /// The revision of the commit that recorded it.
     pub revision: u64,
     /// When, RFC 3339 UTC.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub time: String,
     /// What changed, e.g. `pools/web-pool`, `service-engines/se1`,
     /// `service-engines/se1/pools/web-pool/servers/192.168.33.10`.
@@ -125,11 +126,15 @@ pub fn is_valid_engine_name(name: &str) -> bool {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EngineRegistration {
-    /// Unique among engines, usually the host name.
+    /// Unique among engines, usually the host name ([`ENGINE_NAME_RULE`]).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 253, pattern = "^[A-Za-z0-9._-]+$")
+    )]
     pub name: String,
     /// The engine's addresses (its data-plane interface's).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<ricochet_config::openapi::IpAddress>))]
     pub addresses: Vec<IpAddr>,
     /// The engine's software version.
     pub version: String,
@@ -142,6 +147,10 @@ pub struct EngineRegistration {
 pub struct EngineReport {
     /// The configuration revision the data plane runs; absent before the first apply.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<ricochet_config::openapi::U64>, inline)
+    )]
     pub revision: Option<u64>,
     /// The engine's state.
     pub state: EngineRunState,
@@ -217,6 +226,7 @@ pub struct EngineCounters {
     pub servers: Vec<ServerCounters>,
     /// Packets per verdict reason (`forwarded`, `drop_no_service`, ...).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, ricochet_config::openapi::U64>))]
     pub reasons: BTreeMap<String, u64>,
 }
 
@@ -228,10 +238,13 @@ pub struct ServiceCounters {
     /// The virtual service.
     pub name: String,
     /// Packets forwarded.
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::U64, inline))]
     pub packets: u64,
     /// Bytes forwarded.
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::U64, inline))]
     pub bytes: u64,
     /// Flows started.
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::U64, inline))]
     pub new_flows: u64,
 }
 
@@ -243,13 +256,16 @@ pub struct ServerCounters {
     /// The pool.
     pub pool: String,
     /// The server's address.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::IpAddress))]
     pub ip: IpAddr,
     /// Packets sent to it.
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::U64, inline))]
     pub packets: u64,
     /// Bytes sent to it.
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::U64, inline))]
     pub bytes: u64,
     /// Flows started towards it.
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::U64, inline))]
     pub new_flows: u64,
 }
 
@@ -261,7 +277,7 @@ pub struct ServerHealth {
     /// The pool.
     pub pool: String,
     /// The server's address.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::IpAddress))]
     pub ip: IpAddr,
     /// Its state.
     pub state: HealthState,
@@ -328,11 +344,12 @@ pub struct ServiceEngine {
     /// The engine's name.
     pub name: String,
     /// Its addresses, as registered.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<ricochet_config::openapi::IpAddress>))]
     pub addresses: Vec<IpAddr>,
     /// Its software version, as registered.
     pub version: String,
     /// When it first registered, RFC 3339 UTC.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub registered_at: String,
     /// The revision of its last registration change.
     pub revision: u64,
@@ -340,6 +357,7 @@ pub struct ServiceEngine {
     pub connection: Connection,
     /// When it was last seen, RFC 3339 UTC; absent if not since the controller started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub last_seen: Option<String>,
     /// Its last report (kept in memory: absent after a controller restart until the engine
     /// reports again).
@@ -352,6 +370,7 @@ pub struct ServiceEngine {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceivedReport {
     /// When it arrived, RFC 3339 UTC.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub received_at: String,
     /// The report.
     pub report: EngineReport,
@@ -405,7 +424,7 @@ pub struct VirtualServiceStatus {
     /// The virtual service.
     pub name: String,
     /// Its VIP.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::IpAddress))]
     pub vip: IpAddr,
     /// Its pool.
     pub pool: String,
@@ -453,7 +472,7 @@ impl ServiceState {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerStatus {
     /// The server's own address.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::IpAddress))]
     pub ip: IpAddr,
     /// Whether the pool enables it (a disabled server is neither checked nor sent
     /// new flows).
@@ -623,6 +642,7 @@ pub struct TokenInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
     /// When it was created (RFC 3339).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
 }
 
@@ -649,6 +669,7 @@ pub struct CreatedSession {
     /// That token's role.
     pub role: Role,
     /// When it ends at the latest (RFC 3339).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub expires_at: String,
 }
 

@@ -347,7 +347,7 @@ impl Pool {
 #[serde(deny_unknown_fields)]
 pub struct Server {
     /// The server's own address: the destination of the encapsulated packet.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "192.168.33.10"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
     pub ip: IpAddr,
     /// Optional, and only as documentation: with DSR the server receives each packet on
     /// the port the client sent it to (the VIP's port). If given, every virtual service
@@ -406,7 +406,7 @@ pub struct VirtualService {
     )]
     pub name: String,
     /// The virtual IP, IPv4 or IPv6 (Avi's `vsvip`). The servers must be in its family.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "192.168.35.241"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
     pub vip: IpAddr,
     /// Avi's `services`: the ports served. At least one is required.
     #[serde(default)]

@@ -8,6 +8,9 @@
 //! what validation accepts at it and just past it, disagree. Rules between fields or
 //! objects (a `receive_timeout` below its `send_interval`, references, overlapping ports)
 //! are not in the document: JSON Schema states each field on its own.
+//!
+//! With the `openapi` feature, also the schemas utoipa cannot derive: [`IpAddress`] and
+//! [`U64`].
 
 use std::ops::RangeInclusive;
 
@@ -54,3 +57,65 @@ pub const TABLE_SIZE: RangeInclusive<u32> = 2..=MAX_TABLE_SIZE;
 
 /// `Pool.servers`: at most this many.
 pub const MAX_SERVERS: usize = MAX_SERVERS_PER_POOL;
+
+#[cfg(feature = "openapi")]
+pub use schemas::{IpAddress, U64};
+
+#[cfg(feature = "openapi")]
+mod schemas {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    use utoipa::openapi::{RefOr, Schema};
+
+    /// The schema of an [`std::net::IpAddr`] field (`#[schema(value_type = IpAddress)]`):
+    /// a string in the `ipv4` or the `ipv6` format, which is what it parses (a dotted quad
+    /// without leading zeros, or an IPv6 address without a zone). JSON Schema has no format
+    /// for either family.
+    pub struct IpAddress;
+
+    impl utoipa::PartialSchema for IpAddress {
+        fn schema() -> RefOr<Schema> {
+            let family = |format| {
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(format)))
+            };
+            OneOfBuilder::new()
+                .item(family(KnownFormat::Ipv4))
+                .item(family(KnownFormat::Ipv6))
+                .description(Some("An IPv4 or IPv6 address"))
+                .examples(["192.168.33.10", "2001:db8::10"])
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for IpAddress {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("IpAddress")
+        }
+    }
+
+    /// The schema of a u64 a client sends (`#[schema(value_type = U64)]`, inline): from 0 to
+    /// 2^64 - 1. utoipa writes `int64` for a u64, whose range ends at 2^63 - 1, so that a
+    /// client, or a test generating requests, takes valid revisions and counters for
+    /// invalid ones (its `uint64` format, behind a feature, is written `u-int64`).
+    pub struct U64;
+
+    impl utoipa::PartialSchema for U64 {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::Custom("uint64".to_owned())))
+                .minimum(Some(0))
+                .maximum(Some(u64::MAX))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for U64 {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("U64")
+        }
+    }
+}
