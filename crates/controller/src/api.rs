@@ -37,7 +37,8 @@ use crate::types::{
     ENGINE_NAME_RULE, TOKEN_NAME_RULE,
 };
 
-/// Longest desired-state poll; longer waits are shortened to this.
+/// Longest desired-state poll (`wait`); a longer one is refused. The document's `maximum`
+/// of `wait` says the same (a test compares them).
 pub const MAX_WAIT_SECS: u64 = 300;
 /// Waiting desired-state polls are woken at most this often (a burst of commits reaches
 /// them as its first commit at once, then its newest revision every interval).
@@ -783,6 +784,7 @@ async fn get_configuration(State(state): State<AppState>) -> Result<Response, Ap
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ApplyParams {
     /// Only compute and return the diff; commit nothing.
@@ -801,7 +803,7 @@ struct ApplyParams {
     request_body(content = Config, content_type = "application/json"),
     responses(
         (status = 200, description = "Applied, previewed, or nothing to change", body = ApplyResult),
-        (status = 400, description = "Malformed JSON, unknown field or wrong type (path within the body)", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, unknown field or wrong type (path within the body); bad `dry_run` or `If-Match`", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 412, description = "The configuration changed since the expected revision", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -846,17 +848,20 @@ async fn put_configuration(
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventParams {
     /// Only events of revisions above this one (default 0: all kept events).
     #[serde(default)]
+    #[param(value_type = ricochet_config::openapi::U64, inline)]
     since: u64,
     /// At most this many, oldest first (default 1000).
     #[serde(default = "default_event_limit")]
-    limit: usize,
+    #[param(value_type = ricochet_config::openapi::U64, inline)]
+    limit: u64,
 }
 
-fn default_event_limit() -> usize {
+fn default_event_limit() -> u64 {
     1000
 }
 
@@ -877,7 +882,13 @@ async fn list_events(
     ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<Json<EventList>, ApiError> {
     let (revision, events) = state
-        .store(move |s| s.events(params.since, params.limit))
+        // A limit beyond memory is no limit: every kept event.
+        .store(move |s| {
+            s.events(
+                params.since,
+                usize::try_from(params.limit).unwrap_or(usize::MAX),
+            )
+        })
         .await?;
     Ok(Json(EventList { revision, events }))
 }
@@ -1106,14 +1117,24 @@ async fn engine_report(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DesiredParams {
     /// The configuration revision the engine runs: the answer comes as soon as the
     /// configuration revision is above it. Absent: answer at once.
+    #[param(value_type = ricochet_config::openapi::U64, inline, required = false)]
     after: Option<u64>,
-    /// Seconds to wait for a newer revision (default 30, at most 300); then 304.
+    /// Seconds to wait for a newer revision, 0 to 300 (default 30); then 304. A longer
+    /// wait is refused (422).
+    #[param(nullable = false, maximum = 300)]
     wait: Option<u64>,
     /// The polling engine's name: marks it connected while it waits.
+    #[param(
+        nullable = false,
+        min_length = 1,
+        max_length = 253,
+        pattern = "^[A-Za-z0-9._-]+$"
+    )]
     engine: Option<String>,
 }
 
@@ -1130,12 +1151,25 @@ struct DesiredParams {
         (status = 400, description = "Bad query parameter", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "`engine` is not registered", body = ErrorBody),
+        (status = 422, description = "`wait` is above 300 seconds", body = ErrorBody),
         (status = 503, description = "The controller is stopping; poll again", body = ErrorBody),
     ))]
 async fn desired(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<DesiredParams>,
 ) -> Result<Response, ApiError> {
+    let wait = params.wait.unwrap_or(DEFAULT_WAIT_SECS);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            format!(
+                "wait {wait} is too long: poll for at most {MAX_WAIT_SECS} seconds, then poll \
+                 again"
+            ),
+        )
+        .with_detail("wait", format!("at most {MAX_WAIT_SECS}")));
+    }
     let _poll = match &params.engine {
         Some(name) => {
             engine_view(&state, name.clone()).await?;
@@ -1145,7 +1179,7 @@ async fn desired(
         }
         None => None,
     };
-    let wait = Duration::from_secs(params.wait.unwrap_or(DEFAULT_WAIT_SECS).min(MAX_WAIT_SECS));
+    let wait = Duration::from_secs(wait);
     let mut revisions = state.config_revision.subscribe();
     let mut shutdown = state.shutdown.clone();
     if let Some(after) = params.after {

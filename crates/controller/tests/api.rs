@@ -465,6 +465,40 @@ fn bad_query_parameters_headers_and_oversized_bodies_are_refused() {
         c.put("/api/v1/configuration?dry_run=maybe", seed_config())
     });
     assert!(r.message().contains("dry_run"), "{}", r.message());
+    // The document has them in the query, where they are read.
+    let doc = ctl.get("/api/v1/openapi.json").expect(200).body;
+    for (path, method, names) in [
+        ("/api/v1/desired", "get", &["after", "wait", "engine"][..]),
+        ("/api/v1/events", "get", &["since", "limit"]),
+        ("/api/v1/configuration", "put", &["dry_run"]),
+    ] {
+        for name in names {
+            let parameter = doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == *name)
+                .unwrap_or_else(|| panic!("{method} {path} documents no {name}"));
+            assert_eq!(parameter["in"], "query", "{method} {path} {name}");
+            assert_eq!(parameter["required"], false, "{method} {path} {name}");
+        }
+    }
+    // A poll longer than the document's maximum is refused, not shortened.
+    let wait = doc["paths"]["/api/v1/desired"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "wait")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(wait["maximum"], ricochet_controller::api::MAX_WAIT_SECS);
+    let r = ctl.refused(422, "validation_failed", |c| {
+        c.get(&format!(
+            "/api/v1/desired?after=0&wait={}",
+            ricochet_controller::api::MAX_WAIT_SECS + 1
+        ))
+    });
+    assert_eq!(r.paths(), ["wait"]);
 
     let body = serde_json::to_vec(&seed_config()).unwrap();
     let apply_if = |c: &Ctl, if_match: &str| {
