@@ -468,24 +468,37 @@ fn versioned_response<T: serde::Serialize>(v: Versioned<T>) -> Response {
 }
 
 /// The revision `If-Match` expects: `None` without the header or with `*` (whatever the
-/// current revision, RFC 9110).
+/// current revision, RFC 9110). A revision is `"12"` (the `ETag`), `W/"12"` or `12`: the
+/// document's pattern for the header says the same (`tests/api.rs` sends both kinds).
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    if v.as_bytes().trim_ascii() == b"*" {
+    let text = v.to_str().unwrap_or_default().trim();
+    if text == "*" {
         return Ok(None);
     }
-    let text = v.to_str().unwrap_or_default().trim();
-    let parsed = text
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .parse::<u64>();
-    parsed.map(Some).map_err(|_| {
-        ApiError::new(
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let digits = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_header",
-            format!("If-Match must be a revision such as \"12\", not {text:?}"),
+            format!("If-Match must be a revision such as \"12\", or *, not {text:?}"),
+        ));
+    }
+    // Digits beyond any u64 are a well-formed tag that no revision has: the precondition
+    // fails, as for any other revision that is not the current one.
+    digits.parse().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "revision_mismatch",
+            format!(
+                "If-Match names revision {digits}, which nothing has ever had; nothing was saved"
+            ),
         )
     })
 }
@@ -541,8 +554,10 @@ async fn replace_object<T: Indexed>(
 ) -> Result<Response, ApiError> {
     let kind = T::KIND;
     if object.name() != name {
+        // A well-formed request refused for what it says: 422, like every such refusal
+        // (400 is for requests that cannot be read).
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "name_mismatch",
             format!(
                 "the body names {kind} {:?} but the URL names {name:?}; an object cannot be \
@@ -645,17 +660,18 @@ macro_rules! object_api {
             #[utoipa::path(put, path = $item, tag = $tag, summary = concat!("Replace one ", $noun, " (the body's name must be the URL's)"),
                 operation_id = stringify!($replace),
                 params(("name" = String, Path, description = "The object's name"),
-                    ("If-Match" = Option<String>, Header, description = "The object's revision this edit was prepared against (its `ETag`); `*` for any")),
+                    ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?("[0-9]+"|[0-9]+))$"#,
+                     description = "The object's revision this edit was prepared against (its `ETag`); `*` for any")),
                 request_body(content = $ty, content_type = "application/json"),
                 responses(
                     (status = 200, description = "Replaced (or unchanged: same revision)", body = Versioned<$ty>,
                      headers(("ETag" = String, description = "The object's revision, quoted"))),
-                    (status = 400, description = "Malformed body, or its name differs from the URL's", body = ErrorBody),
+                    (status = 400, description = "Malformed body or `If-Match`", body = ErrorBody),
                     (status = 401, description = "No valid token", body = ErrorBody),
                     (status = 404, description = "No such object", body = ErrorBody),
                     (status = 412, description = "The object changed since the `If-Match` revision", body = ErrorBody),
                     (status = 415, description = "Not JSON", body = ErrorBody),
-                    (status = 422, description = "The resulting configuration does not validate", body = ErrorBody),
+                    (status = 422, description = "The body's name differs from the URL's, or the resulting configuration does not validate", body = ErrorBody),
                 ))]
             pub async fn replace(
                 State(state): State<AppState>,
@@ -799,7 +815,8 @@ struct ApplyParams {
 /// revision of a preview refuses the apply (412) if the configuration changed since.
 #[utoipa::path(put, path = "/api/v1/configuration", tag = "configuration",
     params(ApplyParams,
-        ("If-Match" = Option<String>, Header, description = "The configuration revision this apply expects, quoted or not; `*` for any")),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?("[0-9]+"|[0-9]+))$"#,
+         description = "The configuration revision this apply expects, quoted or not; `*` for any")),
     request_body(content = Config, content_type = "application/json"),
     responses(
         (status = 200, description = "Applied, previewed, or nothing to change", body = ApplyResult),

@@ -296,11 +296,11 @@ fn deleting_an_object_in_use_is_409_naming_the_users() {
 }
 
 #[test]
-fn a_name_differing_from_the_url_is_400() {
+fn a_name_differing_from_the_url_is_422() {
     let ctl = Ctl::start();
     ctl.post("/api/v1/health-monitors", health_monitor())
         .expect(201);
-    let r = ctl.refused(400, "name_mismatch", |c| {
+    let r = ctl.refused(422, "name_mismatch", |c| {
         let mut renamed = health_monitor();
         renamed["name"] = json!("other");
         c.put("/api/v1/health-monitors/web-tcp", renamed)
@@ -1037,6 +1037,39 @@ fn an_edit_prepared_against_an_older_revision_of_the_object_is_refused() {
     assert_eq!(stored.body["object"], first);
 
     ctl.refused(400, "invalid_header", |c| put_if(c, "\"soon\"", &second));
+    // The document's pattern for the header: `"N"`, `W/"N"`, `N` or `*`, nothing else.
+    let doc = ctl.get("/api/v1/openapi.json").expect(200).body;
+    let parameters = doc["paths"]["/api/v1/pools/{name}"]["put"]["parameters"]
+        .as_array()
+        .unwrap();
+    let if_match = parameters.iter().find(|p| p["name"] == "If-Match").unwrap();
+    assert_eq!(
+        if_match["schema"]["pattern"],
+        r#"^(\*|(W/)?("[0-9]+"|[0-9]+))$"#
+    );
+    for refused in [
+        "\"+5\"",
+        "W/W/\"5\"",
+        "\"\"5\"\"",
+        "\"5",
+        "W/",
+        "5 6",
+        "null",
+    ] {
+        ctl.refused(400, "invalid_header", |c| put_if(c, refused, &second));
+    }
+    for stale in [format!("W/\"{revision}\""), revision.to_string()] {
+        ctl.refused(412, "revision_mismatch", |c| put_if(c, &stale, &second));
+    }
+    // A revision no u64 holds is well formed, and matches nothing.
+    let r = ctl.refused(412, "revision_mismatch", |c| {
+        put_if(c, "\"99999999999999999999\"", &second)
+    });
+    assert!(
+        r.message().contains("99999999999999999999"),
+        "{}",
+        r.message()
+    );
     // `*` and no header: whatever the revision.
     put_if(&ctl, "*", &second).expect(200);
 }
