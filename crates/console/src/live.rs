@@ -160,7 +160,7 @@ impl Sampler {
         }
 
         // The configuration is read again only when its revision moved.
-        let revision = *state.config_revision.borrow();
+        let revision = state.polls.published();
         if self.config.as_ref().is_none_or(|(r, _)| *r != revision) {
             let store = Arc::clone(&state.store);
             let snap = tokio::task::spawn_blocking(move || store.snapshot())

@@ -29,6 +29,7 @@ use crate::extract::{parse_json, ApiJson, ApiPath, ApiQuery, JsonBytes};
 use crate::index::Indexed;
 use crate::kind::{ConfigObject, Kind};
 use crate::metrics::ApiMetrics;
+use crate::poll_wakes::PollWakes;
 use crate::store::{Edit, Store, StoreError};
 use crate::types::{
     is_valid_engine_name, is_valid_token_name, ApplyResult, Configuration, CreatedSession,
@@ -40,9 +41,6 @@ use crate::types::{
 /// Longest desired-state poll (`wait`); a longer one is refused. The document's `maximum`
 /// of `wait` says the same (a test compares them).
 pub const MAX_WAIT_SECS: u64 = 300;
-/// Waiting desired-state polls are woken at most this often (a burst of commits reaches
-/// them as its first commit at once, then its newest revision every interval).
-pub const POLL_WAKE_INTERVAL: Duration = Duration::from_millis(500);
 /// Desired-state poll wait when `wait` is not given.
 pub const DEFAULT_WAIT_SECS: u64 = 30;
 /// Largest request body (a whole configuration): the API's one message limit.
@@ -53,9 +51,9 @@ const BODY_LIMIT: usize = ricochet_api::MAX_MESSAGE_BYTES;
 pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
-    /// The configuration revision, published after each commit that changes it; desired-
-    /// state polls wait on it.
-    pub config_revision: Arc<watch::Sender<u64>>,
+    /// The configuration revision desired-state polls wait on, published after the
+    /// commits that change it, paced.
+    pub polls: Arc<PollWakes>,
     /// Live engines.
     pub engines: Arc<Engines>,
     /// Becomes true when the controller stops: waiting polls return at once.
@@ -64,11 +62,6 @@ pub struct AppState {
     pub metrics: Arc<ApiMetrics>,
     /// The desired-state document of the newest revision, shared by all pollers.
     pub desired: Arc<crate::desired::DesiredCache>,
-    /// The newest committed configuration revision (ahead of `config_revision` while a
-    /// wake is paced).
-    pub committed_revision: Arc<std::sync::atomic::AtomicU64>,
-    /// Signalled by each commit, for [`AppState::pace_poll_wakes`].
-    pub committed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -84,34 +77,9 @@ impl AppState {
             .map_err(ApiError::from)
     }
 
-    /// Wakes desired-state polls; never moves the published revision backwards (two
-    /// commits may finish in either order).
+    /// Wakes desired-state polls (paced: [`crate::poll_wakes`]).
     fn publish(&self, config_revision: u64) {
-        self.committed_revision
-            .fetch_max(config_revision, std::sync::atomic::Ordering::AcqRel);
-        self.committed.notify_one();
-    }
-
-    /// Forwards committed revisions to the pollers' channel: the first commit after a
-    /// quiet spell at once, later ones at most every [`POLL_WAKE_INTERVAL`], each time
-    /// with the newest revision. Every wake answers every waiting engine and each polls
-    /// again, so waking them for each commit of a burst would spend the controller's CPU
-    /// on configurations the engines replace a moment later, and starve the writes.
-    pub async fn pace_poll_wakes(self) {
-        loop {
-            self.committed.notified().await;
-            let latest = self
-                .committed_revision
-                .load(std::sync::atomic::Ordering::Acquire);
-            self.config_revision.send_if_modified(|current| {
-                let newer = latest > *current;
-                if newer {
-                    *current = latest;
-                }
-                newer
-            });
-            tokio::time::sleep(POLL_WAKE_INTERVAL).await;
-        }
+        self.polls.commit(config_revision);
     }
 
     /// Records engine events; a failure is logged, not returned: the request it came
@@ -1099,7 +1067,7 @@ async fn engine_report(
         state.store(move |s| s.engine(&name)).await?
     };
     let record = record.ok_or_else(|| engine_not_registered(&name))?;
-    let current = *state.config_revision.borrow();
+    let current = state.polls.published();
     let configured = state
         .desired
         .at_least(&state.store, current)
@@ -1197,10 +1165,13 @@ async fn desired(
         None => None,
     };
     let wait = Duration::from_secs(wait);
-    let mut revisions = state.config_revision.subscribe();
+    let mut revisions = state.polls.subscribe();
     let mut shutdown = state.shutdown.clone();
+    let mut waited = false;
     if let Some(after) = params.after {
         let deadline = tokio::time::Instant::now() + wait;
+        // Counted while it waits, for the pacing of wakes.
+        let _waiting = state.polls.wait();
         loop {
             let current = *revisions.borrow_and_update();
             if current > after {
@@ -1209,6 +1180,7 @@ async fn desired(
             if *shutdown.borrow() {
                 return Err(stopping());
             }
+            waited = true;
             tokio::select! {
                 changed = revisions.changed() => {
                     if changed.is_err() {
@@ -1225,6 +1197,9 @@ async fn desired(
     // One document per revision, whichever poller asks first builds it.
     let current = *revisions.borrow();
     let doc = state.desired.at_least(&state.store, current).await?;
+    if waited {
+        state.polls.answered();
+    }
     Ok((
         [
             (header::ETAG, etag(doc.revision)),

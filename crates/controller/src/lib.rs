@@ -32,6 +32,7 @@ pub mod error;
 pub mod extract;
 pub mod index;
 pub mod metrics;
+pub mod poll_wakes;
 pub mod status;
 pub mod store;
 pub mod tls;
@@ -229,13 +230,11 @@ impl Controller {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
             store: Arc::new(store),
-            config_revision: Arc::new(watch::channel(config_revision).0),
+            polls: Arc::new(poll_wakes::PollWakes::new(config_revision)),
             engines: Arc::new(Engines::new(options.engine_timeout)),
             shutdown: shutdown_rx,
             metrics: Arc::default(),
             desired: Arc::new(desired::DesiredCache::default()),
-            committed_revision: Arc::new(std::sync::atomic::AtomicU64::new(config_revision)),
-            committed: Arc::new(tokio::sync::Notify::new()),
         };
         Ok(Controller {
             listener,
@@ -361,7 +360,10 @@ impl Controller {
         }
 
         let sweeper = tokio::spawn(sweep_engines(self.state.clone(), self.engine_timeout));
-        let pacer = tokio::spawn(self.state.clone().pace_poll_wakes());
+        let pacer = tokio::spawn({
+            let polls = Arc::clone(&self.state.polls);
+            async move { polls.pace().await }
+        });
         let router = self
             .beside
             .merge(api::router(self.state.clone(), self.tokens));

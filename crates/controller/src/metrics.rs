@@ -145,6 +145,8 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
         revision,
         config_revision,
         engines,
+        polls_waiting: state.polls.waiting(),
+        poll_wake_interval: state.polls.interval(),
     }));
     let mut text = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
@@ -164,6 +166,8 @@ struct StateCollector {
     revision: u64,
     config_revision: u64,
     engines: Vec<ServiceEngine>,
+    polls_waiting: usize,
+    poll_wake_interval: std::time::Duration,
 }
 
 fn gauge_family(
@@ -203,6 +207,21 @@ impl Collector for StateCollector {
             "The revision of the last configuration change (what engines fetch and run)",
             [(vec![], self.config_revision as i64)],
         )?;
+        gauge_family(
+            &mut e,
+            "ricochet_controller_desired_polls_waiting",
+            "Desired-state long polls waiting for a newer configuration revision",
+            [(vec![], self.polls_waiting as i64)],
+        )?;
+        let mut interval = e.encode_descriptor(
+            "ricochet_controller_desired_poll_wake_interval_seconds",
+            "The least time between two wakes of the waiting polls: 0.5 s, or four times what \
+             the last wake's answers took if longer",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.poll_wake_interval.as_secs_f64())
+            .encode(interval.encode_family(&Vec::<(&str, String)>::new())?)?;
         let connection = |c: Connection| match c {
             Connection::Connected => "connected",
             Connection::Disconnected => "disconnected",

@@ -150,3 +150,47 @@ fn metrics_need_a_token_and_count_routes_the_store_and_engines() {
         Some(1.0)
     );
 }
+
+/// A waiting desired-state poll is counted, and the pacing of wakes is shown.
+#[test]
+fn metrics_count_waiting_polls_and_show_the_wake_interval() {
+    let ctl = Ctl::start();
+    let metrics = |ctl: &Ctl| Metrics::parse(&scrape(ctl, Some(&ctl.token)).1);
+    let idle = metrics(&ctl);
+    assert_eq!(
+        idle.value("ricochet_controller_desired_polls_waiting", &[]),
+        0.0
+    );
+    assert_eq!(
+        idle.value(
+            "ricochet_controller_desired_poll_wake_interval_seconds",
+            &[]
+        ),
+        0.5
+    );
+    let revision = ctl.get("/api/v1/desired").expect(200).body["revision"]
+        .as_u64()
+        .unwrap();
+    std::thread::scope(|s| {
+        let poll = s.spawn(|| {
+            ctl.get(&format!("/api/v1/desired?after={revision}&wait=20"))
+                .expect(200)
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while metrics(&ctl).value("ricochet_controller_desired_polls_waiting", &[]) != 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the poll never counted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ctl.post("/api/v1/network-profiles", network_profile())
+            .expect(201);
+        let answer = poll.join().unwrap();
+        assert!(answer.body["revision"].as_u64().unwrap() > revision);
+    });
+    assert_eq!(
+        metrics(&ctl).value("ricochet_controller_desired_polls_waiting", &[]),
+        0.0
+    );
+}
