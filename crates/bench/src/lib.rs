@@ -7,6 +7,7 @@
 //! they never fail on a number (a section fails only when it cannot measure at all).
 
 pub mod control_plane;
+pub mod controller;
 pub mod end_to_end;
 pub mod forwarding;
 pub mod katran;
@@ -158,6 +159,7 @@ pub const SECTIONS: &[(&str, &str, Runner)] = &[
     ),
     ("maglev", "Maglev tables", maglev::run),
     ("control-plane", "Control plane", control_plane::run),
+    ("controller", "Controller writes", controller::run),
     (
         "end-to-end",
         "End to end: wrk against Ricochet (DSR) and nginx (L4 proxy)",

@@ -39,8 +39,8 @@ fn section_ids() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(SECTIONS.iter().map(|(id, _, _)| *id))
 }
 
-/// The sections that run the `ricochet` daemon, so need its binary.
-const DAEMON_SECTIONS: [&str; 2] = ["control-plane", "end-to-end"];
+/// The sections that run the `ricochet` binary (its engine or its controller).
+const DAEMON_SECTIONS: [&str; 3] = ["control-plane", "controller", "end-to-end"];
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
