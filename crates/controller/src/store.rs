@@ -419,7 +419,7 @@ fn in_use(
 /// exactly when validating the whole configuration would, given that the stored one is
 /// valid (every rule looks at one object, the objects it names, the virtual services on
 /// its VIP or the pools holding its VIP as a server address; the differential test in
-/// `tests/incremental_writes.rs` holds it to that):
+/// `store/incremental_tests.rs` holds it to that):
 /// - a virtual service: itself, the other virtual services on its VIP (overlapping ports),
 ///   and the pools with a server at its VIP;
 /// - a pool: itself, the virtual services that use it (server family and port), and those
