@@ -149,6 +149,18 @@ fn metrics_need_a_token_and_count_routes_the_store_and_engines() {
         after.get("ricochet_controller_engine_connected", &[("engine", "se1")]),
         Some(1.0)
     );
+
+    // The README's table lists every family the controller serves.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for family in &after.families {
+        assert!(
+            readme.contains(&format!("`{}`", family.name))
+                || readme.contains(&format!("`{}_total`", family.name)),
+            "README.md does not list the metric family {}",
+            family.name
+        );
+    }
 }
 
 /// A waiting desired-state poll is counted, and the pacing of wakes is shown.
