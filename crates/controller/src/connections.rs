@@ -328,6 +328,37 @@ async fn serve_connection(
     }
 }
 
+/// A request body that records whether it was read to its end.
+struct TrackedBody {
+    inner: hyper::body::Incoming,
+    read_to_end: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
+            this.read_to_end.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 async fn http<IO>(
     io: IO,
     router: Router,
@@ -345,9 +376,28 @@ async fn http<IO>(
         conn.first_byte.store(0, Ordering::Release);
         let guard = InFlight(conn);
         request.extensions_mut().insert(handle);
+        let has_body = !hyper::body::Body::is_end_stream(request.body());
+        let read_to_end = Arc::new(AtomicBool::new(false));
+        let request = request.map(|inner| {
+            axum::body::Body::new(TrackedBody {
+                inner,
+                read_to_end: Arc::clone(&read_to_end),
+            })
+        });
         async move {
-            let response = router.oneshot(request.map(axum::body::Body::new)).await;
+            let mut response = router.oneshot(request).await;
             drop(guard);
+            // A refusal (no token, too large, wrong method) answers without reading the
+            // body; hyper then closes the connection. Say so, or a client reusing the
+            // connection for its next request loses it ("peer disconnected").
+            if has_body && !read_to_end.load(Ordering::Acquire) {
+                if let Ok(response) = response.as_mut() {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+            }
             response
         }
     });

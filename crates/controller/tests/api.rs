@@ -1073,3 +1073,31 @@ fn an_edit_prepared_against_an_older_revision_of_the_object_is_refused() {
     // `*` and no header: whatever the revision.
     put_if(&ctl, "*", &second).expect(200);
 }
+
+/// A refusal that answers before reading the body (no token, say) says
+/// `Connection: close` (RFC 9112 §9.6), since the server may close the connection after
+/// it: a client reusing it for its next request would lose that request. An answer that
+/// read its body keeps the connection.
+#[test]
+fn a_refusal_that_leaves_the_body_unread_closes_the_connection_and_says_so() {
+    let ctl = Ctl::start();
+    // Small enough to arrive with the header: a large one would still be in flight when
+    // the server closes, and the kernel would answer it with a reset.
+    let unread = vec![b' '; 100];
+    let no_token = ctl.raw(
+        "POST",
+        "/api/v1/pools",
+        None,
+        Some("application/json"),
+        Some(unread),
+    );
+    assert_eq!(no_token.status, 401);
+    assert_eq!(no_token.header("connection"), Some("close"));
+    // Read to its end, refused or not: the connection stays.
+    let read = ctl.post("/api/v1/network-profiles", network_profile());
+    assert_eq!(read.status, 201);
+    assert_eq!(read.header("connection"), None);
+    let invalid = ctl.post("/api/v1/pools", json!({"name": "p", "servers": "nope"}));
+    assert_eq!(invalid.status, 400);
+    assert_eq!(invalid.header("connection"), None);
+}
