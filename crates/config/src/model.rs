@@ -84,14 +84,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct NetworkProfile {
     /// Unique among network profiles.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
     pub name: String,
     /// Avi's `profile.type`.
     #[serde(rename = "type")]
@@ -259,14 +252,7 @@ impl DsrEncapsulation {
 #[serde(deny_unknown_fields)]
 pub struct ApplicationProfile {
     /// Unique among application profiles.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
     pub name: String,
     /// Avi's `type`.
     #[serde(rename = "type")]
@@ -292,14 +278,7 @@ pub enum ApplicationProfileType {
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// Unique among pools.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
     pub name: String,
     /// The servers, addressed by their own IP (never the VIP, which lives on their
     /// loopback). A pool may be empty, as in Avi: its services then drop new flows. At
@@ -322,14 +301,7 @@ pub struct Pool {
     /// Names of health monitors, run against every enabled server by each engine (a server
     /// is down while any of them is down).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::ObjectName>, inline))]
     pub health_monitors: Vec<String>,
 }
 
@@ -396,14 +368,7 @@ pub enum ConsistentHash {
 #[serde(deny_unknown_fields)]
 pub struct VirtualService {
     /// Unique among virtual services.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
     pub name: String,
     /// The virtual IP, IPv4 or IPv6 (Avi's `vsvip`). The servers must be in its family.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
@@ -414,34 +379,13 @@ pub struct VirtualService {
     pub services: Vec<Service>,
     /// Name of an application profile, default [`SYSTEM_L4_APPLICATION`].
     #[serde(default = "default_application_profile")]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
     pub application_profile: String,
     /// Name of the network profile: it gives the protocol and must enable DSR.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
     pub network_profile: String,
     /// Name of the pool.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
     pub pool: String,
     /// A disabled virtual service is validated but not programmed. Default true.
     #[serde(default = "default_true")]
@@ -484,14 +428,7 @@ impl Service {
 #[serde(deny_unknown_fields)]
 pub struct HealthMonitor {
     /// Unique among health monitors.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
     pub name: String,
     /// Avi's `type`.
     #[serde(rename = "type")]

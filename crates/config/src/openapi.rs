@@ -3,14 +3,15 @@
 //!
 //! The ranges below are what validation checks a single field against; the model's
 //! `#[schema(minimum = .., maximum = ..)]` attributes state the same numbers in the
-//! document (utoipa's attributes take literals only, so they are written out there), and
+//! document (utoipa's attributes take literals only, so they are written out there; names
+//! share one schema, [`ObjectName`], built from the name rule), and
 //! `tests/schema_ranges.rs` fails if a stated bound and this module, or a stated bound and
 //! what validation accepts at it and just past it, disagree. Rules between fields or
 //! objects (a `receive_timeout` below its `send_interval`, references, overlapping ports)
 //! are not in the document: JSON Schema states each field on its own.
 //!
-//! With the `openapi` feature, also the schemas utoipa cannot derive: [`IpAddress`] and
-//! [`U64`].
+//! With the `openapi` feature, also the schemas utoipa cannot derive or that are stated
+//! once for many fields: [`IpAddress`], [`U64`] and [`ObjectName`].
 
 use std::ops::RangeInclusive;
 
@@ -59,7 +60,7 @@ pub const TABLE_SIZE: RangeInclusive<u32> = 2..=MAX_TABLE_SIZE;
 pub const MAX_SERVERS: usize = MAX_SERVERS_PER_POOL;
 
 #[cfg(feature = "openapi")]
-pub use schemas::{IpAddress, U64};
+pub use schemas::{IpAddress, ObjectName, U64};
 
 #[cfg(feature = "openapi")]
 mod schemas {
@@ -93,6 +94,28 @@ mod schemas {
     impl utoipa::ToSchema for IpAddress {
         fn name() -> Cow<'static, str> {
             Cow::Borrowed("IpAddress")
+        }
+    }
+
+    /// The schema of an object's name and of every reference to one
+    /// (`#[schema(value_type = ObjectName, inline)]`): [`crate::NAME_RULE`] as its length
+    /// and [`crate::NAME_PATTERN`], so that no field writes the rule again.
+    pub struct ObjectName;
+
+    impl utoipa::PartialSchema for ObjectName {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(*super::NAME_LENGTH.start()))
+                .max_length(Some(*super::NAME_LENGTH.end()))
+                .pattern(Some(crate::NAME_PATTERN))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for ObjectName {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("ObjectName")
         }
     }
 

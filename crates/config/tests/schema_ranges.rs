@@ -96,10 +96,20 @@ const BOUND_KEYWORDS: [&str; 7] = [
     "maxItems",
 ];
 
+/// A schema without utoipa's wrapper: an inlined schema given a description of its own
+/// becomes `{"description", "oneOf": [schema]}`, which means the schema.
+fn unwrapped(schema: &Value) -> &Value {
+    match schema["oneOf"].as_array().map(Vec::as_slice) {
+        Some([only]) => only,
+        _ => schema,
+    }
+}
+
 /// The bound keywords of a property's schema (for an array of names, of its items too).
 fn stated(property: &Value) -> BTreeMap<String, Value> {
     let mut found = BTreeMap::new();
-    for (prefix, schema) in [("", property), ("items.", &property["items"])] {
+    let property = unwrapped(property);
+    for (prefix, schema) in [("", property), ("items.", unwrapped(&property["items"]))] {
         for keyword in BOUND_KEYWORDS {
             if let Some(value) = schema.get(keyword) {
                 found.insert(format!("{prefix}{keyword}"), value.clone());
