@@ -141,13 +141,19 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_quiet_spells_first_commit_wakes_at_once_and_a_burst_its_newest_revision_later() {
+    /// Wakes at revision 1 and their pacer, running.
+    fn paced() -> (Arc<PollWakes>, tokio::task::JoinHandle<()>) {
         let wakes = Arc::new(PollWakes::new(1));
         let pacer = tokio::spawn({
             let wakes = Arc::clone(&wakes);
             async move { wakes.pace().await }
         });
+        (wakes, pacer)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_spells_first_commit_wakes_at_once_and_a_burst_its_newest_revision_later() {
+        let (wakes, pacer) = paced();
         let mut polls = wakes.subscribe();
         wakes.commit(2);
         polls.changed().await.unwrap();
@@ -165,11 +171,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn wakes_are_spaced_by_a_multiple_of_the_time_their_answers_take() {
-        let wakes = Arc::new(PollWakes::new(1));
-        let pacer = tokio::spawn({
-            let wakes = Arc::clone(&wakes);
-            async move { wakes.pace().await }
-        });
+        let (wakes, pacer) = paced();
         // Ten polls that take 300 ms to be answered once woken.
         let answers = (0..10)
             .map(|_| {
