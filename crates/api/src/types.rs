@@ -167,6 +167,89 @@ pub struct EngineReport {
     /// its XDP program sends that a driver drops), each with what to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<EngineWarning>,
+    /// The announcement of the VIPs over BGP, for an engine of a group that announces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpReport>,
+}
+
+/// An engine's announcement of its group's VIPs over BGP, through the BGP daemon beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BgpReport {
+    /// The engine's service engine group.
+    pub group: String,
+    /// The BGP daemon, as it names itself (`BIRD 2.0.12`); absent while it does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<String>,
+    /// Why the engine cannot announce, or cannot read its sessions (the daemon is not
+    /// running, refused the configuration, an address is not on the interface), with what
+    /// to do. The data plane forwards on whatever the routers still send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// One session per peer of the group.
+    #[serde(default)]
+    pub sessions: Vec<BgpSession>,
+    /// Each VIP of the group's virtual services: announced or not, and why.
+    #[serde(default)]
+    pub vips: Vec<VipAnnouncement>,
+}
+
+/// One BGP session of an engine, as its BGP daemon shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BgpSession {
+    /// The router.
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::IpAddress))]
+    pub peer: IpAddr,
+    /// The session's state.
+    pub state: BgpSessionState,
+    /// The daemon's own words (BIRD's protocol info: `Established`, `Active`, `Connect
+    /// Socket: Connection refused`, ...).
+    pub info: String,
+    /// Since when it is in this state, as the daemon says (its local time format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// Whether a BGP session carries routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BgpSessionState {
+    /// Up: the router has the announced routes.
+    Established,
+    /// Trying to reach the router, or negotiating.
+    Connecting,
+    /// Not configured in the daemon, or the daemon does not answer.
+    Down,
+}
+
+impl BgpSessionState {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Established => "established",
+            Self::Connecting => "connecting",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// Whether an engine announces a VIP, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VipAnnouncement {
+    /// The VIP (announced as a host route).
+    #[cfg_attr(feature = "openapi", schema(value_type = ricochet_config::openapi::IpAddress))]
+    pub vip: IpAddr,
+    /// Whether the engine gives it to its BGP daemon to announce.
+    pub announced: bool,
+    /// Why (e.g. `virtual service web-vs has 2 healthy servers`, `every server of its
+    /// virtual services is down`, `the engine is stopping`).
+    pub reason: String,
 }
 
 /// A problem an engine found on its host, with the fix.

@@ -79,8 +79,8 @@ pub use compile::{
     Desired, DesiredPool, DesiredServer, DesiredService, Encapsulation, HashMode, PortSpec,
 };
 pub use model::{
-    http_request_lines, is_valid_name, ApplicationProfile, ApplicationProfileType, Config,
-    ConsistentHash, DsrEncapsulation, DsrProfile, DsrType, HealthMonitor, HealthMonitorType,
+    http_request_lines, is_valid_name, ApplicationProfile, ApplicationProfileType, BgpPeer, Config,
+    ConsistentHash, DsrEncapsulation, GroupBgp, GroupEngine, ServiceEngineGroup, DsrProfile, DsrType, HealthMonitor, HealthMonitorType,
     HttpMonitor, HttpResponseCode, LbAlgorithm, NetworkProfile, NetworkProfileType, Pool, Protocol,
     Server, Service, TcpMonitor, UdpMonitor, VirtualService, MAX_NAME_LEN, MAX_RATIO, MIN_RATIO,
     NAME_PATTERN, NAME_RULE, SYSTEM_L4_APPLICATION,

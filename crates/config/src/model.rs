@@ -66,9 +66,34 @@ pub struct Config {
     /// Avi `Pool` objects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<Pool>,
+    /// Avi `ServiceEngineGroup` objects: which engines carry which virtual services, and
+    /// how they announce the VIPs to the routers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_engine_groups: Vec<ServiceEngineGroup>,
     /// Avi `VirtualService` objects, each with its VIP inline (Avi's `VsVip`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub virtual_services: Vec<VirtualService>,
+}
+
+impl Config {
+    /// The group `engine` (an engine's registered name) is a member of, if any.
+    pub fn group_of(&self, engine: &str) -> Option<&ServiceEngineGroup> {
+        self.service_engine_groups
+            .iter()
+            .find(|g| g.engines.iter().any(|e| e.name == engine))
+    }
+
+    /// This configuration as the engine named `engine` runs it: the virtual services of
+    /// its group, or those of no group if it is in none. The other objects stay, so the
+    /// result validates as this one does.
+    pub fn carried_by(&self, engine: &str) -> Config {
+        let group = self.group_of(engine).map(|g| g.name.as_str());
+        let mut config = self.clone();
+        config
+            .virtual_services
+            .retain(|vs| vs.se_group.as_deref() == group);
+        config
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -390,6 +415,11 @@ pub struct VirtualService {
     /// A disabled virtual service is validated but not programmed. Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Name of the service engine group that carries it (Avi's `se_group_ref`). Absent:
+    /// every engine that is in no group carries it (Avi's `Default-Group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::ObjectName>, inline))]
+    pub se_group: Option<String>,
 }
 
 /// Avi `Service`: one port, or an inclusive range of ports.
@@ -414,6 +444,94 @@ impl Service {
     pub fn range(&self) -> (u16, u16) {
         (self.port, self.port_range_end.unwrap_or(self.port))
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Service engine group
+// ---------------------------------------------------------------------------------------
+
+/// Avi `ServiceEngineGroup`: engines that carry the same virtual services side by side
+/// (the routers spread each VIP's traffic over them by ECMP). Every member programs the
+/// same Maglev tables with the same hash seed, so any of them picks the same server for a
+/// flow, and a flow that moves between them keeps its server while its pool is unchanged.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEngineGroup {
+    /// Unique among service engine groups.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ObjectName, inline))]
+    pub name: String,
+    /// The members. An engine is in at most one group.
+    #[serde(default)]
+    pub engines: Vec<GroupEngine>,
+    /// Seed of the client hash every member uses (it replaces the engine's
+    /// `--hash-seed`). Default 0.
+    #[serde(default)]
+    pub hash_seed: u32,
+    /// How the members announce the VIPs of the group's virtual services; absent: they
+    /// announce nothing (the routers have static routes to them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<GroupBgp>,
+}
+
+/// One engine of a [`ServiceEngineGroup`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupEngine {
+    /// The name the engine registers with (`ricochet engine --name`, default its host
+    /// name).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 253, pattern = "^[A-Za-z0-9._-]+$")
+    )]
+    pub name: String,
+    /// The engine's addresses, at most one per family: the sources of its BGP sessions
+    /// (to the peers of the same family). Each must be on the engine's interface, or the
+    /// engine refuses to announce.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::IpAddress>, min_items = 1, max_items = 2))]
+    pub addresses: Vec<IpAddr>,
+}
+
+/// BGP announcement of a group's VIPs, through a BGP daemon beside each engine (BIRD 2):
+/// an engine announces a VIP, as a host route, while it forwards the current revision of
+/// a virtual service of the VIP that has a healthy server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupBgp {
+    /// The engines' autonomous system number.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4294967295u32))]
+    pub local_as: u32,
+    /// The routers every member peers with.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub peers: Vec<BgpPeer>,
+    /// BGP hold time in seconds (keepalives every third of it): how long a router keeps
+    /// the routes of an engine that stopped answering. Default 9.
+    #[serde(default = "default_hold_time")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 3, maximum = 65535))]
+    pub hold_time: u16,
+    /// Run BFD on the sessions (the router must too): a dead engine is noticed in about
+    /// `bfd_interval_ms` × 3 instead of the hold time. Default false.
+    #[serde(default)]
+    pub bfd: bool,
+    /// BFD transmit and receive interval, milliseconds. Default 100.
+    #[serde(default = "default_bfd_interval")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 10000))]
+    pub bfd_interval_ms: u32,
+}
+
+/// A router a [`GroupBgp`] peers with.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpPeer {
+    /// The router's address (on the engines' segment).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
+    pub ip: IpAddr,
+    /// Its autonomous system number.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4294967295u32))]
+    pub remote_as: u32,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -630,6 +748,14 @@ impl std::fmt::Display for Protocol {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_hold_time() -> u16 {
+    9
+}
+
+fn default_bfd_interval() -> u32 {
+    100
 }
 
 fn default_ratio() -> u32 {
