@@ -29,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "wrk",
     // Spoofed SYN and ACK floods in crates/cli/tests/flood_e2e.rs.
     "hping3",
+    // The BGP daemon beside each engine of a service engine group, and the test bed's
+    // router (crates/cli/tests/group_e2e.rs).
+    "bird2",
     "libnginx-mod-stream",
     // The path-MTU test (crates/cli/tests/modes_e2e.rs) withholds a router's ICMP errors
     // with an nftables rule, to show the download needs them.

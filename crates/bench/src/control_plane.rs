@@ -675,6 +675,8 @@ fn time_scrape(
             pid: std::process::id(),
             status,
             warnings: Vec::new(),
+            bgp: None,
+            bgp_include: None,
         },
         servers: desired
             .pools

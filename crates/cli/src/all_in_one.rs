@@ -44,6 +44,8 @@ pub struct AllInOneArgs {
     /// The engine's metrics (the controller's are at its own address, /metrics).
     #[command(flatten)]
     pub metrics: daemon::MetricsArgs,
+    #[command(flatten)]
+    pub bgp: daemon::BgpArgs,
 }
 
 pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
@@ -95,6 +97,7 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     let engine = ricochet_daemon::run(
         Options {
             data_plane: args.data_plane.options(),
+            bgp: args.bgp.options(&args.engine_state_dir),
             state_dir: args.engine_state_dir,
             source: Source::Controller(ControllerOptions {
                 url: format!("http://{reach}"),
@@ -104,6 +107,7 @@ pub fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
                 tls: Default::default(),
             }),
             metrics,
+            name: None,
         },
         &control,
     );

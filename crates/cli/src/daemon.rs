@@ -57,6 +57,39 @@ pub struct EngineArgs {
     pub data_plane: DataPlaneArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub bgp: BgpArgs,
+}
+
+/// Where the engine has its service engine group's VIPs announced over BGP (used only
+/// when its group has BGP settings).
+#[derive(Args, Debug, Clone)]
+pub struct BgpArgs {
+    /// BIRD 2's control socket.
+    #[arg(long, env = "RICOCHET_BIRD_SOCKET", default_value = ricochet_daemon::bgp::DEFAULT_BIRD_SOCKET)]
+    pub bird_socket: PathBuf,
+    /// The file the engine writes and BIRD's configuration includes (`include "FILE";`):
+    /// the VIP routes and a BGP session per peer of the group. Default: bird.conf in the
+    /// state directory.
+    #[arg(long, env = "RICOCHET_BGP_INCLUDE_FILE")]
+    pub bgp_include_file: Option<PathBuf>,
+    /// Seconds a clean stop waits after withdrawing the VIPs, so the routers have moved
+    /// the traffic to the group's other engines when the stop returns.
+    #[arg(long, env = "RICOCHET_BGP_DRAIN_TIME", default_value_t = 5)]
+    pub bgp_drain_time: u64,
+}
+
+impl BgpArgs {
+    /// The library's options; the include file defaults into `state_dir`.
+    pub fn options(self, state_dir: &std::path::Path) -> ricochet_daemon::bgp::BgpOptions {
+        ricochet_daemon::bgp::BgpOptions {
+            bird_socket: self.bird_socket,
+            include_file: self
+                .bgp_include_file
+                .unwrap_or_else(|| state_dir.join(ricochet_daemon::bgp::INCLUDE_FILE)),
+            drain: Duration::from_secs(self.bgp_drain_time),
+        }
+    }
 }
 
 /// Where the engine serves its Prometheus metrics (off unless asked for).
@@ -172,7 +205,7 @@ impl EngineArgs {
                 url: controller_url(&url)?,
                 token: self.token,
                 token_file: self.token_file,
-                name: engine_name(self.name.unwrap_or_else(hostname))?,
+                name: engine_name(self.name.clone().unwrap_or_else(hostname))?,
                 tls: ricochet_api::tls::ClientTls {
                     ca_file: self.ca_file,
                     fingerprint: self.fingerprint,
@@ -182,9 +215,12 @@ impl EngineArgs {
         };
         Ok(Options {
             data_plane: self.data_plane.options(),
+            bgp: self.bgp.options(&self.state_dir),
             state_dir: self.state_dir,
             source,
             metrics: self.metrics.options()?,
+            // A file's engine too is in the group that names it (--name, or the host name).
+            name: Some(engine_name(self.name.unwrap_or_else(hostname))?),
         })
     }
 }

@@ -206,6 +206,23 @@ fn detach(
     pin_dir: &std::path::Path,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
+    // Withdraw first: routes left announced would send the VIPs' traffic to a host that
+    // no longer forwards it.
+    if let Ok(st) = ricochet_daemon::state::read(state_dir) {
+        if let Some(files) = st.bgp_include {
+            match ricochet_daemon::bgp::withdraw_through(&files.socket, &files.include_file) {
+                Ok(()) => println!(
+                    "withdrew the VIPs from BGP ({} emptied, BIRD reconfigured)",
+                    files.include_file.display()
+                ),
+                Err(e) => eprintln!(
+                    "WARNING: could not withdraw the VIPs from BGP: {e:#}; stop BIRD or empty {} \
+                     and run `birdc configure`",
+                    files.include_file.display()
+                ),
+            }
+        }
+    }
     let removed = ricochet_dataplane::kernel::detach(pin_dir, Some(iface))?;
     for p in &removed {
         println!("removed {}", p.display());

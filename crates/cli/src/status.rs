@@ -37,6 +37,49 @@ pub fn ports(p: &PortSpec, all: &str) -> String {
     }
 }
 
+/// The BGP announcement, as the engine last checked it.
+fn print_bgp(bgp: &ricochet_api::types::BgpReport, engine_alive: bool) {
+    println!(
+        "BGP (service engine group {}, {}){}:",
+        bgp.group,
+        bgp.daemon
+            .as_deref()
+            .unwrap_or("the BGP daemon does not answer"),
+        if engine_alive {
+            ""
+        } else {
+            ", as last seen: the BGP daemon keeps announcing what the engine left"
+        }
+    );
+    if let Some(e) = &bgp.error {
+        println!("  ERROR: {e}");
+    }
+    for s in &bgp.sessions {
+        println!(
+            "  peer {:<39} {:<12} {}{}",
+            s.peer,
+            s.state.as_str(),
+            s.info,
+            s.since
+                .as_deref()
+                .map(|t| format!(" (since {t})"))
+                .unwrap_or_default()
+        );
+    }
+    for v in &bgp.vips {
+        println!(
+            "  {:<44} {:<12} {}",
+            v.vip,
+            if v.announced {
+                "announced"
+            } else {
+                "withdrawn"
+            },
+            v.reason
+        );
+    }
+}
+
 fn addr(ip: std::net::IpAddr, port: &str) -> String {
     match ip {
         std::net::IpAddr::V4(a) => format!("{a}:{port}"),
@@ -87,6 +130,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!("Following the controller at {url}: no configuration from it applied yet")
         }
         (None, _) => {}
+    }
+    if let Some(bgp) = &st.bgp {
+        print_bgp(bgp, engine_alive);
     }
     println!(
         "{:<5} {:<32} {:<12} {:>10} {:>12} {:>10}  Virtual service / pool",

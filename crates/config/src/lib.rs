@@ -80,10 +80,11 @@ pub use compile::{
 };
 pub use model::{
     http_request_lines, is_valid_name, ApplicationProfile, ApplicationProfileType, BgpPeer, Config,
-    ConsistentHash, DsrEncapsulation, GroupBgp, GroupEngine, ServiceEngineGroup, DsrProfile, DsrType, HealthMonitor, HealthMonitorType,
-    HttpMonitor, HttpResponseCode, LbAlgorithm, NetworkProfile, NetworkProfileType, Pool, Protocol,
-    Server, Service, TcpMonitor, UdpMonitor, VirtualService, MAX_NAME_LEN, MAX_RATIO, MIN_RATIO,
-    NAME_PATTERN, NAME_RULE, SYSTEM_L4_APPLICATION,
+    ConsistentHash, DsrEncapsulation, DsrProfile, DsrType, GroupBgp, GroupEngine, HealthMonitor,
+    HealthMonitorType, HttpMonitor, HttpResponseCode, LbAlgorithm, NetworkProfile,
+    NetworkProfileType, Pool, Protocol, Server, Service, ServiceEngineGroup, TcpMonitor,
+    UdpMonitor, VirtualService, MAX_NAME_LEN, MAX_RATIO, MIN_RATIO, NAME_PATTERN, NAME_RULE,
+    SYSTEM_L4_APPLICATION,
 };
 pub use validate::{Known, KnownNames, ValidationError, ValidationErrors, HINT_NAMES};
 

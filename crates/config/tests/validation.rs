@@ -646,6 +646,7 @@ fn server_ip_is_the_vip_of_an_unrelated_virtual_service() {
             network_profile: "dsr-tcp".into(),
             pool: "v6-pool".into(),
             enabled: false,
+            se_group: None,
         });
     let errs = errors(&config);
     assert_eq!(errs.len(), 1, "{errs:?}");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::store::{now, EngineRecord, NewEvent};
 use crate::types::{
-    Connection, EngineReport, HealthState, ReceivedReport, ServerHealth, ServiceEngine,
+    BgpReport, Connection, EngineReport, HealthState, ReceivedReport, ServerHealth, ServiceEngine,
 };
 
 #[derive(Debug, Default)]
@@ -254,6 +254,86 @@ fn report_events(
             });
         }
     }
+    events.extend(bgp_events(
+        name,
+        previous.and_then(|p| p.bgp.as_ref()),
+        report.bgp.as_ref(),
+    ));
+    events
+}
+
+/// The events of an engine's BGP announcement: each session whose state changed, each VIP
+/// announced or withdrawn (with the engine's reason), and the announcement's error.
+fn bgp_events(name: &str, before: Option<&BgpReport>, now: Option<&BgpReport>) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    let empty = BgpReport {
+        group: String::new(),
+        daemon: None,
+        error: None,
+        sessions: Vec::new(),
+        vips: Vec::new(),
+    };
+    let (before_r, now_r) = (before.unwrap_or(&empty), now.unwrap_or(&empty));
+    let group = if now_r.group.is_empty() {
+        &before_r.group
+    } else {
+        &now_r.group
+    };
+    for s in &now_r.sessions {
+        let old = before_r.sessions.iter().find(|o| o.peer == s.peer);
+        if old.map(|o| o.state) != Some(s.state) {
+            events.push(NewEvent {
+                subject: format!("{}/bgp/peers/{}", subject(name), s.peer),
+                state: s.state.as_str().into(),
+                previous: old.map(|o| o.state.as_str().into()),
+                reason: format!(
+                    "BGP session of engine {name} (service engine group {group}) to {}: {}",
+                    s.peer, s.info
+                ),
+            });
+        }
+    }
+    let state = |announced: bool| if announced { "announced" } else { "withdrawn" };
+    for v in &now_r.vips {
+        let old = before_r.vips.iter().find(|o| o.vip == v.vip);
+        if old.map(|o| o.announced) != Some(v.announced) {
+            events.push(NewEvent {
+                subject: format!("{}/vips/{}", subject(name), v.vip),
+                state: state(v.announced).into(),
+                previous: old.map(|o| state(o.announced).into()),
+                reason: format!("engine {name}: {}", v.reason),
+            });
+        }
+    }
+    // A VIP no longer in the report (its virtual service left the group or was deleted)
+    // was withdrawn with it.
+    for old in &before_r.vips {
+        if old.announced && !now_r.vips.iter().any(|v| v.vip == old.vip) {
+            events.push(NewEvent {
+                subject: format!("{}/vips/{}", subject(name), old.vip),
+                state: "withdrawn".into(),
+                previous: Some("announced".into()),
+                reason: format!("engine {name}: no virtual service of it runs on this engine"),
+            });
+        }
+    }
+    if now_r.error != before_r.error {
+        if let Some(e) = &now_r.error {
+            events.push(NewEvent {
+                subject: format!("{}/bgp", subject(name)),
+                state: "error".into(),
+                previous: None,
+                reason: format!("engine {name}: {e}"),
+            });
+        } else if before.is_some() && now.is_some() {
+            events.push(NewEvent {
+                subject: format!("{}/bgp", subject(name)),
+                state: "ok".into(),
+                previous: Some("error".into()),
+                reason: format!("engine {name}: the BGP announcement is configured again"),
+            });
+        }
+    }
     events
 }
 
@@ -286,6 +366,7 @@ mod tests {
             message: None,
             counters: EngineCounters::default(),
             warnings: Vec::new(),
+            bgp: None,
             servers: servers
                 .iter()
                 .map(|(ip, state)| ServerHealth {

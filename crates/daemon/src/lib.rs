@@ -12,12 +12,16 @@
 //! - [`health`]: the monitors of the pools that run, and what their verdicts change;
 //! - [`state`]: the state file `ricochet status` reads;
 //! - [`report`]: what the engine tells the controller, and the thread that posts it;
+//! - [`bgp`]: the announcement of the group's VIPs through BIRD ([`bird`], its control
+//!   socket);
 //! - [`metrics`]: `GET /metrics` (Prometheus text format) on `--metrics-listen`;
 //! - [`run`]: start-up and the run loops, until [`Control`] says stop.
 //!
 //! The run loops are generic over the data plane: tests run them in-process over the
 //! in-memory data plane of `ricochet-dataplane` (see this crate's tests).
 
+pub mod bgp;
+pub mod bird;
 pub mod control;
 pub mod health;
 pub mod metrics;
@@ -80,4 +84,9 @@ pub struct Options {
     pub source: Source,
     /// Where to serve `GET /metrics`; `None`: not served.
     pub metrics: Option<metrics::MetricsOptions>,
+    /// The engine's name when it follows a file (a controller's engine has its
+    /// registered name): it decides the engine's service engine group.
+    pub name: Option<String>,
+    /// Where the VIPs of a service engine group with BGP are announced.
+    pub bgp: bgp::BgpOptions,
 }

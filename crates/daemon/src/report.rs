@@ -55,7 +55,7 @@ pub fn engine_report<D: DaemonDataplane>(
         counters,
         servers: runner.monitoring().report(runner.current()),
         warnings: runner.warnings(),
-        bgp: None,
+        bgp: runner.bgp_report().cloned(),
     }
 }
 

@@ -41,7 +41,13 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
         state_dir,
         source,
         metrics: metrics_options,
+        name,
+        bgp,
     } = options;
+    let name = match &source {
+        Source::Controller(o) => Some(o.name.clone()),
+        Source::File { .. } => name,
+    };
     // Bound first: a bad address or token file stops the start-up before the kernel is
     // touched.
     let metrics = match &metrics_options {
@@ -147,6 +153,9 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
             source_v4,
             source_v6,
             flow_scan: args.flow_scan,
+            name,
+            hash_seed: args.hash_seed,
+            bgp,
         },
     )?;
     if let Some(m) = metrics {
@@ -182,6 +191,7 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
             follow_controller(&mut runner, &follower, &reporter, running, control);
         }
     }
+    runner.stop_announcing();
     info!(
         "stopping; the pinned XDP program keeps forwarding with the last configuration \
          (`ricochet detach --interface {}` removes it)",
@@ -240,6 +250,8 @@ pub fn start_controller<D: DaemonDataplane>(
 struct Chores {
     last_probe: Instant,
     last_state: Instant,
+    /// The BGP announcement changed: the controller should hear of it now.
+    report_now: bool,
 }
 
 impl Chores {
@@ -247,6 +259,7 @@ impl Chores {
         Chores {
             last_probe: Instant::now(),
             last_state: Instant::now(),
+            report_now: false,
         }
     }
 
@@ -258,6 +271,9 @@ impl Chores {
         }
         // The runner knows when a scan is due.
         runner.scan_flows();
+        if runner.bgp_turn() {
+            self.report_now = true;
+        }
         if self.last_state.elapsed() >= Duration::from_secs(1) {
             runner.write_state_logged();
             self.last_state = Instant::now();
@@ -367,7 +383,8 @@ pub fn follow_controller<D: DaemonDataplane>(
                 return;
             }
         }
-        if runner.health_turn() {
+        runner.set_refusal(refusal.as_deref());
+        if runner.health_turn() | std::mem::take(&mut chores.report_now) {
             last_report = None; // the controller hears of it now
         }
         if last_report.is_none_or(|t| t.elapsed() >= REPORT_INTERVAL) {

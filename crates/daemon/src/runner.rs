@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ricochet_config::{Config, Desired, Encapsulation};
+use ricochet_config::{Config, Desired, Encapsulation, ServiceEngineGroup};
 use ricochet_dataplane::kernel::{AttachMode, KernelDataplane};
 use ricochet_dataplane::memory::MemoryDataplane;
 use ricochet_dataplane::xmit::{Finding, FindingKind, XmitMonitor};
@@ -17,6 +17,7 @@ use ricochet_dataplane::Dataplane;
 use ricochet_engine::{ApplyReport, Engine};
 use tracing::{debug, error, info, warn};
 
+use crate::bgp::{Announcer, BgpOptions};
 use crate::health::{self, without_down_servers, DownServers, Monitoring};
 use crate::metrics::{EngineMetrics, Snapshot};
 use crate::state::{self, Origin, StateFile};
@@ -104,6 +105,13 @@ pub struct RunnerOptions {
     pub source_v4: Option<Ipv4Addr>,
     pub source_v6: Option<Ipv6Addr>,
     pub flow_scan: FlowScan,
+    /// The engine's name, which decides its service engine group; `None`: it carries the
+    /// virtual services of no group.
+    pub name: Option<String>,
+    /// The client hash seed when the engine is in no group (a group's replaces it).
+    pub hash_seed: u32,
+    /// Where the VIPs of a group with BGP are announced.
+    pub bgp: BgpOptions,
 }
 
 /// The engine with what it needs to apply configurations and describe itself.
@@ -132,6 +140,14 @@ pub struct Runner<D: DaemonDataplane> {
     metrics: Option<Arc<EngineMetrics>>,
     /// When the flow table was last scanned (and so counted).
     last_flow_scan: Option<Instant>,
+    /// The engine's group in the configuration that runs.
+    group: Option<ServiceEngineGroup>,
+    /// The announcement of the group's VIPs.
+    announcer: Announcer,
+    /// Why the newest configuration does not run (the controller's, refused).
+    refusal: Option<String>,
+    /// Stopping: the VIPs are withdrawn.
+    stopping: bool,
 }
 
 impl<D: DaemonDataplane> Runner<D> {
@@ -139,6 +155,7 @@ impl<D: DaemonDataplane> Runner<D> {
     /// attached yet.
     pub fn new(engine: Engine<D>, options: RunnerOptions) -> anyhow::Result<Self> {
         let monitoring = Monitoring::new(&options.interface)?;
+        let announcer = Announcer::new(options.bgp.clone());
         Ok(Runner {
             options,
             engine,
@@ -153,6 +170,10 @@ impl<D: DaemonDataplane> Runner<D> {
             revision_base: 0,
             metrics: None,
             last_flow_scan: None,
+            group: None,
+            announcer,
+            refusal: None,
+            stopping: false,
         })
     }
 
@@ -289,11 +310,141 @@ impl<D: DaemonDataplane> Runner<D> {
         )
     }
 
-    /// Applies `config` (compiled: `desired`) and runs its health monitors.
+    /// Applies `config` (compiled: `desired`) and runs its health monitors: the virtual
+    /// services of the engine's service engine group, or of no group (see
+    /// [`Config::carried_by`]), with the group's hash seed.
     pub fn apply(&mut self, config: &Config, desired: &Desired) -> anyhow::Result<ApplyReport> {
-        let report = self.apply_desired(desired)?;
+        let group = self
+            .options
+            .name
+            .as_deref()
+            .and_then(|n| config.group_of(n))
+            .cloned();
+        let grouped = config
+            .virtual_services
+            .iter()
+            .any(|vs| vs.se_group.is_some());
+        let carried;
+        let (config, desired) = match (&self.options.name, grouped || group.is_some()) {
+            (Some(name), true) => {
+                carried = config.carried_by(name);
+                let desired = carried
+                    .compile()
+                    .map_err(|e| anyhow::anyhow!("the group's part does not validate:\n{e}"))?;
+                (&carried, std::borrow::Cow::Owned(desired))
+            }
+            (None, true) => {
+                carried = config.carried_by("");
+                let desired = carried
+                    .compile()
+                    .map_err(|e| anyhow::anyhow!("the ungrouped part does not validate:\n{e}"))?;
+                (&carried, std::borrow::Cow::Owned(desired))
+            }
+            _ => (config, std::borrow::Cow::Borrowed(desired)),
+        };
+        let seed = group
+            .as_ref()
+            .map_or(self.options.hash_seed, |g| g.hash_seed);
+        self.set_hash_seed(seed)?;
+        let report = self.apply_desired(&desired)?;
         self.monitoring.follow(config);
+        if self.group != group {
+            match &group {
+                Some(g) => info!(
+                    group = %g.name,
+                    "this engine is a member of service engine group {:?}: it carries the group's {} virtual services",
+                    g.name,
+                    config.virtual_services.len()
+                ),
+                None if self.group.is_some() => {
+                    info!("this engine is in no service engine group any more")
+                }
+                None => {}
+            }
+        }
+        self.group = group;
+        self.bgp_turn();
         Ok(report)
+    }
+
+    /// Writes the client hash seed if it changed (the engine flags every service's flow
+    /// table first, so established flows keep their servers).
+    fn set_hash_seed(&mut self, seed: u32) -> anyhow::Result<()> {
+        let current = self.engine.dataplane().settings()?;
+        if current.hash_seed == seed {
+            return Ok(());
+        }
+        info!(
+            from = current.hash_seed,
+            to = seed,
+            "client hash seed changes (the service engine group's)"
+        );
+        let mut settings = current;
+        settings.hash_seed = seed;
+        self.engine.set_settings(&settings)
+    }
+
+    /// Records why the newest configuration does not run (`None`: it runs): no VIP is
+    /// announced meanwhile.
+    pub fn set_refusal(&mut self, refusal: Option<&str>) {
+        if self.refusal.as_deref() != refusal {
+            self.refusal = refusal.map(str::to_owned);
+            self.bgp_turn();
+        }
+    }
+
+    /// Brings the BGP announcement in line with the engine's state (at once when it
+    /// changed, else every second). Whether the report changed.
+    pub fn bgp_turn(&mut self) -> bool {
+        let addrs: Vec<IpAddr> = match crate::net::interface_addrs(&self.options.interface) {
+            Ok((v4, v6)) => v4
+                .into_iter()
+                .map(IpAddr::V4)
+                .chain(v6.into_iter().map(IpAddr::V6))
+                .collect(),
+            Err(e) => {
+                warn!("reading the interface's addresses for BGP: {e:#}");
+                Vec::new()
+            }
+        };
+        let effective_down = self.down.clone();
+        let name = self.options.name.clone().unwrap_or_default();
+        self.announcer.turn(&crate::bgp::Inputs {
+            engine: &name,
+            group: self.group.as_ref(),
+            attached: self.attached,
+            refusal: self.refusal.as_deref(),
+            stopping: self.stopping,
+            desired: &self.current,
+            down: &effective_down,
+            interface_addrs: &addrs,
+        })
+    }
+
+    /// The BGP announcement as last checked; `None` when the engine announces nothing.
+    pub fn bgp_report(&self) -> Option<&ricochet_api::types::BgpReport> {
+        self.announcer.report()
+    }
+
+    /// A clean stop: withdraws every VIP, then waits the drain time (the data plane
+    /// forwards meanwhile), so the routers have moved the traffic when the stop returns.
+    pub fn stop_announcing(&mut self) {
+        let announcing = self
+            .bgp_report()
+            .is_some_and(|r| r.vips.iter().any(|v| v.announced));
+        self.stopping = true;
+        self.bgp_turn();
+        if let Err(e) = self.announcer.withdraw_all("the engine stopped") {
+            error!("BGP: withdrawing on stop: {e:#}");
+        }
+        let drain = self.announcer.options().drain;
+        if announcing && !drain.is_zero() {
+            info!(
+                "BGP: VIPs withdrawn; draining for {} s before stopping",
+                drain.as_secs_f64()
+            );
+            std::thread::sleep(drain);
+        }
     }
 
     /// Takes in what health monitoring says: when the set of down servers changed, the
@@ -421,6 +572,10 @@ impl<D: DaemonDataplane> Runner<D> {
                 status
             },
             warnings: self.warnings(),
+            bgp: self.bgp_report().cloned(),
+            bgp_include: self
+                .bgp_report()
+                .map(|_| self.announcer.options().clone().into()),
         })
     }
 

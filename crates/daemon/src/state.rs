@@ -32,6 +32,28 @@ pub struct StateFile {
     /// Packets lost without an error elsewhere (XDP frames a driver drops), with the fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<EngineWarning>,
+    /// The announcement of the group's VIPs over BGP, if the engine announces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<ricochet_api::types::BgpReport>,
+    /// Where BIRD is told what to announce (so `ricochet detach` can withdraw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp_include: Option<BirdFiles>,
+}
+
+/// BIRD's control socket and the include file the engine writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BirdFiles {
+    pub socket: PathBuf,
+    pub include_file: PathBuf,
+}
+
+impl From<crate::bgp::BgpOptions> for BirdFiles {
+    fn from(o: crate::bgp::BgpOptions) -> Self {
+        BirdFiles {
+            socket: o.bird_socket,
+            include_file: o.include_file,
+        }
+    }
 }
 
 /// The state file in `dir`.
@@ -112,6 +134,8 @@ mod tests {
             controller_revision: None,
             health: vec![],
             warnings: vec![],
+            bgp: None,
+            bgp_include: None,
             pid: 42,
             status: ricochet_engine::status::Status {
                 revision,

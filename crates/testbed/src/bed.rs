@@ -18,7 +18,7 @@ use crate::topology::{Host, Topology};
 ///
 /// Dropping it, also on panic or on an error half-way through [`SeedBed::new`], stops the
 /// servers, runs `ricochet server undo` on both servers (its undo record lives in `/run`,
-/// outside the namespaces), removes the namespaces, the pin directories of se1, web01 and
+/// outside the namespaces), removes the namespaces, the pin directories of se1, se2, web01 and
 /// web02, and the working directory.
 #[derive(Debug)]
 pub struct SeedBed {
@@ -57,7 +57,7 @@ impl SeedBed {
     pub fn new(ricochet: &str, tag: &str, vips: &[IpAddr]) -> Result<SeedBed> {
         crate::require_root()?;
         let topo = Topology::seed().context("building the seed topology")?;
-        let pins = ["se1", "web01", "web02"]
+        let pins = ["se1", "se2", "web01", "web02"]
             .map(|host| pin_dir(&topo, host))
             .to_vec();
         let mut bed = SeedBed {
@@ -104,8 +104,8 @@ impl SeedBed {
         Ok(())
     }
 
-    /// The bpffs pin directory of a host of the topology (`se1`, `web01`, `web02`), removed
-    /// on drop for those three.
+    /// The bpffs pin directory of a host of the topology (`se1`, `se2`, `web01`, `web02`),
+    /// removed on drop for those four.
     pub fn pin_dir(&self, host: &str) -> PathBuf {
         pin_dir(&self.topo, host)
     }

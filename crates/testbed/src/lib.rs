@@ -26,6 +26,7 @@
 //! ```
 
 mod bed;
+pub mod bird;
 mod capture;
 mod clients;
 mod cmd;

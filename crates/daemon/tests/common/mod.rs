@@ -56,6 +56,13 @@ pub fn runner(state_dir: &Path) -> Runner<MemoryDataplane> {
             source_v4,
             source_v6: None,
             flow_scan: Default::default(),
+            name: None,
+            hash_seed: 0,
+            bgp: ricochet_daemon::bgp::BgpOptions {
+                bird_socket: state_dir.join("no-bird.ctl"),
+                include_file: state_dir.join("bird.conf"),
+                drain: std::time::Duration::ZERO,
+            },
         },
     )
     .unwrap()
