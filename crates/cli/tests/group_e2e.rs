@@ -302,6 +302,60 @@ fn spread(group: &Group, vip: IpAddr, n: usize) -> (BTreeMap<String, usize>, Vec
     (by_server, failed)
 }
 
+/// What happened to connections while the router moved traffic off an engine.
+struct UnderLoad {
+    broken: Vec<String>,
+}
+
+/// Opens 1,000 keep-alive connections to `vip` (a GET on each), runs `act` (which makes
+/// the router move traffic and answers how long that took) while a thread opens a new
+/// connection every 20 ms, then sends a GET on every connection again.
+fn under_load(
+    g: &Group,
+    vip: IpAddr,
+    what: &str,
+    act: impl FnOnce(&Group) -> Duration,
+) -> UnderLoad {
+    let mut conns: Vec<Conn> = (0..1000).map(|_| Conn::open_in(&g.bed.topo, vip)).collect();
+    let mut first = BTreeMap::new();
+    for c in &mut conns {
+        let body = c.get().expect("GET before the change");
+        *first.entry(body).or_insert(0usize) += 1;
+    }
+    let stop = AtomicBool::new(false);
+    let (tried, failed_new) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let converged = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                tried.fetch_add(1, Ordering::Relaxed);
+                if get_new(&g.bed.topo, vip).is_err() {
+                    failed_new.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let converged = act(g);
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        converged
+    });
+    let mut broken = Vec::new();
+    for (i, c) in conns.iter_mut().enumerate() {
+        if let Err(e) = c.get() {
+            broken.push(format!("connection {i}: {e}"));
+        }
+    }
+    println!(
+        "{what}: router converged in {converged:?}; {} of 1000 keep-alive connections broken; \
+         {} of {} new connections failed meanwhile (servers before: {first:?})",
+        broken.len(),
+        failed_new.load(Ordering::Relaxed),
+        tried.load(Ordering::Relaxed),
+    );
+    UnderLoad { broken }
+}
+
 #[test]
 fn a_group_of_two_engines_announces_spreads_fails_over_and_withdraws() {
     let mut g = Group::new("group");
@@ -396,27 +450,46 @@ fn a_group_of_two_engines_announces_spreads_fails_over_and_withdraws() {
         .contains("the BGP daemon keeps announcing what the engine left"));
     g.start_engine(0); // adopts the pinned data plane
 
+    // A clean stop of se2 under 1,000 keep-alive connections: it withdraws, drains for
+    // --bgp-drain-time (forwarding meanwhile), then exits; se1 takes every connection.
+    let mut se2 = g.members[1].engine.take().unwrap();
+    let se1_only = [g.bed.topo.se1.ipv4.into()];
+    let drain = under_load(&g, v4, "se2 drained", |g| {
+        let t = Instant::now();
+        se2.signal(libc::SIGTERM).unwrap();
+        let converged = g.wait_for_hops(v4, &se1_only, Duration::from_secs(10));
+        let status = se2
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("se2 exits");
+        assert!(status.success(), "{}", se2.report());
+        assert!(
+            t.elapsed() >= Duration::from_secs(1),
+            "it drained for --bgp-drain-time"
+        );
+        assert!(
+            se2.stderr()
+                .contains("BGP: VIPs withdrawn; draining for 1 s"),
+            "{}",
+            se2.report()
+        );
+        converged
+    });
+    assert!(
+        drain.broken.is_empty(),
+        "connections broken by the drain: {:?}",
+        drain.broken
+    );
+    g.start_engine(1);
+    g.wait_for_hops(v4, &g.engine_ips(false), Duration::from_secs(15));
+
     // se1 dies as a host does (its link down, every process killed, BIRD included) under
     // 1,000 keep-alive connections and new connections arriving every 20 ms.
-    let mut conns: Vec<Conn> = (0..1000).map(|_| Conn::open_in(&g.bed.topo, v4)).collect();
-    let mut first = BTreeMap::new();
-    for c in &mut conns {
-        let body = c.get().expect("GET before the failure");
-        *first.entry(body).or_insert(0usize) += 1;
-    }
-    let stop = AtomicBool::new(false);
-    let (tried, failed_new) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let convergence = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                tried.fetch_add(1, Ordering::Relaxed);
-                if get_new(&g.bed.topo, v4).is_err() {
-                    failed_new.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        std::thread::sleep(Duration::from_millis(500));
+    let se1_bird = g.members[0].bird.take().unwrap();
+    let se1_engine = g.members[0].engine.take().unwrap();
+    let se2_only = [g.bed.topo.se2.ipv4.into()];
+    let failure = under_load(&g, v4, "se1 failed", move |g| {
+        let (mut bird, mut engine) = (se1_bird, se1_engine);
         let killed = Instant::now();
         let se1 = &g.bed.topo.se1;
         // A host that comes back has its addresses again.
@@ -427,52 +500,15 @@ fn a_group_of_two_engines_announces_spreads_fails_over_and_withdraws() {
             )])
             .unwrap();
         se1.ns.ip(&["link", "set", se1.iface, "down"]).unwrap();
-        g.members[0].bird.take().unwrap().process.kill().unwrap();
-        g.members[0].engine.take().unwrap().kill().unwrap();
-        g.wait_for_hops(v4, &[g.bed.topo.se2.ipv4.into()], Duration::from_secs(10));
-        let converged = killed.elapsed();
-        std::thread::sleep(Duration::from_secs(2));
-        stop.store(true, Ordering::Relaxed);
-        converged
+        bird.process.kill().unwrap();
+        engine.kill().unwrap();
+        g.wait_for_hops(v4, &se2_only, Duration::from_secs(10));
+        killed.elapsed()
     });
-    let mut broken = Vec::new();
-    for (i, c) in conns.iter_mut().enumerate() {
-        if let Err(e) = c.get() {
-            broken.push(format!("connection {i}: {e}"));
-        }
-    }
-    println!(
-        "se1 failed: router converged on se2 in {convergence:?}; {} of 1000 keep-alive \
-         connections broken; {} of {} new connections failed meanwhile (servers before: {first:?})",
-        broken.len(),
-        failed_new.load(Ordering::Relaxed),
-        tried.load(Ordering::Relaxed),
-    );
     assert!(
-        broken.is_empty(),
-        "connections broken by the failover: {broken:?}"
-    );
-    drop(conns);
-
-    // A clean stop of se2 withdraws first, drains, then exits.
-    let mut se2 = g.members[1].engine.take().unwrap();
-    let t = Instant::now();
-    se2.signal(libc::SIGTERM).unwrap();
-    let status = se2
-        .wait_timeout(Duration::from_secs(10))
-        .unwrap()
-        .expect("se2 exits");
-    assert!(status.success(), "{}", se2.report());
-    assert!(
-        t.elapsed() >= Duration::from_secs(1),
-        "it drained for --bgp-drain-time"
-    );
-    assert!(g.next_hops(v4).is_empty(), "withdrawn before the exit");
-    assert!(
-        se2.stderr()
-            .contains("BGP: VIPs withdrawn; draining for 1 s"),
-        "{}",
-        se2.report()
+        failure.broken.is_empty(),
+        "connections broken by the failover: {:?}",
+        failure.broken
     );
 
     // se1 comes back without its BGP daemon: the engine runs and says why it cannot
