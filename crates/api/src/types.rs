@@ -498,6 +498,20 @@ pub struct StatusView {
     pub revision: u64,
     /// Virtual services, sorted by name.
     pub virtual_services: Vec<VirtualServiceStatus>,
+    /// The BGP announcement of each connected engine of a group with BGP, by engine name.
+    #[serde(default)]
+    pub bgp: Vec<EngineBgpStatus>,
+}
+
+/// One engine's BGP announcement in the status view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EngineBgpStatus {
+    /// The engine.
+    pub engine: String,
+    /// Its report's BGP section: group, daemon, error, sessions, VIPs and why.
+    #[serde(flatten)]
+    pub report: BgpReport,
 }
 
 /// One virtual service's status.
@@ -517,6 +531,12 @@ pub struct VirtualServiceStatus {
     pub reason: String,
     /// Its pool's servers.
     pub servers: Vec<ServerStatus>,
+    /// Its service engine group, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub se_group: Option<String>,
+    /// The connected engines that announce its VIP over BGP, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub announced_by: Vec<String>,
 }
 
 /// A virtual service's state from its servers'.

@@ -174,6 +174,7 @@ impl Sampler {
             *revision,
             config,
             &state.engines.server_health(),
+            &state.engines.bgp_reports(),
         );
         if self.status.as_ref() != Some(&view) {
             live.publish(

@@ -896,6 +896,7 @@ async fn status(State(state): State<AppState>) -> Result<Json<crate::types::Stat
         snap.config_revision,
         &snap.config,
         &reports,
+        &state.engines.bgp_reports(),
     )))
 }
 

@@ -164,6 +164,23 @@ impl Engines {
         all
     }
 
+    /// The BGP announcement of every connected engine that reports one, by name.
+    pub fn bgp_reports(&self) -> Vec<(String, BgpReport)> {
+        let mut all: Vec<(String, BgpReport)> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.connected)
+            .filter_map(|(name, e)| {
+                e.report
+                    .as_ref()
+                    .and_then(|r| r.report.bgp.clone())
+                    .map(|b| (name.clone(), b))
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Forgets an engine (after it is unregistered).
     pub fn forget(&self, name: &str) {
         self.lock().remove(name);
@@ -434,6 +451,68 @@ mod tests {
         assert_eq!(
             states(&engines.sweep()),
             [("service-engines/se2", "disconnected")]
+        );
+    }
+
+    #[test]
+    fn bgp_changes_are_events_with_the_engines_reason() {
+        use crate::types::{BgpSession, BgpSessionState, VipAnnouncement};
+        let bgp = |state: BgpSessionState, announced: Option<bool>, error: Option<&str>| {
+            let mut r = report(EngineRunState::Running, &[]);
+            r.bgp = Some(BgpReport {
+                group: "g1".into(),
+                daemon: Some("BIRD 2.0.12".into()),
+                error: error.map(str::to_owned),
+                sessions: vec![BgpSession {
+                    peer: "192.168.33.1".parse().unwrap(),
+                    state,
+                    info: format!("{state:?}"),
+                    since: None,
+                }],
+                vips: announced
+                    .map(|announced| VipAnnouncement {
+                        vip: "192.168.35.241".parse().unwrap(),
+                        announced,
+                        reason: if announced {
+                            "serving: web-vs (2 of 2 servers up)".into()
+                        } else {
+                            "no server is up in virtual service web-vs".into()
+                        },
+                    })
+                    .into_iter()
+                    .collect(),
+            });
+            r
+        };
+        use BgpSessionState::*;
+        let first = bgp(Connecting, Some(true), None);
+        let e = report_events("se1", None, &first);
+        assert!(states(&e).contains(&("service-engines/se1/bgp/peers/192.168.33.1", "connecting")));
+        assert!(states(&e).contains(&("service-engines/se1/vips/192.168.35.241", "announced")));
+        let up = bgp(Established, Some(true), None);
+        assert_eq!(
+            states(&report_events("se1", Some(&first), &up)),
+            [("service-engines/se1/bgp/peers/192.168.33.1", "established")]
+        );
+        assert!(report_events("se1", Some(&up), &up).is_empty());
+        let down = bgp(Established, Some(false), None);
+        let e = report_events("se1", Some(&up), &down);
+        assert_eq!(
+            states(&e),
+            [("service-engines/se1/vips/192.168.35.241", "withdrawn")]
+        );
+        assert_eq!(
+            e[0].reason,
+            "engine se1: no server is up in virtual service web-vs"
+        );
+        let gone = bgp(Established, None, Some("no BGP daemon answers"));
+        let e = report_events("se1", Some(&up), &gone);
+        assert_eq!(
+            states(&e),
+            [
+                ("service-engines/se1/vips/192.168.35.241", "withdrawn"),
+                ("service-engines/se1/bgp", "error")
+            ]
         );
     }
 }

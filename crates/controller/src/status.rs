@@ -11,15 +11,17 @@ use std::net::IpAddr;
 use ricochet_config::Config;
 
 use crate::types::{
-    HealthState, ServerHealth, ServerStatus, ServiceState, StatusView, VirtualServiceStatus,
+    BgpReport, EngineBgpStatus, HealthState, ServerHealth, ServerStatus, ServiceState, StatusView,
+    VirtualServiceStatus,
 };
 
 /// The view of `config` (at `revision`) given `reports`: (engine, server health) from
-/// connected engines.
+/// connected engines, and `bgp`: (engine, BGP announcement) from connected engines.
 pub fn status_view(
     revision: u64,
     config: &Config,
     reports: &[(String, ServerHealth)],
+    bgp: &[(String, BgpReport)],
 ) -> StatusView {
     let mut by_server: BTreeMap<(&str, IpAddr), Vec<(&str, &ServerHealth)>> = BTreeMap::new();
     for (engine, health) in reports {
@@ -57,6 +59,12 @@ pub fn status_view(
                     "the virtual service is disabled".to_owned(),
                 )
             };
+            let mut announced_by: Vec<String> = bgp
+                .iter()
+                .filter(|(_, r)| r.vips.iter().any(|v| v.vip == vs.vip && v.announced))
+                .map(|(engine, _)| engine.clone())
+                .collect();
+            announced_by.sort();
             VirtualServiceStatus {
                 name: vs.name.clone(),
                 vip: vs.vip,
@@ -64,13 +72,24 @@ pub fn status_view(
                 state,
                 reason,
                 servers,
+                se_group: vs.se_group.clone(),
+                announced_by,
             }
         })
         .collect();
     virtual_services.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut bgp: Vec<EngineBgpStatus> = bgp
+        .iter()
+        .map(|(engine, report)| EngineBgpStatus {
+            engine: engine.clone(),
+            report: report.clone(),
+        })
+        .collect();
+    bgp.sort_by(|a, b| a.engine.cmp(&b.engine));
     StatusView {
         revision,
         virtual_services,
+        bgp,
     }
 }
 
@@ -221,7 +240,7 @@ mod tests {
     fn a_service_is_up_degraded_or_down_from_its_servers() {
         let config =
             Config::from_yaml_str(include_str!("../../config/examples/seed.yaml")).unwrap();
-        let view = status_view(3, &config, &[]);
+        let view = status_view(3, &config, &[], &[]);
         assert_eq!(web_vs(&view).state, ServiceState::Unknown);
 
         let up = |ip| {
@@ -238,7 +257,7 @@ mod tests {
             ),
             up("192.168.34.10"),
         ];
-        let vs = web_vs(&status_view(3, &config, &reports)).clone();
+        let vs = web_vs(&status_view(3, &config, &reports, &[])).clone();
         assert_eq!(vs.state, ServiceState::Degraded);
         assert_eq!(
             vs.reason,
@@ -251,6 +270,7 @@ mod tests {
             3,
             &config,
             &[up("192.168.33.10"), up("192.168.34.10")],
+            &[],
         ))
         .clone();
         assert_eq!(
@@ -268,7 +288,7 @@ mod tests {
                 health("192.168.34.10", HealthState::Down, refused),
             ),
         ];
-        let vs = web_vs(&status_view(3, &config, &both_down)).clone();
+        let vs = web_vs(&status_view(3, &config, &both_down, &[])).clone();
         assert_eq!(vs.state, ServiceState::Down);
         assert!(
             vs.reason
@@ -292,12 +312,46 @@ mod tests {
                 health("192.168.33.10", HealthState::Down, "timeout"),
             ),
         ];
-        let vs = web_vs(&status_view(3, &config, &reports)).clone();
+        let vs = web_vs(&status_view(3, &config, &reports, &[])).clone();
         assert_eq!(vs.servers[0].state, HealthState::Down);
         assert_eq!(vs.servers[0].reason.as_deref(), Some("engine se2: timeout"));
         assert_eq!(
             vs.servers[1].reason.as_deref(),
             Some("no connected engine reports it")
         );
+    }
+
+    #[test]
+    fn the_view_names_the_engines_that_announce_a_vip() {
+        use crate::types::{BgpSession, BgpSessionState, VipAnnouncement};
+        let config =
+            Config::from_yaml_str(include_str!("../../config/examples/seed.yaml")).unwrap();
+        let report = |announced: bool| BgpReport {
+            group: "g1".into(),
+            daemon: Some("BIRD 2.0.12".into()),
+            error: None,
+            sessions: vec![BgpSession {
+                peer: "192.168.33.1".parse().unwrap(),
+                state: BgpSessionState::Established,
+                info: "Established".into(),
+                since: None,
+            }],
+            vips: vec![VipAnnouncement {
+                vip: "192.168.35.241".parse().unwrap(),
+                announced,
+                reason: "why".into(),
+            }],
+        };
+        let bgp = [
+            ("se2".to_owned(), report(true)),
+            ("se1".to_owned(), report(true)),
+            ("se3".to_owned(), report(false)),
+        ];
+        let view = status_view(3, &config, &[], &bgp);
+        assert_eq!(web_vs(&view).announced_by, ["se1", "se2"]);
+        let engines: Vec<&str> = view.bgp.iter().map(|b| b.engine.as_str()).collect();
+        assert_eq!(engines, ["se1", "se2", "se3"]);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["bgp"][0]["sessions"][0]["state"], "established");
     }
 }
