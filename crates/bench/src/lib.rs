@@ -17,6 +17,7 @@ pub mod maglev;
 pub mod per_packet;
 pub mod plot;
 pub mod report;
+pub mod scale_out;
 pub mod stats;
 pub mod sys;
 
@@ -164,6 +165,11 @@ pub const SECTIONS: &[(&str, &str, Runner)] = &[
         "end-to-end",
         "End to end: wrk against Ricochet (DSR) and nginx (L4 proxy)",
         end_to_end::run,
+    ),
+    (
+        "scale-out",
+        "Scale-out: two engines behind ECMP, routes from BGP",
+        scale_out::run,
     ),
 ];
 

@@ -40,7 +40,7 @@ fn section_ids() -> clap::builder::PossibleValuesParser {
 }
 
 /// The sections that run the `ricochet` binary (its engine or its controller).
-const DAEMON_SECTIONS: [&str; 3] = ["control-plane", "controller", "end-to-end"];
+const DAEMON_SECTIONS: [&str; 4] = ["control-plane", "controller", "end-to-end", "scale-out"];
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
