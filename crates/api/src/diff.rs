@@ -22,6 +22,9 @@ pub struct ConfigDiff {
     pub health_monitors: KindDiff,
     /// Pools.
     pub pools: KindDiff,
+    /// Service engine groups.
+    #[serde(default)]
+    pub service_engine_groups: KindDiff,
     /// Virtual services.
     pub virtual_services: KindDiff,
 }
@@ -102,6 +105,7 @@ impl ConfigDiff {
             Kind::ApplicationProfile => &self.application_profiles,
             Kind::HealthMonitor => &self.health_monitors,
             Kind::Pool => &self.pools,
+            Kind::ServiceEngineGroup => &self.service_engine_groups,
             Kind::VirtualService => &self.virtual_services,
         }
     }
@@ -112,6 +116,7 @@ impl ConfigDiff {
             Kind::ApplicationProfile => &mut self.application_profiles,
             Kind::HealthMonitor => &mut self.health_monitors,
             Kind::Pool => &mut self.pools,
+            Kind::ServiceEngineGroup => &mut self.service_engine_groups,
             Kind::VirtualService => &mut self.virtual_services,
         }
     }
@@ -226,6 +231,28 @@ mod tests {
         );
         assert!(diff.virtual_services == KindDiff::default());
         assert!(!diff.is_empty());
+    }
+
+    #[test]
+    fn a_group_changes_field_by_field_and_its_defaults_are_no_change() {
+        let old = config(
+            "service_engine_groups:\n  - { name: g, engines: [{ name: se1, addresses: [10.0.0.7] }], \
+             bgp: { local_as: 65001, peers: [{ ip: 10.0.0.1, remote_as: 65000 }] } }\n",
+        );
+        let same = config(
+            "service_engine_groups:\n  - { name: g, hash_seed: 0, engines: [{ name: se1, addresses: [10.0.0.7] }], \
+             bgp: { local_as: 65001, peers: [{ ip: 10.0.0.1, remote_as: 65000 }], hold_time: 9, bfd: false, \
+             bfd_interval_ms: 100 } }\n",
+        );
+        assert!(ConfigDiff::between(&old, &same).is_empty());
+        let mut new = old.clone();
+        new.service_engine_groups[0].bgp.as_mut().unwrap().hold_time = 30;
+        let diff = ConfigDiff::between(&old, &new);
+        let [changed] = diff.service_engine_groups.changed.as_slice() else {
+            panic!("one changed group expected: {diff:?}")
+        };
+        assert_eq!(changed.fields[0].path, "bgp.hold_time");
+        assert_eq!(diff.touched(), [(Kind::ServiceEngineGroup, "g", "changed")]);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 use std::fmt;
 
 use ricochet_config::{
-    ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, VirtualService,
+    ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, ServiceEngineGroup,
+    VirtualService,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,6 +24,8 @@ pub enum Kind {
     HealthMonitor,
     /// [`Pool`].
     Pool,
+    /// [`ServiceEngineGroup`].
+    ServiceEngineGroup,
     /// [`VirtualService`].
     VirtualService,
 }
@@ -30,11 +33,12 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in the order of [`Config`]'s lists (referenced kinds before the kinds
     /// that refer to them).
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::NetworkProfile,
         Kind::ApplicationProfile,
         Kind::HealthMonitor,
         Kind::Pool,
+        Kind::ServiceEngineGroup,
         Kind::VirtualService,
     ];
 
@@ -45,6 +49,7 @@ impl Kind {
             Kind::ApplicationProfile => "application-profiles",
             Kind::HealthMonitor => "health-monitors",
             Kind::Pool => "pools",
+            Kind::ServiceEngineGroup => "service-engine-groups",
             Kind::VirtualService => "virtual-services",
         }
     }
@@ -57,6 +62,7 @@ impl Kind {
             Kind::ApplicationProfile => "application_profiles",
             Kind::HealthMonitor => "health_monitors",
             Kind::Pool => "pools",
+            Kind::ServiceEngineGroup => "service_engine_groups",
             Kind::VirtualService => "virtual_services",
         }
     }
@@ -68,6 +74,7 @@ impl Kind {
             Kind::ApplicationProfile => "application profile",
             Kind::HealthMonitor => "health monitor",
             Kind::Pool => "pool",
+            Kind::ServiceEngineGroup => "service engine group",
             Kind::VirtualService => "virtual service",
         }
     }
@@ -90,6 +97,7 @@ impl Kind {
             Kind::ApplicationProfile => names(&config.application_profiles),
             Kind::HealthMonitor => names(&config.health_monitors),
             Kind::Pool => names(&config.pools),
+            Kind::ServiceEngineGroup => names(&config.service_engine_groups),
             Kind::VirtualService => names(&config.virtual_services),
         }
     }
@@ -106,6 +114,7 @@ impl Kind {
             Kind::ApplicationProfile => find(&config.application_profiles, name),
             Kind::HealthMonitor => find(&config.health_monitors, name),
             Kind::Pool => find(&config.pools, name),
+            Kind::ServiceEngineGroup => find(&config.service_engine_groups, name),
             Kind::VirtualService => find(&config.virtual_services, name),
         }
     }
@@ -160,6 +169,11 @@ config_object!(
 );
 config_object!(HealthMonitor, Kind::HealthMonitor, health_monitors);
 config_object!(Pool, Kind::Pool, pools);
+config_object!(
+    ServiceEngineGroup,
+    Kind::ServiceEngineGroup,
+    service_engine_groups
+);
 config_object!(VirtualService, Kind::VirtualService, virtual_services);
 
 /// Where objects refer to the object `name` of kind `kind`: `(path of the referring field,
@@ -196,7 +210,67 @@ pub fn referrers(config: &Config, kind: Kind, name: &str) -> Vec<(String, Kind, 
                 }
             }
         }
+        Kind::ServiceEngineGroup => {
+            for vs in &config.virtual_services {
+                if vs.se_group.as_deref() == Some(name) {
+                    found.push((
+                        format!("{}.se_group", Kind::VirtualService.path_of(&vs.name)),
+                        Kind::VirtualService,
+                        vs.name.clone(),
+                    ));
+                }
+            }
+        }
         Kind::VirtualService => {}
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_segment_field_and_noun() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_segment(kind.segment()), Some(kind));
+            assert_eq!(kind.segment().replace('-', "_"), kind.field());
+            assert_eq!(kind.noun().replace(' ', "_") + "s", kind.field());
+        }
+        // Referenced kinds before the kinds that refer to them.
+        let at = |k| Kind::ALL.iter().position(|&x| x == k).unwrap();
+        assert!(at(Kind::ServiceEngineGroup) < at(Kind::VirtualService));
+        assert_eq!(
+            Kind::from_segment("service-engine-groups"),
+            Some(Kind::ServiceEngineGroup)
+        );
+    }
+
+    #[test]
+    fn a_group_is_referred_to_by_the_virtual_services_it_carries() {
+        let config = Config::from_yaml_str(
+            r#"
+service_engine_groups:
+  - { name: g1, engines: [{ name: se1, addresses: [192.168.33.7] }] }
+virtual_services:
+  - { name: a, vip: 10.0.0.1, network_profile: np, pool: p, se_group: g1 }
+  - { name: b, vip: 10.0.0.2, network_profile: np, pool: p }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            referrers(&config, Kind::ServiceEngineGroup, "g1"),
+            [(
+                r#"virtual_services["a"].se_group"#.to_owned(),
+                Kind::VirtualService,
+                "a".to_owned()
+            )]
+        );
+        assert!(referrers(&config, Kind::ServiceEngineGroup, "g2").is_empty());
+        assert_eq!(Kind::ServiceEngineGroup.names(&config), ["g1"]);
+        assert_eq!(
+            Kind::ServiceEngineGroup.json_of(&config, "g1").unwrap()["engines"][0]["name"],
+            "se1"
+        );
+    }
 }

@@ -107,18 +107,9 @@ pub struct EventList {
     pub events: Vec<Event>,
 }
 
-/// What an engine name may hold, as said in refusals.
-pub const ENGINE_NAME_RULE: &str = "1 to 253 letters, digits, '-', '.' or '_' (a host name)";
-
-/// Whether `name` is a valid engine name: engine names go into URLs and event subjects,
-/// so host-name characters only ([`ENGINE_NAME_RULE`]).
-pub fn is_valid_engine_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-}
+/// The engine name rule (names go into URLs and event subjects: host-name characters
+/// only); one definition in `ricochet-config`, where service engine groups name engines.
+pub use ricochet_config::{is_valid_engine_name, ENGINE_NAME_RULE};
 
 /// A service engine registering itself (`POST /api/v1/service-engines`). Registering
 /// again with the same name updates the addresses and version.

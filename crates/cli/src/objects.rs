@@ -18,7 +18,8 @@ use ricochet_api::types::{
     StatusView, Versioned,
 };
 use ricochet_config::{
-    ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, VirtualService,
+    ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, ServiceEngineGroup,
+    VirtualService,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -56,6 +57,14 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
         "health-monitors" | "health-monitor" | "healthmonitors" | "healthmonitor" | "monitors"
         | "monitor" | "hm" => Target::Object(Kind::HealthMonitor),
         "pools" | "pool" => Target::Object(Kind::Pool),
+        "service-engine-groups"
+        | "service-engine-group"
+        | "serviceenginegroups"
+        | "serviceenginegroup"
+        | "se-groups"
+        | "se-group"
+        | "segs"
+        | "seg" => Target::Object(Kind::ServiceEngineGroup),
         "virtual-services" | "virtual-service" | "virtualservices" | "virtualservice" | "vs"
         | "vsvc" => Target::Object(Kind::VirtualService),
         "service-engines" | "service-engine" | "serviceengines" | "serviceengine" | "engines"
@@ -66,7 +75,8 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
             return Err(format!(
                 "unknown kind {text:?}: use virtual-services (vs), pools (pool), \
                  network-profiles (netprof), application-profiles (appprof), \
-                 health-monitors (hm), service-engines (se), configuration or status"
+                 health-monitors (hm), service-engine-groups (seg), service-engines (se), \
+                 configuration or status"
             ))
         }
     };
@@ -78,14 +88,16 @@ fn object_kind(target: Target, verb: &str) -> anyhow::Result<Kind> {
         Target::Object(kind) => Ok(kind),
         Target::ServiceEngines => bail!(
             "service engines register themselves; `ricochet {verb}` works on virtual-services, \
-             pools, network-profiles, application-profiles and health-monitors"
+             pools, network-profiles, application-profiles, health-monitors and \
+             service-engine-groups (which name the engines that carry a virtual service)"
         ),
         Target::Configuration => {
             bail!("the whole configuration is applied with `ricochet apply -f FILE`, not `{verb}`")
         }
         Target::Status => bail!(
             "the status comes from the engines' health monitors; `ricochet {verb}` works on \
-             virtual-services, pools, network-profiles, application-profiles and health-monitors"
+             virtual-services, pools, network-profiles, application-profiles, health-monitors \
+             and service-engine-groups"
         ),
     }
 }
@@ -123,8 +135,9 @@ pub struct ApplyArgs {
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// virtual-services (vs), pools, network-profiles (netprof), application-profiles
-    /// (appprof), health-monitors (hm), service-engines (se), configuration, status
-    /// (virtual services up / degraded / down and their servers' health).
+    /// (appprof), health-monitors (hm), service-engine-groups (seg), service-engines (se),
+    /// configuration, status (virtual services up / degraded / down and their servers'
+    /// health).
     #[arg(value_parser = parse_target)]
     pub kind: Target,
     /// One object; all when omitted.
@@ -313,6 +326,9 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         }
         Target::Object(Kind::HealthMonitor) => get_objects::<HealthMonitor>(&client, &args),
         Target::Object(Kind::Pool) => get_objects::<Pool>(&client, &args),
+        Target::Object(Kind::ServiceEngineGroup) => {
+            get_objects::<ServiceEngineGroup>(&client, &args)
+        }
         Target::Object(Kind::VirtualService) => get_objects::<VirtualService>(&client, &args),
         Target::ServiceEngines => get_engines(&client, &args),
         Target::Status => get_status(&client, &args),
@@ -773,10 +789,48 @@ impl Row for Pool {
     }
 }
 
+impl Row for ServiceEngineGroup {
+    const KIND: Kind = Kind::ServiceEngineGroup;
+    const HEADER: &'static [&'static str] = &["NAME", "ENGINES", "BGP", "HOLD", "BFD"];
+    fn row(&self) -> Vec<String> {
+        let engines = join(self.engines.iter().map(|e| {
+            let addresses: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
+            format!("{} ({})", e.name, addresses.join(" "))
+        }));
+        let (bgp, hold, bfd) = match &self.bgp {
+            Some(bgp) => {
+                let peers: Vec<String> = bgp
+                    .peers
+                    .iter()
+                    .map(|p| format!("{} AS {}", p.ip, p.remote_as))
+                    .collect();
+                (
+                    format!("AS {} \u{2192} {}", bgp.local_as, peers.join(", ")),
+                    format!("{}s", bgp.hold_time),
+                    if bgp.bfd {
+                        format!("{}ms", bgp.bfd_interval_ms)
+                    } else {
+                        "off".to_owned()
+                    },
+                )
+            }
+            None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+        };
+        vec![self.name.clone(), engines, bgp, hold, bfd]
+    }
+}
+
 impl Row for VirtualService {
     const KIND: Kind = Kind::VirtualService;
-    const HEADER: &'static [&'static str] =
-        &["NAME", "VIP", "PORTS", "POOL", "NETWORK PROFILE", "ENABLED"];
+    const HEADER: &'static [&'static str] = &[
+        "NAME",
+        "VIP",
+        "PORTS",
+        "POOL",
+        "NETWORK PROFILE",
+        "SE GROUP",
+        "ENABLED",
+    ];
     fn row(&self) -> Vec<String> {
         let ports = join(self.services.iter().map(|s| match s.range() {
             (1, 65535) => "all".to_owned(),
@@ -789,6 +843,7 @@ impl Row for VirtualService {
             ports,
             self.pool.clone(),
             self.network_profile.clone(),
+            self.se_group.clone().unwrap_or_else(|| "-".to_owned()),
             if self.enabled { "yes" } else { "no" }.to_owned(),
         ]
     }
@@ -831,6 +886,18 @@ mod tests {
             Ok(Target::Object(Kind::ApplicationProfile))
         );
         assert_eq!(parse_target("pool"), Ok(Target::Object(Kind::Pool)));
+        for alias in [
+            "seg",
+            "service-engine-groups",
+            "service_engine_group",
+            "SE-Groups",
+        ] {
+            assert_eq!(
+                parse_target(alias),
+                Ok(Target::Object(Kind::ServiceEngineGroup)),
+                "{alias}"
+            );
+        }
         assert_eq!(parse_target("se"), Ok(Target::ServiceEngines));
         assert_eq!(parse_target("config"), Ok(Target::Configuration));
         let e = parse_target("vips").unwrap_err();
@@ -842,6 +909,39 @@ mod tests {
         assert_eq!(segment("web-pool.v2_x~").unwrap(), "web-pool.v2_x~");
         assert!(segment(&"a".repeat(70_000)).is_err());
         assert_eq!(segment("a b/c").unwrap(), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn a_group_row_shows_members_peers_hold_time_and_bfd() {
+        let config = Config::from_yaml_str(
+            r#"
+service_engine_groups:
+  - name: g1
+    engines:
+      - { name: se1, addresses: [192.168.33.7, "fc00::7"] }
+      - { name: se2, addresses: [192.168.33.8] }
+    bgp:
+      local_as: 65001
+      peers: [{ ip: 192.168.33.1, remote_as: 65000 }]
+      bfd: true
+  - { name: g2 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.service_engine_groups[0].row(),
+            [
+                "g1",
+                "se1 (192.168.33.7 fc00::7), se2 (192.168.33.8)",
+                "AS 65001 \u{2192} 192.168.33.1 AS 65000",
+                "9s",
+                "100ms"
+            ]
+        );
+        assert_eq!(
+            config.service_engine_groups[1].row(),
+            ["g2", "-", "-", "-", "-"]
+        );
     }
 
     #[test]

@@ -39,16 +39,20 @@ fn apply_the_seed_then_get_shows_it() {
         .collect();
     assert_eq!(
         lines[0],
-        ["NAME", "VIP", "PORTS", "POOL", "NETWORK", "PROFILE", "ENABLED", "REVISION"]
+        [
+            "NAME", "VIP", "PORTS", "POOL", "NETWORK", "PROFILE", "SE", "GROUP", "ENABLED",
+            "REVISION"
+        ]
     );
     assert!(
-        lines.iter().any(|l| l[..6]
+        lines.iter().any(|l| l[..7]
             == [
                 "web-vs",
                 "192.168.35.241",
                 "80",
                 "web-pool",
                 "dsr-l3-tcp",
+                "-",
                 "yes"
             ]),
         "{out}"
@@ -212,6 +216,99 @@ fn create_replace_delete_one_object() {
     let (code, _, err) = ctl.cli(&["get", "vips"]);
     assert_eq!(code, 2, "a usage error");
     assert!(err.contains("unknown kind"), "{err}");
+}
+
+#[test]
+fn a_service_engine_group_from_a_file_carries_a_virtual_service() {
+    let (_dir, ctl) = controller();
+    ctl.cli(&["apply", "-f", SEED, "--yes"]);
+    let file = ctl.state_dir.join("seg.yaml");
+    std::fs::write(
+        &file,
+        r#"name: seg-a
+engines:
+  - { name: se1, addresses: [192.168.33.7, "fc00::7"] }
+  - { name: se2, addresses: [192.168.33.8, "fc00::8"] }
+bgp:
+  local_as: 65001
+  peers: [{ ip: 192.168.33.1, remote_as: 65000 }]
+"#,
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = ctl.cli(&["create", "seg", "-f", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("created service engine group seg-a"),
+        "{out}"
+    );
+    let (code, out, err) = ctl.cli(&["get", "service-engine-groups"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "ENGINES", "BGP", "HOLD", "BFD", "REVISION"]
+    );
+    assert!(
+        lines[1].starts_with(
+            "seg-a  se1 (192.168.33.7 fc00::7), se2 (192.168.33.8 fc00::8)  \
+             AS 65001 \u{2192} 192.168.33.1 AS 65000  9s    off"
+        ),
+        "{out}"
+    );
+
+    // The YAML out is a file replace takes.
+    let (code, yaml, _) = ctl.cli(&["get", "seg", "seg-a", "-o", "yaml"]);
+    assert_eq!(code, 0);
+    std::fs::write(&file, yaml.replace("hold_time: 9", "hold_time: 30")).unwrap();
+    let (code, _, err) = ctl.cli(&["replace", "seg", "-f", f]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl.cli(&["get", "seg"]);
+    assert!(out.contains("30s"), "{out}");
+
+    // web-vs shares its VIP with dns-vs: alone, it cannot move to the group.
+    let (_, yaml, _) = ctl.cli(&["get", "vs", "web-vs", "-o", "yaml"]);
+    let vs_file = ctl.state_dir.join("vs.yaml");
+    std::fs::write(&vs_file, format!("{yaml}se_group: seg-a\n")).unwrap();
+    let (code, _, err) = ctl.cli(&["replace", "vs", "-f", vs_file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(r#"virtual_services["web-vs"].se_group: virtual service "dns-vs""#),
+        "{err}"
+    );
+    // A virtual service in the group shows it; the group is then in use.
+    let (_, yaml, _) = ctl.cli(&["get", "vs", "web-vs-v6", "-o", "yaml"]);
+    std::fs::write(&vs_file, format!("{yaml}se_group: seg-a\n")).unwrap();
+    let (code, _, err) = ctl.cli(&["replace", "vs", "-f", vs_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl.cli(&["get", "vs", "web-vs-v6"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[5], "seg-a", "{out}");
+    let (code, _, err) = ctl.cli(&["delete", "seg", "seg-a"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(r#"service engine group "seg-a" is in use by virtual service "web-vs-v6""#),
+        "{err}"
+    );
+    // apply shows a group's changes field by field, with the other kinds'.
+    let (_, exported, _) = ctl.cli(&["get", "config", "-o", "yaml"]);
+    let next = ctl.state_dir.join("next.yaml");
+    std::fs::write(&next, exported.replace("hold_time: 30", "hold_time: 60")).unwrap();
+    let (code, out, err) = ctl.cli(&["apply", "-f", next.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("  ~ service engine group seg-a\n      bgp.hold_time: 30 -> 60\n"),
+        "{out}"
+    );
+    // A missing group is refused with its path, and changes nothing.
+    std::fs::write(&vs_file, format!("{yaml}se_group: seg-b\n")).unwrap();
+    let (code, _, err) = ctl.cli(&["replace", "vs", "-f", vs_file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(r#"virtual_services["web-vs-v6"].se_group"#),
+        "{err}"
+    );
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! that joined it, so nothing leaves the test's namespaces. The walk is the seed's, through
 //! the pages: a wrong token is refused; the operator signs in, creates the network profile
 //! (a refused save first: its error next to its field, nothing stored), the health monitor,
-//! the pool with web01 and web02, the virtual service; the dashboard shows it up and its
+//! the pool with web01 and web02, the virtual service, a service engine group of another
+//! engine (listed with its BGP peer, offered by the virtual service form); the dashboard shows it up and its
 //! charts move while curl sends traffic from the client; nginx stops on web01 and the
 //! server turns red with its reason; nginx back, web01 is disabled on the pool page and new
 //! connections avoid it; an edit of the pool that someone else changed meanwhile is refused;
@@ -544,6 +545,48 @@ async fn walk(
     b.shot("virtual-service-form").await;
     b.save("virtual-services").await;
     b.shot("virtual-services-list").await;
+
+    // ---- A service engine group of another engine, with a BGP peer: listed with its
+    // announcement; the virtual service form offers it, and web-vs stays in none.
+    b.go("#/service-engine-groups/new").await;
+    b.fill("[data-path='name']", "seg-spare").await;
+    b.click("fieldset[data-path='engines'] > button").await;
+    b.fill("[data-path='engines[0].name']", "se9").await;
+    b.fill("[data-path='engines[0].v4']", "192.168.33.9").await;
+    b.click("[data-path='announce_bgp']").await;
+    b.fill("[data-path='bgp.local_as']", "65001").await;
+    b.fill("[data-path='bgp.peers[0].ip']", "192.168.33.1")
+        .await;
+    b.fill("[data-path='bgp.peers[0].remote_as']", "65000")
+        .await;
+    b.assert_labelled("the service engine group form").await;
+    b.save("service-engine-groups").await;
+    b.wait_js(
+        "seg-spare listed with its members and peer",
+        "const r = document.querySelector('tr[data-group=\"seg-spare\"]');
+         return r && r.textContent.includes('se9 192.168.33.9')
+           && r.textContent.includes('AS 65001 → 192.168.33.1 AS 65000')
+           && r.textContent.includes('9 s') && r.textContent.includes('0 virtual services');",
+        WAIT,
+    )
+    .await;
+    b.shot("service-engine-groups-list").await;
+    b.go("#/virtual-services").await;
+    b.wait_js(
+        "web-vs in no service engine group",
+        "const h = [...document.querySelectorAll('table.list thead th')].map(t => t.textContent);
+         const r = document.querySelector('tr[data-vs=\"web-vs\"]');
+         return r && r.children[h.indexOf('SE group')].textContent === '—';",
+        WAIT,
+    )
+    .await;
+    b.go("#/virtual-services/edit/web-vs").await;
+    b.wait_js(
+        "the virtual service form offers seg-spare",
+        "return !!document.querySelector(\"[data-path='se_group'] option[value='seg-spare']\");",
+        WAIT,
+    )
+    .await;
 
     // ---- The dashboard: web-vs up; with curl traffic from the client, its charts move.
     b.go("#/dashboard").await;

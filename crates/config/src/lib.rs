@@ -16,6 +16,9 @@
 //! | [`VirtualService`] | `VirtualService` with its `VsVip` | `virtual_services` |
 //! | [`Service`] | `Service` (`port`, `port_range_end`) | `virtual_services[].services` |
 //! | [`HealthMonitor`] | `HealthMonitor` (`tcp_monitor`, `udp_monitor`, `http_monitor`) | `health_monitors` |
+//! | [`ServiceEngineGroup`] | `ServiceEngineGroup` (its members, BGP peers; a virtual service's `se_group_ref`) | `service_engine_groups` |
+//! | [`GroupEngine`] | a member of the group | `service_engine_groups[].engines` |
+//! | [`GroupBgp`], [`BgpPeer`] | the group's BGP announcement of the VIPs | `service_engine_groups[].bgp` |
 //!
 //! Objects refer to each other by name. The life of a configuration:
 //!
@@ -86,7 +89,10 @@ pub use model::{
     UdpMonitor, VirtualService, MAX_NAME_LEN, MAX_RATIO, MIN_RATIO, NAME_PATTERN, NAME_RULE,
     SYSTEM_L4_APPLICATION,
 };
-pub use validate::{Known, KnownNames, ValidationError, ValidationErrors, HINT_NAMES};
+pub use validate::{
+    is_valid_engine_name, Known, KnownNames, ValidationError, ValidationErrors, ENGINE_NAME_RULE,
+    HINT_NAMES, MAX_ENGINE_NAME_LEN,
+};
 
 /// A configuration that could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +186,9 @@ impl Config {
     /// virtual services sharing a VIP, protocol and port; invalid ports and ranges;
     /// VIPs and servers of different families; ratios outside 1..=20; table sizes that
     /// are not prime or below 100 × servers; unusable addresses (unspecified, loopback,
-    /// multicast, broadcast); out-of-range monitor parameters.
+    /// multicast, broadcast); out-of-range monitor parameters; an engine in two service
+    /// engine groups, a group member without an address of a BGP peer's family, virtual
+    /// services of one VIP in different groups.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         validate::validate(self, None)
     }

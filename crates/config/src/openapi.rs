@@ -59,6 +59,32 @@ pub const TABLE_SIZE: RangeInclusive<u32> = 2..=MAX_TABLE_SIZE;
 /// `Pool.servers`: at most this many.
 pub const MAX_SERVERS: usize = MAX_SERVERS_PER_POOL;
 
+/// An engine's name (`GroupEngine.name`), in bytes ([`crate::ENGINE_NAME_RULE`]): a host
+/// name's longest.
+pub const ENGINE_NAME_LENGTH: RangeInclusive<usize> = 1..=crate::MAX_ENGINE_NAME_LEN;
+
+/// The characters of an engine's name, as a regular expression (its length is
+/// [`ENGINE_NAME_LENGTH`]).
+pub const ENGINE_NAME_PATTERN: &str = "^[A-Za-z0-9._-]+$";
+
+/// `GroupEngine.addresses`: one or two, at most one per family (a rule between items).
+pub const ENGINE_ADDRESSES: RangeInclusive<usize> = 1..=2;
+
+/// `GroupBgp.local_as` and `BgpPeer.remote_as`: 4-byte AS numbers (RFC 6793); 0 is
+/// reserved (RFC 7607).
+pub const AS_NUMBER: RangeInclusive<u32> = 1..=u32::MAX;
+
+/// `GroupBgp.peers`: at least this many.
+pub const MIN_BGP_PEERS: usize = 1;
+
+/// `GroupBgp.hold_time`, seconds: RFC 4271 allows 0 (no keepalives) or 3 and more; 0 is
+/// refused, so that a dead engine's routes always expire.
+pub const HOLD_TIME: RangeInclusive<u16> = 3..=u16::MAX;
+
+/// `GroupBgp.bfd_interval_ms`, milliseconds: BIRD's useful range (below 10 ms a busy
+/// engine misses its own packets; above 10 s BFD is slower than the hold time).
+pub const BFD_INTERVAL_MS: RangeInclusive<u32> = 10..=10_000;
+
 #[cfg(feature = "openapi")]
 pub use schemas::{IpAddress, ObjectName, U64};
 

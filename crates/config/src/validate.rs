@@ -13,13 +13,31 @@ use std::ops::RangeInclusive;
 use serde::Serialize;
 
 use crate::model::{
-    Config, DsrEncapsulation, DsrType, HealthMonitor, HealthMonitorType, NetworkProfile, Pool,
-    Protocol, VirtualService, MAX_RATIO, MIN_RATIO, SYSTEM_L4_APPLICATION,
+    Config, DsrEncapsulation, DsrType, GroupEngine, HealthMonitor, HealthMonitorType,
+    NetworkProfile, Pool, Protocol, ServiceEngineGroup, VirtualService, MAX_RATIO, MIN_RATIO,
+    SYSTEM_L4_APPLICATION,
 };
 use crate::openapi;
 use crate::table::{
     is_prime, min_table_size, next_prime, MAX_SERVERS_PER_POOL, MAX_TABLE_SIZE, SLOTS_PER_SERVER,
 };
+
+/// Longest engine name, in bytes (a host name's).
+pub const MAX_ENGINE_NAME_LEN: usize = 253;
+
+/// What an engine name may hold, as said in refusals: the name an engine registers with
+/// the controller, and a member of a service engine group.
+pub const ENGINE_NAME_RULE: &str = "1 to 253 letters, digits, '-', '.' or '_' (a host name)";
+
+/// Whether `name` is a valid engine name ([`ENGINE_NAME_RULE`]): engine names go into
+/// URLs and event subjects, so host-name characters only.
+pub fn is_valid_engine_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ENGINE_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+}
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, thiserror::Error)]
@@ -109,6 +127,7 @@ pub(crate) fn validate(
     // indexing): their type can only be l4.
     v.health_monitors();
     v.pools();
+    v.service_engine_groups();
     v.virtual_services();
     if v.errors.is_empty() {
         Ok(())
@@ -234,6 +253,8 @@ pub struct KnownNames {
     pub health_monitors: Known,
     /// Pools.
     pub pools: Known,
+    /// Service engine groups.
+    pub service_engine_groups: Known,
 }
 
 /// Names of one object kind: the first declaration of each, for reference lookups.
@@ -257,6 +278,7 @@ struct Validator<'a> {
     application_profiles: Vec<&'a str>,
     health_monitors: Names<'a, HealthMonitor>,
     pools: Names<'a, Pool>,
+    service_engine_groups: Names<'a, ServiceEngineGroup>,
     /// Each VIP and the first virtual service that has it.
     vips: HashMap<IpAddr, &'a str>,
     /// What the hints of missing references list.
@@ -288,6 +310,13 @@ impl<'a> Validator<'a> {
             |m| &m.name,
         );
         let pools = index_names(&mut errors, "pools", "pool", &config.pools, |p| &p.name);
+        let service_engine_groups = index_names(
+            &mut errors,
+            "service_engine_groups",
+            "service engine group",
+            &config.service_engine_groups,
+            |g| &g.name,
+        );
         // Virtual services are only looked up by VIP, but their names must be unique too.
         index_names(
             &mut errors,
@@ -318,6 +347,7 @@ impl<'a> Validator<'a> {
                 application_profiles: own(&application_profiles),
                 health_monitors: own(&health_monitors.ordered),
                 pools: own(&pools.ordered),
+                service_engine_groups: own(&service_engine_groups.ordered),
             },
         };
 
@@ -328,6 +358,7 @@ impl<'a> Validator<'a> {
             application_profiles,
             health_monitors,
             pools,
+            service_engine_groups,
             vips,
             hints,
         }
@@ -635,6 +666,187 @@ impl<'a> Validator<'a> {
     }
 
     // ------------------------------------------------------------------------------
+    // Service engine groups
+    // ------------------------------------------------------------------------------
+
+    fn service_engine_groups(&mut self) {
+        // Each engine and the first group (index, name) that has it, with its place there.
+        let mut members: HashMap<&'a str, (&'a str, usize)> = HashMap::new();
+        let config = self.config;
+        for (i, group) in config.service_engine_groups.iter().enumerate() {
+            let at = object_path("service_engine_groups", i, &group.name);
+            self.service_engine_group(&at, group, &mut members);
+        }
+    }
+
+    fn service_engine_group(
+        &mut self,
+        at: &str,
+        group: &'a ServiceEngineGroup,
+        members: &mut HashMap<&'a str, (&'a str, usize)>,
+    ) {
+        let mut in_group: HashMap<&str, usize> = HashMap::new();
+        for (e, engine) in group.engines.iter().enumerate() {
+            let eat = format!("{at}.engines[{e}]");
+            let name = engine.name.as_str();
+            if !is_valid_engine_name(name) {
+                let shown: String = name.chars().take(40).collect();
+                let more = if shown.len() < name.len() { "..." } else { "" };
+                self.error(
+                    format!("{eat}.name"),
+                    format!("engine name {shown:?}{more} is not valid: use {ENGINE_NAME_RULE}"),
+                );
+            } else if let Some(first) = in_group.get(name) {
+                self.error(
+                    format!("{eat}.name"),
+                    format!("engine {name:?} is already in this group (engines[{first}])"),
+                );
+            } else {
+                in_group.insert(name, e);
+                match members.get(name) {
+                    Some(&(other, place)) => self.error(
+                        format!("{eat}.name"),
+                        format!(
+                            "engine {name:?} is in service engine group {other:?} \
+                             (engines[{place}]) and in {:?}; an engine is in at most one \
+                             group: it carries that group's virtual services",
+                            group.name
+                        ),
+                    ),
+                    None => {
+                        members.insert(name, (group.name.as_str(), e));
+                    }
+                }
+            }
+            self.engine_addresses(&eat, engine);
+        }
+
+        let Some(bgp) = &group.bgp else { return };
+        let bat = format!("{at}.bgp");
+        self.in_range(&bat, "local_as", bgp.local_as, openapi::AS_NUMBER, "");
+        self.in_range(
+            &bat,
+            "hold_time",
+            u32::from(bgp.hold_time),
+            u32::from(*openapi::HOLD_TIME.start())..=u32::from(*openapi::HOLD_TIME.end()),
+            " seconds",
+        );
+        self.in_range(
+            &bat,
+            "bfd_interval_ms",
+            bgp.bfd_interval_ms,
+            openapi::BFD_INTERVAL_MS,
+            " milliseconds",
+        );
+        if bgp.peers.len() < openapi::MIN_BGP_PEERS {
+            self.error(
+                format!("{bat}.peers"),
+                "at least one peer is required: the router the members announce the VIPs \
+                 to, e.g. { ip: 192.168.33.1, remote_as: 65000 } (no announcement at all: \
+                 remove bgp)",
+            );
+        }
+        let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+        // The first peer of each family, for the members' addresses.
+        let mut families: Vec<(usize, IpAddr)> = Vec::new();
+        for (p, peer) in bgp.peers.iter().enumerate() {
+            let pat = format!("{bat}.peers[{p}]");
+            let ip = peer.ip;
+            if let Some(why) = unusable_address(ip) {
+                self.error(
+                    format!("{pat}.ip"),
+                    format!("{ip} is {why}; a peer is a router's unicast address"),
+                );
+            } else if let Some(first) = seen.get(&ip) {
+                self.error(
+                    format!("{pat}.ip"),
+                    format!("peer {ip} is already declared (peers[{first}])"),
+                );
+            } else {
+                seen.insert(ip, p);
+                if !families.iter().any(|(_, f)| f.is_ipv4() == ip.is_ipv4()) {
+                    families.push((p, ip));
+                }
+            }
+            self.in_range(&pat, "remote_as", peer.remote_as, openapi::AS_NUMBER, "");
+        }
+        // Every member peers with every peer, from its address of the peer's family.
+        for (e, engine) in group.engines.iter().enumerate() {
+            if engine.addresses.is_empty() {
+                continue; // Refused above already.
+            }
+            for &(p, peer) in &families {
+                if !engine
+                    .addresses
+                    .iter()
+                    .any(|a| a.is_ipv4() == peer.is_ipv4())
+                {
+                    self.error(
+                        format!("{at}.engines[{e}].addresses"),
+                        format!(
+                            "engine {:?} has no {} address, so it cannot peer with {peer} \
+                             (bgp.peers[{p}]); give it one on its interface, or remove the \
+                             group's {} peers",
+                            engine.name,
+                            family(peer),
+                            family(peer)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Checks a group member's addresses: one or two, one per family, unicast.
+    fn engine_addresses(&mut self, eat: &str, engine: &GroupEngine) {
+        let n = engine.addresses.len();
+        let (min, max) = openapi::ENGINE_ADDRESSES.into_inner();
+        if n < min {
+            self.error(
+                format!("{eat}.addresses"),
+                "an engine needs an address: the source of its BGP sessions and the \
+                 routers' next hop (one IPv4, one IPv6, or one of each)",
+            );
+        } else if n > max {
+            self.error(
+                format!("{eat}.addresses"),
+                format!(
+                    "{n} addresses are too many: an engine has at most {max}, one IPv4 and \
+                     one IPv6"
+                ),
+            );
+        }
+        for (a, &ip) in engine.addresses.iter().enumerate() {
+            if let Some(why) = unusable_address(ip) {
+                self.error(
+                    format!("{eat}.addresses[{a}]"),
+                    format!(
+                        "{ip} is {why}; an engine's address is a unicast address of its interface"
+                    ),
+                );
+                continue;
+            }
+            if n > max {
+                continue;
+            }
+            let first = engine.addresses[..a]
+                .iter()
+                .position(|other| other.is_ipv4() == ip.is_ipv4());
+            if let Some(first) = first {
+                self.error(
+                    format!("{eat}.addresses[{a}]"),
+                    format!(
+                        "a second {} address (addresses[{first}] is {}); an engine has at most \
+                         one address per family",
+                        family(ip),
+                        engine.addresses[first]
+                    ),
+                );
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------
     // Virtual services
     // ------------------------------------------------------------------------------
 
@@ -642,11 +854,17 @@ impl<'a> Validator<'a> {
         // The valid services (index, range) and protocol of each virtual service checked so
         // far, by VIP: the checks between virtual services compare only those on one VIP.
         let mut checked: HashMap<IpAddr, Vec<(usize, IndexedRanges, Protocol)>> = HashMap::new();
-        for (i, vs) in self.config.virtual_services.iter().enumerate() {
+        // The first virtual service on each VIP whose group exists (or that has none).
+        let mut vip_groups: HashMap<IpAddr, &VirtualService> = HashMap::new();
+        let config = self.config;
+        for (i, vs) in config.virtual_services.iter().enumerate() {
             let at = object_path("virtual_services", i, &vs.name);
             let ranges = self.services(&at, vs);
             let protocol = self.profiles_of(&at, vs);
             self.pool_of(&at, vs, &ranges);
+            if self.se_group_of(&at, vs) {
+                self.same_group_on_vip(&at, vs, &mut vip_groups);
+            }
 
             // Another virtual service on the same VIP and protocol must not serve any of
             // these ports: the data plane could not tell them apart. Reported on the later
@@ -679,6 +897,56 @@ impl<'a> Validator<'a> {
             }
             on_vip.push((i, ranges, protocol));
         }
+    }
+
+    /// Checks the group reference; returns whether the group exists (or there is none).
+    fn se_group_of(&mut self, at: &str, vs: &VirtualService) -> bool {
+        let Some(name) = &vs.se_group else {
+            return true;
+        };
+        if self.service_engine_groups.get(name).is_some() {
+            return true;
+        }
+        let hint = self
+            .hints
+            .service_engine_groups
+            .hint("service engine groups");
+        self.error(
+            format!("{at}.se_group"),
+            format!("service engine group {name:?} does not exist ({hint})"),
+        );
+        false
+    }
+
+    /// Checks that the virtual services of a VIP are in one group (or all in none): the
+    /// routers send the whole VIP to one group's engines. Reported on the later
+    /// declaration, disabled virtual services included (as for overlapping ports).
+    fn same_group_on_vip(
+        &mut self,
+        at: &str,
+        vs: &'a VirtualService,
+        first: &mut HashMap<IpAddr, &'a VirtualService>,
+    ) {
+        let other = *first.entry(vs.vip).or_insert(vs);
+        if other.se_group == vs.se_group {
+            return;
+        }
+        let carried = |vs: &VirtualService| match &vs.se_group {
+            Some(group) => format!("service engine group {group:?}"),
+            None => "the engines of no group".to_owned(),
+        };
+        self.error(
+            format!("{at}.se_group"),
+            format!(
+                "virtual service {:?}, on the same VIP {}, is carried by {}, and this one by \
+                 {}; every virtual service of a VIP must be in the same group (or all in \
+                 none): the routers send the whole VIP to one group's engines",
+                other.name,
+                vs.vip,
+                carried(other),
+                carried(vs)
+            ),
+        );
     }
 
     /// Checks the VIP and services; returns the valid services as (index, range).

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use ricochet_config::openapi as bounds;
-use ricochet_config::{is_valid_name, Config, MAX_NAME_LEN, NAME_PATTERN};
+use ricochet_config::{
+    is_valid_engine_name, is_valid_name, Config, MAX_ENGINE_NAME_LEN, MAX_NAME_LEN, NAME_PATTERN,
+};
 use serde_json::{json, Value};
 
 /// What the schema of one property must state, and nothing else.
@@ -18,12 +20,22 @@ enum Stated {
     Range(u64, u64),
     /// An object name, or a reference to one: `minLength`, `maxLength`, `pattern`.
     Name,
+    /// An engine's name: `minLength`, `maxLength`, `pattern` of the engine name rule.
+    EngineName,
+    /// An unsigned integer with no bound of its own: utoipa states the type's `minimum` 0
+    /// (and its format, `int32` for a u32, the maximum a client generates).
+    Unsigned,
     /// `minItems` and `maxItems` of an array (either may be absent).
     Items(Option<u64>, Option<u64>),
 }
 
 fn range<T: Into<u64> + Copy>(r: RangeInclusive<T>) -> Stated {
     Stated::Range((*r.start()).into(), (*r.end()).into())
+}
+
+fn items(r: RangeInclusive<usize>) -> Stated {
+    let n = |n: usize| Some(u64::try_from(n).unwrap());
+    Stated::Items(n(*r.start()), n(*r.end()))
 }
 
 /// Every bound the model's schemas state: (schema, property, what).
@@ -68,8 +80,26 @@ fn expected() -> Vec<(&'static str, &'static str, Stated)> {
         ("VirtualService", "application_profile", Stated::Name),
         ("VirtualService", "network_profile", Stated::Name),
         ("VirtualService", "pool", Stated::Name),
+        ("VirtualService", "se_group", Stated::Name),
         ("Service", "port", range(bounds::PORT)),
         ("Service", "port_range_end", range(bounds::PORT)),
+        ("ServiceEngineGroup", "name", Stated::Name),
+        ("ServiceEngineGroup", "hash_seed", Stated::Unsigned),
+        ("GroupEngine", "name", Stated::EngineName),
+        ("GroupEngine", "addresses", items(bounds::ENGINE_ADDRESSES)),
+        ("GroupBgp", "local_as", range(bounds::AS_NUMBER)),
+        (
+            "GroupBgp",
+            "peers",
+            Stated::Items(Some(bounds::MIN_BGP_PEERS as u64), None),
+        ),
+        ("GroupBgp", "hold_time", range(bounds::HOLD_TIME)),
+        (
+            "GroupBgp",
+            "bfd_interval_ms",
+            range(bounds::BFD_INTERVAL_MS),
+        ),
+        ("BgpPeer", "remote_as", range(bounds::AS_NUMBER)),
     ]
 }
 
@@ -97,10 +127,13 @@ const BOUND_KEYWORDS: [&str; 7] = [
 ];
 
 /// A schema without utoipa's wrapper: an inlined schema given a description of its own
-/// becomes `{"description", "oneOf": [schema]}`, which means the schema.
+/// becomes `{"description", "oneOf": [schema]}`, which means the schema; an optional one
+/// (`Option<ObjectName>`) `{"oneOf": [{"type": "null"}, schema]}`, whose bounds are the
+/// schema's.
 fn unwrapped(schema: &Value) -> &Value {
     match schema["oneOf"].as_array().map(Vec::as_slice) {
         Some([only]) => only,
+        Some([null, only]) if *null == json!({"type": "null"}) => only,
         _ => schema,
     }
 }
@@ -131,6 +164,20 @@ fn what_to_state(what: &Stated, is_array: bool) -> BTreeMap<String, Value> {
             out.insert(format!("{prefix}minLength"), json!(1));
             out.insert(format!("{prefix}maxLength"), json!(MAX_NAME_LEN));
             out.insert(format!("{prefix}pattern"), json!(NAME_PATTERN));
+        }
+        Stated::Unsigned => {
+            out.insert("minimum".to_owned(), json!(0));
+        }
+        Stated::EngineName => {
+            out.insert(
+                "minLength".to_owned(),
+                json!(bounds::ENGINE_NAME_LENGTH.start()),
+            );
+            out.insert(
+                "maxLength".to_owned(),
+                json!(bounds::ENGINE_NAME_LENGTH.end()),
+            );
+            out.insert("pattern".to_owned(), json!(bounds::ENGINE_NAME_PATTERN));
         }
         Stated::Items(min, max) => {
             if let Some(min) = min {
@@ -194,6 +241,11 @@ fn base() -> Value {
             {"name": "web-pool", "servers": [{"ip": "192.168.33.10"}]},
             {"name": "spare-pool", "servers": [{"ip": "192.168.34.10"}]}
         ],
+        "service_engine_groups": [
+            {"name": "seg",
+             "engines": [{"name": "se1", "addresses": ["192.168.33.7", "fc00::7"]}],
+             "bgp": {"local_as": 65001, "peers": [{"ip": "192.168.33.1", "remote_as": 65000}]}}
+        ],
         "virtual_services": [
             {"name": "web-vs", "vip": "192.168.35.241", "services": [{"port": 1}],
              "network_profile": "tcp", "pool": "web-pool"}
@@ -216,6 +268,10 @@ fn places(schema: &str) -> &'static [&'static str] {
         "Server" => &["/pools/1/servers/0"],
         "VirtualService" => &["/virtual_services/0"],
         "Service" => &["/virtual_services/0/services/0"],
+        "ServiceEngineGroup" => &["/service_engine_groups/0"],
+        "GroupEngine" => &["/service_engine_groups/0/engines/0"],
+        "GroupBgp" => &["/service_engine_groups/0/bgp"],
+        "BgpPeer" => &["/service_engine_groups/0/bgp/peers/0"],
         other => panic!("no place for {other}"),
     }
 }
@@ -270,6 +326,13 @@ fn validation_accepts_each_stated_bound_and_refuses_past_it() {
                             }
                             ("VirtualService", "services") => json!({"port": 100 + i}),
                             ("HttpMonitor", "http_response_code") => json!("http_2xx"),
+                            // One per family, then a third (of either: too many).
+                            ("GroupEngine", "addresses") => {
+                                json!(["192.168.33.7", "fc00::7", "192.168.33.9"][i as usize])
+                            }
+                            ("GroupBgp", "peers") => {
+                                json!({"ip": format!("192.168.33.{}", i + 1), "remote_as": 65000})
+                            }
                             other => panic!("no items for {other:?}"),
                         })
                         .collect()
@@ -296,6 +359,29 @@ fn validation_accepts_each_stated_bound_and_refuses_past_it() {
                         "{at} of {} accepted",
                         max + 1
                     );
+                }
+            }
+            Stated::Unsigned => {
+                for (value, ok) in [
+                    (json!(0), true),
+                    (json!(u32::MAX), true),
+                    (json!(-1), false),
+                ] {
+                    assert_eq!(probe(schema, property, &value), ok, "{at} = {value}");
+                }
+            }
+            Stated::EngineName => {
+                let longest = "n".repeat(MAX_ENGINE_NAME_LEN);
+                for (name, ok) in [
+                    ("n", true),
+                    ("-n_1.x", true),
+                    (longest.as_str(), true),
+                    ("", false),
+                    (&format!("{longest}n"), false),
+                    ("n n", false),
+                    ("n:1", false),
+                ] {
+                    assert_eq!(probe(schema, property, &json!(name)), ok, "{at} = {name:?}");
                 }
             }
             // References name objects that exist or are refused; the rule of the names
@@ -358,6 +444,33 @@ fn the_name_pattern_is_the_name_rule() {
     let mut rng = fastrand::Rng::with_seed(7);
     for _ in 0..20_000 {
         let len = rng.usize(0..=MAX_NAME_LEN + 2);
+        let name: String = (0..len)
+            .map(|_| match rng.u8(..100) {
+                0 => others[rng.usize(..others.len())],
+                _ => allowed[rng.usize(..allowed.len())],
+            })
+            .collect();
+        agree(&name);
+    }
+}
+
+#[test]
+fn the_engine_name_pattern_is_the_engine_name_rule() {
+    let pattern = regex_automata::meta::Regex::new(bounds::ENGINE_NAME_PATTERN).unwrap();
+    let agree = |name: &str| {
+        let by_schema = bounds::ENGINE_NAME_LENGTH.contains(&name.len()) && pattern.is_match(name);
+        assert_eq!(by_schema, is_valid_engine_name(name), "{name:?}");
+    };
+    for name in ["a", "-a", "se-1.lab_a", "a:b", "a b", "é", ""] {
+        agree(name);
+    }
+    agree(&"a".repeat(MAX_ENGINE_NAME_LEN));
+    agree(&"a".repeat(MAX_ENGINE_NAME_LEN + 1));
+    let allowed: Vec<char> = "aZ09-_.".chars().collect();
+    let others: Vec<char> = " /é\n\0+:".chars().collect();
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..20_000 {
+        let len = rng.usize(0..=MAX_ENGINE_NAME_LEN + 2);
         let name: String = (0..len)
             .map(|_| match rng.u8(..100) {
                 0 => others[rng.usize(..others.len())],

@@ -1012,6 +1012,339 @@ fn monitor_http_request_lines_are_checked_as_the_checker_sends_them() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Service engine groups
+// ---------------------------------------------------------------------------------------
+
+/// [`base`] with two groups: `g1` (two dual-stack members peering over IPv4 and IPv6) and
+/// `g2` (one IPv4 member, no BGP); `web-vs` is carried by `g1`.
+fn with_groups() -> Config {
+    let mut config = base();
+    config.service_engine_groups = yaml(
+        r#"
+service_engine_groups:
+  - name: g1
+    hash_seed: 7
+    engines:
+      - { name: se1, addresses: [192.168.33.7, "fc00::7"] }
+      - { name: se2.lab_a, addresses: ["fc00::8", 192.168.33.8] }
+    bgp:
+      local_as: 65001
+      peers: [{ ip: 192.168.33.1, remote_as: 65000 }, { ip: "fc00::1", remote_as: 4294967295 }]
+      hold_time: 3
+      bfd: true
+      bfd_interval_ms: 10
+  - name: g2
+    engines: [{ name: se3, addresses: [192.168.34.7] }]
+"#,
+    )
+    .service_engine_groups;
+    config.virtual_services[0].se_group = Some("g1".into());
+    assert_eq!(config.validate(), Ok(()));
+    config
+}
+
+fn bgp(config: &mut Config, group: usize) -> &mut ricochet_config::GroupBgp {
+    config.service_engine_groups[group].bgp.as_mut().unwrap()
+}
+
+#[test]
+fn groups_parse_with_their_defaults() {
+    let config = with_groups();
+    let g2 = &config.service_engine_groups[1];
+    assert_eq!(g2.hash_seed, 0);
+    assert!(g2.bgp.is_none());
+    let config = yaml(
+        r#"
+service_engine_groups:
+  - name: g
+    engines: [{ name: se1, addresses: [192.168.33.7] }]
+    bgp: { local_as: 65001, peers: [{ ip: 192.168.33.1, remote_as: 65000 }] }
+"#,
+    );
+    let bgp = config.service_engine_groups[0].bgp.as_ref().unwrap();
+    assert_eq!(
+        (bgp.hold_time, bgp.bfd, bgp.bfd_interval_ms),
+        (9, false, 100)
+    );
+    assert_eq!(config.validate(), Ok(()));
+}
+
+#[test]
+fn group_names_are_object_names_and_unique() {
+    let mut config = with_groups();
+    config.service_engine_groups[1].name = "g 2".into();
+    assert_only_error(
+        &config,
+        "service_engine_groups[1].name",
+        &format!(
+            r#"service engine group name "g 2" is not valid: use {}"#,
+            ricochet_config::NAME_RULE
+        ),
+    );
+    config.service_engine_groups[1].name = "g1".into();
+    config.service_engine_groups[1].engines[0].name = "se4".into();
+    assert_only_error(
+        &config,
+        "service_engine_groups[1].name",
+        r#"service engine group "g1" is already declared (service_engine_groups[0]); names must be unique"#,
+    );
+}
+
+#[test]
+fn group_engine_names_follow_the_engine_name_rule() {
+    let mut config = with_groups();
+    config.service_engine_groups[1].engines[0].name = "se:3".into();
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g2"].engines[0].name"#,
+        r#"engine name "se:3" is not valid: use 1 to 253 letters, digits, '-', '.' or '_' (a host name)"#,
+    );
+    config.service_engine_groups[1].engines[0].name = String::new();
+    assert_eq!(errors(&config).len(), 1);
+    config.service_engine_groups[1].engines[0].name = "a".repeat(254);
+    assert_eq!(errors(&config).len(), 1);
+    // The longest host name, and the characters a host name has, are fine.
+    config.service_engine_groups[1].engines[0].name = "a".repeat(253);
+    assert_eq!(config.validate(), Ok(()));
+    config.service_engine_groups[1].engines[0].name = "-A9._-".into();
+    assert_eq!(config.validate(), Ok(()));
+}
+
+#[test]
+fn an_engine_is_in_a_group_once() {
+    let mut config = with_groups();
+    let mut twice = config.service_engine_groups[0].engines[0].clone();
+    twice.addresses = vec![ip("192.168.33.9"), ip("fc00::9")];
+    config.service_engine_groups[0].engines.push(twice);
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].engines[2].name"#,
+        r#"engine "se1" is already in this group (engines[0])"#,
+    );
+}
+
+#[test]
+fn an_engine_is_in_at_most_one_group() {
+    let mut config = with_groups();
+    config.service_engine_groups[1].engines[0].name = "se2.lab_a".into();
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g2"].engines[0].name"#,
+        r#"engine "se2.lab_a" is in service engine group "g1" (engines[1]) and in "g2"; an engine is in at most one group: it carries that group's virtual services"#,
+    );
+}
+
+#[test]
+fn an_engine_has_one_or_two_addresses() {
+    let mut config = with_groups();
+    config.service_engine_groups[1].engines[0].addresses.clear();
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g2"].engines[0].addresses"#,
+        "an engine needs an address: the source of its BGP sessions and the routers' next hop \
+         (one IPv4, one IPv6, or one of each)",
+    );
+    config.service_engine_groups[1].engines[0].addresses =
+        vec![ip("192.168.34.7"), ip("fc00::34:7"), ip("fc00::34:8")];
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g2"].engines[0].addresses"#,
+        "3 addresses are too many: an engine has at most 2, one IPv4 and one IPv6",
+    );
+}
+
+#[test]
+fn an_engine_has_one_address_per_family() {
+    let mut config = with_groups();
+    config.service_engine_groups[1].engines[0].addresses =
+        vec![ip("192.168.34.7"), ip("192.168.34.8")];
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g2"].engines[0].addresses[1]"#,
+        "a second IPv4 address (addresses[0] is 192.168.34.7); an engine has at most one \
+         address per family",
+    );
+    config.service_engine_groups[1].engines[0].addresses = vec![ip("fc00::7"), ip("fc00::8")];
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g2"].engines[0].addresses[1]"#,
+        "a second IPv6 address (addresses[0] is fc00::7); an engine has at most one address \
+         per family",
+    );
+}
+
+#[test]
+fn unusable_engine_addresses() {
+    for (addr, why) in [
+        ("0.0.0.0", "the unspecified address"),
+        ("127.0.0.1", "a loopback address"),
+        ("224.0.0.5", "a multicast address"),
+        ("::", "the unspecified address"),
+        ("::1", "the loopback address"),
+        ("ff02::5", "a multicast address"),
+    ] {
+        let mut config = with_groups();
+        config.service_engine_groups[1].engines[0].addresses = vec![ip(addr)];
+        assert_only_error(
+            &config,
+            r#"service_engine_groups["g2"].engines[0].addresses[0]"#,
+            &format!("{addr} is {why}; an engine's address is a unicast address of its interface"),
+        );
+    }
+}
+
+#[test]
+fn bgp_needs_a_peer() {
+    let mut config = with_groups();
+    bgp(&mut config, 0).peers.clear();
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].bgp.peers"#,
+        "at least one peer is required: the router the members announce the VIPs to, e.g. \
+         { ip: 192.168.33.1, remote_as: 65000 } (no announcement at all: remove bgp)",
+    );
+}
+
+#[test]
+fn bgp_peers_are_unique_and_unicast() {
+    let mut config = with_groups();
+    let mut again = bgp(&mut config, 0).peers[0].clone();
+    again.remote_as = 65002;
+    bgp(&mut config, 0).peers.push(again);
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].bgp.peers[2].ip"#,
+        "peer 192.168.33.1 is already declared (peers[0])",
+    );
+    bgp(&mut config, 0).peers[2].ip = ip("224.0.0.5");
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].bgp.peers[2].ip"#,
+        "224.0.0.5 is a multicast address; a peer is a router's unicast address",
+    );
+}
+
+#[test]
+fn as_numbers_are_not_zero() {
+    let mut config = with_groups();
+    bgp(&mut config, 0).local_as = 0;
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].bgp.local_as"#,
+        "local_as 0 is out of range (1 to 4294967295)",
+    );
+    bgp(&mut config, 0).local_as = 1;
+    bgp(&mut config, 0).peers[1].remote_as = 0;
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].bgp.peers[1].remote_as"#,
+        "remote_as 0 is out of range (1 to 4294967295)",
+    );
+}
+
+#[test]
+fn hold_time_and_bfd_interval_out_of_range() {
+    let mut config = with_groups();
+    bgp(&mut config, 0).hold_time = 2;
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].bgp.hold_time"#,
+        "hold_time 2 is out of range (3 to 65535 seconds)",
+    );
+    bgp(&mut config, 0).hold_time = 0;
+    assert_eq!(errors(&config).len(), 1);
+    bgp(&mut config, 0).hold_time = 65535;
+    bgp(&mut config, 0).bfd_interval_ms = 9;
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].bgp.bfd_interval_ms"#,
+        "bfd_interval_ms 9 is out of range (10 to 10000 milliseconds)",
+    );
+    bgp(&mut config, 0).bfd_interval_ms = 10_001;
+    assert_eq!(errors(&config).len(), 1);
+    // Checked with BFD off too: turning it on must not make the group invalid.
+    bgp(&mut config, 0).bfd = false;
+    assert_eq!(errors(&config).len(), 1);
+    bgp(&mut config, 0).bfd_interval_ms = 10_000;
+    assert_eq!(config.validate(), Ok(()));
+}
+
+#[test]
+fn every_member_has_an_address_of_each_peers_family() {
+    let mut config = with_groups();
+    config.service_engine_groups[0].engines[1].addresses = vec![ip("192.168.33.8")];
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].engines[1].addresses"#,
+        r#"engine "se2.lab_a" has no IPv6 address, so it cannot peer with fc00::1 (bgp.peers[1]); give it one on its interface, or remove the group's IPv6 peers"#,
+    );
+    // Without the IPv6 peer, an IPv4 address is enough.
+    bgp(&mut config, 0).peers.truncate(1);
+    assert_eq!(config.validate(), Ok(()));
+    config.service_engine_groups[0].engines[0].addresses = vec![ip("fc00::7")];
+    assert_only_error(
+        &config,
+        r#"service_engine_groups["g1"].engines[0].addresses"#,
+        r#"engine "se1" has no IPv4 address, so it cannot peer with 192.168.33.1 (bgp.peers[0]); give it one on its interface, or remove the group's IPv4 peers"#,
+    );
+}
+
+#[test]
+fn dangling_se_group() {
+    let mut config = with_groups();
+    config.virtual_services[1].se_group = Some("g3".into());
+    assert_only_error(
+        &config,
+        r#"virtual_services["v6-vs"].se_group"#,
+        r#"service engine group "g3" does not exist (known service engine groups: g1, g2)"#,
+    );
+    config.service_engine_groups.clear();
+    config.virtual_services[0].se_group = None;
+    assert_only_error(
+        &config,
+        r#"virtual_services["v6-vs"].se_group"#,
+        r#"service engine group "g3" does not exist (no service engine groups are declared)"#,
+    );
+}
+
+#[test]
+fn the_virtual_services_of_a_vip_are_in_one_group() {
+    let mut config = with_groups();
+    // Another port on web-vs's VIP, carried by no group, then by g2; disabled or not.
+    let mut other = config.virtual_services[0].clone();
+    other.name = "web-8080".into();
+    other.services = vec![Service {
+        port: 8080,
+        port_range_end: None,
+    }];
+    other.se_group = None;
+    other.enabled = false;
+    config.virtual_services.push(other);
+    let why = "every virtual service of a VIP must be in the same group (or all in none): \
+               the routers send the whole VIP to one group's engines";
+    assert_only_error(
+        &config,
+        r#"virtual_services["web-8080"].se_group"#,
+        &format!(
+            r#"virtual service "web-vs", on the same VIP 192.168.35.241, is carried by service engine group "g1", and this one by the engines of no group; {why}"#
+        ),
+    );
+    config.virtual_services[2].se_group = Some("g2".into());
+    assert_only_error(
+        &config,
+        r#"virtual_services["web-8080"].se_group"#,
+        &format!(
+            r#"virtual service "web-vs", on the same VIP 192.168.35.241, is carried by service engine group "g1", and this one by service engine group "g2"; {why}"#
+        ),
+    );
+    config.virtual_services[2].se_group = Some("g1".into());
+    assert_eq!(config.validate(), Ok(()));
+    // A missing group is its own error, not a second one about the VIP.
+    config.virtual_services[2].se_group = Some("g9".into());
+    assert_eq!(errors(&config).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
 // Reporting
 // ---------------------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ export const KINDS = {
   'application-profiles': { list: 'application_profiles', noun: 'application profile', title: 'Application profiles' },
   'health-monitors': { list: 'health_monitors', noun: 'health monitor', title: 'Health monitors' },
   'pools': { list: 'pools', noun: 'pool', title: 'Pools' },
+  'service-engine-groups': { list: 'service_engine_groups', noun: 'service engine group', title: 'Service engine groups' },
   'virtual-services': { list: 'virtual_services', noun: 'virtual service', title: 'Virtual services' },
 };
 

@@ -6,7 +6,7 @@ import * as live from './live.js';
 import { dashboardPage } from './dashboard.js';
 import {
   formPage, networkProfilesPage, applicationProfilesPage, healthMonitorsPage, poolsPage,
-  virtualServicesPage, serviceEnginesPage, eventsPage,
+  serviceEngineGroupsPage, virtualServicesPage, serviceEnginesPage, eventsPage,
 } from './objects.js';
 
 const PAGES = [
@@ -16,10 +16,11 @@ const PAGES = [
   ['health-monitors', 'Health monitors', healthMonitorsPage],
   ['network-profiles', 'Network profiles', networkProfilesPage],
   ['application-profiles', 'Application profiles', applicationProfilesPage],
+  ['service-engine-groups', 'SE groups', serviceEngineGroupsPage],
   ['service-engines', 'Service engines', serviceEnginesPage],
   ['events', 'Events', eventsPage],
 ];
-const EDITABLE = new Set(['virtual-services', 'pools', 'health-monitors', 'network-profiles', 'application-profiles']);
+const EDITABLE = new Set(['virtual-services', 'pools', 'service-engine-groups', 'health-monitors', 'network-profiles', 'application-profiles']);
 
 const $ = (id) => document.getElementById(id);
 let cleanups = [];

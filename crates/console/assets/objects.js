@@ -169,12 +169,64 @@ function virtualServiceForm(o, refs, editing) {
   const app = selectField({ path: 'application_profile', label: 'Application profile', value: o?.application_profile || SYSTEM_L4, choices: choose('application-profiles', 'profile') });
   const net = selectField({ path: 'network_profile', label: 'Network profile (TCP/UDP)', value: o?.network_profile || '', choices: choose('network-profiles', 'profile') });
   const pool = selectField({ path: 'pool', label: 'Pool', value: o?.pool || '', choices: choose('pools', 'pool') });
+  const group = selectField({
+    path: 'se_group', label: 'Service engine group', value: o?.se_group || '',
+    choices: [['', '— none: the engines of no group —'], ...refs['service-engine-groups'].map((x) => [x.object.name, x.object.name])],
+    help: 'The engines that carry it. Every virtual service of a VIP is in the same group.',
+  });
   const enabled = checkField({ path: 'enabled', label: 'Enabled', value: o ? o.enabled : true });
   return {
-    fields: [name.el, vip.el, services.el, app.el, net.el, pool.el, enabled.el],
+    fields: [name.el, vip.el, services.el, app.el, net.el, pool.el, group.el, enabled.el],
     read: () => ({
       name: name.read(), vip: vip.read(), services: services.read(), application_profile: app.read(),
-      network_profile: net.read(), pool: pool.read(), enabled: enabled.read(),
+      network_profile: net.read(), pool: pool.read(), se_group: group.read() || undefined, enabled: enabled.read(),
+    }),
+  };
+}
+
+function serviceEngineGroupForm(o, _refs, editing) {
+  const name = textField({ path: 'name', label: 'Name', value: o?.name, readonly: editing, placeholder: 'seg-a' });
+  const seed = numberField({ path: 'hash_seed', label: 'Hash seed', value: o?.hash_seed, help: 'Every member hashes clients with it, so any of them picks the same server. Empty: 0.' });
+  const v4 = (e) => (e.addresses || []).find((a) => !a.includes(':')) || '';
+  const v6 = (e) => (e.addresses || []).find((a) => a.includes(':')) || '';
+  const engines = rowsEditor({
+    path: 'engines', label: 'Engines (by the name they register with)', addLabel: 'Add engine',
+    columns: [
+      { key: 'name', label: 'Engine name', placeholder: 'se1', width: 16 },
+      { key: 'v4', label: 'IPv4 address', placeholder: '192.168.33.7', width: 16 },
+      { key: 'v6', label: 'IPv6 address', placeholder: 'fc00::7', width: 20 },
+    ],
+    rows: (o?.engines || []).map((e) => ({ name: e.name, v4: v4(e), v6: v6(e) })),
+    blank: () => ({ name: '', v4: '', v6: '' }),
+  });
+  const bgp = o?.bgp;
+  const announce = checkField({ path: 'announce_bgp', label: 'Announce the VIPs over BGP', value: !!bgp, onchange: () => show() });
+  const localAs = numberField({ path: 'bgp.local_as', label: 'Local AS', value: bgp?.local_as, placeholder: '65001' });
+  const hold = numberField({ path: 'bgp.hold_time', label: 'Hold time (s)', value: bgp?.hold_time, help: 'Empty: 9.' });
+  const bfd = checkField({ path: 'bgp.bfd', label: 'BFD', value: bgp?.bfd });
+  const bfdInterval = numberField({ path: 'bgp.bfd_interval_ms', label: 'BFD interval (ms)', value: bgp?.bfd_interval_ms, help: 'Empty: 100.' });
+  const peers = rowsEditor({
+    path: 'bgp.peers', label: 'Peers (routers)', addLabel: 'Add peer',
+    columns: [
+      { key: 'ip', label: 'Router address', placeholder: '192.168.33.1', width: 20 },
+      { key: 'remote_as', label: 'Remote AS', kind: 'number', placeholder: '65000', width: 10 },
+    ],
+    rows: (bgp?.peers || [{ ip: '', remote_as: '' }]).map((p) => ({ ...p })),
+    blank: () => ({ ip: '', remote_as: '' }),
+  });
+  const section = h('fieldset', { class: 'group', dataset: { path: 'bgp' } }, h('legend', {}, 'BGP'),
+    h('div', { class: 'cols' }, localAs.el, hold.el, bfdInterval.el), bfd.el, peers.el);
+  function show() { section.hidden = !announce.read(); }
+  show();
+  return {
+    fields: [name.el, seed.el, engines.el, announce.el, section],
+    read: () => ({
+      name: name.read(),
+      hash_seed: seed.read(),
+      engines: engines.read().map((e) => ({ name: e.name, addresses: [e.v4, e.v6].filter((a) => a !== '') })),
+      bgp: announce.read() ? {
+        local_as: localAs.read(), peers: peers.read(), hold_time: hold.read(), bfd: bfd.read(), bfd_interval_ms: bfdInterval.read(),
+      } : undefined,
     }),
   };
 }
@@ -184,7 +236,8 @@ const FORMS = {
   'application-profiles': { form: applicationProfileForm, refs: [] },
   'health-monitors': { form: healthMonitorForm, refs: [] },
   'pools': { form: poolForm, refs: ['health-monitors'] },
-  'virtual-services': { form: virtualServiceForm, refs: ['application-profiles', 'network-profiles', 'pools'] },
+  'service-engine-groups': { form: serviceEngineGroupForm, refs: [] },
+  'virtual-services': { form: virtualServiceForm, refs: ['application-profiles', 'network-profiles', 'pools', 'service-engine-groups'] },
 };
 
 // ---------------------------------------------------------------------------------------
@@ -414,12 +467,13 @@ export async function virtualServicesPage(main, ctx) {
       h('th', { scope: 'row' }, v.name), state, h('td', {}, v.vip),
       h('td', {}, v.services.map((s) => (s.port_range_end ? `${s.port}-${s.port_range_end}` : s.port)).join(', ')),
       h('td', {}, v.network_profile), h('td', {}, v.application_profile), h('td', {}, v.pool),
+      h('td', {}, v.se_group || '—'),
       h('td', {}, v.enabled ? 'yes' : 'no'),
       actions(ctx, 'virtual-services', v.name, where));
-    tr.dataset.search = `${v.name} ${v.vip} ${v.pool}`.toLowerCase();
+    tr.dataset.search = `${v.name} ${v.vip} ${v.pool} ${v.se_group || ''}`.toLowerCase();
     return tr;
   });
-  main.append(where, count, table(['Name', 'Status', 'VIP', 'Ports', 'Network profile', 'Application profile', 'Pool', 'Enabled', ''], rows,
+  main.append(where, count, table(['Name', 'Status', 'VIP', 'Ports', 'Network profile', 'Application profile', 'Pool', 'SE group', 'Enabled', ''], rows,
     'No virtual service yet. It needs a network profile and a pool.'));
   // For the browser test's figure: building and inserting the rows.
   main.dataset.renderMs = String(Math.round(performance.now() - started));
@@ -446,6 +500,27 @@ export async function virtualServicesPage(main, ctx) {
   };
   refresh();
   ctx.onCleanup(subscribe((k) => k === 'status' && refresh()));
+}
+
+export async function serviceEngineGroupsPage(main, ctx) {
+  const [list, vss] = await Promise.all([api('GET', '/api/v1/service-engine-groups'), api('GET', '/api/v1/virtual-services')]);
+  const where = h('div');
+  listHeader(main, 'service-engine-groups');
+  main.append(where, table(['Name', 'Engines', 'BGP', 'Hold', 'BFD', 'Carries', ''],
+    list.items.map(({ object: g }) => {
+      const users = vss.items.filter((v) => v.object.se_group === g.name).length;
+      const b = g.bgp;
+      return h('tr', { dataset: { group: g.name } },
+        h('th', { scope: 'row' }, g.name),
+        h('td', {}, g.engines.length
+          ? h('ul', { class: 'plain' }, g.engines.map((e) => h('li', {}, h('strong', {}, e.name), ` ${e.addresses.join(', ')}`)))
+          : '—'),
+        h('td', {}, b ? `AS ${b.local_as} → ${b.peers.map((p) => `${p.ip} AS ${p.remote_as}`).join(', ')}` : 'no announcement'),
+        h('td', {}, b ? `${b.hold_time} s` : '—'),
+        h('td', {}, b ? (b.bfd ? `${b.bfd_interval_ms} ms` : 'off') : '—'),
+        h('td', {}, `${users} virtual service${users === 1 ? '' : 's'}`),
+        actions(ctx, 'service-engine-groups', g.name, where));
+    }), 'No service engine group yet: every engine carries the virtual services of no group.'));
 }
 
 // ---------------------------------------------------------------------------------------

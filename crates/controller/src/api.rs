@@ -13,7 +13,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use ricochet_config::{
-    ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, VirtualService,
+    ApplicationProfile, Config, HealthMonitor, NetworkProfile, Pool, ServiceEngineGroup,
+    VirtualService,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -103,10 +104,10 @@ impl AppState {
     info(
         title = "Ricochet controller API",
         description = "Ricochet's configuration (VMware Avi's object model: network and \
-application profiles, health monitors, pools, virtual services), the service engines that \
-run it, and the events of both. Every request needs `Authorization: Bearer <token>` except \
-`/healthz` and this document; the admin token is created on the controller's first start in \
-`<state_dir>/admin-token`.\n\nErrors are `{\"error\", \"message\", \"details\": [{\"path\", \
+application profiles, health monitors, pools, service engine groups, virtual services), the \
+service engines that run it, and the events of both. Every request needs \
+`Authorization: Bearer <token>` except `/healthz` and this document; the admin token is \
+created on the controller's first start in `<state_dir>/admin-token`.\n\nErrors are `{\"error\", \"message\", \"details\": [{\"path\", \
 \"message\"}]}`; paths are configuration paths such as `virtual_services[\"web-vs\"].pool`, or \
 paths within the request body for malformed bodies. A refused request changes nothing.\n\n\
 Revisions: every committed change takes the next store revision; objects carry the revision \
@@ -120,6 +121,7 @@ that last changed them, and the configuration the revision of its last change.",
         (name = "application-profiles", description = "Avi ApplicationProfile (System-L4-Application is built in)"),
         (name = "health-monitors", description = "Avi HealthMonitor"),
         (name = "pools", description = "Avi Pool: servers by their own IP"),
+        (name = "service-engine-groups", description = "Avi ServiceEngineGroup: the engines that carry a virtual service, and their BGP announcement of its VIP"),
         (name = "virtual-services", description = "Avi VirtualService with its VIP"),
         (name = "configuration", description = "The whole configuration: export and declarative apply"),
         (name = "service-engines", description = "Engines: registration, reports, desired state"),
@@ -224,6 +226,15 @@ fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(pools::list, pools::create))
         .routes(routes!(pools::show, pools::replace, pools::delete))
+        .routes(routes!(
+            service_engine_groups::list,
+            service_engine_groups::create
+        ))
+        .routes(routes!(
+            service_engine_groups::show,
+            service_engine_groups::replace,
+            service_engine_groups::delete
+        ))
         .routes(routes!(virtual_services::list, virtual_services::create))
         .routes(routes!(
             virtual_services::show,
@@ -265,6 +276,8 @@ pub const ROUTE_ACCESS: &[RouteAccess] = &{
     const HM1: &str = "/api/v1/health-monitors/{name}";
     const PO: &str = "/api/v1/pools";
     const PO1: &str = "/api/v1/pools/{name}";
+    const SG: &str = "/api/v1/service-engine-groups";
+    const SG1: &str = "/api/v1/service-engine-groups/{name}";
     const VS: &str = "/api/v1/virtual-services";
     const VS1: &str = "/api/v1/virtual-services/{name}";
     const SE: &str = "/api/v1/service-engines";
@@ -290,6 +303,11 @@ pub const ROUTE_ACCESS: &[RouteAccess] = &{
         r("GET", PO1, Read),
         r("PUT", PO1, Write),
         r("DELETE", PO1, Write),
+        r("GET", SG, Read),
+        r("POST", SG, Write),
+        r("GET", SG1, Read),
+        r("PUT", SG1, Write),
+        r("DELETE", SG1, Write),
         r("GET", VS, Read),
         r("POST", VS, Write),
         r("GET", VS1, Read),
@@ -722,6 +740,19 @@ object_api!(
     show_pool,
     replace_pool,
     delete_pool
+);
+object_api!(
+    service_engine_groups,
+    ServiceEngineGroup,
+    "service engine group",
+    "service-engine-groups",
+    "/api/v1/service-engine-groups",
+    "/api/v1/service-engine-groups/{name}",
+    list_service_engine_groups,
+    create_service_engine_group,
+    show_service_engine_group,
+    replace_service_engine_group,
+    delete_service_engine_group
 );
 object_api!(
     virtual_services,

@@ -1,6 +1,6 @@
 //! The configuration's index, kept in memory beside the store: every object's name, who
-//! refers to each object, the virtual services on each VIP and the pools that hold each
-//! server address.
+//! refers to each object, the virtual services on each VIP, the pools that hold each
+//! server address and the service engine groups that hold each engine.
 //!
 //! A write of one object reads and validates only the objects the index names as its
 //! neighbourhood (see [`crate::store::Store::change_object`]), so that its cost follows
@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use ricochet_config::{
     ApplicationProfile, Config, HealthMonitor, Known, KnownNames, NetworkProfile, Pool,
-    VirtualService,
+    ServiceEngineGroup, VirtualService,
 };
 
 use crate::kind::{ConfigObject, Kind};
@@ -32,6 +32,11 @@ pub trait Indexed: ConfigObject {
 
     /// Its servers' addresses, for a pool.
     fn server_ips(&self) -> Vec<IpAddr> {
+        Vec::new()
+    }
+
+    /// Its members' names, for a service engine group.
+    fn engine_names(&self) -> Vec<&str> {
         Vec::new()
     }
 }
@@ -53,13 +58,23 @@ impl Indexed for Pool {
     }
 }
 
+impl Indexed for ServiceEngineGroup {
+    fn engine_names(&self) -> Vec<&str> {
+        self.engines.iter().map(|e| e.name.as_str()).collect()
+    }
+}
+
 impl Indexed for VirtualService {
     fn references(&self) -> Vec<(Kind, &str)> {
-        vec![
+        let mut references = vec![
             (Kind::NetworkProfile, self.network_profile.as_str()),
             (Kind::ApplicationProfile, self.application_profile.as_str()),
             (Kind::Pool, self.pool.as_str()),
-        ]
+        ];
+        if let Some(group) = &self.se_group {
+            references.push((Kind::ServiceEngineGroup, group.as_str()));
+        }
+        references
     }
 
     fn vip(&self) -> Option<IpAddr> {
@@ -78,6 +93,8 @@ pub struct ConfigIndex {
     vips: HashMap<IpAddr, BTreeSet<String>>,
     /// The pools holding each server address.
     servers: HashMap<IpAddr, BTreeSet<String>>,
+    /// The service engine groups holding each engine (by its name).
+    engines: HashMap<String, BTreeSet<String>>,
 }
 
 impl ConfigIndex {
@@ -93,6 +110,7 @@ impl ConfigIndex {
         all(&mut index, &config.application_profiles);
         all(&mut index, &config.health_monitors);
         all(&mut index, &config.pools);
+        all(&mut index, &config.service_engine_groups);
         all(&mut index, &config.virtual_services);
         index
     }
@@ -112,6 +130,12 @@ impl ConfigIndex {
         }
         for ip in object.server_ips() {
             self.servers.entry(ip).or_default().insert(name.clone());
+        }
+        for engine in object.engine_names() {
+            self.engines
+                .entry(engine.to_owned())
+                .or_default()
+                .insert(name.clone());
         }
     }
 
@@ -141,6 +165,9 @@ impl ConfigIndex {
         for ip in object.server_ips() {
             take(&mut self.servers, ip, &name);
         }
+        for engine in object.engine_names() {
+            take(&mut self.engines, engine.to_owned(), &name);
+        }
     }
 
     /// The objects that refer to `name` of `kind`, sorted.
@@ -167,6 +194,14 @@ impl ConfigIndex {
             .unwrap_or_default()
     }
 
+    /// The service engine groups with the engine `engine` among their members.
+    pub fn groups_with_engine(&self, engine: &str) -> Vec<String> {
+        self.engines
+            .get(engine)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// How many objects of `kind` there are.
     pub fn count(&self, kind: Kind) -> usize {
         self.names.get(&kind).map_or(0, BTreeSet::len)
@@ -184,6 +219,7 @@ impl ConfigIndex {
             application_profiles: known(Kind::ApplicationProfile),
             health_monitors: known(Kind::HealthMonitor),
             pools: known(Kind::Pool),
+            service_engine_groups: known(Kind::ServiceEngineGroup),
         }
     }
 }
@@ -251,5 +287,36 @@ mod tests {
         // Only pools and virtual services refer to objects, and they are gone.
         assert!(none.servers.is_empty() && none.vips.is_empty());
         assert!(none.referrers.is_empty(), "{:?}", none.referrers);
+    }
+
+    #[test]
+    fn groups_are_indexed_by_member_and_by_the_virtual_services_they_carry() {
+        let config = Config::from_yaml_str(
+            r#"
+service_engine_groups:
+  - { name: g1, engines: [{ name: se1, addresses: [10.0.0.7] }, { name: se2, addresses: [10.0.0.8] }] }
+  - { name: g2, engines: [{ name: se2, addresses: [10.0.0.8] }] }
+virtual_services:
+  - { name: a, vip: 10.0.1.1, network_profile: np, pool: p, se_group: g1 }
+"#,
+        )
+        .unwrap();
+        let full = ConfigIndex::of(&config);
+        assert_eq!(full.groups_with_engine("se1"), ["g1"]);
+        assert_eq!(full.groups_with_engine("se2"), ["g1", "g2"]);
+        assert_eq!(
+            full.referrers(Kind::ServiceEngineGroup, "g1"),
+            [(Kind::VirtualService, "a".to_owned())]
+        );
+        assert_eq!(full.known_names().service_engine_groups.first, ["g1", "g2"]);
+        let mut index = ConfigIndex::of(&config);
+        index.remove(&config.service_engine_groups[0]);
+        index.remove(&config.virtual_services[0]);
+        assert_eq!(index.groups_with_engine("se2"), ["g2"]);
+        assert!(index.groups_with_engine("se1").is_empty());
+        assert!(index.referrers.is_empty());
+        index.insert(&config.service_engine_groups[0]);
+        index.insert(&config.virtual_services[0]);
+        assert_eq!(index, full);
     }
 }

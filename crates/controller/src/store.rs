@@ -6,7 +6,7 @@
 //! | table | key → value |
 //! |---|---|
 //! | `meta` | `"schema"`, `"revision"`, `"config_revision"` → u64 |
-//! | `network_profiles`, `application_profiles`, `health_monitors`, `pools`, `virtual_services` | name → JSON `{"revision": N, "object": {...}}` (the `ricochet_config` type) |
+//! | `network_profiles`, `application_profiles`, `health_monitors`, `pools`, `service_engine_groups`, `virtual_services` | name → JSON `{"revision": N, "object": {...}}` (the `ricochet_config` type) |
 //! | `service_engines` | name → JSON [`EngineRecord`] |
 //! | `tokens` | SHA-256 of the token, hex → JSON [`TokenRecord`] |
 //! | `events` | id (u64) → JSON [`Event`] |
@@ -29,7 +29,7 @@ use redb::{
 };
 use ricochet_config::{
     ApplicationProfile, ApplicationProfileType, Config, HealthMonitor, NetworkProfile, Pool,
-    VirtualService, SYSTEM_L4_APPLICATION,
+    ServiceEngineGroup, VirtualService, SYSTEM_L4_APPLICATION,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -321,6 +321,7 @@ fn load_config<R: ReadableTable<&'static str, &'static [u8]>>(
     load_kind::<ApplicationProfile, _>(&open(Kind::ApplicationProfile)?, snap)?;
     load_kind::<HealthMonitor, _>(&open(Kind::HealthMonitor)?, snap)?;
     load_kind::<Pool, _>(&open(Kind::Pool)?, snap)?;
+    load_kind::<ServiceEngineGroup, _>(&open(Kind::ServiceEngineGroup)?, snap)?;
     load_kind::<VirtualService, _>(&open(Kind::VirtualService)?, snap)
 }
 
@@ -418,19 +419,21 @@ fn in_use(
 /// change can alter, and what each of those depends on. Validating this part accepts
 /// exactly when validating the whole configuration would, given that the stored one is
 /// valid (every rule looks at one object, the objects it names, the virtual services on
-/// its VIP or the pools holding its VIP as a server address; the differential test in
-/// `store/incremental_tests.rs` holds it to that):
-/// - a virtual service: itself, the other virtual services on its VIP (overlapping ports),
-///   and the pools with a server at its VIP;
+/// its VIP, the pools holding its VIP as a server address or the groups holding one of its
+/// engines; the differential test in `store/incremental_tests.rs` holds it to that):
+/// - a virtual service: itself, the other virtual services on its VIP (overlapping ports,
+///   one service engine group per VIP), and the pools with a server at its VIP;
 /// - a pool: itself, the virtual services that use it (server family and port), and those
 ///   whose VIP is one of its servers;
 /// - a network profile: itself and the virtual services that use it (fast path, DSR,
 ///   protocol), with the virtual services on their VIPs;
+/// - a service engine group: itself and the groups holding one of its engines (an engine
+///   is in at most one group);
 /// - an application profile or a health monitor: itself (what refers to one only needs it
-///   to exist).
+///   to exist; so for a group).
 ///
-/// Each virtual service comes with its profiles and pool, each pool with its monitors, so
-/// that no reference of the part dangles unless it dangles in the whole.
+/// Each virtual service comes with its profiles, pool and group, each pool with its
+/// monitors, so that no reference of the part dangles unless it dangles in the whole.
 fn neighbourhood<T: Indexed>(
     tx: &Tx<'_>,
     index: &ConfigIndex,
@@ -461,6 +464,14 @@ fn neighbourhood<T: Indexed>(
         }
         Kind::HealthMonitor => {
             part.include::<HealthMonitor>(name)?;
+        }
+        Kind::ServiceEngineGroup => {
+            part.include::<ServiceEngineGroup>(name)?;
+            for engine in edited.engine_names() {
+                for group in index.groups_with_engine(engine) {
+                    part.include::<ServiceEngineGroup>(&group)?;
+                }
+            }
         }
     }
     for name in &services {
@@ -493,6 +504,9 @@ fn neighbourhood<T: Indexed>(
         .sort_by(|a, b| a.name.cmp(&b.name));
     config.health_monitors.sort_by(|a, b| a.name.cmp(&b.name));
     config.pools.sort_by(|a, b| a.name.cmp(&b.name));
+    config
+        .service_engine_groups
+        .sort_by(|a, b| a.name.cmp(&b.name));
     config.virtual_services.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(config)
 }
@@ -553,7 +567,7 @@ impl Part<'_, '_> {
         Ok(Some(pool))
     }
 
-    /// A virtual service, its profiles and its pool (with the pool's monitors).
+    /// A virtual service, its profiles, its pool (with the pool's monitors) and its group.
     fn virtual_service(&mut self, name: &str) -> Result<Option<VirtualService>, StoreError> {
         let Some((vs, new)) = self.include::<VirtualService>(name)? else {
             return Ok(None);
@@ -562,6 +576,9 @@ impl Part<'_, '_> {
             self.include::<NetworkProfile>(&vs.network_profile)?;
             self.include::<ApplicationProfile>(&vs.application_profile)?;
             self.pool(&vs.pool)?;
+            if let Some(group) = &vs.se_group {
+                self.include::<ServiceEngineGroup>(group)?;
+            }
         }
         Ok(Some(vs))
     }

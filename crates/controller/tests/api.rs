@@ -133,6 +133,108 @@ fn virtual_services_crud() {
     crud(&ctl, "/api/v1/virtual-services", virtual_service(), changed);
 }
 
+/// A group of two dual-stack engines peering with one IPv4 router (the README's example).
+fn service_engine_group() -> Value {
+    json!({"name": "seg-a", "hash_seed": 7,
+        "engines": [
+            {"name": "se1", "addresses": ["192.168.33.7", "fc00::7"]},
+            {"name": "se2", "addresses": ["192.168.33.8", "fc00::8"]}
+        ],
+        "bgp": {"local_as": 65001, "peers": [{"ip": "192.168.33.1", "remote_as": 65000}]}})
+}
+
+#[test]
+fn service_engine_groups_crud() {
+    let ctl = Ctl::start();
+    let mut changed = service_engine_group();
+    changed["engines"].as_array_mut().unwrap().pop();
+    changed["bgp"]["hold_time"] = json!(30);
+    changed["bgp"]["bfd"] = json!(true);
+    changed["bgp"]["bfd_interval_ms"] = json!(300);
+    crud(
+        &ctl,
+        "/api/v1/service-engine-groups",
+        service_engine_group(),
+        changed,
+    );
+}
+
+#[test]
+fn a_virtual_service_names_an_existing_group_which_cannot_be_deleted_under_it() {
+    let ctl = Ctl::start();
+    ctl.seed_web();
+    let mut vs = virtual_service();
+    vs["se_group"] = json!("seg-a");
+    let r = ctl.refused(422, "validation_failed", |c| {
+        c.put("/api/v1/virtual-services/web-vs", vs.clone())
+    });
+    assert_eq!(r.paths(), [r#"virtual_services["web-vs"].se_group"#]);
+    assert_eq!(
+        r.body["details"][0]["message"],
+        r#"service engine group "seg-a" does not exist (no service engine groups are declared)"#
+    );
+    assert!(ctl.get("/api/v1/virtual-services/web-vs").body["object"]
+        .get("se_group")
+        .is_none());
+
+    ctl.post("/api/v1/service-engine-groups", service_engine_group())
+        .expect(201);
+    ctl.put("/api/v1/virtual-services/web-vs", vs).expect(200);
+    let r = ctl.refused(409, "in_use", |c| {
+        c.delete("/api/v1/service-engine-groups/seg-a")
+    });
+    assert_eq!(r.paths(), [r#"virtual_services["web-vs"].se_group"#]);
+    assert_eq!(
+        r.message(),
+        r#"service engine group "seg-a" is in use by virtual service "web-vs"; change or delete it first"#
+    );
+    // A second group may not take an engine of the first.
+    let mut other = service_engine_group();
+    other["name"] = json!("seg-b");
+    let r = ctl.refused(422, "validation_failed", |c| {
+        c.post("/api/v1/service-engine-groups", other)
+    });
+    assert_eq!(
+        r.paths(),
+        [
+            r#"service_engine_groups["seg-b"].engines[0].name"#,
+            r#"service_engine_groups["seg-b"].engines[1].name"#
+        ]
+    );
+    // Once no virtual service names it, it goes.
+    ctl.put("/api/v1/virtual-services/web-vs", virtual_service())
+        .expect(200);
+    ctl.delete("/api/v1/service-engine-groups/seg-a")
+        .expect(200);
+}
+
+#[test]
+fn a_group_in_the_whole_configuration_is_validated_with_it() {
+    let ctl = Ctl::start();
+    let mut config = seed_config();
+    let mut group = service_engine_group();
+    group["bgp"]["peers"][0]["remote_as"] = json!(0);
+    config["service_engine_groups"] = json!([group]);
+    let r = ctl.refused(422, "validation_failed", |c| {
+        c.put("/api/v1/configuration", config.clone())
+    });
+    assert_eq!(
+        r.paths(),
+        [r#"service_engine_groups["seg-a"].bgp.peers[0].remote_as"#]
+    );
+    config["service_engine_groups"][0]["bgp"]["peers"][0]["remote_as"] = json!(65000);
+    let applied = ctl.put("/api/v1/configuration", config).expect(200);
+    assert_eq!(
+        applied.body["diff"]["service_engine_groups"]["created"],
+        json!(["seg-a"])
+    );
+    let exported = ctl.get("/api/v1/configuration").expect(200);
+    assert_eq!(
+        exported.body["config"]["service_engine_groups"][0]["bgp"]["hold_time"],
+        9
+    );
+}
+
 #[test]
 fn the_built_in_application_profile_is_listed_and_cannot_be_deleted() {
     let ctl = Ctl::start();
@@ -883,6 +985,7 @@ fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
         "application-profiles",
         "health-monitors",
         "pools",
+        "service-engine-groups",
         "virtual-services",
     ] {
         for m in ["GET", "POST"] {

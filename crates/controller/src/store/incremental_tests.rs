@@ -6,7 +6,9 @@
 //!
 //! The objects are drawn from a small world (three VIPs, a few server addresses among
 //! which one VIP, overlapping port ranges, TCP and UDP profiles, a profile without DSR,
-//! monitors valid or not) so that every rule that relates two objects is met often.
+//! monitors valid or not, service engine groups sharing members or not, virtual services
+//! of one VIP in different groups) so that every rule that relates two objects is met
+//! often.
 
 use serde_json::{json, Value};
 
@@ -81,6 +83,34 @@ impl World {
         pool
     }
 
+    fn service_engine_group(&mut self, name: &str) -> Value {
+        // Four engines for three groups: members are often in two groups. se4 has no IPv6
+        // address, so an IPv6 peer refuses it.
+        let mut engines = Vec::new();
+        for engine in ["se1", "se2", "se3", "se4"] {
+            if self.chance(0.25) {
+                let addresses = match engine {
+                    "se4" => json!(["10.5.0.4"]),
+                    _ => json!([
+                        format!("10.5.0.{}", &engine[2..]),
+                        format!("fc00:5::{}", &engine[2..])
+                    ]),
+                };
+                engines.push(json!({"name": engine, "addresses": addresses}));
+            }
+        }
+        let mut group = json!({"name": name, "engines": engines});
+        if self.chance(0.5) {
+            let mut peers = vec![json!({"ip": "10.5.0.1", "remote_as": 65000})];
+            if self.chance(0.3) {
+                peers.push(json!({"ip": "fc00:5::1", "remote_as": 65000}));
+            }
+            let hold_time = if self.chance(0.9) { 9 } else { 2 };
+            group["bgp"] = json!({"local_as": 65001, "peers": peers, "hold_time": hold_time});
+        }
+        group
+    }
+
     fn virtual_service(&mut self, name: &str) -> Value {
         let pool = *self.pick(&["p1", "p2", "p3", "p4", "p1", "p2", "p3", "p4", "p-missing"]);
         let vip = match (pool == "p4") == self.chance(0.95) {
@@ -103,16 +133,20 @@ impl World {
         if self.chance(0.1) {
             vs["application_profile"] = json!(self.pick(&["l4b", "l4b", "app-missing"]));
         }
+        if self.chance(0.3) {
+            vs["se_group"] = json!(self.pick(&["g1", "g1", "g2", "g3", "g-missing"]));
+        }
         vs
     }
 }
 
 /// The kinds and names the edits draw from.
-const NAMES: [(Kind, &[&str]); 5] = [
+const NAMES: [(Kind, &[&str]); 6] = [
     (Kind::NetworkProfile, &["tcp", "udp", "changing"]),
     (Kind::ApplicationProfile, &["l4b", SYSTEM_L4_APPLICATION]),
     (Kind::HealthMonitor, &["hm1", "hm2", "hm3"]),
     (Kind::Pool, &["p1", "p2", "p3", "p4"]),
+    (Kind::ServiceEngineGroup, &["g1", "g2", "g3"]),
     (Kind::VirtualService, &["v1", "v2", "v3", "v4", "v5", "v6"]),
 ];
 
@@ -228,8 +262,8 @@ fn a_one_object_write_decides_as_validating_the_whole_configuration_would() {
     let mut world = World(fastrand::Rng::with_seed(0x5eed));
     let mut model = store.snapshot().unwrap().config;
     let mut counts = HashMap::new();
-    for round in 0..8000 {
-        match world.0.u8(..5) {
+    for round in 0..9600 {
+        match world.0.u8(..6) {
             0 => edit_and_check::<NetworkProfile>(
                 &store,
                 &mut world,
@@ -252,6 +286,13 @@ fn a_one_object_write_decides_as_validating_the_whole_configuration_would() {
                 World::health_monitor,
             ),
             3 => edit_and_check::<Pool>(&store, &mut world, &mut model, &mut counts, World::pool),
+            4 => edit_and_check::<ServiceEngineGroup>(
+                &store,
+                &mut world,
+                &mut model,
+                &mut counts,
+                World::service_engine_group,
+            ),
             _ => edit_and_check::<VirtualService>(
                 &store,
                 &mut world,
@@ -297,9 +338,18 @@ fn a_one_object_write_decides_as_validating_the_whole_configuration_would() {
     for (kind, _) in NAMES {
         assert!(total(kind, "Committed") >= 20, "{kind}: {counts:?}");
     }
-    for kind in [Kind::Pool, Kind::VirtualService, Kind::NetworkProfile] {
+    for kind in [
+        Kind::Pool,
+        Kind::VirtualService,
+        Kind::NetworkProfile,
+        Kind::ServiceEngineGroup,
+    ] {
         assert!(total(kind, "Refused(422)") >= 20, "{kind}: {counts:?}");
     }
+    assert!(
+        total(Kind::ServiceEngineGroup, "Refused(409)") >= 20,
+        "deletes of groups in use: {counts:?}"
+    );
     assert!(
         total(Kind::Pool, "Refused(409)") + total(Kind::NetworkProfile, "Refused(409)") >= 20,
         "deletes of objects in use: {counts:?}"
