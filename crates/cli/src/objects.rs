@@ -467,6 +467,18 @@ fn get_status(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An engine's BGP sessions in a table cell: `192.168.33.1 established, fc00::1 connecting`.
+fn bgp_sessions(b: &ricochet_api::types::BgpReport) -> String {
+    if b.sessions.is_empty() {
+        return "none".to_owned();
+    }
+    b.sessions
+        .iter()
+        .map(|s| format!("{} {}", s.peer, s.state.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn get_engines(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
     let (answer, engines): (Value, Vec<ServiceEngine>) = match &args.name {
         Some(name) => {
@@ -499,6 +511,24 @@ fn get_engines(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
                             .and_then(|r| r.revision)
                             .map_or("-".to_owned(), |r| r.to_string()),
                         e.last_seen.clone().unwrap_or_else(|| "-".to_owned()),
+                        report
+                            .and_then(|r| r.bgp.as_ref())
+                            .map_or("-".to_owned(), bgp_sessions),
+                        report
+                            .and_then(|r| r.bgp.as_ref())
+                            .map_or("-".to_owned(), |b| {
+                                let vips: Vec<String> = b
+                                    .vips
+                                    .iter()
+                                    .filter(|v| v.announced)
+                                    .map(|v| v.vip.to_string())
+                                    .collect();
+                                if vips.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    vips.join(",")
+                                }
+                            }),
                     ]
                 })
                 .collect();
@@ -512,7 +542,9 @@ fn get_engines(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
                         "CONNECTION",
                         "STATE",
                         "RUNS REVISION",
-                        "LAST SEEN"
+                        "LAST SEEN",
+                        "BGP SESSIONS",
+                        "ANNOUNCED"
                     ],
                     &rows
                 )
@@ -521,6 +553,20 @@ fn get_engines(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
                 outln!("(no service engines registered)");
             }
             for e in &engines {
+                let bgp = e.report.as_ref().and_then(|r| r.report.bgp.as_ref());
+                if let Some(err) = bgp.and_then(|b| b.error.as_ref()) {
+                    outln!("BGP ERROR {}: {err}", e.name);
+                }
+                if args.name.is_some() {
+                    for v in bgp.iter().flat_map(|b| &b.vips) {
+                        let what = if v.announced {
+                            "announced"
+                        } else {
+                            "withdrawn"
+                        };
+                        outln!("{} {what}: {}", v.vip, v.reason);
+                    }
+                }
                 for w in e.report.iter().flat_map(|r| &r.report.warnings) {
                     outln!(
                         "WARNING {}: {} ({}): {}; to fix: {}",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ricochet_testbed::group::{group_config, lock, GroupBed, UnderLoad};
 use ricochet_testbed::{start_nginx, VIP_V4, VIP_V6};
-use support::seed::get_new;
+use support::seed::{get_new, Conn};
 use support::{wait_until, RICOCHET};
 
 /// `n` GETs on new connections to `vip`: answers per server, and failures.
@@ -184,4 +184,188 @@ fn a_group_of_two_engines_announces_spreads_fails_over_and_withdraws() {
         .unwrap()
         .stderr()
         .contains("BGP: no BGP daemon answers"));
+}
+
+/// Waits until `check` holds on `ricochet get status -o json` (the controller's view).
+fn wait_for_view(g: &GroupBed, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let view: serde_json::Value =
+            serde_json::from_str(&g.cli(&["get", "status", "-o", "json"]).unwrap()).unwrap();
+        if check(&view) {
+            Ok(())
+        } else {
+            Err(format!("{what}: not in the controller's view:\n{view:#}"))
+        }
+    });
+}
+
+fn web_vs(view: &serde_json::Value) -> &serde_json::Value {
+    view["virtual_services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "web-vs")
+        .unwrap()
+}
+
+#[test]
+fn engines_of_a_group_follow_the_controller_which_shows_their_bgp() {
+    let g = GroupBed::with_controller(RICOCHET, "group-ctl", &group_config(true))
+        .unwrap_or_else(|e| panic!("building the group bed: {e:#}"));
+    let v4: IpAddr = VIP_V4.into();
+    g.wait_for_hops(v4, &g.engine_ips(false), Duration::from_secs(20))
+        .unwrap();
+
+    // The controller shows each engine's sessions and announced VIPs.
+    wait_for_view(&g, "both engines announce web-vs", |v| {
+        web_vs(v)["announced_by"] == serde_json::json!(["se1", "se2"])
+            && web_vs(v)["se_group"] == "g1"
+            && v["bgp"][0]["sessions"][0]["state"] == "established"
+    });
+    let table = g.cli(&["get", "se"]).unwrap();
+    for needle in [
+        "BGP SESSIONS",
+        "ANNOUNCED",
+        "192.168.33.1 established",
+        "192.168.35.241",
+    ] {
+        assert!(table.contains(needle), "{needle:?} not in:\n{table}");
+    }
+    let one = g.cli(&["get", "se", "se2"]).unwrap();
+    assert!(
+        one.contains("192.168.35.241 announced: serving: web-vs"),
+        "{one}"
+    );
+    let events = g.cli(&["events"]).unwrap();
+    assert!(
+        events.contains("service-engines/se1/vips/192.168.35.241")
+            && events.contains("announced")
+            && events.contains("service-engines/se2/bgp/peers/192.168.33.1"),
+        "{events}"
+    );
+
+    // A pool change through the CLI: both engines apply it, and connections established
+    // before it whose server is unchanged go on, on either engine.
+    let mut conns: Vec<(Conn, String)> = (0..200)
+        .map(|_| {
+            let mut c = Conn::open_in(&g.bed.topo, v4);
+            let body = c.get().expect("GET before the change");
+            (c, body)
+        })
+        .collect();
+    let before = [
+        g.packets(0, "web-vs").unwrap(),
+        g.packets(1, "web-vs").unwrap(),
+    ];
+    let pool = g.bed.path("pool.yaml");
+    std::fs::write(
+        &pool,
+        "name: web-pool\nconsistent_hash: source_ip_and_port\nhealth_monitors: [web-tcp]\n\
+         servers: [{ ip: 192.168.33.10 }, { ip: 192.168.34.10, enabled: false }]\n",
+    )
+    .unwrap();
+    g.cli(&["replace", "pool", "-f", &pool]).unwrap();
+    let revision: serde_json::Value =
+        serde_json::from_str(&g.cli(&["get", "configuration", "-o", "json"]).unwrap()).unwrap();
+    let revision = revision["revision"].as_u64().unwrap();
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let engines: serde_json::Value =
+            serde_json::from_str(&g.cli(&["get", "se", "-o", "json"]).unwrap()).unwrap();
+        let runs: Vec<u64> = engines["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["report"]["report"]["revision"].as_u64())
+            .collect();
+        if runs.len() == 2 && runs.iter().all(|&r| r == revision) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the engines run revisions {runs:?}, not {revision}"
+            ))
+        }
+    });
+    let mut kept = 0;
+    for (c, body) in &mut conns {
+        let again = c.get();
+        if body == "web01" {
+            assert_eq!(
+                again.as_deref().ok(),
+                Some("web01"),
+                "an unchanged server's connection"
+            );
+            kept += 1;
+        }
+    }
+    let through = [
+        g.packets(0, "web-vs").unwrap() - before[0],
+        g.packets(1, "web-vs").unwrap() - before[1],
+    ];
+    assert!(
+        kept > 0 && through.iter().all(|&p| p > 0),
+        "{kept} kept, {through:?}"
+    );
+    drop(conns);
+    let (by_server, failed) = spread(&g, v4, 40);
+    assert!(
+        failed.is_empty() && by_server.keys().all(|s| s == "web01"),
+        "{by_server:?} {failed:?}"
+    );
+
+    // A peer that refuses (the group says the router is in another AS): the sessions fail,
+    // the VIP goes from the router, and the engines and the controller say why.
+    let group = g.bed.path("seg.yaml");
+    let seg = |remote_as: u32, se2: &str| {
+        format!(
+            "name: g1\nengines:\n  - {{ name: se1, addresses: [192.168.33.7, 'fc00::7'] }}\n  \
+             - {{ name: se2, addresses: [{se2}, 'fc00::8'] }}\nbgp:\n  local_as: 65001\n  \
+             peers: [{{ ip: 192.168.33.1, remote_as: {remote_as} }}, {{ ip: 'fc00::1', remote_as: 65000 }}]\n  \
+             hold_time: 3\n  bfd: true\n  bfd_interval_ms: 100\n"
+        )
+    };
+    std::fs::write(&group, seg(65099, "192.168.33.8")).unwrap();
+    g.cli(&["replace", "seg", "-f", &group]).unwrap();
+    g.wait_for_hops(v4, &[], Duration::from_secs(15)).unwrap();
+    wait_for_view(&g, "the refused sessions", |v| {
+        v["bgp"].as_array().unwrap().iter().all(|e| {
+            e["sessions"][0]["state"] != "established"
+                && e["sessions"][0]["info"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Bad peer AS")
+        })
+    });
+    // Each change of a session's state is an event (a flapping session shows as many).
+    let events = g.cli(&["events"]).unwrap();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("service-engines/se1/bgp/peers/192.168.33.1")
+                && l.contains("established -> ")),
+        "{events}"
+    );
+
+    // An engine whose listed address is not on its interface announces nothing and says so.
+    std::fs::write(&group, seg(65000, "192.168.33.9")).unwrap();
+    g.cli(&["replace", "seg", "-f", &group]).unwrap();
+    g.wait_for_hops(v4, &[g.bed.topo.se1.ipv4.into()], Duration::from_secs(20))
+        .unwrap();
+    wait_for_view(&g, "se2's address error", |v| {
+        v["bgp"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("192.168.33.9") && e.contains("not have"))
+    });
+    let events = g.cli(&["events"]).unwrap();
+    assert!(events.contains("service-engines/se2/bgp"), "{events}");
+    std::fs::write(&group, seg(65000, "192.168.33.8")).unwrap();
+    g.cli(&["replace", "seg", "-f", &group]).unwrap();
+    g.wait_for_hops(v4, &g.engine_ips(false), Duration::from_secs(20))
+        .unwrap();
+
+    // The controller goes: the group keeps announcing and forwarding.
+    lock(&g.controller).take().unwrap().kill().unwrap();
+    std::thread::sleep(Duration::from_secs(4)); // past the hold time
+    assert_eq!(g.next_hops(v4).unwrap(), g.engine_ips(false));
+    let (_, failed) = spread(&g, v4, 40);
+    assert!(failed.is_empty(), "with the controller down: {failed:?}");
 }

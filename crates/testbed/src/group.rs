@@ -70,10 +70,15 @@ pub struct Member {
 #[derive(Debug)]
 pub struct GroupBed {
     pub members: [Member; 2],
+    /// `ricochet controller` in the router's namespace, when the engines follow one.
+    pub controller: Mutex<Option<Process>>,
     pub router: Bird,
     pub bed: SeedBed,
     ricochet: String,
 }
+
+/// The controller's address in the router's namespace (on the engines' segment).
+pub const CONTROLLER: &str = "192.168.33.1:8480";
 
 /// What happened to connections while the router moved traffic off an engine.
 #[derive(Debug, Clone)]
@@ -91,8 +96,19 @@ pub struct UnderLoad {
 
 impl GroupBed {
     /// Builds the bed (servers set up for both VIPs), writes `config` as the engines'
-    /// file, starts the router's BIRD, then each member's BIRD and engine.
+    /// file, starts the router's BIRD, then each member's BIRD and engine (following the
+    /// file).
     pub fn new(ricochet: &str, tag: &str, config: &str) -> Result<GroupBed> {
+        Self::build(ricochet, tag, config, false)
+    }
+
+    /// As [`GroupBed::new`], but the engines follow `ricochet controller` (in the router's
+    /// namespace at [`CONTROLLER`]), to which `config` is applied with `ricochet apply`.
+    pub fn with_controller(ricochet: &str, tag: &str, config: &str) -> Result<GroupBed> {
+        Self::build(ricochet, tag, config, true)
+    }
+
+    fn build(ricochet: &str, tag: &str, config: &str, controlled: bool) -> Result<GroupBed> {
         let bed = SeedBed::new(ricochet, tag, &[VIP_V4.into(), VIP_V6.into()])?;
         let topo = &bed.topo;
         topo.unroute_vip(VIP_V4.into())?;
@@ -129,16 +145,52 @@ impl GroupBed {
                 bird: Mutex::new(None),
                 engine: Mutex::new(None),
             }),
+            controller: Mutex::new(None),
             router,
             bed,
             ricochet: ricochet.to_owned(),
         };
         group.write_config(config)?;
+        if controlled {
+            let state = group.bed.path("controller");
+            let mut c = group.bed.topo.router.ns.spawn(&[
+                ricochet,
+                "controller",
+                "--listen",
+                CONTROLLER,
+                "--allow-plain-http",
+                "--state-dir",
+                &state,
+            ])?;
+            c.wait_for_output("controller listening on")
+                .with_context(|| c.report())?;
+            *lock(&group.controller) = Some(c);
+            let file = group.bed.path("group.yaml");
+            group.cli(&["apply", "-f", &file, "--yes"])?;
+        }
         for i in 0..2 {
             group.start_bird(i)?;
             group.start_engine(i)?;
         }
         Ok(group)
+    }
+
+    /// Runs the CLI against the controller (in the router's namespace); its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let url = format!("http://{CONTROLLER}");
+        let token = self.bed.path("controller/admin-token");
+        let mut full = vec![self.ricochet.as_str()];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--url", &url, "--token-file", &token]);
+        let out = self.bed.topo.router.ns.output(&full)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ricochet {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
     }
 
     /// Rewrites the engines' configuration file (they apply it within their watch interval).
@@ -190,11 +242,18 @@ impl GroupBed {
             self.bird_socket(i),
             self.include(i).to_string_lossy().into_owned(),
         );
-        let mut p = host.ns.spawn(&[
-            &self.ricochet,
-            "engine",
-            "--config",
-            &config,
+        let (url, token) = (
+            format!("http://{CONTROLLER}"),
+            self.bed.path("controller/admin-token"),
+        );
+        let source: Vec<&str> = if lock(&self.controller).is_some() {
+            vec!["--controller", &url, "--token-file", &token]
+        } else {
+            vec!["--config", &config, "--watch-interval-ms", "100"]
+        };
+        let mut args = vec![self.ricochet.as_str(), "engine"];
+        args.extend(source);
+        args.extend_from_slice(&[
             "--name",
             self.members[i].name,
             "--interface",
@@ -205,15 +264,14 @@ impl GroupBed {
             &state,
             "--flows",
             "65536",
-            "--watch-interval-ms",
-            "100",
             "--bird-socket",
             &socket,
             "--bgp-include-file",
             &include,
             "--bgp-drain-time",
             "1",
-        ])?;
+        ]);
+        let mut p = host.ns.spawn(&args)?;
         p.wait_for_output("engine running")
             .with_context(|| p.report())?;
         *lock(&self.members[i].engine) = Some(p);
