@@ -80,7 +80,15 @@ pub fn run(options: Options, control: &Control) -> anyhow::Result<()> {
             watch_interval,
         } => {
             let (file, config, desired) = FileSource::open(path, *watch_interval)?;
-            check_sources(&desired, source_v4, source_v6, &args.interface)?;
+            // Only what this engine carries needs its sources (another group's IPv6
+            // services do not).
+            let carried = match &name {
+                Some(n) => config.carried_by(n).compile().map_err(|e| {
+                    anyhow::anyhow!("{}: invalid configuration:\n{e}", path.display())
+                })?,
+                None => desired.clone(),
+            };
+            check_sources(&carried, source_v4, source_v6, &args.interface)?;
             Started::File(file, config, desired)
         }
         Source::Controller(options) => {

@@ -37,6 +37,11 @@ pub fn config(vip: &str, services: u16) -> String {
 
 /// A runner over the in-memory data plane with an IPv4 outer source only.
 pub fn runner(state_dir: &Path) -> Runner<MemoryDataplane> {
+    runner_named(state_dir, None)
+}
+
+/// [`runner`] for the engine named `name` (its service engine group's member).
+pub fn runner_named(state_dir: &Path, name: Option<&str>) -> Runner<MemoryDataplane> {
     let caps = Capacities {
         maglev_slots: 65_537 * 4,
         ..Capacities::default()
@@ -56,7 +61,7 @@ pub fn runner(state_dir: &Path) -> Runner<MemoryDataplane> {
             source_v4,
             source_v6: None,
             flow_scan: Default::default(),
-            name: None,
+            name: name.map(str::to_owned),
             hash_seed: 0,
             bgp: ricochet_daemon::bgp::BgpOptions {
                 bird_socket: state_dir.join("no-bird.ctl"),
