@@ -184,6 +184,36 @@ fn a_group_of_two_engines_announces_spreads_fails_over_and_withdraws() {
         .unwrap()
         .stderr()
         .contains("BGP: no BGP daemon answers"));
+
+    // With its BIRD back se1 announces again; `ricochet detach` (its engine gone) withdraws
+    // before it removes the data plane.
+    g.start_bird(0).unwrap();
+    let both = g.engine_ips(false);
+    g.wait_for_hops(v4, &both, within).unwrap();
+    lock(&g.members[0].engine).take().unwrap().kill().unwrap();
+    let se1 = &g.bed.topo.se1;
+    let pins = g.bed.pin_dir("se1");
+    let state = g.state(0);
+    let out = se1
+        .ns
+        .output(&[
+            RICOCHET,
+            "detach",
+            "--interface",
+            se1.iface,
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "--state-dir",
+            &state,
+        ])
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("withdrew the VIPs from BGP"),
+        "{printed}"
+    );
+    g.wait_for_hops(v4, &[g.bed.topo.se2.ipv4.into()], Duration::from_secs(10))
+        .unwrap();
 }
 
 /// Waits until `check` holds on `ricochet get status -o json` (the controller's view).

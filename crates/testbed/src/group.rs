@@ -327,6 +327,30 @@ impl GroupBed {
         }
     }
 
+    /// Waits until the router's four BGP sessions (each member, IPv4 and IPv6) are
+    /// established; how long that took.
+    pub fn wait_for_sessions(&self, within: Duration) -> Result<Duration> {
+        let t = Instant::now();
+        loop {
+            let protocols = self.router.birdc(&["show", "protocols"])?;
+            let up = protocols
+                .lines()
+                .filter(|l| l.contains(" BGP ") && l.contains("Established"))
+                .count();
+            if up == 4 {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() >= within {
+                anyhow::bail!(
+                    "{up} of the router's 4 BGP sessions are established after {within:?}:\n\
+                     {protocols}\n{}",
+                    self.reports()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The members' logs, for failure messages.
     pub fn reports(&self) -> String {
         let mut s = String::new();
