@@ -438,19 +438,24 @@ fn the_name_pattern_is_the_name_rule() {
     }
     agree(&"a".repeat(MAX_NAME_LEN));
     agree(&"a".repeat(MAX_NAME_LEN + 1));
-    // Random names of every length around the limit, mostly of allowed characters.
-    let allowed: Vec<char> = "aZ09-_.:".chars().collect();
-    let others: Vec<char> = " /é\n\0+".chars().collect();
-    let mut rng = fastrand::Rng::with_seed(7);
+    random_names("aZ09-_.:", " /é\n\0+", MAX_NAME_LEN, 7, agree);
+}
+
+/// 20,000 random names of every length up to `max` + 2, mostly of `allowed` characters
+/// (1 in 100 of `others`), each given to `check`.
+fn random_names(allowed: &str, others: &str, max: usize, seed: u64, check: impl Fn(&str)) {
+    let allowed: Vec<char> = allowed.chars().collect();
+    let others: Vec<char> = others.chars().collect();
+    let mut rng = fastrand::Rng::with_seed(seed);
     for _ in 0..20_000 {
-        let len = rng.usize(0..=MAX_NAME_LEN + 2);
+        let len = rng.usize(0..=max + 2);
         let name: String = (0..len)
             .map(|_| match rng.u8(..100) {
                 0 => others[rng.usize(..others.len())],
                 _ => allowed[rng.usize(..allowed.len())],
             })
             .collect();
-        agree(&name);
+        check(&name);
     }
 }
 
@@ -466,17 +471,5 @@ fn the_engine_name_pattern_is_the_engine_name_rule() {
     }
     agree(&"a".repeat(MAX_ENGINE_NAME_LEN));
     agree(&"a".repeat(MAX_ENGINE_NAME_LEN + 1));
-    let allowed: Vec<char> = "aZ09-_.".chars().collect();
-    let others: Vec<char> = " /é\n\0+:".chars().collect();
-    let mut rng = fastrand::Rng::with_seed(11);
-    for _ in 0..20_000 {
-        let len = rng.usize(0..=MAX_ENGINE_NAME_LEN + 2);
-        let name: String = (0..len)
-            .map(|_| match rng.u8(..100) {
-                0 => others[rng.usize(..others.len())],
-                _ => allowed[rng.usize(..allowed.len())],
-            })
-            .collect();
-        agree(&name);
-    }
+    random_names("aZ09-_.", " /é\n\0+:", MAX_ENGINE_NAME_LEN, 11, agree);
 }

@@ -290,23 +290,28 @@ impl Announcer {
     /// Brings BIRD in line with `inputs`: at once when what to announce changed,
     /// otherwise every second (the sessions' state). Whether the report changed.
     pub fn turn(&mut self, inputs: &Inputs) -> bool {
-        let plan = plan(inputs);
-        let text = match &plan {
-            Some(p) => p.text.clone(),
-            None => {
-                // Not announcing: make sure an earlier run's routes are gone, once.
-                if self.configured.is_none() && self.has_stale_file() {
-                    let text = empty_text("the engine is in no service engine group with BGP");
-                    if self.write_and_configure(&text).is_ok() {
-                        info!("withdrew what an earlier run announced: this engine is in no service engine group with BGP");
-                    }
+        let Some(plan) = plan(inputs) else {
+            // Not announcing: what this engine (it left its group, or the group's BGP
+            // settings went) or an earlier run configured must go, once.
+            let announcing = match &self.configured {
+                Some(text) => text.contains("protocol "),
+                None => self.has_stale_file(),
+            };
+            if announcing {
+                let text = empty_text("the engine is in no service engine group with BGP");
+                match self.write_and_configure(&text) {
+                    Ok(()) => info!(
+                        "BGP: withdrew every VIP and session: this engine is in no service \
+                         engine group with BGP"
+                    ),
+                    Err(e) => error!("BGP: withdrawing (no group with BGP any more): {e:#}"),
                 }
-                let changed = self.report.is_some();
-                self.report = None;
-                return changed;
             }
+            let changed = self.report.is_some();
+            self.report = None;
+            return changed;
         };
-        let plan = plan.expect("matched Some");
+        let text = plan.text.clone();
         let due = self.configured.as_deref() != Some(text.as_str())
             || self
                 .last_check

@@ -1,6 +1,8 @@
 //! An engine carries the virtual services of its service engine group (or of no group)
 //! with the group's hash seed, over the in-memory data plane.
 
+// Only the runner is used here.
+#[allow(dead_code)]
 mod common;
 
 use ricochet_config::Config;
