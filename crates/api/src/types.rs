@@ -501,8 +501,7 @@ pub struct EngineBgpStatus {
     /// The engine.
     pub engine: String,
     /// Its report's BGP section: group, daemon, error, sessions, VIPs and why.
-    #[serde(flatten)]
-    pub report: BgpReport,
+    pub announcement: BgpReport,
 }
 
 /// One virtual service's status.

@@ -9,7 +9,9 @@
 //!   connections and a new connection every 20 ms: time until the router's route changed,
 //!   connections broken, new connections failed;
 //! - the loss of se1 as a host (link down, its processes killed) under the same load:
-//!   time until the router's route changed (BFD), connections broken, new ones failed.
+//!   time until the router's route changed (BFD), connections broken, new ones failed;
+//!   and the same loss on a second bed without BFD, where the router's 3 s hold timer
+//!   notices.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -32,6 +34,7 @@ struct Round {
     announce_to_both_routes_ms: f64,
     drain: Change,
     loss: Change,
+    loss_hold_timer: Change,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,7 +59,12 @@ impl From<&UnderLoad> for Change {
 }
 
 fn round(ricochet: &str, n: usize) -> anyhow::Result<Round> {
-    let g = GroupBed::new(ricochet, &format!("scale-out-{n}"), &group_config(false))?;
+    let g = GroupBed::new(
+        ricochet,
+        &format!("scale-out-{n}"),
+        &group_config(false, true),
+        true,
+    )?;
     let (v4, v6): (IpAddr, IpAddr) = (VIP_V4.into(), VIP_V6.into());
     let within = Duration::from_secs(20);
     g.wait_for_hops(v4, &g.engine_ips(false), within)?;
@@ -69,7 +77,7 @@ fn round(ricochet: &str, n: usize) -> anyhow::Result<Round> {
     // retransmitted by the client after its 1 s initial timeout, which would measure the
     // client's timer instead of the announcement.
     let written = Instant::now();
-    g.write_config(&group_config(true))?;
+    g.write_config(&group_config(true, true))?;
     let routed = loop {
         if !g.next_hops(v6)?.is_empty() {
             break written.elapsed();
@@ -97,12 +105,24 @@ fn round(ricochet: &str, n: usize) -> anyhow::Result<Round> {
     g.start_engine(1)?;
     g.wait_for_hops(v4, &g.engine_ips(false), within)?;
     let loss = g.under_load(v4, CONNECTIONS, |g| g.fail_host(0, v4))?;
+    drop(g);
+
+    // The same loss without BFD: the router's hold timer (3 s) notices.
+    let g = GroupBed::new(
+        ricochet,
+        &format!("scale-out-{n}-hold"),
+        &group_config(false, false),
+        false,
+    )?;
+    g.wait_for_hops(v4, &g.engine_ips(false), within)?;
+    let loss_hold = g.under_load(v4, CONNECTIONS, |g| g.fail_host(0, v4))?;
     Ok(Round {
         announce_to_route_ms: routed.as_secs_f64() * 1e3,
         announce_to_traffic_ms: traffic.as_secs_f64() * 1e3,
         announce_to_both_routes_ms: both.as_secs_f64() * 1e3,
         drain: Change::from(&drain),
         loss: Change::from(&loss),
+        loss_hold_timer: Change::from(&loss_hold),
     })
 }
 
@@ -139,6 +159,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
     };
     let (drain_broken, drain_new) = per_1000(&|r| &r.drain);
     let (loss_broken, loss_new) = per_1000(&|r| &r.loss);
+    let (hold_broken, hold_new) = per_1000(&|r| &r.loss_hold_timer);
     let mut md = String::new();
     writeln!(
         md,
@@ -183,6 +204,18 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Body> {
                 format!("{loss_broken:.1}"),
             ],
             vec!["engine host lost: new connections failed".into(), loss_new],
+            vec![
+                "engine host lost, no BFD (hold time 3 s): link down → router moved (ms)".into(),
+                ms(&|r| r.loss_hold_timer.converged_ms),
+            ],
+            vec![
+                "engine host lost, no BFD: keep-alive connections broken per 1,000".into(),
+                format!("{hold_broken:.1}"),
+            ],
+            vec![
+                "engine host lost, no BFD: new connections failed".into(),
+                hold_new,
+            ],
         ],
     ));
     let headlines = vec![

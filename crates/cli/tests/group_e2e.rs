@@ -49,7 +49,7 @@ fn status(g: &GroupBed, i: usize) -> String {
 
 #[test]
 fn a_group_of_two_engines_announces_spreads_fails_over_and_withdraws() {
-    let mut g = GroupBed::new(RICOCHET, "group", &group_config(true))
+    let mut g = GroupBed::new(RICOCHET, "group", &group_config(true, true), true)
         .unwrap_or_else(|e| panic!("building the group bed: {e:#}"));
     let (v4, v6): (IpAddr, IpAddr) = (VIP_V4.into(), VIP_V6.into());
     let within = Duration::from_secs(20);
@@ -240,7 +240,7 @@ fn web_vs(view: &serde_json::Value) -> &serde_json::Value {
 
 #[test]
 fn engines_of_a_group_follow_the_controller_which_shows_their_bgp() {
-    let g = GroupBed::with_controller(RICOCHET, "group-ctl", &group_config(true))
+    let g = GroupBed::with_controller(RICOCHET, "group-ctl", &group_config(true, true), true)
         .unwrap_or_else(|e| panic!("building the group bed: {e:#}"));
     let v4: IpAddr = VIP_V4.into();
     g.wait_for_hops(v4, &g.engine_ips(false), Duration::from_secs(20))
@@ -250,7 +250,7 @@ fn engines_of_a_group_follow_the_controller_which_shows_their_bgp() {
     wait_for_view(&g, "both engines announce web-vs", |v| {
         web_vs(v)["announced_by"] == serde_json::json!(["se1", "se2"])
             && web_vs(v)["se_group"] == "g1"
-            && v["bgp"][0]["sessions"][0]["state"] == "established"
+            && v["bgp"][0]["announcement"]["sessions"][0]["state"] == "established"
     });
     let table = g.cli(&["get", "se"]).unwrap();
     for needle in [
@@ -358,8 +358,8 @@ fn engines_of_a_group_follow_the_controller_which_shows_their_bgp() {
     g.wait_for_hops(v4, &[], Duration::from_secs(15)).unwrap();
     wait_for_view(&g, "the refused sessions", |v| {
         v["bgp"].as_array().unwrap().iter().all(|e| {
-            e["sessions"][0]["state"] != "established"
-                && e["sessions"][0]["info"]
+            e["announcement"]["sessions"][0]["state"] != "established"
+                && e["announcement"]["sessions"][0]["info"]
                     .as_str()
                     .unwrap_or("")
                     .contains("Bad peer AS")
@@ -381,7 +381,7 @@ fn engines_of_a_group_follow_the_controller_which_shows_their_bgp() {
     g.wait_for_hops(v4, &[g.bed.topo.se1.ipv4.into()], Duration::from_secs(20))
         .unwrap();
     wait_for_view(&g, "se2's address error", |v| {
-        v["bgp"][1]["error"]
+        v["bgp"][1]["announcement"]["error"]
             .as_str()
             .is_some_and(|e| e.contains("192.168.33.9") && e.contains("not have"))
     });

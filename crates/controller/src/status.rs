@@ -82,7 +82,7 @@ pub fn status_view(
         .iter()
         .map(|(engine, report)| EngineBgpStatus {
             engine: engine.clone(),
-            report: report.clone(),
+            announcement: report.clone(),
         })
         .collect();
     bgp.sort_by(|a, b| a.engine.cmp(&b.engine));
@@ -352,6 +352,9 @@ mod tests {
         let engines: Vec<&str> = view.bgp.iter().map(|b| b.engine.as_str()).collect();
         assert_eq!(engines, ["se1", "se2", "se3"]);
         let json = serde_json::to_value(&view).unwrap();
-        assert_eq!(json["bgp"][0]["sessions"][0]["state"], "established");
+        assert_eq!(
+            json["bgp"][0]["announcement"]["sessions"][0]["state"],
+            "established"
+        );
     }
 }

@@ -264,6 +264,8 @@ pub struct Announcer {
     /// The announcements of the last report, to log changes.
     logged: BTreeMap<IpAddr, bool>,
     last_error: Option<String>,
+    /// Whether an earlier run's file was looked for.
+    stale_checked: bool,
 }
 
 impl Announcer {
@@ -275,6 +277,7 @@ impl Announcer {
             report: None,
             logged: BTreeMap::new(),
             last_error: None,
+            stale_checked: false,
         }
     }
 
@@ -295,7 +298,8 @@ impl Announcer {
             // settings went) or an earlier run configured must go, once.
             let announcing = match &self.configured {
                 Some(text) => text.contains("protocol "),
-                None => self.has_stale_file(),
+                // Read once: an engine in no group reads no file on every turn.
+                None => !std::mem::replace(&mut self.stale_checked, true) && self.has_stale_file(),
             };
             if announcing {
                 let text = empty_text("the engine is in no service engine group with BGP");

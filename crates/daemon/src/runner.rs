@@ -396,7 +396,12 @@ impl<D: DaemonDataplane> Runner<D> {
     /// Brings the BGP announcement in line with the engine's state (at once when it
     /// changed, else every second). Whether the report changed.
     pub fn bgp_turn(&mut self) -> bool {
-        let addrs: Vec<IpAddr> = match crate::net::interface_addrs(&self.options.interface) {
+        let announces = self.group.as_ref().is_some_and(|g| g.bgp.is_some());
+        // An engine that announces nothing reads no addresses on every turn.
+        let addrs: Vec<IpAddr> = match announces
+            .then(|| crate::net::interface_addrs(&self.options.interface))
+            .unwrap_or_else(|| Ok((Vec::new(), Vec::new())))
+        {
             Ok((v4, v6)) => v4
                 .into_iter()
                 .map(IpAddr::V4)

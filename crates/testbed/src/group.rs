@@ -22,9 +22,10 @@ use crate::{Host, Process, SeedBed, VIP_V4, VIP_V6};
 pub const MEMBERS: [&str; 2] = ["se1", "se2"];
 
 /// The group's configuration: the seed's web service over IPv4 (and over IPv6 if `v6`) in
-/// group g1, a TCP monitor that marks a server down after 2 failed checks 2 s apart, BFD
-/// at 100 ms and a 3 s hold time.
-pub fn group_config(v6: bool) -> String {
+/// group g1, a TCP monitor that marks a server down after 2 failed checks 2 s apart, a 3 s
+/// hold time, and BFD at 100 ms if `bfd` (the bed's router must then run it too: see
+/// [`GroupBed::new`]).
+pub fn group_config(v6: bool, bfd: bool) -> String {
     let v6_vs = if v6 {
         format!(
             "  - {{ name: web-vs-v6, vip: '{VIP_V6}', services: [{{ port: 80 }}], network_profile: dsr-l3-tcp, pool: web-pool-v6, se_group: g1 }}\n"
@@ -49,7 +50,7 @@ service_engine_groups:
       local_as: {ENGINES_AS}
       peers: [{{ ip: 192.168.33.1, remote_as: {ROUTER_AS} }}, {{ ip: 'fc00::1', remote_as: {ROUTER_AS} }}]
       hold_time: 3
-      bfd: true
+      bfd: {bfd}
       bfd_interval_ms: 100
 virtual_services:
   - {{ name: web-vs, vip: {VIP_V4}, services: [{{ port: 80 }}], network_profile: dsr-l3-tcp, pool: web-pool, se_group: g1 }}
@@ -96,19 +97,25 @@ pub struct UnderLoad {
 
 impl GroupBed {
     /// Builds the bed (servers set up for both VIPs), writes `config` as the engines'
-    /// file, starts the router's BIRD, then each member's BIRD and engine (following the
-    /// file).
-    pub fn new(ricochet: &str, tag: &str, config: &str) -> Result<GroupBed> {
-        Self::build(ricochet, tag, config, false)
+    /// file, starts the router's BIRD (with BFD on its sessions if `bfd`, which `config`
+    /// must match), then each member's BIRD and engine (following the file).
+    pub fn new(ricochet: &str, tag: &str, config: &str, bfd: bool) -> Result<GroupBed> {
+        Self::build(ricochet, tag, config, bfd, false)
     }
 
     /// As [`GroupBed::new`], but the engines follow `ricochet controller` (in the router's
     /// namespace at [`CONTROLLER`]), to which `config` is applied with `ricochet apply`.
-    pub fn with_controller(ricochet: &str, tag: &str, config: &str) -> Result<GroupBed> {
-        Self::build(ricochet, tag, config, true)
+    pub fn with_controller(ricochet: &str, tag: &str, config: &str, bfd: bool) -> Result<GroupBed> {
+        Self::build(ricochet, tag, config, bfd, true)
     }
 
-    fn build(ricochet: &str, tag: &str, config: &str, controlled: bool) -> Result<GroupBed> {
+    fn build(
+        ricochet: &str,
+        tag: &str,
+        config: &str,
+        bfd: bool,
+        controlled: bool,
+    ) -> Result<GroupBed> {
         let bed = SeedBed::new(ricochet, tag, &[VIP_V4.into(), VIP_V6.into()])?;
         let topo = &bed.topo;
         topo.unroute_vip(VIP_V4.into())?;
@@ -136,7 +143,7 @@ impl GroupBed {
                 topo.router.lan_v6.into(),
                 &neighbours,
                 3,
-                Some(100),
+                bfd.then_some(100),
             ),
         )?;
         let group = GroupBed {
