@@ -398,10 +398,12 @@ impl<D: DaemonDataplane> Runner<D> {
     pub fn bgp_turn(&mut self) -> bool {
         let announces = self.group.as_ref().is_some_and(|g| g.bgp.is_some());
         // An engine that announces nothing reads no addresses on every turn.
-        let addrs: Vec<IpAddr> = match announces
-            .then(|| crate::net::interface_addrs(&self.options.interface))
-            .unwrap_or_else(|| Ok((Vec::new(), Vec::new())))
-        {
+        let read = if announces {
+            crate::net::interface_addrs(&self.options.interface)
+        } else {
+            Ok((Vec::new(), Vec::new()))
+        };
+        let addrs: Vec<IpAddr> = match read {
             Ok((v4, v6)) => v4
                 .into_iter()
                 .map(IpAddr::V4)
