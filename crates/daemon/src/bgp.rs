@@ -416,11 +416,15 @@ impl Announcer {
         std::fs::read_to_string(&self.options.include_file).is_ok_and(|t| t.contains("protocol "))
     }
 
-    /// Writes `text` if BIRD has not read it yet, then reads the protocols.
+    /// Writes `text` if BIRD has not read it yet, then reads the protocols. The file is
+    /// written before BIRD is reached, so that a BIRD that is down starts with it.
     fn sync(&mut self, text: &str) -> anyhow::Result<(String, Vec<crate::bird::Protocol>)> {
-        let mut bird = Bird::connect(&self.options.bird_socket)?;
-        if self.configured.as_deref() != Some(text) {
+        let fresh = self.configured.as_deref() != Some(text);
+        if fresh {
             write_include(&self.options.include_file, text)?;
+        }
+        let mut bird = Bird::connect(&self.options.bird_socket)?;
+        if fresh {
             bird.configure().map_err(|e| {
                 self.configured = None;
                 anyhow::anyhow!(

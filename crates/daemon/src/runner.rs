@@ -325,28 +325,23 @@ impl<D: DaemonDataplane> Runner<D> {
             .iter()
             .any(|vs| vs.se_group.is_some());
         let carried;
-        let (config, desired) = match (&self.options.name, grouped || group.is_some()) {
-            (Some(name), true) => {
-                carried = config.carried_by(name);
-                let desired = carried
-                    .compile()
-                    .map_err(|e| anyhow::anyhow!("the group's part does not validate:\n{e}"))?;
-                (&carried, std::borrow::Cow::Owned(desired))
-            }
-            (None, true) => {
-                carried = config.carried_by("");
-                let desired = carried
-                    .compile()
-                    .map_err(|e| anyhow::anyhow!("the ungrouped part does not validate:\n{e}"))?;
-                (&carried, std::borrow::Cow::Owned(desired))
-            }
-            _ => (config, std::borrow::Cow::Borrowed(desired)),
+        let (config, desired) = if grouped || group.is_some() {
+            // An engine without a name is in no group: it carries the ungrouped services.
+            carried = config.carried_by(self.options.name.as_deref().unwrap_or(""));
+            let desired = carried
+                .compile()
+                .map_err(|e| anyhow::anyhow!("this engine's part does not validate:\n{e}"))?;
+            (&carried, std::borrow::Cow::Owned(desired))
+        } else {
+            (config, std::borrow::Cow::Borrowed(desired))
         };
+        let report = self.apply_desired(&desired)?;
+        // After the apply: a refused configuration leaves the seed as it was. The tables
+        // do not depend on the seed, only the hash of new flows does.
         let seed = group
             .as_ref()
             .map_or(self.options.hash_seed, |g| g.hash_seed);
         self.set_hash_seed(seed)?;
-        let report = self.apply_desired(&desired)?;
         self.monitoring.follow(config);
         if self.group != group {
             match &group {
@@ -414,16 +409,14 @@ impl<D: DaemonDataplane> Runner<D> {
                 Vec::new()
             }
         };
-        let effective_down = self.down.clone();
-        let name = self.options.name.clone().unwrap_or_default();
         self.announcer.turn(&crate::bgp::Inputs {
-            engine: &name,
+            engine: self.options.name.as_deref().unwrap_or(""),
             group: self.group.as_ref(),
             attached: self.attached,
             refusal: self.refusal.as_deref(),
             stopping: self.stopping,
             desired: &self.current,
-            down: &effective_down,
+            down: &self.down,
             interface_addrs: &addrs,
         })
     }

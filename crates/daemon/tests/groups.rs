@@ -50,3 +50,32 @@ fn an_engine_in_no_group_carries_the_ungrouped_virtual_services() {
     assert_eq!(carried(Some("se3")), (vec!["c".to_owned()], 0));
     assert_eq!(carried(None), (vec!["c".to_owned()], 0));
 }
+
+#[test]
+fn a_refused_configuration_leaves_the_seed_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = common::runner_named(dir.path(), Some("se1"));
+    let apply = |runner: &mut ricochet_daemon::Runner<_>, text: &str| {
+        let config = Config::from_yaml_str(text).unwrap();
+        let desired = config.compile().unwrap();
+        runner.apply(&config, &desired)
+    };
+    apply(&mut runner, CONFIG).unwrap();
+    // A new seed with an IPv6 service this engine has no IPv6 source for: refused.
+    let refused = CONFIG.replace("hash_seed: 7", "hash_seed: 8").replace(
+        "  - { name: c,",
+        "  - { name: v6, vip: '2001:db8::1', services: [{ port: 80 }], network_profile: dsr, pool: p6, se_group: g1 }\n  - { name: c,",
+    ).replace(
+        "  - { name: p, servers:",
+        "  - { name: p6, servers: [{ ip: '2001:db8::10' }] }\n  - { name: p, servers:",
+    );
+    assert!(apply(&mut runner, &refused).is_err());
+    assert_eq!(runner.engine().dataplane().settings().unwrap().hash_seed, 7);
+    let names: Vec<&str> = runner
+        .current()
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["a"], "the running configuration stays");
+}
