@@ -463,6 +463,9 @@ pub fn write_include(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| anyhow::anyhow!("writing BIRD's include file in {}: {e}", dir.display()))?;
     std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    // Readable by BIRD, which Debian runs as the user `bird` (a temporary file is 0600).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.persist(path)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     Ok(())

@@ -141,6 +141,11 @@ fn bird_takes_the_engines_file_and_drops_it_when_the_engine_leaves_its_group() {
         birdc_until(&socket, &["show", "route"], |r| {
             r.contains("198.51.100.1/32") && r.contains("2001:db8:5::1/128")
         });
+        // Debian's BIRD runs as the user `bird`: the file must be readable by others.
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&include).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o644);
 
         // The engine leaves its group: every route and session goes.
         assert!(announcer.turn(&inputs(None)));
