@@ -30,6 +30,26 @@ fn finish(mut h: u32, len: u32) -> u32 {
 /// and, when `with_port`, its source port (big-endian bytes as on the wire).
 #[inline(always)]
 pub fn client_hash(src: &[u8; 16], sport: [u8; 2], with_port: bool, seed: u32) -> u32 {
+    let h = address_state(src, seed);
+    if with_port {
+        with_port_of(h, sport)
+    } else {
+        finish(h, 16)
+    }
+}
+
+/// `client_hash` without and with the port, for the price of one address hash (the
+/// two share it): the data plane needs both when a service hashes on the address only
+/// and the packet also needs the flow's hash (the IPv6 flow label, the GUE source port).
+#[inline(always)]
+pub fn client_hashes(src: &[u8; 16], sport: [u8; 2], seed: u32) -> (u32, u32) {
+    let h = address_state(src, seed);
+    (finish(h, 16), with_port_of(h, sport))
+}
+
+/// The mixing state after the address's four words.
+#[inline(always)]
+fn address_state(src: &[u8; 16], seed: u32) -> u32 {
     let w0 = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
     let w1 = u32::from_le_bytes([src[4], src[5], src[6], src[7]]);
     let w2 = u32::from_le_bytes([src[8], src[9], src[10], src[11]]);
@@ -37,13 +57,12 @@ pub fn client_hash(src: &[u8; 16], sport: [u8; 2], with_port: bool, seed: u32) -
     let mut h = mix(seed, w0);
     h = mix(h, w1);
     h = mix(h, w2);
-    h = mix(h, w3);
-    if with_port {
-        h = mix(h, u16::from_be_bytes(sport) as u32);
-        finish(h, 18)
-    } else {
-        finish(h, 16)
-    }
+    mix(h, w3)
+}
+
+#[inline(always)]
+fn with_port_of(h: u32, sport: [u8; 2]) -> u32 {
+    finish(mix(h, u16::from_be_bytes(sport) as u32), 18)
 }
 
 #[cfg(test)]
@@ -67,6 +86,22 @@ mod tests {
             client_hash(&a, [0, 80], true, 0),
             client_hash(&a, [1, 80], true, 0)
         );
+    }
+
+    #[test]
+    fn both_hashes_at_once_are_the_two_hashes() {
+        let mut b = [0u8; 16];
+        b[0] = 0xfc;
+        b[15] = 9;
+        for (a, port, seed) in [(b, [0, 53], 0x5eed), (v4([10, 1, 2, 3]), [0xc5, 0xec], 7)] {
+            assert_eq!(
+                client_hashes(&a, port, seed),
+                (
+                    client_hash(&a, port, false, seed),
+                    client_hash(&a, port, true, seed)
+                )
+            );
+        }
     }
 
     #[test]

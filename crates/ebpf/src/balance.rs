@@ -305,6 +305,20 @@ mod tests {
     }
 
     #[test]
+    fn the_flow_label_is_the_same_whether_hashed_or_found_in_the_table() {
+        // The SYN is hashed (the label comes with the pick); the data segment finds the
+        // flow in the table (the service consults it) and hashes for the label alone.
+        let e = env();
+        let (_, hashed) = run_frame(&e, &syn6(0));
+        let mut ack = syn6(0);
+        ack[14 + 40 + 13] = 0x10;
+        let (r, found) = run_frame(&e, &ack);
+        assert!(r.is_ok());
+        assert_eq!(e.service_stats.borrow()[&4].new_flows, 1, "the ACK hit the table");
+        assert_eq!(&hashed[14..18], &found[14..18]);
+    }
+
+    #[test]
     fn a_failed_flow_insert_forwards_and_is_counted() {
         let mut e = env();
         e.insert_error = Some(-12);

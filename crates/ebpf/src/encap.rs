@@ -2,8 +2,6 @@
 //! (RFC 2003) or IPv6-in-IPv6 (RFC 2473), GRE (RFC 2784) or GUE "variant 1" (UDP, then the
 //! inner packet), as the service's flags say. The outer family is the inner one's.
 
-use core::mem::size_of;
-
 use ricochet_common::{
     hash::client_hash, limits, Reason, ServiceFlags, ServiceValue, Settings, FAMILY_V4, FAMILY_V6,
 };
@@ -12,7 +10,7 @@ use crate::{
     csum,
     flow::Pick,
     headers::*,
-    packet::{ptr_at, XdpPacket},
+    packet::{load_u16, load_u32, ptr_at, store_u16, store_u32, PacketCtx, XdpPacket},
     parse::Parsed,
     route::{route, Fib, Route},
     verdict::Next,
@@ -67,17 +65,18 @@ impl Tunnel {
     }
 }
 
-/// The tunnel header that follows the outer IP header: `len` (0, 4 or 8) bytes of `bytes`.
+/// The tunnel header that follows the outer IP header: `len` (0, 4 or 8) bytes, as the
+/// words that hold them in memory (see [`outer_v4_words`]).
 #[derive(Clone, Copy)]
 struct TunnelHdr {
     len: usize,
-    bytes: [u8; 8],
+    words: [u32; 2],
 }
 
 impl TunnelHdr {
     const NONE: TunnelHdr = TunnelHdr {
         len: 0,
-        bytes: [0; 8],
+        words: [0; 2],
     };
 
     /// The GRE header (flags and version 0) in front of an inner packet of `ether_type`.
@@ -86,7 +85,7 @@ impl TunnelHdr {
         let t = ether_type.to_be_bytes();
         TunnelHdr {
             len: GRE_LEN,
-            bytes: [0, 0, t[0], t[1], 0, 0, 0, 0],
+            words: [u32::from_ne_bytes([0, 0, t[0], t[1]]), 0],
         }
     }
 
@@ -95,8 +94,9 @@ impl TunnelHdr {
     const fn udp(h: UdpHdr) -> Self {
         TunnelHdr {
             len: UDP_LEN,
-            bytes: [
-                h.src[0], h.src[1], h.dst[0], h.dst[1], h.len[0], h.len[1], h.check[0], h.check[1],
+            words: [
+                u32::from_ne_bytes([h.src[0], h.src[1], h.dst[0], h.dst[1]]),
+                u32::from_ne_bytes([h.len[0], h.len[1], h.check[0], h.check[1]]),
             ],
         }
     }
@@ -122,6 +122,16 @@ const fn gue_udp(sport: u16, dport: [u8; 2], inner_len: u16) -> UdpHdr {
     }
 }
 
+/// The client's hash with its port, as the flow label and the GUE source port use it:
+/// the pick's when it computed one.
+#[inline(always)]
+fn port_hash(p: &Parsed, s: &Settings, pick: &Pick) -> u32 {
+    match pick.port_hash {
+        Some(h) => h,
+        None => client_hash(&p.src, p.sport, true, s.hash_seed),
+    }
+}
+
 /// `bpf_get_prandom_u32()`.
 pub trait Random {
     fn prandom_u32(&self) -> u32;
@@ -140,53 +150,75 @@ pub fn write_l2(
     let old_type = ptr_at::<[u8; 2]>(ctx, shift + 12)?;
     let new_type = ptr_at::<[u8; 2]>(ctx, 12)?;
     // SAFETY: bounds checked; the regions do not overlap since shift >= 20.
-    unsafe { *new_type = *old_type };
+    unsafe { store_u16(new_type.cast(), load_u16(old_type.cast())) };
     if l3_off == ETH_LEN + VLAN_LEN {
         let old_tag = ptr_at::<[u8; 4]>(ctx, shift + ETH_LEN)?;
         let new_tag = ptr_at::<[u8; 4]>(ctx, ETH_LEN)?;
         // SAFETY: as above.
-        unsafe { *new_tag = *old_tag };
+        unsafe { store_u32(new_tag.cast(), load_u32(old_tag.cast())) };
     }
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: bounds checked.
+    write_macs(ctx, dmac, smac)
+}
+
+/// Writes the Ethernet destination and source addresses (six stores, not twelve).
+#[inline(always)]
+pub fn write_macs(ctx: &impl PacketCtx, dmac: [u8; 6], smac: [u8; 6]) -> Option<()> {
+    let eth = ptr_at::<[u8; 12]>(ctx, 0)?;
+    let p = eth.cast::<u8>();
+    // SAFETY: bounds checked: twelve bytes.
     unsafe {
-        (*eth).dst = dmac;
-        (*eth).src = smac;
+        store_u32(p, u32::from_ne_bytes([dmac[0], dmac[1], dmac[2], dmac[3]]));
+        store_u16(p.add(4), u16::from_ne_bytes([dmac[4], dmac[5]]));
+        store_u16(p.add(6), u16::from_ne_bytes([smac[0], smac[1]]));
+        store_u32(
+            p.add(8),
+            u32::from_ne_bytes([smac[2], smac[3], smac[4], smac[5]]),
+        );
     }
     Some(())
 }
 
-/// Prepends `outer` (the IPv4 or IPv6 outer header) and `tunnel` at `l3_off`, moving the
-/// L2 header in front of them with the next hop's MACs; the frame is then to leave by
-/// `ifindex`. One instance per family whatever the tunnel: a copy per tunnel kind would
-/// take a stack slot of its own for each, past the verifier's 512 bytes.
+/// Prepends `outer` (the IPv4 or IPv6 outer header, as its words) and `tunnel` at
+/// `l3_off`, moving the L2 header in front of them with the next hop's MACs; the frame
+/// is then to leave by `ifindex`. One instance per family whatever the tunnel: a copy
+/// per tunnel kind would take a stack slot of its own for each, past the verifier's 512
+/// bytes.
 #[inline(always)]
-fn push_outer<H: Copy>(
+fn push_outer<const N: usize>(
     ctx: &impl XdpPacket,
     l3_off: usize,
-    outer: H,
+    outer: [u32; N],
     tunnel: TunnelHdr,
     ifindex: u32,
     smac: [u8; 6],
     dmac: [u8; 6],
 ) -> Result<Next, Reason> {
-    let ip_len = size_of::<H>();
+    let ip_len = 4 * N;
     let len = ip_len + tunnel.len;
     ctx.adjust_head(-(len as i32))
         .map_err(|_| Reason::DropAdjustFailed)?;
     write_l2(ctx, l3_off, len, dmac, smac).ok_or(Reason::DropAdjustFailed)?;
-    let o = ptr_at::<H>(ctx, l3_off).ok_or(Reason::DropAdjustFailed)?;
-    // SAFETY: bounds checked.
-    unsafe { *o = outer };
-    let b = tunnel.bytes;
+    // The pointer's type is for the bounds check only: the words are stored one by one
+    // at offsets of unknown alignment.
+    let o = ptr_at::<[u32; N]>(ctx, l3_off)
+        .ok_or(Reason::DropAdjustFailed)?
+        .cast::<u8>();
+    for (i, w) in outer.iter().enumerate() {
+        // SAFETY: bounds checked: 4 * N bytes.
+        unsafe { store_u32(o.add(4 * i), *w) };
+    }
+    let [w0, w1] = tunnel.words;
     if tunnel.len == GRE_LEN {
         let t = ptr_at::<[u8; GRE_LEN]>(ctx, l3_off + ip_len).ok_or(Reason::DropAdjustFailed)?;
         // SAFETY: bounds checked.
-        unsafe { *t = [b[0], b[1], b[2], b[3]] };
+        unsafe { store_u32(t.cast(), w0) };
     } else if tunnel.len == UDP_LEN {
         let t = ptr_at::<[u8; UDP_LEN]>(ctx, l3_off + ip_len).ok_or(Reason::DropAdjustFailed)?;
         // SAFETY: bounds checked.
-        unsafe { *t = b };
+        unsafe {
+            store_u32(t.cast(), w0);
+            store_u32(t.cast::<u8>().add(4), w1);
+        }
     }
     Ok(Next::Forward { ifindex })
 }
@@ -240,9 +272,14 @@ pub fn encap_v4(
         }
         Route::Fail(r) => return Err(r),
     };
-    let mut outer = outer_v4_for(
+    // A packet without DF may be fragmented on the way: its outer header needs an ID
+    // that differs from its neighbours' (RFC 6864). DF packets keep 0, which RFC 6864
+    // allows.
+    let id = if df { 0 } else { env.prandom_u32() as u16 };
+    let outer = outer_v4_words(
         tos,
         df,
+        id,
         p.ip_len,
         s.source_v4,
         [
@@ -255,16 +292,11 @@ pub fn encap_v4(
         tunnel.outer_proto(IPPROTO_IPIP),
         tunnel.header_len() as u16,
     );
-    if !df {
-        // The outer packet may be fragmented on the way: it needs an ID that differs
-        // from its neighbours' (RFC 6864). DF packets keep 0, which RFC 6864 allows.
-        outer.set_id(env.prandom_u32() as u16);
-    }
     let hdr = match tunnel {
         Tunnel::IpInIp | Tunnel::L2 => TunnelHdr::NONE,
         Tunnel::Gre => TunnelHdr::gre(ETH_P_IP),
         Tunnel::Gue { port } => {
-            let h = client_hash(&p.src, p.sport, true, s.hash_seed);
+            let h = port_hash(p, s, pick);
             TunnelHdr::udp(gue_udp(gue_source_port(h), port, p.ip_len))
         }
     };
@@ -293,7 +325,7 @@ pub fn encap_v6(
     if outer_len > 0xffff {
         return Err(Reason::DropTooBig);
     }
-    let h = client_hash(&p.src, p.sport, true, s.hash_seed);
+    let h = port_hash(p, s, pick);
     let flow_label = h & 0x000f_ffff;
     let flowinfo = (traffic_class as u32) << 20 | flow_label;
     let (ifindex, smac, dmac) = match route::<false>(
@@ -318,11 +350,11 @@ pub fn encap_v6(
         }
         Route::Fail(r) => return Err(r),
     };
-    let outer = outer_v6_for(
+    let outer = outer_v6_words(
         traffic_class,
         p.ip_len,
-        s.source_v6,
-        server.addr,
+        &s.source_v6,
+        &server.addr,
         flow_label,
         limits::OUTER_TTL,
         tunnel.outer_proto(IPPROTO_IPV6),
@@ -409,11 +441,6 @@ pub fn forward_l2(
         }
         Route::Fail(r) => return Err(r),
     };
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Reason::DropAdjustFailed)?;
-    // SAFETY: bounds checked.
-    unsafe {
-        (*eth).dst = dmac;
-        (*eth).src = smac;
-    }
+    write_macs(ctx, dmac, smac).ok_or(Reason::DropAdjustFailed)?;
     Ok(Next::Forward { ifindex })
 }

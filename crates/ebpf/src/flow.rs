@@ -12,8 +12,9 @@
 //! recorded whatever the flag, so that a later change finds it.
 
 use ricochet_common::{
-    hash::client_hash, limits::FLOW_SAMPLE, Event, FlowKey, FlowValue, ServerState, ServerValue,
-    ServiceFlags, ServiceValue,
+    hash::{client_hash, client_hashes},
+    limits::FLOW_SAMPLE,
+    Event, FlowKey, FlowValue, ServerState, ServerValue, ServiceFlags, ServiceValue, FAMILY_V6,
 };
 
 use crate::{
@@ -21,6 +22,7 @@ use crate::{
     encap::{Random, Tunnel},
     headers::IPPROTO_TCP,
     parse::Parsed,
+    route::Destination,
 };
 
 /// `FLOWS` rejected an insert (the kernel's error number, negative).
@@ -47,12 +49,16 @@ pub trait Table {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pick {
     pub server_id: u32,
-    pub server: ServerValue,
+    pub server: Destination,
     /// Picked from the Maglev table for a flow to be recorded once forwarded (a new
     /// connection, or a flow whose lookup missed).
     pub new_flow: bool,
     /// The service's encapsulation.
     pub tunnel: Tunnel,
+    /// `client_hash` of the packet's client with its port, when the pick computed it
+    /// (a Maglev pick of a service hashing on the port): what the IPv6 flow label and the
+    /// GUE source port are made of, so that they need not hash again.
+    pub port_hash: Option<u32>,
 }
 
 /// The packet's `FLOWS` key.
@@ -97,21 +103,36 @@ pub fn pick_server(
     if chosen & CHOSEN == 0 {
         return None;
     }
-    let server_id = chosen as u32;
+    let server_id = (chosen >> ID_SHIFT) as u32 & ID_MASK;
+    let server = maps.server(server_id)?;
+    if chosen & NEEDS_ACTIVE != 0 && server.state != ServerState::ACTIVE {
+        return None;
+    }
     Some(Pick {
         server_id,
-        server: maps.server(server_id)?,
+        server: (&server).into(),
         new_flow: chosen & NEW_FLOW != 0,
         tunnel: Tunnel::of(svc),
+        port_hash: (chosen & PORT_HASH != 0).then_some(chosen as u32),
     })
 }
 
-/// [`choose`]'s answer has a server (its id in the low 32 bits).
-const CHOSEN: u64 = 1 << 32;
+/// [`choose`]'s answer: the low 32 bits are the port hash (with [`PORT_HASH`]), the
+/// server id sits at [`ID_SHIFT`], and the flags above it.
+const ID_SHIFT: u32 = 32;
+const ID_MASK: u32 = 0xffff;
+const _: () = assert!(ricochet_common::limits::MAX_SERVERS - 1 <= ID_MASK);
+/// [`choose`]'s answer has a server.
+const CHOSEN: u64 = 1 << 48;
 /// [`choose`]'s server is a new pick, to be recorded.
-const NEW_FLOW: u64 = 1 << 33;
+const NEW_FLOW: u64 = 1 << 49;
+/// The low 32 bits are `client_hash` with the port ([`Pick::port_hash`]).
+const PORT_HASH: u64 = 1 << 50;
+/// A Maglev pick: the server must be `ACTIVE` ([`pick_server`] reads its slot, so that
+/// the slot is read once).
+const NEEDS_ACTIVE: u64 = 1 << 51;
 
-/// [`pick_server`]'s decision, as one register (id | [`CHOSEN`] | [`NEW_FLOW`], or 0):
+/// [`pick_server`]'s decision, as one register (see [`ID_SHIFT`]; 0 for none):
 /// a BPF-to-BPF subprogram, so that the flow key and the server values it handles live
 /// in a frame that is a sibling of the encapsulation's, not in `balance`'s (inlined,
 /// the three frames of the deepest call chain exceeded the verifier's 512 bytes).
@@ -124,7 +145,7 @@ fn choose(maps: &(impl Table + Stats + Random), p: &Parsed, svc: &ServiceValue, 
         if consult || sampled(maps) {
             if let Some(id) = recorded(maps, p) {
                 if consult {
-                    return CHOSEN | id as u64;
+                    return CHOSEN | (id as u64) << ID_SHIFT;
                 }
                 new_flow = 0;
             } else if tcp && !p.icmp {
@@ -139,15 +160,23 @@ fn choose(maps: &(impl Table + Stats + Random), p: &Parsed, svc: &ServiceValue, 
         return 0;
     }
     let with_port = svc.flags.contains(ServiceFlags::HASH_SRC_PORT);
-    let h = client_hash(&p.src, p.sport, with_port, seed);
+    // The IPv6 flow label and the GUE source port are the port hash: computed here with
+    // the slot's hash, which shares its address part.
+    let port_hash_needed = p.family == FAMILY_V6 || svc.flags.contains(ServiceFlags::ENCAP_GUE);
+    let (h, hash) = if with_port {
+        let h = client_hash(&p.src, p.sport, true, seed);
+        (h, PORT_HASH | h as u64)
+    } else if port_hash_needed {
+        let (h, hp) = client_hashes(&p.src, p.sport, seed);
+        (h, PORT_HASH | hp as u64)
+    } else {
+        (client_hash(&p.src, p.sport, false, seed), 0)
+    };
     let slot = svc.table_offset.wrapping_add(h % svc.table_size);
     let Some(id) = maps.maglev(slot) else {
         return 0;
     };
-    match maps.server(id) {
-        Some(s) if s.state == ServerState::ACTIVE => CHOSEN | new_flow | id as u64,
-        _ => 0,
-    }
+    CHOSEN | NEEDS_ACTIVE | new_flow | hash | (id as u64 & ID_MASK as u64) << ID_SHIFT
 }
 
 /// The flow's recorded server id, while its slot still holds it.
@@ -208,9 +237,10 @@ mod tests {
         let other = 1 + hashed.server_id % 4;
         let recorded = Pick {
             server_id: other,
-            server: e.servers[other as usize],
+            server: (&e.servers[other as usize]).into(),
             new_flow: true,
             tunnel: Tunnel::IpInIp,
+            port_hash: None,
         };
         record(&e, &p, &recorded).unwrap();
         // A data segment keeps the recorded server; a SYN of the same five-tuple does not
@@ -307,9 +337,10 @@ mod tests {
         let other = 1 + hashed.server_id % 4;
         let moved = Pick {
             server_id: other,
-            server: e.servers[other as usize],
+            server: (&e.servers[other as usize]).into(),
             new_flow: true,
             tunnel: Tunnel::IpInIp,
+            port_hash: None,
         };
         record(e, p, &moved).unwrap();
         (hashed.server_id, other)
@@ -390,9 +421,10 @@ mod tests {
         let other = 1 + first.server_id % 4;
         let moved = Pick {
             server_id: other,
-            server: e.servers[other as usize],
+            server: (&e.servers[other as usize]).into(),
             new_flow: true,
             tunnel: Tunnel::IpInIp,
+            port_hash: None,
         };
         record(&e, &udp, &moved).unwrap();
         assert_eq!(pick_server(&e, &udp, &CLEAR, 9).unwrap().server_id, other);
@@ -457,9 +489,10 @@ mod tests {
         let other = 1 + first.server_id % 4;
         let moved = Pick {
             server_id: other,
-            server: e.servers[other as usize],
+            server: (&e.servers[other as usize]).into(),
             new_flow: true,
             tunnel: Tunnel::IpInIp,
+            port_hash: None,
         };
         record(&e, &p, &moved).unwrap();
         let again = pick_server(&e, &p, &SVC, 9).unwrap();
@@ -488,9 +521,10 @@ mod tests {
         e.insert_error = Some(-7);
         let pick = Pick {
             server_id: 1,
-            server: e.servers[1],
+            server: (&e.servers[1]).into(),
             new_flow: true,
             tunnel: Tunnel::IpInIp,
+            port_hash: None,
         };
         assert_eq!(record(&e, &parsed(1), &pick), Err(InsertError(-7)));
     }

@@ -203,21 +203,53 @@ pub fn outer_v4_for(
     proto: u8,
     tunnel_len: u16,
 ) -> Ipv4Hdr {
-    let tot = inner_len.wrapping_add(IPV4_LEN as u16 + tunnel_len);
-    let mut h = Ipv4Hdr {
-        ver_ihl: 0x45,
-        tos,
-        tot_len: tot.to_be_bytes(),
-        id: [0, 0],
-        frag_off: if df { IP_DF } else { 0 }.to_be_bytes(),
-        ttl,
-        proto,
-        check: [0, 0],
-        src,
-        dst,
-    };
-    h.check = crate::csum::ipv4_header(&h).to_be_bytes();
-    h
+    let words = outer_v4_words(tos, df, 0, inner_len, src, dst, ttl, proto, tunnel_len);
+    // SAFETY: Ipv4Hdr is 20 bytes of byte fields (any bit pattern is one), as are the words.
+    unsafe { core::mem::transmute::<[u32; 5], Ipv4Hdr>(words) }
+}
+
+/// [`outer_v4_for`]'s header with identification `id`, as the five 32-bit words that
+/// hold it in memory (each word's bytes are the wire's, `u32::from_ne_bytes`): what
+/// the data plane stores into the packet a word at a time
+/// ([`crate::packet::store_u32`]). The checksum is summed over the words' 16-bit halves
+/// in memory order, which gives the same bytes as summing in network order (RFC 1071's
+/// byte-order independence).
+#[allow(clippy::too_many_arguments)] // one per header field
+#[inline(always)]
+pub fn outer_v4_words(
+    tos: u8,
+    df: bool,
+    id: u16,
+    inner_len: u16,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    proto: u8,
+    tunnel_len: u16,
+) -> [u32; 5] {
+    let tot = inner_len
+        .wrapping_add(IPV4_LEN as u16 + tunnel_len)
+        .to_be_bytes();
+    let id = id.to_be_bytes();
+    let frag = if df { IP_DF } else { 0 }.to_be_bytes();
+    let mut w = [
+        u32::from_ne_bytes([0x45, tos, tot[0], tot[1]]),
+        u32::from_ne_bytes([id[0], id[1], frag[0], frag[1]]),
+        u32::from_ne_bytes([ttl, proto, 0, 0]),
+        u32::from_ne_bytes(src),
+        u32::from_ne_bytes(dst),
+    ];
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < w.len() {
+        sum += (w[i] & 0xffff) + (w[i] >> 16);
+        i += 1;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let check = (!(sum as u16)).to_ne_bytes();
+    w[2] = u32::from_ne_bytes([ttl, proto, check[0], check[1]]);
+    w
 }
 
 /// [`outer_v4`] of an IPv4-in-IPv4 packet: protocol 4, nothing between the headers.
@@ -265,17 +297,62 @@ pub fn outer_v6_for(
     next_hdr: u8,
     tunnel_len: u16,
 ) -> Ipv6Hdr {
+    let words = outer_v6_words(
+        traffic_class,
+        inner_len,
+        &src,
+        &dst,
+        flow_label,
+        hop_limit,
+        next_hdr,
+        tunnel_len,
+    );
+    // SAFETY: Ipv6Hdr is 40 bytes of byte fields (any bit pattern is one), as are the words.
+    unsafe { core::mem::transmute::<[u32; 10], Ipv6Hdr>(words) }
+}
+
+/// [`outer_v6_for`]'s header as the ten 32-bit words that hold it in memory (as for
+/// [`outer_v4_words`]).
+#[allow(clippy::too_many_arguments)] // one per header field
+#[inline(always)]
+pub fn outer_v6_words(
+    traffic_class: u8,
+    inner_len: u16,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    flow_label: u32,
+    hop_limit: u8,
+    next_hdr: u8,
+    tunnel_len: u16,
+) -> [u32; 10] {
     let tc = traffic_class as u32;
     let word = (6u32 << 28) | (tc << 20) | (flow_label & 0x000f_ffff);
-    let payload = inner_len.wrapping_add(tunnel_len);
-    Ipv6Hdr {
-        vtc_flow: word.to_be_bytes(),
-        payload_len: payload.to_be_bytes(),
-        next_hdr,
-        hop_limit,
-        src,
-        dst,
-    }
+    let payload = inner_len.wrapping_add(tunnel_len).to_be_bytes();
+    let [s0, s1, s2, s3] = addr_words(src);
+    let [d0, d1, d2, d3] = addr_words(dst);
+    [
+        u32::from_ne_bytes(word.to_be_bytes()),
+        u32::from_ne_bytes([payload[0], payload[1], next_hdr, hop_limit]),
+        s0,
+        s1,
+        s2,
+        s3,
+        d0,
+        d1,
+        d2,
+        d3,
+    ]
+}
+
+/// An address as the four words that hold it in memory.
+#[inline(always)]
+pub fn addr_words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
 }
 
 /// [`outer_v6`] of an IPv6-in-IPv6 packet: next header 41, nothing between the headers.

@@ -14,6 +14,8 @@
 //! - [`balance`]: the pipeline that ties them together.
 //! - [`csum`], [`headers`]: checksums and header layouts, shared with the TC programs.
 #![no_std]
+// Packet loads and stores of a chosen width at any offset ([`packet::load_u32`] ...).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod balance;
 pub mod csum;

@@ -93,6 +93,136 @@ pub fn ptr_at<T>(ctx: &impl PacketCtx, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
+/// Loads and stores of packet memory at offsets of unknown alignment, a word at a time.
+///
+/// The packet's headers sit at offsets of no known alignment (the IP header at 14 or 18
+/// bytes into a frame whose start the driver chose), so the header types are byte
+/// arrays, and LLVM moves them a byte at a time: an IPv6 address is sixteen loads and
+/// sixteen stores. The kernel allows misaligned packet access on every architecture
+/// with efficient unaligned access (x86-64 and arm64 among them; elsewhere the verifier
+/// refuses the program at load, saying so), so in BPF these are single instructions,
+/// written in assembly because LLVM may not emit them for a byte-aligned type (its
+/// `allows-misaligned-mem-access` feature would also make misaligned stack accesses,
+/// which the verifier refuses everywhere). On the host they are `read_unaligned` and
+/// `write_unaligned`. The values are in memory order: a word's bytes are the wire's
+/// (`u32::from_ne_bytes(wire)`).
+///
+/// # Safety
+/// `p` must point to at least the access's size of packet memory (bounds checked
+/// against the packet's end, e.g. with [`ptr_at`]): in BPF nothing but packet memory
+/// may be misaligned.
+#[inline(always)]
+pub unsafe fn load_u32(p: *const u8) -> u32 {
+    #[cfg(target_arch = "bpf")]
+    {
+        let v: u64;
+        // SAFETY: the caller's; a plain load (zero-extending).
+        unsafe {
+            core::arch::asm!(
+                "{v} = *(u32 *)({p} + 0)",
+                p = in(reg) p,
+                v = out(reg) v,
+                options(readonly, nostack, preserves_flags)
+            )
+        };
+        v as u32
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller's.
+    unsafe {
+        core::ptr::read_unaligned(p as *const u32)
+    }
+}
+
+/// [`load_u32`] of 16 bits.
+///
+/// # Safety
+/// As for [`load_u32`].
+#[inline(always)]
+pub unsafe fn load_u16(p: *const u8) -> u16 {
+    #[cfg(target_arch = "bpf")]
+    {
+        let v: u64;
+        // SAFETY: the caller's; a plain load (zero-extending).
+        unsafe {
+            core::arch::asm!(
+                "{v} = *(u16 *)({p} + 0)",
+                p = in(reg) p,
+                v = out(reg) v,
+                options(readonly, nostack, preserves_flags)
+            )
+        };
+        v as u16
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller's.
+    unsafe {
+        core::ptr::read_unaligned(p as *const u16)
+    }
+}
+
+/// The store of [`load_u32`]'s 32 bits.
+///
+/// # Safety
+/// As for [`load_u32`].
+#[inline(always)]
+pub unsafe fn store_u32(p: *mut u8, v: u32) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: the caller's; a plain store.
+    unsafe {
+        core::arch::asm!(
+            "*(u32 *)({p} + 0) = {v}",
+            p = in(reg) p,
+            v = in(reg) v as u64,
+            options(nostack, preserves_flags)
+        )
+    };
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller's.
+    unsafe {
+        core::ptr::write_unaligned(p as *mut u32, v)
+    }
+}
+
+/// The store of [`load_u16`]'s 16 bits.
+///
+/// # Safety
+/// As for [`load_u32`].
+#[inline(always)]
+pub unsafe fn store_u16(p: *mut u8, v: u16) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: the caller's; a plain store.
+    unsafe {
+        core::arch::asm!(
+            "*(u16 *)({p} + 0) = {v}",
+            p = in(reg) p,
+            v = in(reg) v as u64,
+            options(nostack, preserves_flags)
+        )
+    };
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller's.
+    unsafe {
+        core::ptr::write_unaligned(p as *mut u16, v)
+    }
+}
+
+/// A copy of the `T` at `offset` bytes into the packet, if the packet holds all of it,
+/// read as its `N` words ([`load_u32`]) instead of byte by byte. `T` is a wire header
+/// (byte fields only) of `4 * N` bytes.
+#[inline(always)]
+pub fn read_words<T: Copy, const N: usize>(ctx: &impl PacketCtx, offset: usize) -> Option<T> {
+    const { assert!(core::mem::size_of::<T>() == 4 * N) };
+    let p = ptr_at::<T>(ctx, offset)?.cast::<u8>();
+    let mut w = [0u32; N];
+    for (i, w) in w.iter_mut().enumerate() {
+        // SAFETY: bounds checked: 4 * N bytes.
+        *w = unsafe { load_u32(p.add(4 * i)) };
+    }
+    // SAFETY: same size; T's fields are bytes, so every bit pattern is a T.
+    Some(unsafe { core::mem::transmute_copy::<[u32; N], T>(&w) })
+}
+
 /// Minimum packet length `bpf_xdp_adjust_head`/`_tail` leave (an Ethernet header).
 const MIN_FRAME: usize = crate::headers::ETH_LEN;
 

@@ -14,7 +14,7 @@ use ricochet_common::{vip_filter, Reason, ServiceValue, FAMILY_V4, FAMILY_V6};
 
 use crate::{
     headers::*,
-    packet::{ptr_at, PacketCtx},
+    packet::{ptr_at, read_words, PacketCtx},
     service::{self, Lookup},
 };
 
@@ -145,9 +145,8 @@ fn ports(
         ptr_at::<[u8; UDP_LEN]>(ctx, l4_off).ok_or(Reason::DropTruncatedL4)?;
         false
     };
-    let p = ptr_at::<Ports>(ctx, l4_off).ok_or(Reason::DropTruncatedL4)?;
-    // SAFETY: bounds checked.
-    Ok((unsafe { *p }, syn))
+    let p = read_words::<Ports, 1>(ctx, l4_off).ok_or(Reason::DropTruncatedL4)?;
+    Ok((p, syn))
 }
 
 #[inline(always)]
@@ -158,9 +157,7 @@ fn parse_v4(
     frame_len: usize,
     p: &mut MaybeUninit<Parsed>,
 ) -> Result<(), Reason> {
-    let ip = ptr_at::<Ipv4Hdr>(ctx, l3_off).ok_or(Reason::DropMalformedIpv4)?;
-    // SAFETY: bounds checked; copied to the stack.
-    let ip = unsafe { *ip };
+    let ip = read_words::<Ipv4Hdr, 5>(ctx, l3_off).ok_or(Reason::DropMalformedIpv4)?;
     let hdr_len = (ip.ihl() as usize) * 4;
     let tot = ip.total_len() as usize;
     if ip.version() != 4 || hdr_len < IPV4_LEN || tot < hdr_len || l3_off + tot > frame_len {
@@ -303,9 +300,7 @@ fn parse_v6(
     frame_len: usize,
     p: &mut MaybeUninit<Parsed>,
 ) -> Result<(), Reason> {
-    let ip = ptr_at::<Ipv6Hdr>(ctx, l3_off).ok_or(Reason::DropMalformedIpv6)?;
-    // SAFETY: bounds checked; copied to the stack.
-    let ip = unsafe { *ip };
+    let ip = read_words::<Ipv6Hdr, 10>(ctx, l3_off).ok_or(Reason::DropMalformedIpv6)?;
     let payload = ip.payload_len() as usize;
     if ip.version() != 6 || l3_off + IPV6_LEN + payload > frame_len {
         return Err(Reason::DropMalformedIpv6);
