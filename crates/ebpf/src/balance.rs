@@ -314,7 +314,11 @@ mod tests {
         ack[14 + 40 + 13] = 0x10;
         let (r, found) = run_frame(&e, &ack);
         assert!(r.is_ok());
-        assert_eq!(e.service_stats.borrow()[&4].new_flows, 1, "the ACK hit the table");
+        assert_eq!(
+            e.service_stats.borrow()[&4].new_flows,
+            1,
+            "the ACK hit the table"
+        );
         assert_eq!(&hashed[14..18], &found[14..18]);
     }
 

@@ -413,6 +413,23 @@ mod tests {
     }
 
     #[test]
+    fn outer_v4_words_with_an_id_are_the_header_with_that_id() {
+        for (id, df, tos) in [(0, true, 0), (0x1234, false, 0xb9), (0xffff, false, 3)] {
+            let mut want = outer_v4_for(tos, df, 1400, [10, 0, 0, 1], [10, 9, 8, 7], 64, 47, 4);
+            want.set_id(id);
+            let words = outer_v4_words(tos, df, id, 1400, [10, 0, 0, 1], [10, 9, 8, 7], 64, 47, 4);
+            let mut bytes = [0u8; 20];
+            for (chunk, w) in bytes.chunks_mut(4).zip(words) {
+                chunk.copy_from_slice(&w.to_ne_bytes());
+            }
+            // SAFETY: Ipv4Hdr is 20 bytes of byte fields.
+            let got: Ipv4Hdr = unsafe { core::mem::transmute(bytes) };
+            assert_eq!(got, want, "id {id:#x}");
+            assert_eq!(crate::csum::ipv4_header(&got), 0);
+        }
+    }
+
+    #[test]
     fn outer_v6_carries_traffic_class() {
         let inner = Ipv6Hdr {
             vtc_flow: [0x6b, 0x80, 0, 0],
