@@ -132,7 +132,7 @@ fn port_hash(p: &Parsed, s: &Settings, pick: &Pick) -> u32 {
     }
 }
 
-/// `bpf_get_prandom_u32()`.
+/// A pseudo-random number per call: [`crate::random::prandom_u32`] in the kernel.
 pub trait Random {
     fn prandom_u32(&self) -> u32;
 }

@@ -10,6 +10,7 @@
 //! - [`flow`]: the flow table and the Maglev pick.
 //! - [`route`]: the next-hop cache and the FIB lookup.
 //! - [`encap`]: IP-in-IP encapsulation; [`icmp`]: "too big" answers.
+//! - [`random`]: the per-CPU pseudo-random numbers the pipeline draws.
 //! - [`verdict`]: the one mapping of a [`ricochet_common::Reason`] to its XDP action.
 //! - [`balance`]: the pipeline that ties them together.
 //! - [`csum`], [`headers`]: checksums and header layouts, shared with the TC programs.
@@ -25,6 +26,7 @@ pub mod headers;
 pub mod icmp;
 pub mod packet;
 pub mod parse;
+pub mod random;
 pub mod route;
 pub mod service;
 pub mod verdict;

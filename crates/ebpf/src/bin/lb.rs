@@ -38,6 +38,7 @@ mod prog {
         encap::Random,
         flow::{InsertError, Table},
         icmp::Limiter,
+        random::{self, RandomState},
         route::{Fib, FibParams},
         service::Lookup,
         verdict::{self, Action},
@@ -72,6 +73,10 @@ mod prog {
     /// Next hops resolved by `bpf_fib_lookup`, per CPU and server id.
     #[map]
     static NEXT_HOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(limits::MAX_SERVERS, 0);
+
+    /// This CPU's pseudo-random generator ([`ricochet_ebpf::random`]).
+    #[map]
+    static RANDOM: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     /// This CPU's budget of ICMP "too big" errors.
     #[map]
@@ -202,6 +207,17 @@ mod prog {
     impl Random for Kernel<'_> {
         #[inline(always)]
         fn prandom_u32(&self) -> u32 {
+            random::prandom_u32(self)
+        }
+    }
+
+    impl RandomState for Kernel<'_> {
+        #[inline(always)]
+        fn random_state(&self) -> Option<*mut u64> {
+            RANDOM.get_ptr_mut(0)
+        }
+        #[inline(always)]
+        fn kernel_random(&self) -> u32 {
             // SAFETY: plain helper call.
             unsafe { bpf_get_prandom_u32() }
         }
