@@ -132,25 +132,23 @@ const PORT_HASH: u64 = 1 << 50;
 /// the slot is read once).
 const NEEDS_ACTIVE: u64 = 1 << 51;
 
-/// [`pick_server`]'s decision, as one register (see [`ID_SHIFT`]; 0 for none):
-/// a BPF-to-BPF subprogram, so that the flow key and the server values it handles live
-/// in a frame that is a sibling of the encapsulation's, not in `balance`'s (inlined,
-/// the three frames of the deepest call chain exceeded the verifier's 512 bytes).
-#[inline(never)]
+/// [`pick_server`]'s decision, as one register (see [`ID_SHIFT`]; 0 for none). Inlined:
+/// the common path (a hash and a Maglev slot) makes no call; the flow-table lookup is
+/// [`recorded`]'s subprogram, whose frame (the flow key) is a sibling of the
+/// encapsulation's rather than part of `balance`'s (the deepest call chain's frames must
+/// fit the verifier's 512 bytes).
+#[inline(always)]
 fn choose(maps: &(impl Table + Stats + Random), p: &Parsed, svc: &ServiceValue, seed: u32) -> u64 {
     let mut new_flow = NEW_FLOW;
     if !p.syn {
-        let tcp = p.proto == IPPROTO_TCP;
-        let consult = !tcp || svc.flags.contains(ServiceFlags::CONSULT_FLOWS);
+        let consult = p.proto != IPPROTO_TCP || svc.flags.contains(ServiceFlags::CONSULT_FLOWS);
         if consult || sampled(maps) {
-            if let Some(id) = recorded(maps, p) {
+            let found = recorded(maps, p);
+            if found & CHOSEN != 0 {
                 if consult {
-                    return CHOSEN | (id as u64) << ID_SHIFT;
+                    return found;
                 }
                 new_flow = 0;
-            } else if tcp && !p.icmp {
-                // An ICMP error about a flow is no packet of it: its miss is not one.
-                maps.count_event(Event::FlowMissNonSyn);
             }
         } else {
             new_flow = 0;
@@ -179,12 +177,25 @@ fn choose(maps: &(impl Table + Stats + Random), p: &Parsed, svc: &ServiceValue, 
     CHOSEN | NEEDS_ACTIVE | new_flow | hash | (id as u64 & ID_MASK as u64) << ID_SHIFT
 }
 
-/// The flow's recorded server id, while its slot still holds it.
-#[inline(always)]
-fn recorded(maps: &impl Table, p: &Parsed) -> Option<u32> {
-    let f = maps.flow(&flow_key(p))?;
-    let s = maps.server(f.server_id)?;
-    (s.generation == f.generation && s.state != ServerState::FREE).then_some(f.server_id)
+/// The flow's recorded server while its slot still holds it, as [`choose`] answers
+/// ([`CHOSEN`] and the id; 0 for none). A TCP packet that finds none is counted as
+/// [`Event::FlowMissNonSyn`] (an ICMP error about a flow is no packet of it: its miss
+/// is not one).
+#[inline(never)]
+fn recorded(maps: &(impl Table + Stats), p: &Parsed) -> u64 {
+    let found = maps
+        .flow(&flow_key(p))
+        .and_then(|f| Some((f, maps.server(f.server_id)?)))
+        .filter(|(f, s)| s.generation == f.generation && s.state != ServerState::FREE);
+    match found {
+        Some((f, _)) => CHOSEN | (f.server_id as u64 & ID_MASK as u64) << ID_SHIFT,
+        None => {
+            if p.proto == IPPROTO_TCP && !p.icmp {
+                maps.count_event(Event::FlowMissNonSyn);
+            }
+            0
+        }
+    }
 }
 
 /// Records a new flow's server in `FLOWS`.
