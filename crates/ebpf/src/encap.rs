@@ -226,9 +226,9 @@ fn push_outer<const N: usize>(
 /// Encapsulates an IPv4 packet to `server` in its service's tunnel; `Next::TooBig` (with
 /// the MTU left to the inner packet) when the outer packet exceeds the route's MTU and
 /// the inner one has DF set (without DF: dropped).
-// A subprogram of its own: inlined, its stack would add to the caller's 512 bytes. Five
-// arguments at most (BPF calls pass them in R1-R5).
-#[inline(never)]
+// Inlined into `balance` (no BPF-to-BPF call per packet); the three encapsulations sit on
+// exclusive branches, so their stack slots overlap in `balance`'s frame.
+#[inline(always)]
 pub fn encap_v4(
     ctx: &impl XdpPacket,
     env: &(impl Fib + Random),
@@ -306,9 +306,9 @@ pub fn encap_v4(
 /// Encapsulates an IPv6 packet to `server` in its service's tunnel, with the client's flow
 /// hash as the outer flow label; `Next::TooBig` (with the MTU left to the inner packet)
 /// when the outer packet exceeds the route's MTU.
-// A subprogram of its own: inlined, its stack would add to the caller's 512 bytes. Five
-// arguments at most (BPF calls pass them in R1-R5).
-#[inline(never)]
+// Inlined into `balance` (no BPF-to-BPF call per packet); the three encapsulations sit on
+// exclusive branches, so their stack slots overlap in `balance`'s frame.
+#[inline(always)]
 pub fn encap_v6(
     ctx: &impl XdpPacket,
     env: &(impl Fib + Random),
@@ -400,7 +400,7 @@ pub fn fill_gue_v6_checksum(ctx: &impl XdpPacket, l3_off: usize) {
 /// ([`Reason::DropL2NotOnLink`] otherwise); `Next::TooBig` when the packet exceeds the
 /// egress MTU (a smaller one than the ingress's). The Ethernet addresses are rewritten
 /// in place; a VLAN tag stays.
-#[inline(never)]
+#[inline(always)]
 pub fn forward_l2(
     ctx: &impl XdpPacket,
     env: &impl Fib,

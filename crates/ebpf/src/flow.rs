@@ -198,8 +198,9 @@ fn recorded(maps: &(impl Table + Stats), p: &Parsed) -> u64 {
     }
 }
 
-/// Records a new flow's server in `FLOWS`.
-#[inline(always)]
+/// Records a new flow's server in `FLOWS`. A subprogram, as [`recorded`] is: the flow
+/// key it builds stays out of `balance`'s frame.
+#[inline(never)]
 pub fn record(maps: &impl Table, p: &Parsed, pick: &Pick) -> Result<(), InsertError> {
     let value = FlowValue {
         server_id: pick.server_id,
