@@ -83,11 +83,16 @@ impl Browser {
     }
 
     /// Polls `script` until it returns something truthy; returns it. A panic naming `what`
-    /// and the last value otherwise.
+    /// and the last value otherwise. A script that throws counts as not yet: it polls a
+    /// page that may still be rendering (an element it reads not there yet); the error
+    /// is the last value reported if it never passes.
     async fn wait_js(&self, what: &str, script: &str, within: Duration) -> Value {
         let t = Instant::now();
         loop {
-            let v = self.js(script).await;
+            let (v, last) = match self.client.execute(script, Vec::new()).await {
+                Ok(v) => (v.clone(), v.to_string()),
+                Err(e) => (Value::Null, format!("the script threw: {e}")),
+            };
             let truthy = match &v {
                 Value::Null | Value::Bool(false) => false,
                 Value::String(s) => !s.is_empty(),
@@ -99,7 +104,7 @@ impl Browser {
             }
             assert!(
                 t.elapsed() < within,
-                "{what}: not within {within:?} (last: {v})"
+                "{what}: not within {within:?} (last: {last})"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
