@@ -90,7 +90,10 @@ impl Browser {
         let t = Instant::now();
         loop {
             let (v, last) = match self.client.execute(script, Vec::new()).await {
-                Ok(v) => (v.clone(), v.to_string()),
+                Ok(v) => {
+                    let last = v.to_string();
+                    (v, last)
+                }
                 Err(e) => (Value::Null, format!("the script threw: {e}")),
             };
             let truthy = match &v {

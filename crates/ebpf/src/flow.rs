@@ -134,9 +134,9 @@ const NEEDS_ACTIVE: u64 = 1 << 51;
 
 /// [`pick_server`]'s decision, as one register (see [`ID_SHIFT`]; 0 for none). Inlined:
 /// the common path (a hash and a Maglev slot) makes no call; the flow-table lookup is
-/// [`recorded`]'s subprogram, whose frame (the flow key) is a sibling of the
-/// encapsulation's rather than part of `balance`'s (the deepest call chain's frames must
-/// fit the verifier's 512 bytes).
+/// [`recorded`]'s subprogram, so that its frame (the flow key) is not part of `balance`'s,
+/// which already holds the encapsulations' (the deepest call chain's frames must fit the
+/// verifier's 512 bytes).
 #[inline(always)]
 fn choose(maps: &(impl Table + Stats + Random), p: &Parsed, svc: &ServiceValue, seed: u32) -> u64 {
     let mut new_flow = NEW_FLOW;
